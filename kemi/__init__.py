@@ -1,0 +1,1 @@
+"""Call-routing core of the coworking office phone service (Kamailio KEMI)."""

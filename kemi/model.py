@@ -1,0 +1,66 @@
+"""What is provisioned: companies and their extensions.
+
+Plain data, no I/O. The store encodes these as msgpack maps (redis-schema/SCHEMA.md)
+and the provisioning loader builds them from the ops YAML file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+
+EXTENSION_RE = re.compile(r"2[0-9]{3}")
+COMPANY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# A SIP domain as phones put it in From/To: lower-case DNS labels.
+DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+HA1_RE = re.compile(r"[0-9a-f]{32}")
+
+DEFAULT_RING_TIMEOUT = 30
+EXTENSION_TYPES = ("phone", "virtual")
+
+
+def digest_ha1(user: str, realm: str, password: str) -> str:
+    """RFC 2617 HA1 = MD5(user:realm:password); the only form a password is kept in."""
+    return hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Extension:
+    number: str
+    name: str
+    ha1: str | None = None          # None for a virtual extension: nothing registers as it
+    did: str | None = None          # caller ID shown outside (E.164)
+    type: str = "phone"
+    forward: str | None = None      # virtual extension: the external number it forwards to
+    ring_timeout: int = DEFAULT_RING_TIMEOUT
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Extension":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Company:
+    id: str
+    name: str
+    domain: str
+    main_number: str | None = None  # caller ID when an extension has no DID
+    location: str = ""              # civic address sent with emergency calls
+    allow_special: bool = False     # premium-rate, shared-cost and 3BPQ numbers (paid from prepaid)
+    extensions: tuple[Extension, ...] = field(default=(), compare=False)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        del data["extensions"]  # stored under their own keys
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Company":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "extensions"}
+        return cls(**known)

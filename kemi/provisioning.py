@@ -1,0 +1,269 @@
+"""The ops provisioning file: YAML in, validated companies out, or every error with its line.
+
+Pure: parsing and validation only. Applying the result to Redis is the store's
+job (kemi.store.Directory.apply), done in one transaction so that a file with
+an error changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from kemi.model import (
+    COMPANY_ID_RE,
+    DEFAULT_RING_TIMEOUT,
+    DOMAIN_RE,
+    E164_RE,
+    EXTENSION_RE,
+    EXTENSION_TYPES,
+    HA1_RE,
+    Company,
+    Extension,
+    digest_ha1,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.path}: {self.message}"
+
+
+class ProvisioningError(Exception):
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}:{p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    companies: tuple[Company, ...]
+
+
+class _Doc:
+    """YAML node tree with the line of every value, so errors can name it."""
+
+    def __init__(self, node: yaml.Node, path: str):
+        self.node = node
+        self.path = path
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+    def mapping(self) -> dict[str, "_Doc"] | None:
+        if not isinstance(self.node, yaml.MappingNode):
+            return None
+        out = {}
+        for key, value in self.node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            out[name] = _Doc(value, f"{self.path}.{name}" if self.path else name)
+        return out
+
+    def sequence(self) -> list["_Doc"] | None:
+        if not isinstance(self.node, yaml.SequenceNode):
+            return None
+        return [_Doc(item, f"{self.path}[{i}]") for i, item in enumerate(self.node.value)]
+
+    def scalar(self) -> Any:
+        if not isinstance(self.node, yaml.ScalarNode):
+            return _NOT_SCALAR
+        return _construct(self.node)
+
+
+_NOT_SCALAR = object()
+
+
+def _construct(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, doc: _Doc, message: str) -> None:
+        self.problems.append(Problem(doc.path, doc.line, message))
+
+    def fields(self, doc: _Doc, allowed: set[str], required: set[str]) -> dict[str, _Doc] | None:
+        mapping = doc.mapping()
+        if mapping is None:
+            self.fail(doc, "expected a mapping of fields")
+            return None
+        for name, value in mapping.items():
+            if name not in allowed:
+                self.fail(value, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        for name in sorted(required - mapping.keys()):
+            self.fail(doc, f"missing required field '{name}'")
+        return mapping
+
+    def string(self, doc: _Doc | None, pattern=None, hint: str = "", optional=False) -> str | None:
+        if doc is None:
+            return None
+        value = doc.scalar()
+        if value is None and optional:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and pattern is not None:
+            value = str(value)  # unquoted 2001 in YAML is an int; the digits are what was meant
+        if not isinstance(value, str) or not value.strip():
+            self.fail(doc, f"expected a non-empty string{': ' + hint if hint else ''}")
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.fail(doc, f"{value!r} is not {hint}")
+            return None
+        return value
+
+    def integer(self, doc: _Doc | None, low: int, high: int, default: int) -> int:
+        if doc is None:
+            return default
+        value = doc.scalar()
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(doc, f"expected a whole number from {low} to {high}")
+            return default
+        return value
+
+    def boolean(self, doc: _Doc | None, default: bool) -> bool:
+        if doc is None:
+            return default
+        value = doc.scalar()
+        if not isinstance(value, bool):
+            self.fail(doc, "expected true or false")
+            return default
+        return value
+
+
+COMPANY_FIELDS = {"id", "name", "domain", "main_number", "location", "allow_special", "extensions"}
+EXTENSION_FIELDS = {"number", "name", "password", "ha1", "did", "type", "forward", "ring_timeout"}
+
+
+def parse(text: str, source: str = "<provisioning>") -> Provisioning:
+    """Validate a whole provisioning file; raise ProvisioningError listing every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ProvisioningError(source, [Problem("(file)", line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if root is None:
+        raise ProvisioningError(source, [Problem("(file)", 1, "the file is empty")])
+    check = _Checker()
+    top = check.fields(_Doc(root, ""), {"companies"}, {"companies"})
+    companies: list[Company] = []
+    if top and "companies" in top:
+        items = top["companies"].sequence()
+        if items is None:
+            check.fail(top["companies"], "expected a list of companies")
+        else:
+            parsed = [(_company(check, item), item) for item in items]
+            valid = [(c, d) for c, d in parsed if c is not None]
+            _unique(check, valid)
+            companies = [c for c, _ in valid]
+    if check.problems:
+        raise ProvisioningError(source, check.problems)
+    return Provisioning(tuple(companies))
+
+
+def _company(check: _Checker, doc: _Doc) -> Company | None:
+    f = check.fields(doc, COMPANY_FIELDS, {"id", "name", "domain"})
+    if f is None:
+        return None
+    before = len(check.problems)
+    domain = check.string(f.get("domain"), DOMAIN_RE, "a lower-case SIP domain like acme.example.net")
+    extensions: list[Extension] = []
+    ext_docs = f["extensions"].sequence() if "extensions" in f else []
+    if ext_docs is None:
+        check.fail(f["extensions"], "expected a list of extensions")
+        ext_docs = []
+    seen: dict[str, int] = {}
+    for ext_doc in ext_docs:
+        ext = _extension(check, ext_doc, domain or "")
+        if ext is None:
+            continue
+        if ext.number in seen:
+            check.fail(ext_doc, f"extension {ext.number} is already defined at line {seen[ext.number]}")
+        seen[ext.number] = ext_doc.line
+        extensions.append(ext)
+    company = Company(
+        id=check.string(f.get("id"), COMPANY_ID_RE, "a company id (lower-case letters, digits, '-')") or "",
+        name=check.string(f.get("name")) or "",
+        domain=domain or "",
+        main_number=check.string(f.get("main_number"), E164_RE, "an E.164 number like +33142685300", optional=True),
+        location=check.string(f.get("location"), optional=True) or "",
+        allow_special=check.boolean(f.get("allow_special"), False),
+        extensions=tuple(extensions),
+    )
+    return company if len(check.problems) == before else None
+
+
+def _extension(check: _Checker, doc: _Doc, realm: str) -> Extension | None:
+    f = check.fields(doc, EXTENSION_FIELDS, {"number", "name"})
+    if f is None:
+        return None
+    before = len(check.problems)
+    number = check.string(f.get("number"), EXTENSION_RE, "an extension number 2XXX") or ""
+    kind = check.string(f.get("type"), optional=True) or "phone"
+    if kind not in EXTENSION_TYPES:
+        check.fail(f["type"], f"expected one of {', '.join(EXTENSION_TYPES)}")
+    ha1 = None
+    forward = check.string(f.get("forward"), optional=True)
+    if kind == "phone":
+        ha1 = _credentials(check, doc, f, number, realm)
+        if "forward" in f:
+            check.fail(f["forward"], "only a virtual extension has a forwarding number")
+    elif kind == "virtual":
+        for name in ("password", "ha1"):
+            if name in f:
+                check.fail(f[name], "a virtual extension does not register: remove its credentials")
+        if forward is None:
+            check.fail(doc, "a virtual extension needs 'forward', the number calls are forwarded to")
+    ext = Extension(
+        number=number,
+        name=check.string(f.get("name")) or "",
+        ha1=ha1,
+        did=check.string(f.get("did"), E164_RE, "an E.164 number like +33142685301", optional=True),
+        type=kind,
+        forward=forward,
+        ring_timeout=check.integer(f.get("ring_timeout"), 5, 300, DEFAULT_RING_TIMEOUT),
+    )
+    return ext if len(check.problems) == before else None
+
+
+def _credentials(check: _Checker, doc: _Doc, f: dict[str, _Doc], number: str, realm: str) -> str | None:
+    if "password" in f and "ha1" in f:
+        check.fail(f["ha1"], "give either 'password' or 'ha1', not both")
+        return None
+    if "ha1" in f:
+        return check.string(f["ha1"], HA1_RE, "an MD5 digest HA1 (32 lower-case hex digits)")
+    if "password" not in f:
+        check.fail(doc, "a phone extension needs 'password' (or its digest 'ha1')")
+        return None
+    password = check.string(f["password"])
+    if password is None:
+        return None
+    if len(password) < 8:
+        check.fail(f["password"], "too short: at least 8 characters")
+        return None
+    return digest_ha1(number, realm, password)
+
+
+def _unique(check: _Checker, companies: list[tuple[Company, _Doc]]) -> None:
+    for attr in ("id", "domain"):
+        first: dict[str, _Doc] = {}
+        for company, doc in companies:
+            value = getattr(company, attr)
+            if value in first:
+                check.fail(doc, f"{attr} {value!r} is already used at line {first[value].line}")
+            else:
+                first[value] = doc

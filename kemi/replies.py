@@ -1,0 +1,50 @@
+"""Every final answer the proxy gives by itself, with its precise reason phrase.
+
+One table so that tests, docs and the SIP layer agree on the words a phone shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    reason: str
+
+    def with_reason(self, reason: str) -> "Reply":
+        return Reply(self.code, reason)
+
+
+OK = Reply(200, "OK")
+BAD_REQUEST = Reply(400, "Bad Request")
+# One phrase for unknown user, wrong password, wrong company: no user enumeration.
+FORBIDDEN = Reply(403, "Forbidden")
+EXTENSION_NOT_FOUND = Reply(404, "Extension Not Found")
+NOT_HERE = Reply(404, "Not Here")
+METHOD_NOT_ALLOWED = Reply(405, "Method Not Allowed")
+NOT_REGISTERED = Reply(480, "Extension Not Registered")
+ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
+TOO_MANY_HOPS = Reply(483, "Too Many Hops")
+LOOP_DETECTED = Reply(482, "Loop Detected")
+INTERNAL_ERROR = Reply(500, "Internal Server Error")
+STORE_DOWN = Reply(503, "Subscriber Data Unavailable")
+SCHEMA_UNKNOWN = Reply(503, "Subscriber Data Not Provisioned")
+
+ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, NOTIFY"
+
+
+def auth_failure(rc: int) -> tuple[str, Reply | None]:
+    """What to do with a pv_auth_check() result that is not success.
+
+    Returns ("challenge", None), ("challenge-stale", None) or ("reply", reply).
+    Codes from the auth module's README: -4 nonce expired, -5 no credentials
+    for this realm, -6 nonce reused; -2 wrong password, -3 unknown user,
+    -8 auth user differs from From/To user, -1 generic error.
+    """
+    if rc == -4:
+        return "challenge-stale", None
+    if rc in (-5, -6):
+        return "challenge", None
+    return "reply", FORBIDDEN

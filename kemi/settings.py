@@ -1,0 +1,56 @@
+"""Settings of the routing core, read from the environment.
+
+Every setting has a documented default in scripts/env.sh; this module only
+parses and validates, so that a typo in an operator's environment stops the
+proxy at start with the variable's name instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlparse
+
+SCHEMA_VERSION = 1  # the Redis layout this code understands; see redis-schema/SCHEMA.md
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_ms: int = 250
+    # How often a process re-reads schema:version, so that a store that was
+    # flushed or replaced is noticed without a restart.
+    schema_recheck_s: int = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        return cls(
+            redis_url=_redis_url(env, "REDIS_URL", cls.redis_url),
+            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", cls.redis_timeout_ms, 1, 60_000),
+            schema_recheck_s=_int(env, "SCHEMA_RECHECK_S", cls.schema_recheck_s, 1, 3600),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value}: expected {low}..{high}")
+    return value
+
+
+def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+        raise SettingsError(f"{name}={raw!r}: expected redis://host:port/db")
+    return raw

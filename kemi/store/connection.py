@@ -1,0 +1,88 @@
+"""One Redis client per process, opened lazily after Kamailio forks its workers.
+
+Kamailio runs the KEMI script in many processes (SIP workers, timers, RPC);
+a socket opened before the fork would be shared by all of them. The client is
+therefore keyed by PID, and every failure to reach Redis surfaces as
+StoreUnavailable so the SIP layer can answer 503 instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgpack
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from kemi.settings import SCHEMA_VERSION, Settings
+from kemi.store import keys
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached or answered too slowly."""
+
+
+class SchemaMismatch(StoreUnavailable):
+    """Redis holds data in a layout this code does not understand (or none at all)."""
+
+
+def pack(value) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(raw: bytes | None):
+    return None if raw is None else msgpack.unpackb(raw, raw=False)
+
+
+def make_client(settings: Settings) -> redis.Redis:
+    timeout = settings.redis_timeout_ms / 1000
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # Retrying inside a SIP worker multiplies the wait the caller sees;
+        # the phone retransmits and the next request tries again.
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+class Connection:
+    def __init__(self, settings: Settings, clock=time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self._pid = -1
+        self._client: redis.Redis | None = None
+        self._schema_checked_at = float("-inf")
+
+    def client(self) -> redis.Redis:
+        if self._pid != os.getpid() or self._client is None:
+            self._client = make_client(self.settings)
+            self._pid = os.getpid()
+            self._schema_checked_at = float("-inf")
+        return self._client
+
+    def ready(self) -> redis.Redis:
+        """The client, after making sure (at most every few seconds) that the schema is ours."""
+        client = self.client()
+        now = self._clock()
+        if now - self._schema_checked_at >= self.settings.schema_recheck_s:
+            found = self.call(client.get, keys.SCHEMA_VERSION)
+            version = unpack(found)
+            if version != SCHEMA_VERSION:
+                raise SchemaMismatch(
+                    f"Redis at {self.settings.redis_url} has {keys.SCHEMA_VERSION}={version!r}, "
+                    f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
+                    f"'python3 -m kemi.admin load FILE' or migrate the data"
+                )
+            self._schema_checked_at = now
+        return client
+
+    def call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._schema_checked_at = float("-inf")  # it may come back empty
+            raise StoreUnavailable(f"Redis at {self.settings.redis_url} unreachable: {exc}") from exc

@@ -1,0 +1,124 @@
+"""Companies and extensions in Redis: the lookups the proxy makes per request, and the
+one-transaction apply the ops CLI makes per provisioning file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from kemi.model import Company, Extension
+from kemi.provisioning import Provisioning
+from kemi.settings import SCHEMA_VERSION
+from kemi.store import keys
+from kemi.store.connection import Connection, pack, unpack
+
+
+@dataclass(frozen=True)
+class Party:
+    """A phone user as the proxy sees them: their company and their extension."""
+
+    company: Company
+    extension: Extension | None
+
+
+class Directory:
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # -- per-request lookups (the hot path: two round trips at most) ------------------
+    def company_by_domain(self, sip_domain: str) -> Company | None:
+        client = self.conn.ready()
+        co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
+        if co is None:
+            return None
+        return self.company(co)
+
+    def company(self, co: str) -> Company | None:
+        client = self.conn.ready()
+        data = unpack(self.conn.call(client.get, keys.company(co)))
+        return None if data is None else Company.from_dict(data)
+
+    def party(self, sip_domain: str, *numbers: str) -> tuple[Company | None, list[Extension | None]]:
+        """The company of a SIP domain and some of its extensions, in two round trips."""
+        client = self.conn.ready()
+        co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
+        if co is None:
+            return None, [None] * len(numbers)
+        raw = self.conn.call(client.mget, [keys.company(co)] + [keys.extension(co, n) for n in numbers])
+        company = unpack(raw[0])
+        if company is None:
+            return None, [None] * len(numbers)
+        exts = [None if r is None else Extension.from_dict(unpack(r)) for r in raw[1:]]
+        return Company.from_dict(company), exts
+
+    # -- ops ------------------------------------------------------------------------------
+    def companies(self) -> list[Company]:
+        client = self.conn.client()
+        ids = sorted(m.decode() for m in self.conn.call(client.smembers, keys.COMPANIES))
+        out = []
+        for co in ids:
+            data = unpack(client.get(keys.company(co)))
+            if data is None:
+                continue
+            numbers = sorted(n.decode() for n in client.smembers(keys.extensions(co)))
+            exts = [Extension.from_dict(unpack(r)) for r in client.mget([keys.extension(co, n) for n in numbers]) if r]
+            out.append(Company(**{**Company.from_dict(data).__dict__, "extensions": tuple(exts)}))
+        return out
+
+    def apply(self, prov: Provisioning, prune: bool = False) -> list[str]:
+        """Make Redis hold exactly the file's companies (and, with prune, nothing else).
+
+        One MULTI/EXEC under WATCH: a concurrent change restarts it, a failure
+        leaves the previous data untouched. Money keys are never written here.
+        Returns a human summary of the changes.
+        """
+        client = self.conn.client()
+        return self.conn.call(client.transaction, lambda pipe: self._apply(pipe, prov, prune),
+                              keys.COMPANIES, value_from_callable=True)
+
+    def _apply(self, pipe: redis.client.Pipeline, prov: Provisioning, prune: bool) -> list[str]:
+        existing = {m.decode() for m in pipe.smembers(keys.COMPANIES)}
+        wanted = {c.id for c in prov.companies}
+        current = {co: unpack(pipe.get(keys.company(co))) for co in existing}
+        # A domain must belong to one company only, across the file and what stays in Redis.
+        owners = {data["domain"]: co for co, data in current.items() if data}
+        kept = existing - wanted if not prune else set()
+        for company in prov.companies:
+            owner = owners.get(company.domain)
+            if owner is not None and owner != company.id and owner in kept:
+                raise ValueError(f"company {company.id}: domain {company.domain!r} already belongs to company {owner!r}")
+        old_numbers = {co: {n.decode() for n in pipe.smembers(keys.extensions(co))} for co in existing}
+        summary: list[str] = []
+        pipe.multi()
+        pipe.set(keys.SCHEMA_VERSION, pack(SCHEMA_VERSION))
+        for company in prov.companies:
+            before = current.get(company.id)
+            if before and before["domain"] != company.domain:
+                pipe.delete(keys.domain(before["domain"]))
+            pipe.set(keys.company(company.id), pack(company.to_dict()))
+            pipe.set(keys.domain(company.domain), pack(company.id))
+            pipe.sadd(keys.COMPANIES, company.id)
+            numbers = {e.number for e in company.extensions}
+            gone = old_numbers.get(company.id, set()) - numbers
+            for number in gone:
+                pipe.delete(keys.extension(company.id, number))
+            pipe.delete(keys.extensions(company.id))
+            for ext in company.extensions:
+                pipe.set(keys.extension(company.id, ext.number), pack(ext.to_dict()))
+            if numbers:
+                pipe.sadd(keys.extensions(company.id), *sorted(numbers))
+            verb = "updated" if before else "created"
+            summary.append(f"company {company.id} ({company.domain}): {verb}, {len(numbers)} extensions"
+                           + (f", removed {', '.join(sorted(gone))}" if gone else ""))
+        if prune:
+            for co in sorted(existing - wanted):
+                data = current.get(co)
+                if data:
+                    pipe.delete(keys.domain(data["domain"]))
+                for number in old_numbers.get(co, ()):
+                    pipe.delete(keys.extension(co, number))
+                pipe.delete(keys.company(co), keys.extensions(co))
+                pipe.srem(keys.COMPANIES, co)
+                summary.append(f"company {co}: removed (not in the file; its prepaid data is kept)")
+        return summary

@@ -1,0 +1,24 @@
+"""Every Redis key name the project uses, in one place (documented in redis-schema/SCHEMA.md).
+
+Keys of one company share the hash tag {co:<id>} so that a Redis Cluster keeps
+them in one slot and a script or transaction may touch them together.
+"""
+
+SCHEMA_VERSION = "schema:version"
+COMPANIES = "companies"
+
+
+def domain(sip_domain: str) -> str:
+    return f"domain:{sip_domain}"
+
+
+def company(co: str) -> str:
+    return f"{{co:{co}}}:company"
+
+
+def extensions(co: str) -> str:
+    return f"{{co:{co}}}:exts"
+
+
+def extension(co: str, number: str) -> str:
+    return f"{{co:{co}}}:ext:{number}"

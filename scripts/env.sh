@@ -1,0 +1,17 @@
+# Settings of the proxy, the local Redis and the tests, with their defaults.
+# Sourced by scripts/run.sh and scripts/test.sh; every value can be overridden
+# from the environment, e.g. `SIP_PORT=5070 REDIS_PORT=6390 scripts/run.sh`.
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+export ROOT
+export SIP_ADDR=${SIP_ADDR:-127.0.0.1}          # address the proxy listens on (UDP and TCP)
+export SIP_PORT=${SIP_PORT:-5060}               # SIP port (UDP and TCP)
+export SIP_CHILDREN=${SIP_CHILDREN:-4}          # worker processes per transport
+export LOG_LEVEL=${LOG_LEVEL:-2}                # Kamailio debug level: 0 warn, 1 notice, 2 info, 3 debug
+export REDIS_PORT=${REDIS_PORT:-6379}           # port of the local redis-server that scripts/run.sh starts
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:${REDIS_PORT}/0}  # where the proxy and the CLI find the data
+export REDIS_TIMEOUT_MS=${REDIS_TIMEOUT_MS:-250} # per Redis command; a slower store is treated as down
+export PROVISION_FILE=${PROVISION_FILE:-$ROOT/redis-schema/demo-office.yaml}  # loaded by scripts/run.sh at start
+export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}
+export KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}      # venv of Debian's /usr/bin/python3 (the one app_python3 embeds)
+export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the control socket
+export KAMAILIO_CTL=${KAMAILIO_CTL:-unix:$RUN_DIR/kamailio-$SIP_PORT.ctl}

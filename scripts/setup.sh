@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian 12 as root: Debian packages, then the project venv.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+DEBS=(kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
+      redis-server sip-tester python3-venv python3-dev gcc)
+missing=()
+for pkg in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The venv must be made by Debian's interpreter: it is the one Kamailio embeds.
+stamp="$KEMI_VENV/.requirements.sha"
+want=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
+if [ ! -x "$KEMI_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: building $KEMI_VENV"
+  /usr/bin/python3 -m venv "$KEMI_VENV"
+  "$KEMI_VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt"
+  echo "$want" > "$stamp"
+fi
+mkdir -p "$RUN_DIR"
