@@ -64,11 +64,15 @@ class Connection:
             self._schema_checked_at = float("-inf")
         return self._client
 
-    def ready(self) -> redis.Redis:
-        """The client, after making sure (at most every few seconds) that the schema is ours."""
+    def ready(self, force_check: bool = False) -> redis.Redis:
+        """The client, after making sure (at most every few seconds) that the schema is ours.
+
+        force_check: a lookup that found nothing calls this, so that a store
+        restarted empty answers "not provisioned" rather than "no such user".
+        """
         client = self.client()
         now = self._clock()
-        if now - self._schema_checked_at >= self.settings.schema_recheck_s:
+        if force_check or now - self._schema_checked_at >= self.settings.schema_recheck_s:
             found = self.call(client.get, keys.SCHEMA_VERSION)
             version = unpack(found)
             if version != SCHEMA_VERSION:

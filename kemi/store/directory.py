@@ -31,6 +31,7 @@ class Directory:
         client = self.conn.ready()
         co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
         if co is None:
+            self.conn.ready(force_check=True)
             return None
         return self.company(co)
 
@@ -44,6 +45,7 @@ class Directory:
         client = self.conn.ready()
         co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
         if co is None:
+            self.conn.ready(force_check=True)
             return None, [None] * len(numbers)
         raw = self.conn.call(client.mget, [keys.company(co)] + [keys.extension(co, n) for n in numbers])
         company = unpack(raw[0])

@@ -1,0 +1,97 @@
+"""The ops CLI against a real redis-server: atomic loads, precise errors, show, help."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import OFFICE
+from tests.harness import admin
+
+
+def snapshot(redis_server) -> dict:
+    client = redis_server.client()
+    return {k: client.dump(k) for k in sorted(client.keys("*"))}
+
+
+@pytest.fixture
+def fresh(redis_server):
+    """An empty database 0 of the session's Redis (the SIP tests reload theirs)."""
+    redis_server.client().flushdb()
+    yield redis_server
+    redis_server.client().flushdb()
+    admin(redis_server.url, "load", str(OFFICE))
+
+
+def test_load_then_show(fresh):
+    out = admin(fresh.url, "load", str(OFFICE)).stdout
+    assert "company acme (acme.test): created, 4 extensions" in out
+    shown = admin(fresh.url, "show").stdout
+    assert "acme: Acme Conseil <acme.test>" in shown and "2002  Bruno" in shown
+    assert "secret" not in shown
+    assert admin(fresh.url, "show", "globex").stdout.startswith("globex:")
+
+
+def test_bad_file_changes_nothing_and_names_file_line_field(fresh, tmp_path):
+    admin(fresh.url, "load", str(OFFICE))
+    before = snapshot(fresh)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(OFFICE.read_text().replace('number: "2003"', 'number: "9003"'))
+    proc = admin(fresh.url, "load", str(bad), check=False)
+    assert proc.returncode == 2
+    assert f"{bad}:line 12: companies[0].extensions[2].number: '9003' is not an extension number 2XXX" in proc.stderr
+    assert "nothing was changed" in proc.stderr
+    assert snapshot(fresh) == before
+
+
+def test_reload_removes_extensions_missing_from_the_file(fresh, tmp_path):
+    admin(fresh.url, "load", str(OFFICE))
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(OFFICE.read_text().replace(
+        '      - {number: "2004", name: Denis, password: denis-secret-4}\n', ""))
+    assert "removed 2004" in admin(fresh.url, "load", str(smaller)).stdout
+    assert "2004" not in admin(fresh.url, "show", "acme").stdout
+    assert fresh.client().get("{co:acme}:ext:2004") is None
+
+
+def test_prune_removes_companies_not_in_the_file(fresh, tmp_path):
+    admin(fresh.url, "load", str(OFFICE))
+    only_acme = tmp_path / "acme.yaml"
+    text = OFFICE.read_text()
+    only_acme.write_text(text[: text.index("  - id: globex")])
+    admin(fresh.url, "load", str(only_acme))
+    assert "globex" in admin(fresh.url, "show").stdout  # kept without --prune
+    assert "company globex: removed" in admin(fresh.url, "load", "--prune", str(only_acme)).stdout
+    assert "globex" not in admin(fresh.url, "show").stdout
+    assert fresh.client().get("domain:globex.test") is None
+
+
+def test_domain_taken_by_another_company_is_refused(fresh, tmp_path):
+    admin(fresh.url, "load", str(OFFICE))
+    before = snapshot(fresh)
+    thief = tmp_path / "thief.yaml"
+    thief.write_text("companies:\n  - {id: initech, name: Initech, domain: acme.test}\n")
+    proc = admin(fresh.url, "load", str(thief), check=False)
+    assert proc.returncode == 2 and "already belongs to company 'acme'" in proc.stderr
+    assert snapshot(fresh) == before
+
+
+def test_dry_run_writes_nothing(fresh):
+    proc = admin(fresh.url, "load", "--dry-run", str(OFFICE))
+    assert "valid, 2 companies" in proc.stdout
+    assert snapshot(fresh) == {}
+
+
+def test_unreachable_redis_is_exit_3(tmp_path):
+    proc = admin("redis://127.0.0.1:1/0", "load", str(OFFICE), check=False)
+    assert proc.returncode == 3 and "unreachable" in proc.stderr and "nothing was changed" in proc.stderr
+
+
+def test_missing_file_is_named(fresh):
+    proc = admin(fresh.url, "load", "/nonexistent.yaml", check=False)
+    assert proc.returncode == 2 and "/nonexistent.yaml: cannot read" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["load", "--help"], ["show", "--help"]])
+def test_help_everywhere(args, redis_server):
+    proc = admin(redis_server.url, *args)
+    assert "usage: python3 -m kemi.admin" in proc.stdout

@@ -1,0 +1,306 @@
+"""Real components for the tests: redis-server, Kamailio with the project's config, SIPp.
+
+Everything listens on loopback; each SIP peer role gets its own 127.0.0.x
+address so that trust by source address can be tested. Every process started
+here is bounded in time and stopped by the fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "sipp-scenarios"
+PYTHON = sys.executable
+
+
+def free_port(ip: str = "127.0.0.1", kind=socket.SOCK_DGRAM) -> int:
+    """A port free for both UDP and TCP on ip."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((ip, 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                t.bind((ip, port))
+                u.bind((ip, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError(f"no free port on {ip}")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port(kind=socket.SOCK_STREAM)
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ping, 10, f"redis-server on {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def client(self):
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def admin(redis_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The ops CLI, exactly as an operator runs it."""
+    proc = subprocess.run([PYTHON, "-m", "kemi.admin", "--redis-url", redis_url, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kemi.admin {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+class Proxy:
+    """Kamailio with the project's kamailio.cfg and kemi/, on a free port of 127.0.0.1."""
+
+    def __init__(self, workdir: Path, redis_url: str, ip: str = "127.0.0.1", **env: str):
+        self.ip = ip
+        self.port = free_port(ip)
+        self.workdir = workdir
+        self.redis_url = redis_url
+        self.log_path = workdir / f"kamailio-{self.port}.log"
+        self.ctl = f"unix:{workdir}/kamailio-{self.port}.ctl"
+        self.extra_env = env
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "SIP_ADDR": self.ip, "SIP_PORT": str(self.port), "SIP_CHILDREN": "2", "LOG_LEVEL": "2",
+            "REDIS_URL": self.redis_url, "KEMI_SCRIPT": str(ROOT / "kemi" / "kamailio_entry.py"),
+            # the venv running the tests is the one the proxy must import from
+            "KEMI_VENV": sys.prefix if sys.prefix != sys.base_prefix else str(ROOT / ".venv"),
+            "KAMAILIO_CTL": self.ctl, "SCHEMA_RECHECK_S": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self, wait: bool = True) -> "Proxy":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
+             "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
+            env=self.env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        if wait:
+            wait_for(self.answers_options, 20, f"Kamailio on {self.ip}:{self.port} (log: {self.log_path})")
+        return self
+
+    def answers_options(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"Kamailio exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+        try:
+            answer = send_raw(self, options_request(self), timeout=0.3)
+        except (OSError, TimeoutError):
+            return False
+        return answer is not None and answer.startswith("SIP/2.0 200")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def mark(self) -> int:
+        return self.log_path.stat().st_size
+
+    def log_since(self, mark: int) -> str:
+        with open(self.log_path, "rb") as handle:
+            handle.seek(mark)
+            return handle.read().decode(errors="replace")
+
+    def kamcmd(self, *args: str) -> str:
+        proc = subprocess.run(["kamcmd", "-s", self.ctl, *args], capture_output=True, text=True, timeout=10)
+        return proc.stdout + proc.stderr
+
+    def contacts(self, aor: str) -> list[str]:
+        return re.findall(r"Address: (\S+)", self.kamcmd("ul.lookup", "location", aor))
+
+    def unregister(self, aor: str) -> None:
+        self.kamcmd("ul.rm", "location", aor)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+
+# -- raw SIP, for what SIPp cannot send (malformed requests, exact headers) ---------------------
+def options_request(proxy: Proxy, ruri: str | None = None, max_forwards: int = 70, src: str = "127.0.0.1",
+                    src_port: int = 0, extra: str = "") -> str:
+    call_id = uuid.uuid4().hex
+    return (f"OPTIONS {ruri or f'sip:{proxy.ip}:{proxy.port}'} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src}:{src_port or 9};branch=z9hG4bK{call_id[:12]};rport\r\n"
+            f"From: <sip:probe@{src}>;tag={call_id[:8]}\r\n"
+            f"To: <sip:{proxy.ip}:{proxy.port}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: {max_forwards}\r\n{extra}"
+            f"Content-Length: 0\r\n\r\n")
+
+
+def send_raw(proxy: Proxy, text: str, src: str = "127.0.0.1", timeout: float = 2.0) -> str | None:
+    """Send one datagram, return the first final answer's text (or the first answer if none is final)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, 0))
+        port = s.getsockname()[1]
+        s.settimeout(timeout)
+        s.sendto(text.replace("src_port_placeholder", str(port)).encode(), (proxy.ip, proxy.port))
+        first = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65535).decode(errors="replace")
+            except socket.timeout:
+                break
+            first = first or data
+            if not data.startswith("SIP/2.0 1"):
+                return data
+        return first
+
+
+def status_line(answer: str | None) -> tuple[int, str] | None:
+    if not answer:
+        return None
+    match = re.match(r"SIP/2.0 (\d{3}) ([^\r\n]*)", answer)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+# -- SIPp ---------------------------------------------------------------------------------------
+@dataclass
+class SippResult:
+    returncode: int
+    log: str
+    messages: str
+    stdout: str
+
+    @property
+    def final(self) -> tuple[int, str] | None:
+        match = re.search(r"FINAL (\d{3}) ([^\r\n]*)", self.log)
+        return (int(match.group(1)), match.group(2).strip()) if match else None
+
+    def received(self, start: str) -> list[str]:
+        """Every message SIPp received whose first line starts with `start` (e.g. 'INVITE')."""
+        blocks = re.split(r"-{10,} [^\n]*\n", self.messages)
+        out = []
+        for block in blocks:
+            if "message received" not in block:
+                continue
+            body = block.split("\n", 1)[1] if "\n" in block else ""
+            text = body.lstrip("\n")
+            if text.startswith(start):
+                out.append(text)
+        return out
+
+
+@dataclass
+class Sipp:
+    """One SIPp process; started in the background by start(), collected by wait()."""
+
+    scenario: str
+    args: list[str]
+    workdir: Path
+    ip: str = "127.0.0.20"
+    port: int = 0
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self):
+        self.port = self.port or free_port(self.ip)
+        self.log_path = self.workdir / f"sipp-{self.name}.log"
+        self.msg_path = self.workdir / f"sipp-{self.name}.msg"
+
+    def command(self, target: str | None) -> list[str]:
+        cmd = ["sipp"] + ([target] if target else []) + [
+            "-sf", str(SCENARIOS / self.scenario), "-i", self.ip, "-p", str(self.port), "-m", "1",
+            "-nostdin", "-trace_logs", "-log_file", str(self.log_path),
+            "-trace_msg", "-message_file", str(self.msg_path), "-timeout_error"]
+        return cmd + self.args
+
+    def start(self, target: str | None = None, timeout: float = 30) -> "Sipp":
+        self.proc = subprocess.Popen(self.command(target) + ["-timeout", f"{int(timeout)}s"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return self
+
+    def wait(self, timeout: float = 40) -> SippResult:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return SippResult(self.proc.returncode,
+                          self.log_path.read_text(errors="replace") if self.log_path.exists() else "",
+                          self.msg_path.read_text(errors="replace") if self.msg_path.exists() else "",
+                          out[-2000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass(frozen=True)
+class Phone:
+    user: str
+    domain: str
+    password: str
+    ip: str
+    port: int
+
+    @property
+    def aor(self) -> str:
+        return f"{self.user}@{self.domain}"
+
+    def auth_args(self) -> list[str]:
+        return ["-s", self.user, "-au", self.user, "-ap", self.password, "-set", "domain", self.domain]
+
+
+def sipp_available() -> bool:
+    return shutil.which("sipp") is not None and shutil.which("kamailio") is not None

@@ -1,0 +1,111 @@
+"""Phones register and call each other, through the real proxy (issue: the runnable foundation)."""
+
+from __future__ import annotations
+
+import time
+
+from tests.harness import options_request, send_raw, status_line
+
+
+# -- REGISTER -----------------------------------------------------------------------------------
+def test_register_without_credentials_is_challenged_then_saved(phones, proxy):
+    alice = phones.phone("2001")
+    result = phones.register(alice)
+    assert result.final == (200, "OK")
+    challenge = result.received("SIP/2.0 401")[0]
+    assert 'realm="acme.test"' in challenge and 'qop="auth"' in challenge
+    assert any(f"{alice.ip}:{alice.port}" in c for c in proxy.contacts("2001@acme.test"))
+
+
+def test_wrong_password_and_unknown_user_get_the_same_403(phones, proxy):
+    wrong = phones.phone("2001", password="not-the-password")
+    unknown = phones.phone("2999", password="whatever-pass")
+    answers = [phones.register(p).final for p in (wrong, unknown)]
+    assert answers == [(403, "Forbidden"), (403, "Forbidden")]
+    assert proxy.contacts("2999@acme.test") == []
+    assert not any(wrong.ip in c for c in proxy.contacts("2001@acme.test"))
+
+
+def test_company_a_phone_cannot_register_as_company_b_extension(phones, proxy):
+    # acme's 2001 password, presented for globex's 2001
+    intruder = phones.phone("2001", domain="globex.test", password="alice-secret-1")
+    assert phones.register(intruder).final == (403, "Forbidden")
+    assert proxy.contacts("2001@globex.test") == []
+
+
+# -- INVITE between extensions ------------------------------------------------------------------
+def test_call_rings_every_phone_of_the_extension_first_answer_wins(phones):
+    alice = phones.registered(phones.phone("2001"))
+    desk = phones.registered(phones.phone("2002"))
+    mobile_app = phones.registered(phones.phone("2002"))
+    answering = phones.answer(desk, ring_ms=500)
+    ringing = phones.ring(mobile_app)
+    time.sleep(0.3)
+    call = phones.call(alice, "2002", hold_ms=300).wait()
+    assert call.final == (200, "OK"), call.log + call.stdout
+    assert "BYE 200" in call.log  # BYE went through the proxy by the Record-Route set
+    assert call.received("SIP/2.0 200")[0].count("Record-Route:") >= 1
+    answered = answering.wait()
+    assert "ANSWERED" in answered.log and "HUNGUP" in answered.log
+    cancelled = ringing.wait()
+    assert "CANCELLED" in cancelled.log, cancelled.stdout  # the other phone stopped ringing
+
+
+def test_invite_without_credentials_is_challenged_407(phones):
+    alice = phones.phone("2001")
+    call = phones.call(alice, "2002").wait()  # nobody registered for 2002: 480 after auth
+    assert call.received("SIP/2.0 407")
+    assert call.final == (480, "Extension Not Registered")
+
+
+def test_call_to_missing_extension_is_404(phones):
+    alice = phones.phone("2001")
+    assert phones.call(alice, "2998").wait().final == (404, "Extension Not Found")
+
+
+def test_caller_with_wrong_password_cannot_call(phones):
+    mallory = phones.phone("2001", password="guessing-game")
+    assert phones.call(mallory, "2002").wait().final == (403, "Forbidden")
+
+
+def test_companies_never_reach_each_others_extensions(phones):
+    globex_2002 = phones.registered(phones.phone("2002", domain="globex.test"))
+    listener = phones.answer(globex_2002)
+    alice = phones.phone("2001")  # acme
+    call = phones.call(alice, "2002").wait()
+    assert call.final == (480, "Extension Not Registered")  # acme's 2002 is not registered
+    listener.stop()
+    assert "ANSWERED" not in listener.wait().log
+
+
+def test_caller_hangs_up_while_ringing_cancel_reaches_the_phone(phones):
+    alice = phones.phone("2001")
+    bruno = phones.registered(phones.phone("2002"))
+    ringing = phones.ring(bruno)
+    call = phones.sipp("call-cancel.xml", alice, *alice.auth_args(), "-set", "dial", "2002") \
+        .start(phones.target).wait()
+    assert "FINAL 487" in call.log, call.log + call.stdout
+    assert "CANCELLED" in ringing.wait().log
+
+
+# -- the proxy itself ---------------------------------------------------------------------------
+def test_options_keepalive_gets_200(proxy):
+    assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
+
+
+def test_max_forwards_exhausted_gets_483(proxy):
+    answer = send_raw(proxy, options_request(proxy, ruri="sip:2002@acme.test", max_forwards=0))
+    assert status_line(answer) == (483, "Too Many Hops")
+
+
+def test_malformed_request_gets_400_and_proxy_keeps_serving(proxy):
+    bad = options_request(proxy).replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS")
+    answer = send_raw(proxy, bad)
+    assert status_line(answer)[0] == 400
+    assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
+
+
+def test_unsupported_method_gets_405_with_allow(proxy):
+    answer = send_raw(proxy, options_request(proxy, ruri="sip:2002@acme.test").replace("OPTIONS", "SUBSCRIBE"))
+    assert status_line(answer) == (405, "Method Not Allowed")
+    assert "Allow: INVITE" in answer

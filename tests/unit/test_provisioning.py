@@ -1,0 +1,98 @@
+"""The provisioning file: every error named by path and line, nothing half-accepted."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kemi.model import digest_ha1
+from kemi.provisioning import ProvisioningError, parse
+
+GOOD = textwrap.dedent("""\
+    companies:
+      - id: acme
+        name: Acme
+        domain: acme.test
+        main_number: "+33142685300"
+        extensions:
+          - number: "2001"
+            name: Alice
+            password: alice-secret-1
+            did: "+33142685301"
+          - number: 2002
+            name: Bruno
+            ha1: 0123456789abcdef0123456789abcdef
+          - number: "2099"
+            name: Night line
+            type: virtual
+            forward: "+33612345678"
+    """)
+
+
+def problems(text: str) -> list[tuple[int, str, str]]:
+    with pytest.raises(ProvisioningError) as err:
+        parse(text, "f.yaml")
+    return [(p.line, p.path, p.message) for p in err.value.problems]
+
+
+def test_good_file_parses_and_passwords_become_ha1():
+    prov = parse(GOOD)
+    (acme,) = prov.companies
+    alice, bruno, night = acme.extensions
+    assert alice.ha1 == digest_ha1("2001", "acme.test", "alice-secret-1")
+    assert "alice-secret-1" not in repr(prov)
+    assert bruno.number == "2002" and bruno.ha1 == "0123456789abcdef0123456789abcdef"
+    assert night.type == "virtual" and night.ha1 is None and night.forward == "+33612345678"
+    assert alice.ring_timeout == 30
+
+
+@pytest.mark.parametrize("old, new, line, path, words", [
+    ('number: "2001"', 'number: "3001"', 7, "companies[0].extensions[0].number", "not an extension number 2XXX"),
+    ("domain: acme.test", "domain: Acme Test", 4, "companies[0].domain", "SIP domain"),
+    ('did: "+33142685301"', 'did: "0142685301"', 10, "companies[0].extensions[0].did", "E.164"),
+    ("password: alice-secret-1", "password: short", 9, "companies[0].extensions[0].password", "too short"),
+    ("name: Alice", "nmae: Alice", 8, "companies[0].extensions[0].nmae", "unknown field"),
+    ("ha1: 0123456789abcdef0123456789abcdef", "ha1: xyz", 13, "companies[0].extensions[1].ha1", "HA1"),
+    ("type: virtual", "type: fax", 16, "companies[0].extensions[2].type", "expected one of"),
+])
+def test_each_bad_field_is_named_with_its_line(old, new, line, path, words):
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new))
+    assert any(l == line and p == path and words in m for l, p, m in found), found
+
+
+def test_every_problem_is_reported_at_once():
+    text = GOOD.replace('number: "2001"', 'number: "3001"').replace("domain: acme.test", "domain: x")
+    assert len(problems(text)) == 2
+
+
+def test_duplicates_are_refused_with_the_first_line():
+    text = GOOD.replace("number: 2002", 'number: "2001"')
+    assert any("already defined at line 7" in m for _, _, m in problems(text))
+    twice = GOOD + GOOD.split("\n", 1)[1]
+    assert any("already used at line 2" in m for _, _, m in problems(twice))
+
+
+def test_virtual_extension_needs_forward_and_no_credentials():
+    text = GOOD.replace('forward: "+33612345678"', "password: abcdefghij")
+    msgs = [m for _, _, m in problems(text)]
+    assert any("does not register" in m for m in msgs) and any("needs 'forward'" in m for m in msgs)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "empty"), ("companies: [", "not valid YAML"), ("companies: 3", "list of companies"),
+    ("things: []", "unknown field"),
+])
+def test_broken_files(text, words):
+    assert any(words in m for _, _, m in problems(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_parses_or_fails_cleanly(text):
+    try:
+        parse(text)
+    except ProvisioningError as err:
+        assert err.problems and all(p.line >= 1 for p in err.problems)
