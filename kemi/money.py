@@ -1,0 +1,150 @@
+"""Prepaid call pricing: pure integer arithmetic, no I/O.
+
+Every amount is an int in minor units (cents) and every duration an int in
+seconds. There are no floats anywhere: a float price drifts, and the same
+arithmetic must give the same answer here and in redis-schema/prepaid.lua,
+which mirrors this module line for line (the Lua side is what actually moves
+money; this module is the specification it is tested against).
+
+Billing grid: a call is billed `first` seconds, then whole `next`-second
+increments. Authorisation (max_duration) and settlement (cost) use the same
+grid, so a call cut at its maximum duration never costs more than what was
+reserved for it (the A2Billing "60/60 vs max duration" trap).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# Upper bounds keep every intermediate product far below 2**53, the largest
+# integer a Lua number (a double) holds exactly; prepaid.lua enforces the same.
+MAX_PER_MINUTE = 1_000_000  # 10 000.00 per minute
+MAX_CONNECTION_FEE = 1_000_000
+MAX_INCREMENT = 3600
+MAX_CAP_SECS = 86_400  # the longest single call anyone may authorise
+MAX_BALANCE = 10**13  # 60 * MAX_BALANCE < 2**53
+
+_PREFIX_RE = re.compile(r"\+[0-9]{0,15}")
+_E164_RE = re.compile(r"\+[0-9]{1,15}")
+_RATE_FIELDS = ("prefix", "per_minute", "connection_fee", "first", "next")
+
+
+def is_int(value: Any) -> bool:
+    """True for a real int; bool is an int subclass but never an amount."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rate:
+    prefix: str  # E.164 prefix with '+', e.g. '+44'; '+' alone is a catch-all
+    per_minute: int  # minor units per minute (>= 0)
+    connection_fee: int = 0  # minor units, charged once when the call is answered
+    first: int = 60  # first billing increment, seconds (>= 1)
+    next: int = 60  # next increments, seconds (>= 1)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
+            raise ValueError(f"prefix: expected '+' and up to 15 digits, got {self.prefix!r}")
+        _check_int("per_minute", self.per_minute, 0, MAX_PER_MINUTE)
+        _check_int("connection_fee", self.connection_fee, 0, MAX_CONNECTION_FEE)
+        _check_int("first", self.first, 1, MAX_INCREMENT)
+        _check_int("next", self.next, 1, MAX_INCREMENT)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    _require_int(name, value)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: expected {low}..{high}, got {value}")
+
+
+def _require_int(name: str, value: Any) -> None:
+    if not is_int(value):
+        raise ValueError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def billed_seconds(rate: Rate, secs: int) -> int:
+    """Seconds billed for a call that lasted `secs`: rounded up onto the grid."""
+    rate.validate()
+    _require_int("secs", secs)
+    if secs <= 0:
+        return 0
+    if secs <= rate.first:
+        return rate.first
+    return rate.first + _ceil_div(secs - rate.first, rate.next) * rate.next
+
+
+def cost(rate: Rate, secs: int) -> int:
+    """Price of a call that lasted `secs`; unanswered or zero-length calls are free."""
+    billed = billed_seconds(rate, secs)
+    if billed == 0:
+        return 0
+    return rate.connection_fee + _ceil_div(billed * rate.per_minute, 60)
+
+
+def _grid_floor(rate: Rate, secs: int) -> int:
+    """The largest grid point <= secs, or 0 when secs is below the first increment."""
+    if secs < rate.first:
+        return 0
+    return rate.first + (secs - rate.first) // rate.next * rate.next
+
+
+def max_duration(rate: Rate, funds: int, cap: int) -> int:
+    """Largest billed duration D on the grid with cost(rate, D) <= funds and D <= cap.
+
+    0 means the funds cannot pay the connection fee plus the first increment
+    (or cap is shorter than the first increment). Exact because
+    F + ceil(x*P/60) <= funds  <=>  x*P <= 60*(funds - F)  (funds - F is an integer).
+    """
+    rate.validate()
+    _require_int("funds", funds)
+    _require_int("cap", cap)
+    budget = funds - rate.connection_fee
+    if budget < 0:
+        return 0
+    limit = cap
+    if rate.per_minute > 0:
+        limit = min(cap, 60 * budget // rate.per_minute)
+    return _grid_floor(rate, limit)
+
+
+def candidate_prefixes(e164: str) -> list[str]:
+    """Every prefix of an E.164 number, longest first, ending with the catch-all '+'.
+
+    One HMGET of these finds the longest-prefix rate in one round trip.
+    """
+    if not isinstance(e164, str) or not _E164_RE.fullmatch(e164):
+        raise ValueError(f"not an E.164 number: {e164!r}")
+    return [e164[:n] for n in range(len(e164), 0, -1)]
+
+
+def longest_prefix_rate(e164: str, rates: Mapping[str, Rate]) -> Rate | None:
+    """The rate of the longest prefix of e164 in `rates`, None if none matches."""
+    for prefix in candidate_prefixes(e164):
+        rate = rates.get(prefix)
+        if rate is not None:
+            return rate
+    return None
+
+
+def rate_to_dict(rate: Rate) -> dict[str, Any]:
+    """msgpack-able form, also the form prepaid.lua reads."""
+    rate.validate()
+    return {name: getattr(rate, name) for name in _RATE_FIELDS}
+
+
+def rate_from_dict(data: Mapping[str, Any]) -> Rate:
+    """Inverse of rate_to_dict; validates, so bad stored data fails loudly."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"rate: expected a map, got {type(data).__name__}")
+    if "prefix" not in data or "per_minute" not in data:
+        raise ValueError("rate: prefix and per_minute are required")
+    rate = Rate(**{name: data[name] for name in _RATE_FIELDS if name in data})
+    rate.validate()
+    return rate

@@ -1,0 +1,244 @@
+"""Prepaid Account ledger: a thin typed client of the `prepaid` Redis Functions.
+
+Every money movement is one atomic FCALL of redis-schema/prepaid.lua; this
+module only builds keys, packs arguments, unpacks results and maps refusals
+to PrepaidError. It never does arithmetic on money itself (kemi.money is the
+tested specification the Lua mirrors), so nothing here can race.
+
+Callers must fail closed: any exception (PrepaidError, a redis error, a
+timeout) means "no prepaid call".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import msgpack
+import redis
+
+from kemi import money
+
+LUA_PATH = Path(__file__).resolve().parents[2] / "redis-schema" / "prepaid.lua"
+
+# A slug: no braces or colons, which would break the {co:<co>} hash tag.
+_CO_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+# Codes the Lua library returns as the first word of an error reply.
+CODES = frozenset({
+    "NOT_ACTIVE", "INSUFFICIENT_FUNDS", "NO_RATE", "BAD_ARGUMENT", "BAD_RATE", "BAD_KEYS",
+    "TOPUP_CONFLICT", "BALANCE_LIMIT", "CURRENCY_MISMATCH", "LEDGER_BROKEN",
+})
+
+
+class PrepaidError(Exception):
+    """A refusal by the ledger; `code` is one of CODES."""
+
+    def __init__(self, code: str, message: str, available: int | None = None):
+        super().__init__(f"{code} {message}".strip())
+        self.code = code
+        self.message = message
+        self.available = available  # set for INSUFFICIENT_FUNDS: what the account could spend
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every key of one company; they share the hash tag {co:<co>}."""
+
+    prepaid: str
+    resv: str
+    calls: str
+    topups: str
+    settled: str
+    outcomes: str
+    cdr: str
+
+    @classmethod
+    def of(cls, co: str) -> "Keys":
+        if not isinstance(co, str) or not _CO_RE.fullmatch(co):
+            raise ValueError(f"company slug expected, got {co!r}")
+        tag = f"{{co:{co}}}"
+        return cls(*(f"{tag}:{name}" for name in
+                     ("prepaid", "resv", "calls", "topups", "settled", "outcomes", "cdr")))
+
+
+@dataclass(frozen=True)
+class AccountState:
+    active: bool
+    balance: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class TopupResult:
+    amount: int
+    at_ms: int
+    balance_after: int  # balance right after this top-up was first applied
+    balance: int  # balance now
+    duplicate: bool  # True: the reference was already credited, nothing changed
+
+
+@dataclass(frozen=True)
+class Reservation:
+    call_id: str
+    amount: int  # reserved = money.cost(rate, max_secs)
+    max_secs: int  # the call must be cut after this many answered seconds
+    available_before: int  # balance minus other live reservations, before this one
+    balance: int
+    expires_ms: int
+    duplicate: bool  # True: this call-id already held this reservation
+
+
+@dataclass(frozen=True)
+class Settlement:
+    call_id: str
+    cost: int
+    billed_secs: int
+    balance: int
+    settled_ms: int
+    duplicate: bool  # True: already settled; the first outcome, nothing charged now
+    note: str = ""  # "no-reservation": expired or never reserved, charged nothing
+
+
+@dataclass(frozen=True)
+class LiveReservation:
+    call_id: str
+    amount: int
+    max_secs: int
+    expires_ms: int
+    setup_ms: int
+    ext: str
+    to: str
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    active: bool
+    balance: int
+    currency: str
+    reserved: int
+    reservations: tuple[LiveReservation, ...] = field(default_factory=tuple)
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+def _pack(value: Mapping[str, Any]) -> bytes:
+    if not isinstance(value, Mapping):
+        raise PrepaidError("BAD_ARGUMENT", f"expected a map, got {type(value).__name__}")
+    return msgpack.packb(dict(value), use_bin_type=True)
+
+
+def _unpack(blob: bytes) -> Any:
+    return msgpack.unpackb(blob, raw=False)
+
+
+def _error(exc: redis.ResponseError) -> Exception:
+    """Map 'CODE message script: ...' to PrepaidError; anything else stays as is."""
+    text = str(exc).split(" script: ", 1)[0]
+    code, _, message = text.partition(" ")
+    if code not in CODES:
+        return exc
+    available = None
+    if code == "INSUFFICIENT_FUNDS" and message.startswith("available="):
+        available = int(message.split("=", 1)[1].split()[0])
+    return PrepaidError(code, message, available)
+
+
+def _int_arg(name: str, value: Any, low: int) -> int:
+    """Refuse bools and floats here: redis-py would send 1.5 as '1.5' and True fails late."""
+    if not money.is_int(value) or value < low:
+        raise PrepaidError("BAD_ARGUMENT", f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+class PrepaidLedger:
+    def __init__(self, client: redis.Redis):
+        self.r = client  # decode_responses=False: results are msgpack bytes
+
+    def load_functions(self) -> None:
+        """Install (or replace) the `prepaid` library; FCALL survives restarts and failover."""
+        self.r.function_load(LUA_PATH.read_text(encoding="utf-8"), replace=True)
+
+    def _fcall(self, name: str, keys: list[str], *args: Any) -> Any:
+        try:
+            return self.r.fcall(name, len(keys), *keys, *args)
+        except redis.ResponseError as exc:
+            raise _error(exc) from exc
+
+    def _state(self, name: str, co: str, *args: Any) -> AccountState:
+        d = _unpack(self._fcall(name, [Keys.of(co).prepaid], *args))
+        return AccountState(d["active"], d["balance"], d["currency"])
+
+    def activate(self, co: str, currency: str = "EUR") -> AccountState:
+        """Allow reservations; the balance is kept across deactivation."""
+        return self._state("prepaid_activate", co, currency)
+
+    def deactivate(self, co: str) -> AccountState:
+        """Refuse new reservations; calls already reserved still settle."""
+        return self._state("prepaid_deactivate", co)
+
+    def topup(self, co: str, reference: str, amount: int) -> TopupResult:
+        """Credit `amount` once per `reference` (a payment id): retries are safe."""
+        k = Keys.of(co)
+        d = _unpack(self._fcall("prepaid_topup", [k.prepaid, k.topups], reference,
+                                _int_arg("amount", amount, 1)))
+        return TopupResult(d["amount"], d["at_ms"], d["balance_after"], d["balance"], d["duplicate"])
+
+    def reserve(self, co: str, call_id: str, rate: money.Rate | None, *, cap_secs: int, ttl_ms: int,
+                ext: str = "", to: str = "", meta: Mapping[str, Any] | None = None) -> Reservation:
+        """Reserve the price of the longest call the account can pay, up to cap_secs.
+
+        ttl_ms must cover ringing plus max_secs (or the call must renew()): a
+        reservation that expires frees its funds and its call is then free.
+        """
+        if rate is None:
+            raise PrepaidError("NO_RATE", f"no rate for {to or 'this destination'}")
+        k = Keys.of(co)
+        info = {**(meta or {}), "ext": ext, "to": to}
+        args = (call_id, _int_arg("ttl_ms", ttl_ms, 1), _int_arg("cap_secs", cap_secs, 1),
+                _pack(money.rate_to_dict(rate)), _pack(info))
+        d = _unpack(self._fcall("prepaid_reserve", [k.prepaid, k.resv, k.calls, k.cdr], *args))
+        return Reservation(call_id, d["amount"], d["max_secs"], d["available_before"], d["balance"],
+                           d["expires_ms"], d["duplicate"])
+
+    def renew(self, co: str, call_id: str, ttl_ms: int) -> int | None:
+        """Push a live reservation's expiry to now + ttl_ms; None when it is gone."""
+        expires = self._fcall("prepaid_renew", [Keys.of(co).resv], call_id, _int_arg("ttl_ms", ttl_ms, 1))
+        return int(expires) or None
+
+    def settle(self, co: str, call_id: str, answered_secs: int,
+               record: Mapping[str, Any] | None = None) -> Settlement:
+        """Charge the call (0 if unanswered) and write its CDR; idempotent per call-id."""
+        secs = max(_int_arg("answered_secs", answered_secs, -(2**63)), 0)  # negative: not answered
+        k = Keys.of(co)
+        d = _unpack(self._fcall("prepaid_settle", [k.prepaid, k.resv, k.calls, k.settled, k.cdr, k.outcomes],
+                                call_id, secs, _pack(record or {})))
+        return Settlement(call_id, d["cost"], d["billed_secs"], d["balance"], d.get("settled_ms", 0),
+                          d["duplicate"], d.get("note", ""))
+
+    def record(self, co: str, record: Mapping[str, Any]) -> str:
+        """Append the CDR of a call the Prepaid Account does not pay; returns the stream id."""
+        entry_id = self._fcall("prepaid_record", [Keys.of(co).cdr], _pack(record))
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def status(self, co: str) -> AccountStatus:
+        """Balance, currency and live reservations (read-only; FCALL_RO works on replicas)."""
+        k = Keys.of(co)
+        try:
+            blob = self.r.fcall_ro("prepaid_status", 3, k.prepaid, k.resv, k.calls)
+        except redis.ResponseError as exc:
+            raise _error(exc) from exc
+        d = _unpack(blob)
+        live = tuple(LiveReservation(e["call_id"], e["amount"], e["max_secs"], e["expires_ms"],
+                                     e.get("setup_ms", 0), e.get("ext", ""), e.get("to", ""))
+                     for e in d["reservations"])
+        return AccountStatus(d["active"], d["balance"], d["currency"], d["reserved"], live)
+
+    def cdrs(self, co: str, count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """The oldest `count` CDRs of a company as (stream id, record); for ops and tests."""
+        rows = self.r.xrange(Keys.of(co).cdr, count=count)
+        return [(entry_id.decode(), _unpack(fields[b"r"])) for entry_id, fields in rows]
