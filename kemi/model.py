@@ -16,6 +16,9 @@ COMPANY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 HA1_RE = re.compile(r"[0-9a-f]{32}")
+# Names and locations travel in SIP headers: no control characters, no quotes.
+DISPLAY_NAME_RE = re.compile(r'[^\x00-\x1f\x7f"\\]{1,64}')
+LOCATION_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 DEFAULT_RING_TIMEOUT = 30
 EXTENSION_TYPES = ("phone", "virtual")
@@ -64,3 +67,31 @@ class Company:
     def from_dict(cls, data: dict) -> "Company":
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "extensions"}
         return cls(**known)
+
+
+TRANSPORTS = ("udp", "tcp")
+IPV4_RE = re.compile(r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}")
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """A carrier interconnection: where outbound calls go, and a source trusted for inbound calls."""
+
+    name: str
+    host: str                 # IPv4 address (no DNS on the call path)
+    port: int = 5060
+    transport: str = "udp"
+    priority: int = 1         # 1 is tried first; equal priorities keep file order
+    emergency: bool = False   # carries emergency calls
+    outbound: bool = True     # carries ordinary outbound calls
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.host}:{self.port};transport={self.transport}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Trunk":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

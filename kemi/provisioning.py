@@ -19,9 +19,14 @@ from kemi.model import (
     E164_RE,
     EXTENSION_RE,
     EXTENSION_TYPES,
+    DISPLAY_NAME_RE,
     HA1_RE,
+    LOCATION_RE,
     Company,
     Extension,
+    IPV4_RE,
+    TRANSPORTS,
+    Trunk,
     digest_ha1,
 )
 
@@ -46,6 +51,7 @@ class ProvisioningError(Exception):
 @dataclass(frozen=True)
 class Provisioning:
     companies: tuple[Company, ...]
+    trunks: tuple[Trunk, ...] | None = None  # None: the file does not manage trunks
 
 
 class _Doc:
@@ -144,6 +150,7 @@ class _Checker:
         return value
 
 
+TRUNK_FIELDS = {"name", "host", "port", "transport", "priority", "emergency", "outbound"}
 COMPANY_FIELDS = {"id", "name", "domain", "main_number", "location", "allow_special", "extensions"}
 EXTENSION_FIELDS = {"number", "name", "password", "ha1", "did", "type", "forward", "ring_timeout"}
 
@@ -159,8 +166,11 @@ def parse(text: str, source: str = "<provisioning>") -> Provisioning:
     if root is None:
         raise ProvisioningError(source, [Problem("(file)", 1, "the file is empty")])
     check = _Checker()
-    top = check.fields(_Doc(root, ""), {"companies"}, {"companies"})
+    top = check.fields(_Doc(root, ""), {"companies", "trunks"}, set())
     companies: list[Company] = []
+    trunks = None
+    if top and "trunks" in top:
+        trunks = _trunks(check, top["trunks"])
     if top and "companies" in top:
         items = top["companies"].sequence()
         if items is None:
@@ -172,7 +182,39 @@ def parse(text: str, source: str = "<provisioning>") -> Provisioning:
             companies = [c for c, _ in valid]
     if check.problems:
         raise ProvisioningError(source, check.problems)
-    return Provisioning(tuple(companies))
+    return Provisioning(tuple(companies), trunks)
+
+
+def _trunks(check: _Checker, doc: _Doc) -> tuple[Trunk, ...]:
+    items = doc.sequence()
+    if items is None:
+        check.fail(doc, "expected a list of trunks")
+        return ()
+    out: list[Trunk] = []
+    seen: dict[str, int] = {}
+    for item in items:
+        f = check.fields(item, TRUNK_FIELDS, {"name", "host"})
+        if f is None:
+            continue
+        before = len(check.problems)
+        transport = check.string(f.get("transport"), optional=True) or "udp"
+        if transport not in TRANSPORTS:
+            check.fail(f["transport"], f"expected one of {', '.join(TRANSPORTS)}")
+        trunk = Trunk(
+            name=check.string(f.get("name"), COMPANY_ID_RE, "a trunk name (lower-case letters, digits, '-')") or "",
+            host=check.string(f.get("host"), IPV4_RE, "an IPv4 address") or "",
+            port=check.integer(f.get("port"), 1, 65535, 5060),
+            transport=transport,
+            priority=check.integer(f.get("priority"), 1, 1000, 1),
+            emergency=check.boolean(f.get("emergency"), False),
+            outbound=check.boolean(f.get("outbound"), True),
+        )
+        if trunk.name in seen:
+            check.fail(item, f"trunk {trunk.name!r} is already defined at line {seen[trunk.name]}")
+        seen[trunk.name] = item.line
+        if len(check.problems) == before:
+            out.append(trunk)
+    return tuple(out)
 
 
 def _company(check: _Checker, doc: _Doc) -> Company | None:
@@ -200,7 +242,8 @@ def _company(check: _Checker, doc: _Doc) -> Company | None:
         name=check.string(f.get("name")) or "",
         domain=domain or "",
         main_number=check.string(f.get("main_number"), E164_RE, "an E.164 number like +33142685300", optional=True),
-        location=check.string(f.get("location"), optional=True) or "",
+        location=check.string(f.get("location"), LOCATION_RE, "a one-line address (no control characters)",
+                              optional=True) or "",
         allow_special=check.boolean(f.get("allow_special"), False),
         extensions=tuple(extensions),
     )
@@ -230,7 +273,7 @@ def _extension(check: _Checker, doc: _Doc, realm: str) -> Extension | None:
             check.fail(doc, "a virtual extension needs 'forward', the number calls are forwarded to")
     ext = Extension(
         number=number,
-        name=check.string(f.get("name")) or "",
+        name=check.string(f.get("name"), DISPLAY_NAME_RE, "a display name (no quotes, at most 64 characters)") or "",
         ha1=ha1,
         did=check.string(f.get("did"), E164_RE, "an E.164 number like +33142685301", optional=True),
         type=kind,

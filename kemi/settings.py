@@ -25,6 +25,11 @@ class Settings:
     # How often a process re-reads schema:version, so that a store that was
     # flushed or replaced is noticed without a restart.
     schema_recheck_s: int = 5
+    # How long a trunk may stay silent (no provisional reply) before the next one is tried.
+    trunk_timeout_ms: int = 3000
+    # Last-resort emergency routes, used when Redis is down and nothing is cached:
+    # "udp:IP:PORT,tcp:IP:PORT" (kemi.routing.parse_static_trunks).
+    emergency_trunks: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -32,6 +37,8 @@ class Settings:
             redis_url=_redis_url(env, "REDIS_URL", cls.redis_url),
             redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", cls.redis_timeout_ms, 1, 60_000),
             schema_recheck_s=_int(env, "SCHEMA_RECHECK_S", cls.schema_recheck_s, 1, 3600),
+            trunk_timeout_ms=_int(env, "TRUNK_TIMEOUT_MS", cls.trunk_timeout_ms, 500, 60_000),
+            emergency_trunks=_emergency_trunks(env.get("EMERGENCY_TRUNKS", "")),
         )
 
 
@@ -53,4 +60,14 @@ def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
     parsed = urlparse(raw)
     if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
         raise SettingsError(f"{name}={raw!r}: expected redis://host:port/db")
+    return raw
+
+
+def _emergency_trunks(raw: str) -> str:
+    from kemi.routing import parse_static_trunks  # validated here so a typo stops the start
+
+    try:
+        parse_static_trunks(raw)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return raw

@@ -11,10 +11,12 @@ import traceback
 
 import KSR  # provided by Kamailio's app_python3
 
-from kemi import replies
+from kemi import numbering, replies, routing
+from kemi.model import EXTENSION_RE, Trunk
 from kemi.replies import Reply
 from kemi.settings import Settings
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
+from kemi.store.directory import CallContext
 
 MAX_FORWARDS = 70
 
@@ -35,6 +37,7 @@ class Router:
         self.settings = settings
         self.conn = Connection(settings)
         self.directory = Directory(self.conn)
+        self.static_emergency_trunks = routing.parse_static_trunks(settings.emergency_trunks)
 
     # -- Kamailio callbacks ---------------------------------------------------------------
     def child_init(self, rank: int) -> int:
@@ -117,8 +120,8 @@ class Router:
             reply(replies.NOT_HERE)
 
     # -- phones -----------------------------------------------------------------------------------
-    def authenticate(self, realm_pv: str, *also: str):
-        """Digest-authenticate the phone; returns (company, its extension, [others]) or None when answered."""
+    def authenticate(self, realm_pv: str, callee: str | None = None) -> CallContext | None:
+        """Digest-authenticate the phone; its call context, or None when already answered."""
         # KEMI passes strings through as they are (no $var expansion), so the
         # realm is the value itself: the company's SIP domain from From/To.
         domain = (KSR.pv.get(realm_pv) or "").lower()
@@ -126,13 +129,12 @@ class Router:
             KSR.auth.auth_challenge(domain or "invalid", 1)
             return None
         user = KSR.pv.get("$au") or ""
-        company, exts = self.directory.party(domain, user, *also)
-        me = exts[0] if exts else None
-        if company is None or me is None or not me.ha1:
+        ctx = self.directory.call_context(domain, user, callee)
+        if ctx.company is None or ctx.caller is None or not ctx.caller.ha1:
             log("notice", f"auth refused: no phone extension {user!r} at {domain!r} (from {KSR.pv.get('$si')})")
             reply(replies.FORBIDDEN)
             return None
-        rc = KSR.auth.pv_auth_check(domain, me.ha1, 1, 1)
+        rc = KSR.auth.pv_auth_check(domain, ctx.caller.ha1, 1, 1)
         if rc < 0:
             action, answer = replies.auth_failure(rc)
             if action == "reply":
@@ -141,23 +143,40 @@ class Router:
             else:
                 KSR.auth.auth_challenge(domain, 1 | (16 if action == "challenge-stale" else 0))
             return None
-        return company, me, exts[1:]
+        self.remember_for_emergencies(user, domain, ctx)
+        return ctx
 
     def register(self) -> None:
-        party = self.authenticate("$td")
-        if party is None:
+        if self.authenticate("$td") is None:
             return
         if KSR.registrar.save("location", 0) < 0:
             KSR.sl.sl_reply_error()
 
     def invite(self) -> None:
         dialled = KSR.pv.get("$rU") or ""
-        party = self.authenticate("$fd", dialled)
-        if party is None:
+        # Before any data lookup: an emergency call must not depend on Redis.
+        if numbering.is_emergency(dialled):
+            self.emergency_call(numbering.normalise(dialled) or dialled)
             return
-        company, caller, (callee,) = party
+        ctx = self.authenticate("$fd", dialled if EXTENSION_RE.fullmatch(dialled) else None)
+        if ctx is None:
+            return
         KSR.auth.consume_credentials()
-        self.call_extension(company, callee)
+        decision = numbering.classify(dialled, numbering.Policy(ctx.company.allow_special), ctx.overrides)
+        if decision.category == "internal":
+            self.call_extension(ctx.company, ctx.callee)
+            return
+        refused = routing.refusal(decision)
+        if refused is None and decision.billing == "prepaid":
+            refused = routing.PREPAID_NOT_AVAILABLE
+        if refused is not None:
+            log("info", f"call from {ctx.caller.number}@{ctx.company.domain} to {dialled!r} refused: "
+                        f"{decision.category}/{decision.billing}: {refused.code} {refused.reason}")
+            reply(refused)
+            return
+        number = routing.caller_number(ctx.company, ctx.caller)
+        headers = [h for h in [routing.pai_header(number, ctx.caller.name, KSR.pv.get("$Ri"))] if h]
+        self.route_to_trunks(decision.e164 or decision.dialled, routing.trunks_for(ctx.trunks, False), headers)
 
     def call_extension(self, company, callee) -> None:
         if callee is None:
@@ -173,6 +192,94 @@ class Router:
         KSR.tm.t_set_fr(callee.ring_timeout * 1000, 5000)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    # -- emergency calls -------------------------------------------------------------------------
+    def emergency_call(self, code: str) -> None:
+        """Route whatever happens to Redis, billing or the caller's credentials."""
+        domain = (KSR.pv.get("$fd") or "").lower()
+        user = KSR.pv.get("$fU") or ""
+        if domain and KSR.auth.has_credentials(domain) < 0:
+            KSR.auth.auth_challenge(domain, 1)  # needs no data; phones answer it at once
+            return
+        callback = location = None
+        trunks: list[Trunk] = []
+        try:
+            ctx = self.directory.call_context(domain, KSR.pv.get("$au") or user, None)
+            trunks = routing.trunks_for(ctx.trunks, True)
+            if ctx.caller and ctx.caller.ha1 and KSR.auth.pv_auth_check(domain, ctx.caller.ha1, 1, 1) > 0:
+                callback = routing.caller_number(ctx.company, ctx.caller)
+                location = ctx.company.location
+                self.remember_for_emergencies(user, domain, ctx)
+            else:
+                log("warn", f"emergency call {code} from {user}@{domain} ({KSR.pv.get('$si')}) "
+                            f"not authenticated: routed anyway, without a verified callback number")
+        except StoreUnavailable as exc:
+            log("err", f"emergency call {code} from {user}@{domain}: routed from cache, {exc}")
+            callback, location = self.cached_identity(user, domain)
+        trunks = trunks or self.cached_emergency_trunks() or list(self.static_emergency_trunks)
+        if not trunks:
+            log("crit", f"EMERGENCY CALL {code} from {user}@{domain} HAS NO ROUTE: provision a trunk with "
+                        f"emergency: true or set EMERGENCY_TRUNKS")
+            reply(routing.NO_TRUNK)
+            return
+        KSR.auth.consume_credentials()
+        headers = routing.emergency_headers(callback, location)
+        pai = routing.pai_header(callback, None, KSR.pv.get("$Ri"))
+        self.route_to_trunks(code, trunks, headers + ([pai] if pai else []))
+
+    def remember_for_emergencies(self, user: str, domain: str, ctx: CallContext) -> None:
+        """Keep in shared memory what an emergency call needs when Redis is down."""
+        callback = routing.caller_number(ctx.company, ctx.caller) or ""
+        KSR.htable.sht_sets("emerg", f"{user}@{domain}", f"{callback}\t{ctx.company.location}")
+        emergency = routing.trunks_for(ctx.trunks, True)
+        if emergency:
+            KSR.htable.sht_sets("routes", "emergency", routing.encode_trunks(emergency))
+
+    def cached_identity(self, user: str, domain: str) -> tuple[str | None, str | None]:
+        value = KSR.htable.sht_get("emerg", f"{user}@{domain}")
+        if not value:
+            return None, None
+        callback, _, location = str(value).partition("\t")
+        return callback or None, location or None
+
+    def cached_emergency_trunks(self) -> list[Trunk]:
+        return routing.decode_trunks(KSR.htable.sht_get("routes", "emergency"))
+
+    # -- trunks -----------------------------------------------------------------------------------
+    def route_to_trunks(self, user: str, trunks: list[Trunk], headers: list[str]) -> None:
+        if not trunks:
+            log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
+            reply(routing.NO_TRUNK)
+            return
+        # The phone's own identity claims never reach a carrier: the proxy asserts them.
+        KSR.hdr.remove("P-Asserted-Identity")
+        KSR.hdr.remove("P-Preferred-Identity")
+        for header in headers:
+            KSR.hdr.append(header + "\r\n")
+        KSR.pv.sets("$avp(dial_user)", user)
+        KSR.rr.record_route()
+        self.relay_to_trunk(user, trunks[0], trunks[1:])
+
+    def relay_to_trunk(self, user: str, trunk: Trunk, rest: list[Trunk]) -> None:
+        KSR.pv.sets("$avp(trunks_left)", routing.encode_trunks(rest))
+        KSR.pv.sets("$ru", f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}")
+        KSR.tm.t_on_failure("ksr_failure_trunk")
+        KSR.tm.t_set_fr(120000, self.settings.trunk_timeout_ms)
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+
+    def ksr_failure_trunk(self, msg) -> int:
+        try:
+            if KSR.tm.t_is_canceled() > 0:
+                return 1
+            code = KSR.tm.t_get_status_code()
+            rest = routing.decode_trunks(KSR.pv.get("$avp(trunks_left)"))
+            if code in routing.FAILOVER_CODES and rest:
+                log("warn", f"trunk answered {code} for call-id {KSR.pv.get('$ci')}: trying {rest[0].uri}")
+                self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), rest[0], rest[1:])
+        except Exception as exc:
+            log("err", f"failure route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
 
 
 def mod_init() -> Router | None:

@@ -15,3 +15,7 @@ export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}
 export KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}      # venv of Debian's /usr/bin/python3 (the one app_python3 embeds)
 export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the control socket
 export KAMAILIO_CTL=${KAMAILIO_CTL:-unix:$RUN_DIR/kamailio-$SIP_PORT.ctl}
+export TRUNK_TIMEOUT_MS=${TRUNK_TIMEOUT_MS:-3000} # a trunk silent this long is skipped for the next one
+# Last-resort emergency routes when Redis is down and no trunk list is cached:
+# "udp:IP:PORT[,tcp:IP:PORT...]". Empty: only provisioned emergency trunks are used.
+export EMERGENCY_TRUNKS=${EMERGENCY_TRUNKS:-}

@@ -251,15 +251,25 @@ class Sipp:
     port: int = 0
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     proc: subprocess.Popen | None = None
+    reject: tuple[int, str] | None = None  # reject.xml with another status line
 
     def __post_init__(self):
         self.port = self.port or free_port(self.ip)
         self.log_path = self.workdir / f"sipp-{self.name}.log"
         self.msg_path = self.workdir / f"sipp-{self.name}.msg"
 
+    def scenario_file(self) -> str:
+        path = SCENARIOS / self.scenario
+        if self.reject is None:
+            return str(path)
+        variant = self.workdir / f"reject-{self.reject[0]}.xml"
+        variant.write_text(path.read_text().replace("SIP/2.0 503 Service Unavailable",
+                                                    f"SIP/2.0 {self.reject[0]} {self.reject[1]}"))
+        return str(variant)
+
     def command(self, target: str | None) -> list[str]:
         cmd = ["sipp"] + ([target] if target else []) + [
-            "-sf", str(SCENARIOS / self.scenario), "-i", self.ip, "-p", str(self.port), "-m", "1",
+            "-sf", self.scenario_file(), "-i", self.ip, "-p", str(self.port), "-m", "1",
             "-nostdin", "-trace_logs", "-log_file", str(self.log_path),
             "-trace_msg", "-message_file", str(self.msg_path), "-timeout_error"]
         return cmd + self.args

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
-from kemi.model import Company, Extension
+from kemi.model import Company, Extension, Trunk
 from kemi.provisioning import Provisioning
 from kemi.settings import SCHEMA_VERSION
 from kemi.store import keys
@@ -20,6 +20,22 @@ class Party:
 
     company: Company
     extension: Extension | None
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What routing an outgoing call needs, fetched in two round trips."""
+
+    company: Company | None
+    caller: Extension | None
+    callee: Extension | None          # the dialled extension, when 2XXX was dialled
+    trunks: tuple[Trunk, ...] = ()    # by priority
+    overrides: dict[str, str] | None = None  # E.164 prefix -> billing class
+
+
+def sorted_trunks(raw: dict) -> tuple[Trunk, ...]:
+    trunks = [Trunk.from_dict(unpack(v)) for v in raw.values()]
+    return tuple(sorted(trunks, key=lambda t: (t.priority, t.name)))
 
 
 class Directory:
@@ -53,6 +69,43 @@ class Directory:
             return None, [None] * len(numbers)
         exts = [None if r is None else Extension.from_dict(unpack(r)) for r in raw[1:]]
         return Company.from_dict(company), exts
+
+    def call_context(self, sip_domain: str, user: str, callee: str | None) -> CallContext:
+        client = self.conn.ready()
+        co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
+        if co is None:
+            self.conn.ready(force_check=True)
+            return CallContext(None, None, None)
+        pipe = client.pipeline(transaction=False)
+        pipe.mget([keys.company(co), keys.extension(co, user)] + ([keys.extension(co, callee)] if callee else []))
+        pipe.hgetall(keys.TRUNKS)
+        pipe.hgetall(keys.NUMBERING_OVERRIDES)
+        found, trunks, overrides = self.conn.call(pipe.execute)
+        company, caller, *rest = [unpack(r) for r in found]
+        return CallContext(
+            company=Company.from_dict(company) if company else None,
+            caller=Extension.from_dict(caller) if caller else None,
+            callee=Extension.from_dict(rest[0]) if rest and rest[0] else None,
+            trunks=sorted_trunks(trunks),
+            overrides={k.decode(): unpack(v) for k, v in overrides.items()},
+        )
+
+    def trunks(self) -> tuple[Trunk, ...]:
+        client = self.conn.ready()
+        return sorted_trunks(self.conn.call(client.hgetall, keys.TRUNKS))
+
+    # -- prefix overrides of the numbering plan (ops) -------------------------------------------
+    def overrides(self) -> dict[str, str]:
+        client = self.conn.client()
+        return {k.decode(): unpack(v) for k, v in self.conn.call(client.hgetall, keys.NUMBERING_OVERRIDES).items()}
+
+    def set_override(self, prefix: str, billing: str) -> None:
+        client = self.conn.client()
+        self.conn.call(client.hset, keys.NUMBERING_OVERRIDES, prefix, pack(billing))
+
+    def remove_override(self, prefix: str) -> bool:
+        client = self.conn.client()
+        return bool(self.conn.call(client.hdel, keys.NUMBERING_OVERRIDES, prefix))
 
     # -- ops ------------------------------------------------------------------------------
     def companies(self) -> list[Company]:
@@ -94,6 +147,11 @@ class Directory:
         summary: list[str] = []
         pipe.multi()
         pipe.set(keys.SCHEMA_VERSION, pack(SCHEMA_VERSION))
+        if prov.trunks is not None:
+            pipe.delete(keys.TRUNKS)
+            for trunk in prov.trunks:
+                pipe.hset(keys.TRUNKS, trunk.name, pack(trunk.to_dict()))
+            summary.append(f"trunks: {', '.join(t.name for t in prov.trunks) or 'none'}")
         for company in prov.companies:
             before = current.get(company.id)
             if before and before["domain"] != company.domain:

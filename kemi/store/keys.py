@@ -6,6 +6,8 @@ them in one slot and a script or transaction may touch them together.
 
 SCHEMA_VERSION = "schema:version"
 COMPANIES = "companies"
+TRUNKS = "trunks"
+NUMBERING_OVERRIDES = "numbering:overrides"
 
 
 def domain(sip_domain: str) -> str:

@@ -1,0 +1,86 @@
+"""Routing decisions for outgoing calls: pure functions from what is known to what to do.
+
+No KSR, no Redis: kemi.sip feeds these with the numbering decision, the
+company, the extension and the trunks, and carries out the answer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kemi.model import IPV4_RE, TRANSPORTS, Company, Extension, Trunk
+from kemi.numbering import Decision
+from kemi.replies import Reply
+
+ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
+PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
+NO_TRUNK = Reply(503, "No Route To Destination")
+# Trunk answers that mean "try the next trunk": the trunk (not the callee) failed.
+FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
+
+
+def refusal(decision: Decision) -> Reply | None:
+    """The answer for a call the numbering plan does not let through, or None to route it."""
+    if decision.category == "invalid":
+        return ADDRESS_INCOMPLETE if decision.refuse_code == 484 else Reply(404, decision.reason)
+    if decision.billing == "blocked":
+        return Reply(403, decision.reason)
+    return None
+
+
+def trunks_for(trunks: tuple[Trunk, ...], emergency: bool) -> list[Trunk]:
+    """Trunks in the order to try them (they come sorted by priority)."""
+    return [t for t in trunks if (t.emergency if emergency else t.outbound)]
+
+
+def caller_number(company: Company | None, ext: Extension | None) -> str | None:
+    """The number shown to the called party: the extension's DID, else the company's main number."""
+    if ext is not None and ext.did:
+        return ext.did
+    return company.main_number if company is not None else None
+
+
+def pai_header(number: str | None, name: str | None, host: str) -> str | None:
+    if not number:
+        return None
+    display = f'"{name}" ' if name else ""
+    return f"P-Asserted-Identity: {display}<sip:{number}@{host};user=phone>"
+
+
+def emergency_headers(callback: str | None, location: str | None) -> list[str]:
+    """What the emergency trunk reads: a callable-back number and the company's civic address."""
+    headers = ["Priority: emergency"]
+    if callback:
+        headers.append(f"X-Emergency-Callback: {callback}")
+    if location:
+        headers.append(f"X-Emergency-Location: {_one_line(location)}")
+    return headers
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", " ", text)[:200]
+
+
+def parse_static_trunks(spec: str) -> tuple[Trunk, ...]:
+    """EMERGENCY_TRUNKS: 'udp:127.0.0.2:5060,tcp:127.0.0.4:5060' -> trunks, in that order.
+
+    The last resort for emergency calls when Redis is down and nothing is cached.
+    """
+    trunks = []
+    for i, item in enumerate(x.strip() for x in spec.split(",") if x.strip()):
+        parts = item.split(":")
+        if len(parts) != 3 or parts[0] not in TRANSPORTS or not IPV4_RE.fullmatch(parts[1]) \
+                or not parts[2].isdigit() or not 0 < int(parts[2]) < 65536:
+            raise ValueError(f"EMERGENCY_TRUNKS item {item!r}: expected transport:IPv4:port, e.g. udp:127.0.0.2:5060")
+        trunks.append(Trunk(name=f"static-{i + 1}", host=parts[1], port=int(parts[2]), transport=parts[0],
+                            priority=i + 1, emergency=True, outbound=False))
+    return tuple(trunks)
+
+
+def encode_trunks(trunks: list[Trunk]) -> str:
+    """Trunks left to try, kept in a transaction AVP between failure routes."""
+    return ",".join(f"{t.transport}:{t.host}:{t.port}" for t in trunks)
+
+
+def decode_trunks(text: str | None) -> list[Trunk]:
+    return list(parse_static_trunks(text)) if text else []

@@ -1,0 +1,192 @@
+"""Dialling out through the real proxy: the country rules, trunks, failover and emergency calls.
+
+SIPp plays the trunks on their own loopback addresses (tests/sip/office.yaml):
+primary 127.0.0.2, backup 127.0.0.4, emergency 127.0.0.5, all on port 5060.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.conftest import OFFICE
+from tests.harness import Proxy, RedisServer, Sipp, admin
+from tests.sip.conftest import Phones
+
+PRIMARY, BACKUP, EMERGENCY = ("127.0.0.2", 5060), ("127.0.0.4", 5060), ("127.0.0.5", 5060)
+
+
+def trunk(phones: Phones, where, reject: tuple[int, str] | None = None) -> Sipp:
+    """A carrier on `where`: answers the call, or refuses it with `reject`."""
+    ip, port = where
+    sipp = Sipp("reject.xml" if reject else "answer.xml", [] if reject else ["-set", "ring", "100"],
+                phones.workdir, ip=ip, port=port, reject=reject)
+    phones.running.append(sipp)
+    return sipp.start(timeout=20)
+
+
+def ruri(invite: str) -> str:
+    return invite.split(" ", 2)[1]
+
+
+def header(invite: str, name: str) -> str | None:
+    match = re.search(rf"^{name}: ([^\r\n]*)", invite, re.M | re.I)
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("dialled, e164", [
+    ("0612345678", "+33612345678"),              # French mobile: included
+    ("01.42.68.53.00", "+33142685300"),          # landline with the dots a phone may send
+    ("+33142685300", "+33142685300"),
+    ("00442079460000", "+442079460000"),         # UK landline: included
+    ("0800123456", "+33800123456"),              # toll-free: free
+    ("003225123456", "+3225123456"),             # Belgian landline: included
+    ("116000", "116000"),                        # EU social number: free, no E.164 form
+])
+def test_included_call_reaches_primary_trunk_in_e164_with_pai(phones, dialled, e164):
+    alice = phones.phone("2001")
+    carrier = trunk(phones, PRIMARY)
+    time.sleep(0.2)
+    call = phones.call(alice, dialled, hold_ms=200).wait()
+    assert call.final == (200, "OK"), call.log + call.stdout
+    assert "BYE 200" in call.log
+    got = carrier.wait()
+    invite = got.received("INVITE")[0]
+    assert ruri(invite).startswith(f"sip:{e164}@127.0.0.2:5060")
+    pai = header(invite, "P-Asserted-Identity")
+    assert pai is not None and "+33142685301" in pai and '"Alice"' in pai
+
+
+def test_extension_without_did_shows_company_main_number(phones):
+    chloe = phones.phone("2003")
+    carrier = trunk(phones, PRIMARY)
+    time.sleep(0.2)
+    assert phones.call(chloe, "0612345678").wait().final == (200, "OK")
+    assert "+33142685300" in header(carrier.wait().received("INVITE")[0], "P-Asserted-Identity")
+
+
+def test_failover_to_backup_trunk_on_5xx(phones):
+    alice = phones.phone("2001")
+    failing = trunk(phones, PRIMARY, (503, "Overloaded"))
+    backup = trunk(phones, BACKUP)
+    time.sleep(0.2)
+    call = phones.call(alice, "0612345678").wait()
+    assert call.final == (200, "OK"), call.log
+    assert "REJECTED" in failing.wait().log
+    assert ruri(backup.wait().received("INVITE")[0]).startswith("sip:+33612345678@127.0.0.4:5060")
+
+
+def test_failover_on_silent_trunk(phones):
+    alice = phones.phone("2001")  # nothing listens on the primary: it times out (TRUNK_TIMEOUT_MS)
+    backup = trunk(phones, BACKUP)
+    time.sleep(0.2)
+    call = phones.call(alice, "0612345678").wait()
+    assert call.final == (200, "OK"), call.log
+    assert backup.wait().received("INVITE")
+
+
+def test_all_trunks_fail_caller_gets_the_last_error(phones):
+    alice = phones.phone("2001")
+    trunk(phones, PRIMARY, (503, "Overloaded"))
+    trunk(phones, BACKUP, (502, "Bad Gateway"))
+    time.sleep(0.2)
+    assert phones.call(alice, "0612345678").wait().final == (502, "Bad Gateway")
+
+
+def test_callee_busy_is_not_retried_on_the_backup(phones):
+    alice = phones.phone("2001")
+    trunk(phones, PRIMARY, (486, "Busy Here"))
+    backup = trunk(phones, BACKUP)
+    time.sleep(0.2)
+    assert phones.call(alice, "0612345678").wait().final == (486, "Busy Here")
+    backup.stop()
+    assert not backup.wait().received("INVITE")
+
+
+@pytest.mark.parametrize("dialled, answer", [
+    ("0899123456", (403, "Premium-rate or shared-cost number blocked")),
+    ("3631", (403, "Short service number blocked")),
+    ("1016", (403, "Carrier selection prefix not allowed")),
+    ("004915112345678", (403, "Prepaid Account Not Activated")),   # German mobile: prepaid
+    ("118712", (403, "Prepaid Account Not Activated")),            # directory: prepaid
+    ("06123", (484, "Address Incomplete")),
+    ("0712345678", (404, "Unallocated number")),
+    ("0612345678%3Bfoo", (404, "Not a dialable number")),
+])
+def test_refused_numbers_get_the_precise_reason(phones, dialled, answer):
+    alice = phones.phone("2001")
+    assert phones.call(alice, dialled).wait().final == answer
+
+
+def test_ops_override_takes_effect_without_restart(phones, proxy):
+    alice = phones.phone("2001")
+    admin(proxy.redis_url, "override", "set", "+4915", "included")
+    try:
+        carrier = trunk(phones, PRIMARY)
+        time.sleep(0.2)
+        assert phones.call(alice, "004915112345678").wait().final == (200, "OK")
+        assert ruri(carrier.wait().received("INVITE")[0]).startswith("sip:+4915112345678@")
+        admin(proxy.redis_url, "override", "set", "+3361", "blocked")
+        assert phones.call(alice, "0612345678").wait().final[0] == 403
+    finally:
+        admin(proxy.redis_url, "override", "remove", "+4915")
+        admin(proxy.redis_url, "override", "remove", "+3361")
+
+
+@pytest.mark.parametrize("code", ["15", "17", "18", "112", "114", "115", "119", "191", "196", "197"])
+def test_every_emergency_code_reaches_the_emergency_trunk(phones, code):
+    alice = phones.phone("2001")
+    answering = trunk(phones, EMERGENCY)
+    time.sleep(0.2)
+    call = phones.call(alice, code, hold_ms=100).wait()
+    assert call.final == (200, "OK"), call.log
+    invite = answering.wait().received("INVITE")[0]
+    assert ruri(invite).startswith(f"sip:{code}@127.0.0.5:5060")
+    assert header(invite, "X-Emergency-Callback") == "+33142685301"
+    assert header(invite, "X-Emergency-Location") == "12 rue de la Paix, 75002 Paris"
+    assert header(invite, "Priority") == "emergency"
+
+
+# -- emergency calls without Redis ------------------------------------------------------------------
+@pytest.fixture
+def isolated(workdir):
+    redis = RedisServer(workdir).start()
+    admin(redis.url, "load", str(OFFICE))
+    proxy = Proxy(workdir, redis.url, EMERGENCY_TRUNKS="udp:127.0.0.5:5060").start()
+    phones = Phones(proxy, workdir)
+    yield redis, proxy, phones
+    phones.cleanup()
+    proxy.stop()
+    redis.stop()
+
+
+def test_emergency_call_with_redis_down_uses_what_registration_cached(isolated):
+    redis, proxy, phones = isolated
+    alice = phones.registered(phones.phone("2001"))
+    redis.stop()
+    answering = trunk(phones, EMERGENCY)
+    time.sleep(0.2)
+    call = phones.call(alice, "112", hold_ms=100).wait()
+    assert call.final == (200, "OK"), call.log + proxy.log_text()[-2000:]
+    invite = answering.wait().received("INVITE")[0]
+    assert header(invite, "X-Emergency-Callback") == "+33142685301"
+    assert header(invite, "X-Emergency-Location") == "12 rue de la Paix, 75002 Paris"
+    # the same phone's ordinary call is refused meanwhile
+    assert phones.call(alice, "0612345678").wait().final == (503, "Subscriber Data Unavailable")
+
+
+def test_emergency_call_from_a_proxy_that_never_saw_redis(workdir):
+    redis = RedisServer(workdir)  # never started
+    proxy = Proxy(workdir, redis.url, EMERGENCY_TRUNKS="udp:127.0.0.5:5060").start()
+    phones = Phones(proxy, workdir)
+    try:
+        answering = trunk(phones, EMERGENCY)
+        time.sleep(0.2)
+        call = phones.call(phones.phone("2002"), "18", hold_ms=100).wait()
+        assert call.final == (200, "OK"), call.log
+        assert ruri(answering.wait().received("INVITE")[0]).startswith("sip:18@127.0.0.5:5060")
+    finally:
+        phones.cleanup()
+        proxy.stop()
