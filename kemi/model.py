@@ -56,17 +56,64 @@ class Company:
     main_number: str | None = None  # caller ID when an extension has no DID
     location: str = ""              # civic address sent with emergency calls
     allow_special: bool = False     # premium-rate, shared-cost and 3BPQ numbers (paid from prepaid)
+    receptionist: str | None = None  # name of the media server that plays its Virtual Receptionist
     extensions: tuple[Extension, ...] = field(default=(), compare=False)
+    dids: tuple["Did", ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        del data["extensions"]  # stored under their own keys
+        del data["extensions"], data["dids"]  # stored under their own keys
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Company":
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "extensions"}
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in ("extensions", "dids")}
         return cls(**known)
+
+
+RECEPTIONIST = "receptionist"
+
+
+@dataclass(frozen=True)
+class Did:
+    """A public number of a company and where its calls go."""
+
+    number: str                      # E.164
+    co: str
+    target: str                      # an extension number 2XXX, or "receptionist"
+    fallback: str | None = None      # "receptionist": where an unanswered or unregistered extension's calls go
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Did":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+MEDIA_ROLES = ("receptionist", "announcement")
+
+
+@dataclass(frozen=True)
+class MediaServer:
+    """A media server: trusted by source address, reached at host:port."""
+
+    name: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    role: str = "receptionist"
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.host}:{self.port};transport={self.transport}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MediaServer":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 TRANSPORTS = ("udp", "tcp")

@@ -7,13 +7,18 @@ an error changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
 
+from kemi import numbering
 from kemi.model import (
     COMPANY_ID_RE,
+    MEDIA_ROLES,
+    RECEPTIONIST,
+    Did,
+    MediaServer,
     DEFAULT_RING_TIMEOUT,
     DOMAIN_RE,
     E164_RE,
@@ -52,6 +57,7 @@ class ProvisioningError(Exception):
 class Provisioning:
     companies: tuple[Company, ...]
     trunks: tuple[Trunk, ...] | None = None  # None: the file does not manage trunks
+    media_servers: tuple[MediaServer, ...] | None = None  # None: the file does not manage them
 
 
 class _Doc:
@@ -150,8 +156,11 @@ class _Checker:
         return value
 
 
+MEDIA_FIELDS = {"name", "host", "port", "transport", "role"}
+DID_FIELDS = {"number", "target", "fallback"}
 TRUNK_FIELDS = {"name", "host", "port", "transport", "priority", "emergency", "outbound"}
-COMPANY_FIELDS = {"id", "name", "domain", "main_number", "location", "allow_special", "extensions"}
+COMPANY_FIELDS = {"id", "name", "domain", "main_number", "location", "allow_special", "receptionist",
+                  "extensions", "dids"}
 EXTENSION_FIELDS = {"number", "name", "password", "ha1", "did", "type", "forward", "ring_timeout"}
 
 
@@ -166,11 +175,13 @@ def parse(text: str, source: str = "<provisioning>") -> Provisioning:
     if root is None:
         raise ProvisioningError(source, [Problem("(file)", 1, "the file is empty")])
     check = _Checker()
-    top = check.fields(_Doc(root, ""), {"companies", "trunks"}, set())
+    top = check.fields(_Doc(root, ""), {"companies", "trunks", "media_servers"}, set())
     companies: list[Company] = []
-    trunks = None
+    trunks = media = None
     if top and "trunks" in top:
         trunks = _trunks(check, top["trunks"])
+    if top and "media_servers" in top:
+        media = _media_servers(check, top["media_servers"])
     if top and "companies" in top:
         items = top["companies"].sequence()
         if items is None:
@@ -179,42 +190,102 @@ def parse(text: str, source: str = "<provisioning>") -> Provisioning:
             parsed = [(_company(check, item), item) for item in items]
             valid = [(c, d) for c, d in parsed if c is not None]
             _unique(check, valid)
-            companies = [c for c, _ in valid]
+            _check_dids(check, valid, media)
+            companies = [replace(c, dids=tuple(d for d, _ in c.dids)) for c, _ in valid]
     if check.problems:
         raise ProvisioningError(source, check.problems)
-    return Provisioning(tuple(companies), trunks)
+    return Provisioning(tuple(companies), trunks, media)
 
 
-def _trunks(check: _Checker, doc: _Doc) -> tuple[Trunk, ...]:
+def _peers(check: _Checker, doc: _Doc, kind: str, allowed: set[str], build) -> tuple:
+    """Trunks and media servers: named SIP peers at an IPv4 address."""
     items = doc.sequence()
     if items is None:
-        check.fail(doc, "expected a list of trunks")
+        check.fail(doc, f"expected a list of {kind}s")
         return ()
-    out: list[Trunk] = []
+    out = []
     seen: dict[str, int] = {}
     for item in items:
-        f = check.fields(item, TRUNK_FIELDS, {"name", "host"})
+        f = check.fields(item, allowed, {"name", "host"})
         if f is None:
             continue
         before = len(check.problems)
         transport = check.string(f.get("transport"), optional=True) or "udp"
         if transport not in TRANSPORTS:
             check.fail(f["transport"], f"expected one of {', '.join(TRANSPORTS)}")
-        trunk = Trunk(
-            name=check.string(f.get("name"), COMPANY_ID_RE, "a trunk name (lower-case letters, digits, '-')") or "",
+        peer = build(f, dict(
+            name=check.string(f.get("name"), COMPANY_ID_RE, f"a {kind} name (lower-case letters, digits, '-')") or "",
             host=check.string(f.get("host"), IPV4_RE, "an IPv4 address") or "",
             port=check.integer(f.get("port"), 1, 65535, 5060),
-            transport=transport,
-            priority=check.integer(f.get("priority"), 1, 1000, 1),
-            emergency=check.boolean(f.get("emergency"), False),
-            outbound=check.boolean(f.get("outbound"), True),
-        )
-        if trunk.name in seen:
-            check.fail(item, f"trunk {trunk.name!r} is already defined at line {seen[trunk.name]}")
-        seen[trunk.name] = item.line
+            transport=transport))
+        if peer.name in seen:
+            check.fail(item, f"{kind} {peer.name!r} is already defined at line {seen[peer.name]}")
+        seen[peer.name] = item.line
         if len(check.problems) == before:
-            out.append(trunk)
+            out.append(peer)
     return tuple(out)
+
+
+def _trunks(check: _Checker, doc: _Doc) -> tuple[Trunk, ...]:
+    return _peers(check, doc, "trunk", TRUNK_FIELDS, lambda f, common: Trunk(
+        **common,
+        priority=check.integer(f.get("priority"), 1, 1000, 1),
+        emergency=check.boolean(f.get("emergency"), False),
+        outbound=check.boolean(f.get("outbound"), True)))
+
+
+def _media_servers(check: _Checker, doc: _Doc) -> tuple[MediaServer, ...]:
+    def build(f, common):
+        role = check.string(f.get("role"), optional=True) or "receptionist"
+        if role not in MEDIA_ROLES:
+            check.fail(f["role"], f"expected one of {', '.join(MEDIA_ROLES)}")
+        return MediaServer(**common, role=role)
+    return _peers(check, doc, "media server", MEDIA_FIELDS, build)
+
+
+def _dids(check: _Checker, f: dict[str, _Doc], co: str, numbers: set[str]) -> tuple[Did, ...]:
+    if "dids" not in f:
+        return ()
+    items = f["dids"].sequence()
+    if items is None:
+        check.fail(f["dids"], "expected a list of DIDs")
+        return ()
+    out = []
+    for item in items:
+        d = check.fields(item, DID_FIELDS, {"number", "target"})
+        if d is None:
+            continue
+        before = len(check.problems)
+        number = check.string(d.get("number"), E164_RE, "an E.164 number like +33142685301") or ""
+        target = check.string(d.get("target"), hint="an extension number 2XXX or 'receptionist'") or ""
+        if target and target != RECEPTIONIST and target not in numbers:
+            check.fail(d["target"], f"{target!r} is neither an extension of this company nor 'receptionist'")
+        fallback = check.string(d.get("fallback"), optional=True)
+        if fallback not in (None, RECEPTIONIST):
+            check.fail(d["fallback"], "expected 'receptionist' (or leave it out)")
+        if len(check.problems) == before:
+            out.append((Did(number, co, target, fallback), item))
+    return tuple(out)
+
+
+def _check_dids(check: _Checker, companies: list[tuple[Company, _Doc]], media) -> None:
+    """DIDs are unique, a receptionist target needs a receptionist, forwards never loop into our DIDs."""
+    first: dict[str, _Doc] = {}
+    for company, _ in companies:
+        for did, doc in company.dids:
+            if did.number in first:
+                check.fail(doc, f"DID {did.number} is already used at line {first[did.number].line}")
+            first.setdefault(did.number, doc)
+            if RECEPTIONIST in (did.target, did.fallback) and not company.receptionist:
+                check.fail(doc, "routes to the receptionist, but the company has no 'receptionist' media server")
+    for company, doc in companies:
+        if company.receptionist and media is not None and not any(
+                m.name == company.receptionist and m.role == "receptionist" for m in media):
+            check.fail(doc, f"receptionist {company.receptionist!r} is not a media server with role receptionist")
+        for ext in company.extensions:
+            if ext.forward in first:
+                check.fail(doc, f"extension {ext.number} forwards to {ext.forward}, one of our own DIDs: "
+                                "that would loop; forward to the extension instead")
 
 
 def _company(check: _Checker, doc: _Doc) -> Company | None:
@@ -223,6 +294,7 @@ def _company(check: _Checker, doc: _Doc) -> Company | None:
         return None
     before = len(check.problems)
     domain = check.string(f.get("domain"), DOMAIN_RE, "a lower-case SIP domain like acme.example.net")
+    allow_special = check.boolean(f.get("allow_special"), False)
     extensions: list[Extension] = []
     ext_docs = f["extensions"].sequence() if "extensions" in f else []
     if ext_docs is None:
@@ -230,27 +302,30 @@ def _company(check: _Checker, doc: _Doc) -> Company | None:
         ext_docs = []
     seen: dict[str, int] = {}
     for ext_doc in ext_docs:
-        ext = _extension(check, ext_doc, domain or "")
+        ext = _extension(check, ext_doc, domain or "", allow_special)
         if ext is None:
             continue
         if ext.number in seen:
             check.fail(ext_doc, f"extension {ext.number} is already defined at line {seen[ext.number]}")
         seen[ext.number] = ext_doc.line
         extensions.append(ext)
+    co = check.string(f.get("id"), COMPANY_ID_RE, "a company id (lower-case letters, digits, '-')") or ""
     company = Company(
-        id=check.string(f.get("id"), COMPANY_ID_RE, "a company id (lower-case letters, digits, '-')") or "",
+        id=co,
         name=check.string(f.get("name")) or "",
         domain=domain or "",
         main_number=check.string(f.get("main_number"), E164_RE, "an E.164 number like +33142685300", optional=True),
         location=check.string(f.get("location"), LOCATION_RE, "a one-line address (no control characters)",
                               optional=True) or "",
-        allow_special=check.boolean(f.get("allow_special"), False),
+        allow_special=allow_special,
+        receptionist=check.string(f.get("receptionist"), COMPANY_ID_RE, "a media server name", optional=True),
         extensions=tuple(extensions),
+        dids=_dids(check, f, co, set(seen)),  # (Did, doc) pairs until _check_dids has used the lines
     )
     return company if len(check.problems) == before else None
 
 
-def _extension(check: _Checker, doc: _Doc, realm: str) -> Extension | None:
+def _extension(check: _Checker, doc: _Doc, realm: str, allow_special: bool = False) -> Extension | None:
     f = check.fields(doc, EXTENSION_FIELDS, {"number", "name"})
     if f is None:
         return None
@@ -271,6 +346,8 @@ def _extension(check: _Checker, doc: _Doc, realm: str) -> Extension | None:
                 check.fail(f[name], "a virtual extension does not register: remove its credentials")
         if forward is None:
             check.fail(doc, "a virtual extension needs 'forward', the number calls are forwarded to")
+        else:
+            forward = _forward_number(check, f["forward"], forward, allow_special)
     ext = Extension(
         number=number,
         name=check.string(f.get("name"), DISPLAY_NAME_RE, "a display name (no quotes, at most 64 characters)") or "",
@@ -281,6 +358,20 @@ def _extension(check: _Checker, doc: _Doc, realm: str) -> Extension | None:
         ring_timeout=check.integer(f.get("ring_timeout"), 5, 300, DEFAULT_RING_TIMEOUT),
     )
     return ext if len(check.problems) == before else None
+
+
+def _forward_number(check: _Checker, doc: _Doc, dialled: str, allow_special: bool) -> str | None:
+    """A forwarding number is refused when provisioned, not at call time, if the country rules block it."""
+    decision = numbering.classify(dialled, numbering.Policy(allow_special))
+    if decision.category in ("internal", "emergency"):
+        check.fail(doc, f"{dialled!r} is {decision.category}: a virtual extension forwards to an external number")
+    elif decision.category == "invalid" or decision.billing == "blocked":
+        check.fail(doc, f"{dialled!r} cannot be forwarded to: {decision.reason}")
+    elif decision.e164 is None:
+        check.fail(doc, f"{dialled!r} has no E.164 form: forward to a full number")
+    else:
+        return decision.e164
+    return None
 
 
 def _credentials(check: _Checker, doc: _Doc, f: dict[str, _Doc], number: str, realm: str) -> str | None:

@@ -77,10 +77,59 @@ def parse_static_trunks(spec: str) -> tuple[Trunk, ...]:
     return tuple(trunks)
 
 
-def encode_trunks(trunks: list[Trunk]) -> str:
-    """Trunks left to try, kept in a transaction AVP between failure routes."""
+def encode_peers(trunks: list) -> str:
+    """Trunks (or a media server) still to try, kept in a transaction AVP between failure routes."""
     return ",".join(f"{t.transport}:{t.host}:{t.port}" for t in trunks)
 
 
-def decode_trunks(text: str | None) -> list[Trunk]:
+def decode_peers(text: str | None) -> list[Trunk]:
     return list(parse_static_trunks(text)) if text else []
+
+
+# -- incoming calls -----------------------------------------------------------------------------
+UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
+REDIRECT_REFUSED = Reply(403, "Redirect Outside Company Refused")
+NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
+FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
+# An extension that does not pick up (ring timeout), is unreachable or busy
+# goes to the DID's fallback when there is one.
+FALLBACK_CODES = frozenset({408, 480, 486})
+# Headers only the proxy (or a trusted media server) may set; stripped from what phones and trunks send.
+PRIVATE_HEADERS = ("X-Company", "X-DID", "X-Emergency-Callback", "X-Emergency-Location", "X-Balance",
+                   "X-Currency", "P-Asserted-Identity", "P-Preferred-Identity")
+
+_SIP_URI = re.compile(r"<?\s*sips?:(?:([^@;>]+)@)?([^;>?]+)")
+
+
+def redirect_target(contact: str | None, company_domain: str, proxy_hosts: set[str]) -> str | None:
+    """The extension a receptionist's 3xx names, or None if it names anything else.
+
+    Only `sip:2XXX@<the company's domain or this proxy>` is followed: an external
+    number, another company's domain or another host is never dialled.
+    """
+    if not contact:
+        return None
+    match = _SIP_URI.search(contact.split(",")[0])
+    if not match or not match.group(1):
+        return None
+    user, host = match.group(1), match.group(2).strip().lower()
+    if host != company_domain and host not in proxy_hosts:
+        return None
+    return user if re.fullmatch(r"2[0-9]{3}", user) else None
+
+
+def diversion_header(number: str, host: str) -> str:
+    """RFC 5806: which of our numbers forwarded the call."""
+    return f"Diversion: <sip:{number}@{host};user=phone>;reason=unconditional;counter=1"
+
+
+def media_headers(co: str, did: str | None) -> list[str]:
+    """What a media server is told about the call (docs/media-server-contract.md)."""
+    return [f"X-Company: {co}"] + ([f"X-DID: {did}"] if did else [])
+
+
+def external_caller(user: str | None) -> str | None:
+    """An external caller's number as the trunk sent it in From, kept as caller ID when forwarding."""
+    if user and re.fullmatch(r"\+?[0-9]{3,15}", user):
+        return user
+    return None

@@ -12,7 +12,7 @@ import traceback
 import KSR  # provided by Kamailio's app_python3
 
 from kemi import numbering, replies, routing
-from kemi.model import EXTENSION_RE, Trunk
+from kemi.model import EXTENSION_RE, RECEPTIONIST, Trunk
 from kemi.replies import Reply
 from kemi.settings import Settings
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
@@ -126,7 +126,14 @@ class Router:
         # realm is the value itself: the company's SIP domain from From/To.
         domain = (KSR.pv.get(realm_pv) or "").lower()
         if not domain or KSR.auth.has_credentials(domain) < 0:
-            KSR.auth.auth_challenge(domain or "invalid", 1)
+            # Only our companies' phones are challenged: a carrier or a scanner
+            # sending from an unknown address is refused outright.
+            if self.directory.company_by_domain(domain) is None:
+                log("notice", f"{KSR.pv.get('$rm')} from untrusted {KSR.pv.get('$si')}:{KSR.pv.get('$sp')} "
+                              f"for domain {domain!r} refused")
+                reply(replies.FORBIDDEN)
+                return None
+            KSR.auth.auth_challenge(domain, 1)
             return None
         user = KSR.pv.get("$au") or ""
         ctx = self.directory.call_context(domain, user, callee)
@@ -158,12 +165,26 @@ class Router:
         if numbering.is_emergency(dialled):
             self.emergency_call(numbering.normalise(dialled) or dialled)
             return
+        source = self.directory.source(KSR.pv.get("$si"), KSR.pv.get("$sp"))
+        if source is not None and source.kind == "media":
+            self.from_media_server(dialled)
+            return
+        for name in routing.PRIVATE_HEADERS:
+            KSR.hdr.remove(name)  # only the proxy asserts identities and company headers
+        if source is not None:
+            self.from_trunk(dialled)
+            return
         ctx = self.authenticate("$fd", dialled if EXTENSION_RE.fullmatch(dialled) else None)
         if ctx is None:
             return
         KSR.auth.consume_credentials()
         decision = numbering.classify(dialled, numbering.Policy(ctx.company.allow_special), ctx.overrides)
         if decision.category == "internal":
+            if ctx.callee is not None and ctx.callee.type == "virtual":
+                caller = routing.caller_number(ctx.company, ctx.caller)
+                self.forward(ctx.company, ctx.callee, ctx.callee.did or ctx.company.main_number, caller,
+                             ctx.trunks, ctx.overrides)
+                return
             self.call_extension(ctx.company, ctx.callee)
             return
         refused = routing.refusal(decision)
@@ -192,6 +213,146 @@ class Router:
         KSR.tm.t_set_fr(callee.ring_timeout * 1000, 5000)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    # -- incoming calls ---------------------------------------------------------------------------
+    def from_trunk(self, dialled: str) -> None:
+        e164 = numbering.classify(dialled).e164  # +E.164 and national forms resolve alike
+        inbound = self.directory.inbound(e164) if e164 else None
+        if inbound is None or inbound.did is None or inbound.company is None:
+            log("info", f"call from trunk {KSR.pv.get('$si')} to {dialled!r}: not one of our numbers")
+            reply(routing.UNKNOWN_NUMBER)
+            return
+        did, company = inbound.did, inbound.company
+        KSR.rr.record_route()
+        if did.target == RECEPTIONIST:
+            self.to_receptionist(company.id, did.number, inbound.receptionist)
+            return
+        ext = inbound.extension
+        if ext is None:
+            log("err", f"DID {did.number} points at missing extension {did.target} of {company.id}: reload the provisioning")
+            reply(replies.EXTENSION_NOT_FOUND)
+            return
+        if ext.type == "virtual":
+            trunks, overrides = self.directory.routes()
+            self.forward(company, ext, did.number, routing.external_caller(KSR.pv.get("$fU")), trunks, overrides)
+            return
+        fallback = inbound.receptionist if did.fallback == RECEPTIONIST else None
+        self.ring(company, ext, did.number, fallback)
+
+    def from_media_server(self, dialled: str) -> None:
+        """A trusted media server (the receptionist) sends the caller to an extension of a named company."""
+        co = KSR.hdr.get("X-Company") or ""
+        inbound = self.directory.company_view(co, dialled) if EXTENSION_RE.fullmatch(dialled) and co else None
+        if inbound is None or inbound.company is None or inbound.extension is None:
+            log("notice", f"media server {KSR.pv.get('$si')} asked for {dialled!r} of company {co!r}: no such extension")
+            reply(replies.EXTENSION_NOT_FOUND)
+            return
+        KSR.hdr.remove("X-Company")
+        KSR.rr.record_route()
+        ext = inbound.extension
+        if ext.type == "virtual":
+            trunks, overrides = self.directory.routes()
+            self.forward(inbound.company, ext, KSR.hdr.get("X-DID") or ext.did or inbound.company.main_number,
+                         routing.external_caller(KSR.pv.get("$fU")), trunks, overrides)
+            return
+        self.ring(inbound.company, ext, None, None)
+
+    def ring(self, company, ext, did: str | None, fallback) -> None:
+        """Ring every phone of an extension; on no answer go to the fallback receptionist, if any."""
+        KSR.pv.sets("$ru", f"sip:{ext.number}@{company.domain}")
+        if KSR.registrar.lookup("location") < 0:
+            if fallback is not None:
+                self.to_receptionist(company.id, did, fallback)
+            else:
+                reply(replies.NOT_REGISTERED)
+            return
+        if fallback is not None:
+            KSR.pv.sets("$avp(fallback)", routing.encode_peers([fallback]))
+            KSR.pv.sets("$avp(co)", company.id)
+            KSR.pv.sets("$avp(did)", did or "")
+            KSR.tm.t_on_failure("ksr_failure_extension")
+        KSR.tm.t_set_fr(ext.ring_timeout * 1000, 5000)
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+
+    def ksr_failure_extension(self, msg) -> int:
+        return self._in_failure_route(self._extension_failed)
+
+    def _extension_failed(self) -> None:
+        if KSR.tm.t_get_status_code() in routing.FALLBACK_CODES:
+            (server,) = routing.decode_peers(KSR.pv.get("$avp(fallback)"))
+            self.to_receptionist(KSR.pv.get("$avp(co)"), KSR.pv.get("$avp(did)") or None, server)
+
+    def to_receptionist(self, co: str, did: str | None, server) -> None:
+        if server is None:
+            log("err", f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
+            reply(routing.NO_RECEPTIONIST)
+            return
+        for header in routing.media_headers(co, did):
+            KSR.hdr.append(header + "\r\n")
+        KSR.pv.sets("$avp(co)", co)
+        KSR.pv.sets("$avp(did)", did or "")
+        KSR.pv.sets("$ru", f"sip:{did or 'receptionist'}@{server.host}:{server.port};transport={server.transport}")
+        KSR.tm.t_on_failure("ksr_failure_receptionist")
+        KSR.tm.t_set_fr(120000, self.settings.trunk_timeout_ms)
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+
+    def ksr_failure_receptionist(self, msg) -> int:
+        return self._in_failure_route(self._receptionist_redirected)
+
+    def _receptionist_redirected(self) -> None:
+        code = KSR.tm.t_get_status_code()
+        if not 300 <= code < 400:
+            return  # the receptionist's failure goes back to the caller as it is
+        co = KSR.pv.get("$avp(co)")
+        contact = KSR.pv.get("$T_rpl($hdr(Contact))")
+        company = self.directory.company(co)
+        number = routing.redirect_target(contact, company.domain if company else "", self.proxy_hosts())
+        inbound = self.directory.company_view(co, number) if number else None
+        if inbound is None or inbound.extension is None:
+            log("warn", f"receptionist of {co} redirected call-id {KSR.pv.get('$ci')} to {contact!r}: refused, "
+                        f"only extensions of the same company are followed")
+            KSR.tm.t_reply(routing.REDIRECT_REFUSED.code, routing.REDIRECT_REFUSED.reason)
+            return
+        if inbound.extension.type == "virtual":
+            trunks, overrides = self.directory.routes()
+            self.forward(inbound.company, inbound.extension, KSR.pv.get("$avp(did)") or inbound.company.main_number,
+                         routing.external_caller(KSR.pv.get("$fU")), trunks, overrides)
+            return
+        self.ring(inbound.company, inbound.extension, None, None)
+
+    def proxy_hosts(self) -> set[str]:
+        ip, port = KSR.pv.get("$Ri"), KSR.pv.get("$Rp")
+        return {ip, f"{ip}:{port}"}
+
+    def forward(self, company, ext, diversion: str | None, caller: str | None, trunks, overrides) -> None:
+        """A virtual extension: a call to its forwarding number, by the same country rules as a user's call."""
+        decision = numbering.classify(ext.forward or "", numbering.Policy(company.allow_special), overrides)
+        refused = routing.refusal(decision)
+        if refused is None and decision.billing == "prepaid":
+            refused = routing.PREPAID_NOT_AVAILABLE
+        if refused is None and self.directory.inbound(decision.e164).did is not None:
+            refused = routing.FORWARD_LOOP
+        if refused is not None:
+            log("info", f"forward of {company.id}/{ext.number} to {ext.forward} refused: {refused.code} {refused.reason}")
+            reply(refused)
+            return
+        host = KSR.pv.get("$Ri")
+        headers = [routing.diversion_header(diversion, host)] if diversion else []
+        pai = routing.pai_header(caller, None, host)
+        self.route_to_trunks(decision.e164, routing.trunks_for(trunks, False), headers + ([pai] if pai else []))
+
+    def _in_failure_route(self, step) -> int:
+        try:
+            if KSR.tm.t_is_canceled() < 0:
+                step()
+        except StoreUnavailable as exc:
+            log("err", f"failure route of call-id {KSR.pv.get('$ci')}: {exc}")
+            KSR.tm.t_reply(replies.STORE_DOWN.code, replies.STORE_DOWN.reason)
+        except Exception as exc:
+            log("err", f"failure route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
 
     # -- emergency calls -------------------------------------------------------------------------
     def emergency_call(self, code: str) -> None:
@@ -233,7 +394,7 @@ class Router:
         KSR.htable.sht_sets("emerg", f"{user}@{domain}", f"{callback}\t{ctx.company.location}")
         emergency = routing.trunks_for(ctx.trunks, True)
         if emergency:
-            KSR.htable.sht_sets("routes", "emergency", routing.encode_trunks(emergency))
+            KSR.htable.sht_sets("routes", "emergency", routing.encode_peers(emergency))
 
     def cached_identity(self, user: str, domain: str) -> tuple[str | None, str | None]:
         value = KSR.htable.sht_get("emerg", f"{user}@{domain}")
@@ -243,7 +404,7 @@ class Router:
         return callback or None, location or None
 
     def cached_emergency_trunks(self) -> list[Trunk]:
-        return routing.decode_trunks(KSR.htable.sht_get("routes", "emergency"))
+        return routing.decode_peers(KSR.htable.sht_get("routes", "emergency"))
 
     # -- trunks -----------------------------------------------------------------------------------
     def route_to_trunks(self, user: str, trunks: list[Trunk], headers: list[str]) -> None:
@@ -261,7 +422,7 @@ class Router:
         self.relay_to_trunk(user, trunks[0], trunks[1:])
 
     def relay_to_trunk(self, user: str, trunk: Trunk, rest: list[Trunk]) -> None:
-        KSR.pv.sets("$avp(trunks_left)", routing.encode_trunks(rest))
+        KSR.pv.sets("$avp(trunks_left)", routing.encode_peers(rest))
         KSR.pv.sets("$ru", f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}")
         KSR.tm.t_on_failure("ksr_failure_trunk")
         KSR.tm.t_set_fr(120000, self.settings.trunk_timeout_ms)
@@ -269,17 +430,14 @@ class Router:
             KSR.sl.sl_reply_error()
 
     def ksr_failure_trunk(self, msg) -> int:
-        try:
-            if KSR.tm.t_is_canceled() > 0:
-                return 1
-            code = KSR.tm.t_get_status_code()
-            rest = routing.decode_trunks(KSR.pv.get("$avp(trunks_left)"))
-            if code in routing.FAILOVER_CODES and rest:
-                log("warn", f"trunk answered {code} for call-id {KSR.pv.get('$ci')}: trying {rest[0].uri}")
-                self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), rest[0], rest[1:])
-        except Exception as exc:
-            log("err", f"failure route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        return 1
+        return self._in_failure_route(self._trunk_failed)
+
+    def _trunk_failed(self) -> None:
+        code = KSR.tm.t_get_status_code()
+        rest = routing.decode_peers(KSR.pv.get("$avp(trunks_left)"))
+        if code in routing.FAILOVER_CODES and rest:
+            log("warn", f"trunk answered {code} for call-id {KSR.pv.get('$ci')}: trying {rest[0].uri}")
+            self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), rest[0], rest[1:])
 
 
 def mod_init() -> Router | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
-from kemi.model import Company, Extension, Trunk
+from kemi.model import Company, Did, Extension, MediaServer, Trunk
 from kemi.provisioning import Provisioning
 from kemi.settings import SCHEMA_VERSION
 from kemi.store import keys
@@ -31,6 +31,24 @@ class CallContext:
     callee: Extension | None          # the dialled extension, when 2XXX was dialled
     trunks: tuple[Trunk, ...] = ()    # by priority
     overrides: dict[str, str] | None = None  # E.164 prefix -> billing class
+
+
+@dataclass(frozen=True)
+class Source:
+    """A trusted SIP peer, recognised by its source address and port."""
+
+    kind: str    # "trunk" or "media"
+    name: str
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """Where a call to one of our numbers goes."""
+
+    did: Did | None
+    company: Company | None = None
+    extension: Extension | None = None
+    receptionist: MediaServer | None = None
 
 
 def sorted_trunks(raw: dict) -> tuple[Trunk, ...]:
@@ -90,6 +108,49 @@ class Directory:
             overrides={k.decode(): unpack(v) for k, v in overrides.items()},
         )
 
+    def source(self, ip: str, port: int) -> Source | None:
+        client = self.conn.ready()
+        data = unpack(self.conn.call(client.get, keys.source(ip, port)))
+        return Source(**data) if data else None
+
+    def inbound(self, e164: str, extension: str | None = None) -> Inbound:
+        """A DID's company, target extension (or the one named) and receptionist, in two round trips."""
+        client = self.conn.ready()
+        raw = unpack(self.conn.call(client.get, keys.did(e164)))
+        if raw is None:
+            self.conn.ready(force_check=True)
+            return Inbound(None)
+        did = Did.from_dict(raw)
+        return self.company_view(did.co, extension or (did.target if did.target != "receptionist" else None), did)
+
+    def company_view(self, co: str, extension: str | None, did: Did | None = None) -> Inbound:
+        client = self.conn.ready()
+        pipe = client.pipeline(transaction=False)
+        pipe.mget([keys.company(co)] + ([keys.extension(co, extension)] if extension else []))
+        pipe.hgetall(keys.MEDIA_SERVERS)
+        (company, *ext), media = self.conn.call(pipe.execute)
+        if company is None:
+            return Inbound(did)
+        company = Company.from_dict(unpack(company))
+        servers = {k.decode(): MediaServer.from_dict(unpack(v)) for k, v in media.items()}
+        return Inbound(did, company,
+                       Extension.from_dict(unpack(ext[0])) if ext and ext[0] else None,
+                       servers.get(company.receptionist) if company.receptionist else None)
+
+    def media_servers(self, role: str | None = None) -> list[MediaServer]:
+        client = self.conn.ready()
+        servers = [MediaServer.from_dict(unpack(v)) for v in self.conn.call(client.hgetall, keys.MEDIA_SERVERS).values()]
+        return sorted((m for m in servers if role is None or m.role == role), key=lambda m: m.name)
+
+    def routes(self) -> tuple[tuple[Trunk, ...], dict[str, str]]:
+        """Trunks and numbering overrides, for a call that did not come from a phone."""
+        client = self.conn.ready()
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.TRUNKS)
+        pipe.hgetall(keys.NUMBERING_OVERRIDES)
+        trunks, overrides = self.conn.call(pipe.execute)
+        return sorted_trunks(trunks), {k.decode(): unpack(v) for k, v in overrides.items()}
+
     def trunks(self) -> tuple[Trunk, ...]:
         client = self.conn.ready()
         return sorted_trunks(self.conn.call(client.hgetall, keys.TRUNKS))
@@ -144,6 +205,16 @@ class Directory:
             if owner is not None and owner != company.id and owner in kept:
                 raise ValueError(f"company {company.id}: domain {company.domain!r} already belongs to company {owner!r}")
         old_numbers = {co: {n.decode() for n in pipe.smembers(keys.extensions(co))} for co in existing}
+        old_dids = {co: {n.decode() for n in pipe.smembers(keys.dids(co))} for co in existing}
+        for company in prov.companies:
+            for did in company.dids:
+                owner = unpack(pipe.get(keys.did(did.number)))
+                if owner and owner["co"] != company.id and owner["co"] in kept:
+                    raise ValueError(f"company {company.id}: DID {did.number} already belongs to company {owner['co']!r}")
+        trunks = prov.trunks if prov.trunks is not None else sorted_trunks(pipe.hgetall(keys.TRUNKS))
+        media = prov.media_servers if prov.media_servers is not None else \
+            [MediaServer.from_dict(unpack(v)) for v in pipe.hgetall(keys.MEDIA_SERVERS).values()]
+        old_sources = {k.decode() for k in pipe.smembers(keys.SOURCES)}
         summary: list[str] = []
         pipe.multi()
         pipe.set(keys.SCHEMA_VERSION, pack(SCHEMA_VERSION))
@@ -152,6 +223,12 @@ class Directory:
             for trunk in prov.trunks:
                 pipe.hset(keys.TRUNKS, trunk.name, pack(trunk.to_dict()))
             summary.append(f"trunks: {', '.join(t.name for t in prov.trunks) or 'none'}")
+        if prov.media_servers is not None:
+            pipe.delete(keys.MEDIA_SERVERS)
+            for server in prov.media_servers:
+                pipe.hset(keys.MEDIA_SERVERS, server.name, pack(server.to_dict()))
+            summary.append(f"media servers: {', '.join(m.name for m in prov.media_servers) or 'none'}")
+        self._write_sources(pipe, old_sources, trunks, media)
         for company in prov.companies:
             before = current.get(company.id)
             if before and before["domain"] != company.domain:
@@ -168,8 +245,17 @@ class Directory:
                 pipe.set(keys.extension(company.id, ext.number), pack(ext.to_dict()))
             if numbers:
                 pipe.sadd(keys.extensions(company.id), *sorted(numbers))
+            dids = {d.number for d in company.dids}
+            for number in old_dids.get(company.id, set()) - dids:
+                pipe.delete(keys.did(number))
+            pipe.delete(keys.dids(company.id))
+            for did in company.dids:
+                pipe.set(keys.did(did.number), pack(did.to_dict()))
+            if dids:
+                pipe.sadd(keys.dids(company.id), *sorted(dids))
             verb = "updated" if before else "created"
-            summary.append(f"company {company.id} ({company.domain}): {verb}, {len(numbers)} extensions"
+            summary.append(f"company {company.id} ({company.domain}): {verb}, {len(numbers)} extensions, "
+                           f"{len(dids)} DIDs"
                            + (f", removed {', '.join(sorted(gone))}" if gone else ""))
         if prune:
             for co in sorted(existing - wanted):
@@ -178,7 +264,21 @@ class Directory:
                     pipe.delete(keys.domain(data["domain"]))
                 for number in old_numbers.get(co, ()):
                     pipe.delete(keys.extension(co, number))
-                pipe.delete(keys.company(co), keys.extensions(co))
+                for number in old_dids.get(co, ()):
+                    pipe.delete(keys.did(number))
+                pipe.delete(keys.company(co), keys.extensions(co), keys.dids(co))
                 pipe.srem(keys.COMPANIES, co)
                 summary.append(f"company {co}: removed (not in the file; its prepaid data is kept)")
         return summary
+
+    @staticmethod
+    def _write_sources(pipe, old: set[str], trunks, media) -> None:
+        """The trusted-source index: source:<ip>:<port> for every trunk and media server."""
+        for key in old:
+            pipe.delete(key)
+        pipe.delete(keys.SOURCES)
+        for kind, peers in (("trunk", trunks), ("media", media)):
+            for peer in peers:
+                key = keys.source(peer.host, peer.port)
+                pipe.set(key, pack({"kind": kind, "name": peer.name}))
+                pipe.sadd(keys.SOURCES, key)

@@ -7,6 +7,8 @@ them in one slot and a script or transaction may touch them together.
 SCHEMA_VERSION = "schema:version"
 COMPANIES = "companies"
 TRUNKS = "trunks"
+MEDIA_SERVERS = "media_servers"
+SOURCES = "sources"
 NUMBERING_OVERRIDES = "numbering:overrides"
 
 
@@ -24,3 +26,15 @@ def extensions(co: str) -> str:
 
 def extension(co: str, number: str) -> str:
     return f"{{co:{co}}}:ext:{number}"
+
+
+def dids(co: str) -> str:
+    return f"{{co:{co}}}:dids"
+
+
+def did(e164: str) -> str:
+    return f"did:{e164}"
+
+
+def source(ip: str, port: int | str) -> str:
+    return f"source:{ip}:{port}"

@@ -24,7 +24,7 @@ def fresh(redis_server):
 
 def test_load_then_show(fresh):
     out = admin(fresh.url, "load", str(OFFICE)).stdout
-    assert "company acme (acme.test): created, 4 extensions" in out
+    assert "company acme (acme.test): created, 6 extensions, 5 DIDs" in out
     shown = admin(fresh.url, "show").stdout
     assert "acme: Acme Conseil <acme.test>" in shown and "2002  Bruno" in shown
     assert "secret" not in shown
@@ -38,7 +38,7 @@ def test_bad_file_changes_nothing_and_names_file_line_field(fresh, tmp_path):
     bad.write_text(OFFICE.read_text().replace('number: "2003"', 'number: "9003"'))
     proc = admin(fresh.url, "load", str(bad), check=False)
     assert proc.returncode == 2
-    assert f"{bad}:line 12: companies[0].extensions[2].number: '9003' is not an extension number 2XXX" in proc.stderr
+    assert f"{bad}:line 13: companies[0].extensions[2].number: '9003' is not an extension number 2XXX" in proc.stderr
     assert "nothing was changed" in proc.stderr
     assert snapshot(fresh) == before
 
@@ -47,10 +47,10 @@ def test_reload_removes_extensions_missing_from_the_file(fresh, tmp_path):
     admin(fresh.url, "load", str(OFFICE))
     smaller = tmp_path / "smaller.yaml"
     smaller.write_text(OFFICE.read_text().replace(
-        '      - {number: "2004", name: Denis, password: denis-secret-4}\n', ""))
-    assert "removed 2004" in admin(fresh.url, "load", str(smaller)).stdout
-    assert "2004" not in admin(fresh.url, "show", "acme").stdout
-    assert fresh.client().get("{co:acme}:ext:2004") is None
+        '      - {number: "2003", name: Chloe, password: chloe-secret-3}\n', ""))
+    assert "removed 2003" in admin(fresh.url, "load", str(smaller)).stdout
+    assert "2003" not in admin(fresh.url, "show", "acme").stdout
+    assert fresh.client().get("{co:acme}:ext:2003") is None
 
 
 def test_prune_removes_companies_not_in_the_file(fresh, tmp_path):

@@ -1,0 +1,67 @@
+"""Routing decisions for outgoing calls (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from kemi import numbering, routing
+from kemi.model import Company, Extension, Trunk
+
+ACME = Company("acme", "Acme", "acme.test", main_number="+33142685300", location="12 rue X")
+WITH_DID = Extension("2001", "Alice", ha1="0" * 32, did="+33142685301")
+NO_DID = Extension("2003", "Chloe", ha1="0" * 32)
+
+
+@pytest.mark.parametrize("dialled, expected", [
+    ("06123", (484, "Address Incomplete")),
+    ("0712345678", (404, "Unallocated number")),
+    ("0899123456", (403, "Premium-rate or shared-cost number blocked")),
+    ("0612345678", None),
+    ("004915112345678", None),  # prepaid: refused later by the prepaid step, not here
+])
+def test_refusal(dialled, expected):
+    answer = routing.refusal(numbering.classify(dialled))
+    assert (answer.code, answer.reason) == expected if expected else answer is None
+
+
+def test_trunks_for_keeps_order_and_role():
+    a = Trunk("a", "127.0.0.2", priority=1)
+    e = Trunk("e", "127.0.0.5", priority=1, emergency=True, outbound=False)
+    b = Trunk("b", "127.0.0.4", priority=2, emergency=True)
+    assert routing.trunks_for((a, e, b), emergency=False) == [a, b]
+    assert routing.trunks_for((a, e, b), emergency=True) == [e, b]
+
+
+def test_caller_number_prefers_did_then_main_number():
+    assert routing.caller_number(ACME, WITH_DID) == "+33142685301"
+    assert routing.caller_number(ACME, NO_DID) == "+33142685300"
+    assert routing.caller_number(None, None) is None
+
+
+def test_pai_and_emergency_headers():
+    assert routing.pai_header("+33142685301", "Alice", "127.0.0.1") == \
+        'P-Asserted-Identity: "Alice" <sip:+33142685301@127.0.0.1;user=phone>'
+    assert routing.pai_header(None, "Alice", "h") is None
+    assert routing.emergency_headers("+331", "a\r\nInjected: x") == [
+        "Priority: emergency", "X-Emergency-Callback: +331", "X-Emergency-Location: a  Injected: x"]
+
+
+def test_static_trunks_round_trip_and_errors():
+    trunks = routing.parse_static_trunks("udp:127.0.0.5:5060, tcp:127.0.0.6:5070")
+    assert [t.uri for t in trunks] == ["sip:127.0.0.5:5060;transport=udp", "sip:127.0.0.6:5070;transport=tcp"]
+    assert routing.decode_peers(routing.encode_peers(list(trunks))) == list(trunks)
+    assert routing.parse_static_trunks("") == ()
+    for bad in ("127.0.0.5:5060", "sctp:127.0.0.5:5060", "udp:host:5060", "udp:127.0.0.5:0"):
+        with pytest.raises(ValueError, match="EMERGENCY_TRUNKS"):
+            routing.parse_static_trunks(bad)
+
+
+@given(st.text(max_size=40))
+def test_every_decision_is_refused_or_routable(dialled):
+    decision = numbering.classify(dialled)
+    answer = routing.refusal(decision)
+    if answer is None:
+        assert decision.category != "invalid" and decision.billing in ("included", "prepaid")
+    else:
+        assert answer.code in (403, 404, 484) and "\n" not in answer.reason
