@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import redis
 
-from kemi import provisioning
+from kemi import numbering, provisioning
+from kemi import admin_prepaid
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreUnavailable
+from kemi.store.prepaid import PrepaidLedger
 
 EXIT_BAD_INPUT = 2
 EXIT_STORE_DOWN = 3
@@ -40,6 +43,8 @@ def cmd_load(args, directory: Directory) -> None:
         summary = directory.apply(prov, prune=args.prune)
     except ValueError as exc:
         raise CliError(f"{args.file}: {exc}; nothing was changed") from None
+    # The money scripts belong to the schema: a fresh or restarted store gets them here.
+    PrepaidLedger(directory.conn.client()).load_functions()
     for line in summary:
         print(line)
     print(f"{args.file}: applied")
@@ -64,6 +69,36 @@ def cmd_show(args, directory: Directory) -> None:
         print("nothing provisioned")
 
 
+def cmd_trunks(args, directory: Directory) -> None:
+    trunks = directory.trunks()
+    for t in trunks:
+        roles = ", ".join(r for r, on in (("outbound", t.outbound), ("emergency", t.emergency)) if on) or "inbound only"
+        print(f"{t.priority:>4}  {t.name:<16} {t.transport}:{t.host}:{t.port}  {roles}")
+    if not trunks:
+        print("no trunks provisioned: outbound calls get 503 No Route To Destination")
+
+
+def cmd_override(args, directory: Directory) -> None:
+    if args.action == "list":
+        overrides = directory.overrides()
+        for prefix in sorted(overrides):
+            print(f"{prefix:<16} {overrides[prefix]}")
+        if not overrides:
+            print("no overrides: the numbering plan decides alone")
+        return
+    if not args.prefix or not re.fullmatch(r"\+[1-9][0-9]{0,14}", args.prefix):
+        raise CliError(f"PREFIX {args.prefix!r}: expected '+' and 1 to 15 digits of an E.164 prefix, e.g. +4475")
+    if args.action == "set":
+        if args.billing not in numbering.BILLING_CLASSES:
+            raise CliError(f"CLASS {args.billing!r}: expected one of {', '.join(numbering.BILLING_CLASSES)}")
+        directory.set_override(args.prefix, args.billing)
+        print(f"{args.prefix}: {args.billing} (applies to the next call, no restart)")
+    elif not directory.remove_override(args.prefix):
+        raise CliError(f"PREFIX {args.prefix}: no override to remove")
+    else:
+        print(f"{args.prefix}: override removed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0])
     parser.add_argument("--redis-url", help="Redis to manage (default: $REDIS_URL or redis://127.0.0.1:6379/0)")
@@ -81,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print what is provisioned", description="Print companies and extensions.")
     show.add_argument("company", nargs="?", help="only this company id")
     show.set_defaults(func=cmd_show)
+
+    trunks = sub.add_parser("trunks", help="list the provisioned trunks (set them in the provisioning file)",
+                            description="List trunks in the order outbound calls try them.")
+    trunks.set_defaults(func=cmd_trunks)
+
+    override = sub.add_parser("override", help="override the billing class of an E.164 prefix",
+                              description="Override the numbering plan for a prefix the metadata gets wrong. "
+                                          "The longest matching prefix wins; emergency and internal numbers are "
+                                          "never overridden. Takes effect on the next call.")
+    override.add_argument("action", choices=["set", "remove", "list"])
+    override.add_argument("prefix", nargs="?", help="E.164 prefix, e.g. +4475")
+    override.add_argument("billing", nargs="?", metavar="CLASS", help="included, prepaid or blocked (with set)")
+    override.set_defaults(func=cmd_override)
+    admin_prepaid.add_commands(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import msgpack
 import redis
@@ -22,6 +22,11 @@ import redis
 from kemi import money
 
 LUA_PATH = Path(__file__).resolve().parents[2] / "redis-schema" / "prepaid.lua"
+
+# Global HASH: E.164 prefix ('+44') -> msgpack money.rate_to_dict. Not hash-tagged:
+# a rate is read by the caller and passed to prepaid_reserve as an argument, so
+# it never has to share a Cluster slot with a company's keys.
+RATES = "rates"
 
 # A slug: no braces or colons, which would break the {co:<co>} hash tag.
 _CO_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -148,6 +153,25 @@ def _error(exc: redis.ResponseError) -> Exception:
     return PrepaidError(code, message, available)
 
 
+def _decode_rate(prefix: str, blob: bytes) -> money.Rate:
+    """A stored rate; ValueError naming the prefix when the stored value is unusable."""
+    try:
+        rate = money.rate_from_dict(_unpack(blob))
+    except Exception as exc:  # msgpack errors, TypeError on unknown fields, ValueError
+        raise ValueError(f"stored rate {prefix!r} is unreadable: {exc}") from None
+    if rate.prefix != prefix:
+        raise ValueError(f"stored rate {prefix!r} holds prefix {rate.prefix!r}")
+    return rate
+
+
+def _decode_record(fields: Mapping[bytes, bytes]) -> dict[str, Any] | None:
+    try:
+        record = _unpack(fields[b"r"])
+    except Exception:  # missing field, not msgpack
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _int_arg(name: str, value: Any, low: int) -> int:
     """Refuse bools and floats here: redis-py would send 1.5 as '1.5' and True fails late."""
     if not money.is_int(value) or value < low:
@@ -242,3 +266,88 @@ class PrepaidLedger:
         """The oldest `count` CDRs of a company as (stream id, record); for ops and tests."""
         rows = self.r.xrange(Keys.of(co).cdr, count=count)
         return [(entry_id.decode(), _unpack(fields[b"r"])) for entry_id, fields in rows]
+
+    def last_cdrs(self, co: str, count: int, page: int = 1000) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """The newest `count` CDRs of a company, oldest first, as (stream id, record).
+
+        Read in pages of `page` entries, so an export of a long stream needs
+        bounded memory and no single command outlasts the Redis timeout. A
+        record that cannot be decoded is yielded as None (its id still counts).
+        """
+        _int_arg("count", count, 0)
+        _int_arg("page", page, 1)
+        key = Keys.of(co).cdr
+        if count == 0:
+            return
+        if count <= page:  # the common case (show): one round trip
+            rows = self.r.xrevrange(key, count=count)
+            for entry_id, fields in reversed(rows):
+                yield entry_id.decode(), _decode_record(fields)
+            return
+        start: bytes | str = "-"
+        if count < self.r.xlen(key):
+            # walk back to the oldest entry of the window, then read it forward
+            end: bytes | str = "+"
+            remaining = count
+            while remaining > 0:
+                rows = self.r.xrevrange(key, max=end, min="-", count=min(page, remaining))
+                if not rows:
+                    break
+                start = rows[-1][0]
+                remaining -= len(rows)
+                end = b"(" + start
+        sent = 0
+        while sent < count:
+            rows = self.r.xrange(key, min=start, max="+", count=min(page, count - sent))
+            if not rows:
+                return
+            for entry_id, fields in rows:
+                yield entry_id.decode(), _decode_record(fields)
+            sent += len(rows)
+            start = b"(" + rows[-1][0]
+
+    # -- rates: global, shared by every company --------------------------------------------
+    def set_rate(self, rate: money.Rate) -> money.Rate | None:
+        """Add or replace the rate of rate.prefix (validated first: a bad rate writes nothing).
+
+        Returns the rate it replaced (None if there was none or it was unreadable),
+        read and written in one MULTI/EXEC.
+        """
+        blob = _pack(money.rate_to_dict(rate))  # rate_to_dict validates
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hget(RATES, rate.prefix)
+        pipe.hset(RATES, rate.prefix, blob)
+        old, _ = pipe.execute()
+        if old is None:
+            return None
+        try:
+            return _decode_rate(rate.prefix, old)
+        except ValueError:
+            return None
+
+    def remove_rate(self, prefix: str) -> bool:
+        """Remove the rate of `prefix`; False if there was none."""
+        _check_prefix(prefix)
+        return bool(self.r.hdel(RATES, prefix))
+
+    def rates(self) -> list[money.Rate]:
+        """Every rate, sorted by prefix; ValueError naming the first unreadable one."""
+        stored = self.r.hgetall(RATES)
+        return sorted((_decode_rate(p.decode(), blob) for p, blob in stored.items()), key=lambda r: r.prefix)
+
+    def rate_for(self, e164: str) -> money.Rate | None:
+        """The rate of the longest prefix of `e164`, None if no prefix has one.
+
+        One round trip (HMGET of every prefix). ValueError for a number that is
+        not E.164 or a stored rate that cannot be read: callers fail closed.
+        """
+        prefixes = money.candidate_prefixes(e164)
+        for prefix, blob in zip(prefixes, self.r.hmget(RATES, prefixes)):
+            if blob is not None:
+                return _decode_rate(prefix, blob)
+        return None
+
+
+def _check_prefix(prefix: Any) -> None:
+    """The prefix rules of money.Rate.validate, for a prefix without a rate."""
+    money.Rate(prefix, 0).validate()
