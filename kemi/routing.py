@@ -14,6 +14,8 @@ from kemi.replies import Reply
 
 ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
 PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
+INSUFFICIENT_FUNDS = Reply(402, "Insufficient Prepaid Balance")
+NO_RATE = Reply(403, "No Rate For Destination")
 NO_TRUNK = Reply(503, "No Route To Destination")
 # Trunk answers that mean "try the next trunk": the trunk (not the callee) failed.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
@@ -26,6 +28,27 @@ def refusal(decision: Decision) -> Reply | None:
     if decision.billing == "blocked":
         return Reply(403, decision.reason)
     return None
+
+
+def prepaid_refusal(code: str) -> Reply:
+    """The answer when the Prepaid Account does not pay for a call (kemi.store.prepaid error codes)."""
+    if code == "INSUFFICIENT_FUNDS":
+        return INSUFFICIENT_FUNDS
+    if code == "NO_RATE":
+        return NO_RATE
+    return PREPAID_NOT_AVAILABLE  # NOT_ACTIVE, and anything unexpected: never connect unpaid
+
+
+def rating_number(decision: Decision) -> str:
+    """The number a prepaid call is rated by: its E.164 form, or for a French short
+    number without one (118XYZ directory, 3BPQ) '+33' and the digits, so ops set
+    rates such as '+33118' for every directory service."""
+    return decision.e164 or f"+33{decision.dialled}"
+
+
+def balance_headers(available: int, currency: str) -> list[str]:
+    """What the announcement server speaks (docs/media-server-contract.md)."""
+    return [f"X-Balance: {available}", f"X-Currency: {currency}"]
 
 
 def trunks_for(trunks: tuple[Trunk, ...], emergency: bool) -> list[Trunk]:

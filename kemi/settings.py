@@ -30,6 +30,12 @@ class Settings:
     # Last-resort emergency routes, used when Redis is down and nothing is cached:
     # "udp:IP:PORT,tcp:IP:PORT" (kemi.routing.parse_static_trunks).
     emergency_trunks: str = ""
+    # Prepaid calls: the longest call one reservation pays for, how long set-up
+    # (announcement + ringing) may take, and the slack on the reservation's
+    # expiry, which frees the money if the proxy dies mid-call.
+    prepaid_max_call_s: int = 7200
+    prepaid_setup_s: int = 120
+    prepaid_ttl_margin_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -39,6 +45,9 @@ class Settings:
             schema_recheck_s=_int(env, "SCHEMA_RECHECK_S", cls.schema_recheck_s, 1, 3600),
             trunk_timeout_ms=_int(env, "TRUNK_TIMEOUT_MS", cls.trunk_timeout_ms, 500, 60_000),
             emergency_trunks=_emergency_trunks(env.get("EMERGENCY_TRUNKS", "")),
+            prepaid_max_call_s=_int(env, "PREPAID_MAX_CALL_S", cls.prepaid_max_call_s, 1, 86_400),
+            prepaid_setup_s=_int(env, "PREPAID_SETUP_S", cls.prepaid_setup_s, 1, 3600),
+            prepaid_ttl_margin_s=_int(env, "PREPAID_TTL_MARGIN_S", cls.prepaid_ttl_margin_s, 1, 3600),
         )
 
 

@@ -7,18 +7,24 @@ Every route method catches what it raises, so a caller always gets an answer
 from __future__ import annotations
 
 import os
+import time
 import traceback
 
 import KSR  # provided by Kamailio's app_python3
 
-from kemi import numbering, replies, routing
+from kemi import numbering, records, replies, routing
 from kemi.model import EXTENSION_RE, RECEPTIONIST, Trunk
 from kemi.replies import Reply
 from kemi.settings import Settings
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
 from kemi.store.directory import CallContext
+from kemi.store.prepaid import PrepaidError, PrepaidLedger
 
 MAX_FORWARDS = 70
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def log(level: str, text: str) -> None:
@@ -110,6 +116,7 @@ class Router:
         reply(replies.METHOD_NOT_ALLOWED, f"Allow: {replies.ALLOWED_METHODS}")
 
     def in_dialog(self) -> None:
+        KSR.dialog.dlg_manage()  # BYE and re-INVITE reach the dialog (call records, max duration)
         if KSR.rr.loose_route() > 0:
             KSR.tm.t_relay() > 0 or KSR.sl.sl_reply_error()
             return
@@ -179,27 +186,128 @@ class Router:
             return
         KSR.auth.consume_credentials()
         decision = numbering.classify(dialled, numbering.Policy(ctx.company.allow_special), ctx.overrides)
+        number = routing.caller_number(ctx.company, ctx.caller)
         if decision.category == "internal":
             if ctx.callee is not None and ctx.callee.type == "virtual":
-                caller = routing.caller_number(ctx.company, ctx.caller)
-                self.forward(ctx.company, ctx.callee, ctx.callee.did or ctx.company.main_number, caller,
-                             ctx.trunks, ctx.overrides)
+                self.forward(ctx.company, ctx.callee, ctx.callee.did or ctx.company.main_number, number,
+                             ctx.trunks, ctx.overrides, "internal")
                 return
-            self.call_extension(ctx.company, ctx.callee)
+            rec = self.record(ctx.company.id, ctx.caller.number, number or ctx.caller.number, dialled, decision,
+                              "internal")
+            self.call_extension(ctx.company, ctx.callee, rec)
             return
         refused = routing.refusal(decision)
-        if refused is None and decision.billing == "prepaid":
-            refused = routing.PREPAID_NOT_AVAILABLE
         if refused is not None:
             log("info", f"call from {ctx.caller.number}@{ctx.company.domain} to {dialled!r} refused: "
                         f"{decision.category}/{decision.billing}: {refused.code} {refused.reason}")
             reply(refused)
             return
-        number = routing.caller_number(ctx.company, ctx.caller)
         headers = [h for h in [routing.pai_header(number, ctx.caller.name, KSR.pv.get("$Ri"))] if h]
-        self.route_to_trunks(decision.e164 or decision.dialled, routing.trunks_for(ctx.trunks, False), headers)
+        rec = self.record(ctx.company.id, ctx.caller.number, number, decision.e164 or decision.dialled, decision,
+                          "outbound")
+        self.outbound(ctx.company, decision, routing.trunks_for(ctx.trunks, False), headers, rec)
 
-    def call_extension(self, company, callee) -> None:
+    def record(self, co: str, ext: str | None, caller: str | None, to: str | None, decision, direction: str) -> dict:
+        return records.start(company=co, extension=ext, caller=caller, to=to, category=decision.category,
+                             billing=decision.billing, direction=direction, call_id=KSR.pv.get("$ci"),
+                             setup_ms=now_ms())
+
+    def track(self, rec: dict) -> None:
+        """Follow the call with a dialog (its record, its maximum duration) and stay in its path."""
+        if KSR.pv.get("$avp(tracked)"):
+            return
+        KSR.pv.sets("$avp(tracked)", "1")
+        if rec.get("max_secs"):
+            KSR.pv.seti("$dlg_ctx(timeout)", int(rec["max_secs"]))
+            KSR.pv.seti("$dlg_ctx(timeout_bye)", 1)
+        KSR.dialog.dlg_manage()
+        KSR.pv.sets("$dlg_var(rec)", records.encode(rec))
+        KSR.rr.record_route()
+
+    def outbound(self, company, decision, trunks: list[Trunk], headers: list[str], rec: dict) -> None:
+        """An external call: straight to the trunks, or through the Prepaid Account first."""
+        target = decision.e164 or decision.dialled
+        if decision.billing != "prepaid":
+            self.track(rec)
+            self.route_to_trunks(target, trunks, headers)
+            return
+        ledger = self.ledger()
+        rate = self.conn.call(ledger.rate_for, routing.rating_number(decision))
+        try:
+            if rate is None:
+                # "not activated" is the answer that tells the caller what to do, so it comes first
+                active = self.conn.call(ledger.status, company.id).active
+                raise PrepaidError("NO_RATE" if active else "NOT_ACTIVE", f"no rate for {target}")
+            cap = self.settings.prepaid_max_call_s
+            ttl = (self.settings.prepaid_setup_s + cap + self.settings.prepaid_ttl_margin_s) * 1000
+            held = self.conn.call(ledger.reserve, company.id, rec["call_id"], rate, cap_secs=cap, ttl_ms=ttl,
+                                  ext=rec["extension"], to=target)
+        except PrepaidError as exc:
+            answer = routing.prepaid_refusal(exc.code)
+            log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
+            reply(answer)
+            return
+        rec.update(prepaid=True, max_secs=held.max_secs)
+        self.track(rec)
+        announcer = next(iter(self.directory.media_servers("announcement")), None)
+        if announcer is None:
+            self.route_to_trunks(target, trunks, headers)
+            return
+        # The caller hears the balance first; the announcement's failure route then dials the trunks.
+        self.add_headers(headers)
+        KSR.pv.sets("$avp(dial_user)", target)
+        KSR.pv.sets("$avp(trunks_left)", routing.encode_peers(trunks))
+        currency = self.conn.call(ledger.status, company.id).currency
+        self.to_media(announcer, "announce",
+                      routing.media_headers(company.id, None) + routing.balance_headers(held.available_before, currency),
+                      "ksr_failure_announcement")
+
+    def ksr_failure_announcement(self, msg) -> int:
+        return self._in_failure_route(self._announcement_done)
+
+    def _announcement_done(self) -> None:
+        if KSR.pv.get("$T_rpl($hdr(X-Announcement))") != "done":
+            log("warn", f"announcement server answered {KSR.tm.t_get_status_code()} for call-id "
+                        f"{KSR.pv.get('$ci')}: connecting without the balance announcement")
+        KSR.pv.unset("$avp(media_hdrs)")
+        trunks = routing.decode_peers(KSR.pv.get("$avp(trunks_left)"))
+        if not trunks:
+            KSR.tm.t_reply(routing.NO_TRUNK.code, routing.NO_TRUNK.reason)
+            return
+        self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), trunks[0], trunks[1:])
+
+    def ledger(self) -> PrepaidLedger:
+        return PrepaidLedger(self.conn.ready())
+
+    # -- dialogs: call records and settlement ---------------------------------------------------------
+    def ksr_dialog_event(self, msg, evname: str) -> int:
+        try:
+            rec = records.decode(KSR.pv.get("$dlg_var(rec)"))
+            if rec is None:
+                return 1
+            if evname == "dialog:start":
+                KSR.pv.sets("$dlg_var(answer_ms)", str(now_ms()))
+                if rec.get("prepaid"):
+                    ttl = (rec["max_secs"] + self.settings.prepaid_ttl_margin_s) * 1000
+                    self.conn.call(self.ledger().renew, rec["company"], rec["call_id"], ttl)
+            elif evname in ("dialog:end", "dialog:failed"):
+                answer_ms = int(KSR.pv.get("$dlg_var(answer_ms)") or 0)
+                final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(),
+                                             failed=evname == "dialog:failed")
+                ledger = self.ledger()
+                if rec.get("prepaid"):
+                    done = self.conn.call(ledger.settle, rec["company"], rec["call_id"], secs, final)
+                    log("info", f"prepaid call {rec['call_id']} of {rec['company']}: {secs}s, charged {done.cost}, "
+                                f"balance {done.balance}")
+                else:
+                    self.conn.call(ledger.record, rec["company"], final)
+        except Exception as exc:
+            # Money is safe: an unsettled reservation expires by itself and is recorded then.
+            log("crit", f"{evname} of call-id {KSR.pv.get('$ci')}: record/settlement not written: "
+                        f"{type(exc).__name__}: {exc}")
+        return 1
+
+    def call_extension(self, company, callee, rec: dict) -> None:
         if callee is None:
             reply(replies.EXTENSION_NOT_FOUND)
             return
@@ -209,7 +317,7 @@ class Router:
         if rc < 0:
             reply(replies.NOT_REGISTERED if rc in (-1, -2) else replies.INTERNAL_ERROR)
             return
-        KSR.rr.record_route()
+        self.track(rec)
         KSR.tm.t_set_fr(callee.ring_timeout * 1000, 5000)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
@@ -223,8 +331,11 @@ class Router:
             reply(routing.UNKNOWN_NUMBER)
             return
         did, company = inbound.did, inbound.company
-        KSR.rr.record_route()
+        caller = routing.external_caller(KSR.pv.get("$fU"))
         if did.target == RECEPTIONIST:
+            self.track(records.start(company=company.id, extension=None, caller=caller, to=did.number,
+                                     category="incoming", billing="included", direction="inbound",
+                                     call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
             self.to_receptionist(company.id, did.number, inbound.receptionist)
             return
         ext = inbound.extension
@@ -234,9 +345,12 @@ class Router:
             return
         if ext.type == "virtual":
             trunks, overrides = self.directory.routes()
-            self.forward(company, ext, did.number, routing.external_caller(KSR.pv.get("$fU")), trunks, overrides)
+            self.forward(company, ext, did.number, caller, trunks, overrides, "inbound")
             return
         fallback = inbound.receptionist if did.fallback == RECEPTIONIST else None
+        self.track(records.start(company=company.id, extension=ext.number, caller=caller, to=did.number,
+                                 category="incoming", billing="included", direction="inbound",
+                                 call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
         self.ring(company, ext, did.number, fallback)
 
     def from_media_server(self, dialled: str) -> None:
@@ -248,13 +362,16 @@ class Router:
             reply(replies.EXTENSION_NOT_FOUND)
             return
         KSR.hdr.remove("X-Company")
-        KSR.rr.record_route()
         ext = inbound.extension
+        caller = routing.external_caller(KSR.pv.get("$fU"))
         if ext.type == "virtual":
             trunks, overrides = self.directory.routes()
             self.forward(inbound.company, ext, KSR.hdr.get("X-DID") or ext.did or inbound.company.main_number,
-                         routing.external_caller(KSR.pv.get("$fU")), trunks, overrides)
+                         caller, trunks, overrides, "inbound")
             return
+        self.track(records.start(company=co, extension=ext.number, caller=caller, to=ext.number,
+                                 category="incoming", billing="included", direction="inbound",
+                                 call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
         self.ring(inbound.company, ext, None, None)
 
     def ring(self, company, ext, did: str | None, fallback) -> None:
@@ -288,15 +405,33 @@ class Router:
             log("err", f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
             reply(routing.NO_RECEPTIONIST)
             return
-        for header in routing.media_headers(co, did):
-            KSR.hdr.append(header + "\r\n")
         KSR.pv.sets("$avp(co)", co)
         KSR.pv.sets("$avp(did)", did or "")
-        KSR.pv.sets("$ru", f"sip:{did or 'receptionist'}@{server.host}:{server.port};transport={server.transport}")
-        KSR.tm.t_on_failure("ksr_failure_receptionist")
+        self.to_media(server, did or "receptionist", routing.media_headers(co, did), "ksr_failure_receptionist")
+
+    def to_media(self, server, user: str, headers: list[str], failure_route: str) -> None:
+        """Relay to a media server; its headers go on its branch only (ksr_branch_media)."""
+        KSR.pv.sets("$avp(media_hdrs)", "\n".join(headers))
+        KSR.tm.t_on_branch("ksr_branch_media")
+        KSR.pv.sets("$ru", f"sip:{user}@{server.host}:{server.port};transport={server.transport}")
+        KSR.tm.t_on_failure(failure_route)
         KSR.tm.t_set_fr(120000, self.settings.trunk_timeout_ms)
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
+
+    def ksr_branch_media(self, msg) -> int:
+        try:
+            headers = KSR.pv.get("$avp(media_hdrs)")
+            if headers:
+                self.add_headers(headers.split("\n"))
+        except Exception as exc:
+            log("err", f"branch route: {type(exc).__name__}: {exc}")
+        return 1
+
+    @staticmethod
+    def add_headers(headers: list[str]) -> None:
+        for header in headers:
+            KSR.hdr.append(header + "\r\n")
 
     def ksr_failure_receptionist(self, msg) -> int:
         return self._in_failure_route(self._receptionist_redirected)
@@ -315,10 +450,11 @@ class Router:
                         f"only extensions of the same company are followed")
             KSR.tm.t_reply(routing.REDIRECT_REFUSED.code, routing.REDIRECT_REFUSED.reason)
             return
+        KSR.pv.unset("$avp(media_hdrs)")
         if inbound.extension.type == "virtual":
             trunks, overrides = self.directory.routes()
             self.forward(inbound.company, inbound.extension, KSR.pv.get("$avp(did)") or inbound.company.main_number,
-                         routing.external_caller(KSR.pv.get("$fU")), trunks, overrides)
+                         routing.external_caller(KSR.pv.get("$fU")), trunks, overrides, "inbound")
             return
         self.ring(inbound.company, inbound.extension, None, None)
 
@@ -326,12 +462,11 @@ class Router:
         ip, port = KSR.pv.get("$Ri"), KSR.pv.get("$Rp")
         return {ip, f"{ip}:{port}"}
 
-    def forward(self, company, ext, diversion: str | None, caller: str | None, trunks, overrides) -> None:
+    def forward(self, company, ext, diversion: str | None, caller: str | None, trunks, overrides,
+                direction: str) -> None:
         """A virtual extension: a call to its forwarding number, by the same country rules as a user's call."""
         decision = numbering.classify(ext.forward or "", numbering.Policy(company.allow_special), overrides)
         refused = routing.refusal(decision)
-        if refused is None and decision.billing == "prepaid":
-            refused = routing.PREPAID_NOT_AVAILABLE
         if refused is None and self.directory.inbound(decision.e164).did is not None:
             refused = routing.FORWARD_LOOP
         if refused is not None:
@@ -341,7 +476,8 @@ class Router:
         host = KSR.pv.get("$Ri")
         headers = [routing.diversion_header(diversion, host)] if diversion else []
         pai = routing.pai_header(caller, None, host)
-        self.route_to_trunks(decision.e164, routing.trunks_for(trunks, False), headers + ([pai] if pai else []))
+        rec = self.record(company.id, ext.number, caller, decision.e164, decision, direction)
+        self.outbound(company, decision, routing.trunks_for(trunks, False), headers + ([pai] if pai else []), rec)
 
     def _in_failure_route(self, step) -> int:
         try:
@@ -362,7 +498,7 @@ class Router:
         if domain and KSR.auth.has_credentials(domain) < 0:
             KSR.auth.auth_challenge(domain, 1)  # needs no data; phones answer it at once
             return
-        callback = location = None
+        callback = location = company_id = None
         trunks: list[Trunk] = []
         try:
             ctx = self.directory.call_context(domain, KSR.pv.get("$au") or user, None)
@@ -370,6 +506,7 @@ class Router:
             if ctx.caller and ctx.caller.ha1 and KSR.auth.pv_auth_check(domain, ctx.caller.ha1, 1, 1) > 0:
                 callback = routing.caller_number(ctx.company, ctx.caller)
                 location = ctx.company.location
+                company_id = ctx.company.id
                 self.remember_for_emergencies(user, domain, ctx)
             else:
                 log("warn", f"emergency call {code} from {user}@{domain} ({KSR.pv.get('$si')}) "
@@ -386,6 +523,10 @@ class Router:
         KSR.auth.consume_credentials()
         headers = routing.emergency_headers(callback, location)
         pai = routing.pai_header(callback, None, KSR.pv.get("$Ri"))
+        if company_id:
+            self.track(records.start(company=company_id, extension=user, caller=callback, to=code, category="emergency",
+                                     billing="included", direction="outbound", call_id=KSR.pv.get("$ci"),
+                                     setup_ms=now_ms()))
         self.route_to_trunks(code, trunks, headers + ([pai] if pai else []))
 
     def remember_for_emergencies(self, user: str, domain: str, ctx: CallContext) -> None:
@@ -415,10 +556,10 @@ class Router:
         # The phone's own identity claims never reach a carrier: the proxy asserts them.
         KSR.hdr.remove("P-Asserted-Identity")
         KSR.hdr.remove("P-Preferred-Identity")
-        for header in headers:
-            KSR.hdr.append(header + "\r\n")
+        self.add_headers(headers)
         KSR.pv.sets("$avp(dial_user)", user)
-        KSR.rr.record_route()
+        if not KSR.pv.get("$avp(tracked)"):
+            KSR.rr.record_route()  # an emergency call of an unknown caller has no record to track
         self.relay_to_trunk(user, trunks[0], trunks[1:])
 
     def relay_to_trunk(self, user: str, trunk: Trunk, rest: list[Trunk]) -> None:

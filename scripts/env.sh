@@ -19,3 +19,6 @@ export TRUNK_TIMEOUT_MS=${TRUNK_TIMEOUT_MS:-3000} # a trunk silent this long is 
 # Last-resort emergency routes when Redis is down and no trunk list is cached:
 # "udp:IP:PORT[,tcp:IP:PORT...]". Empty: only provisioned emergency trunks are used.
 export EMERGENCY_TRUNKS=${EMERGENCY_TRUNKS:-}
+export PREPAID_MAX_CALL_S=${PREPAID_MAX_CALL_S:-7200}   # longest prepaid call one reservation pays for
+export PREPAID_SETUP_S=${PREPAID_SETUP_S:-120}          # announcement + ringing allowance of a prepaid call
+export PREPAID_TTL_MARGIN_S=${PREPAID_TTL_MARGIN_S:-60} # slack before an orphaned reservation frees its money
