@@ -151,20 +151,6 @@ def _ledger(directory) -> PrepaidLedger:
     return PrepaidLedger(directory.conn.client())
 
 
-def _fcall(ledger: PrepaidLedger, method: Callable, *args, **kwargs):
-    """Call a ledger method; if Redis lacks the `prepaid` library (fresh or flushed), load it once and retry.
-
-    "Function not found" means nothing ran, so the retry cannot apply anything twice.
-    """
-    try:
-        return method(*args, **kwargs)
-    except redis.ResponseError as exc:
-        if "function not found" not in str(exc).lower():
-            raise
-    ledger.load_functions()
-    return method(*args, **kwargs)
-
-
 def _company(directory, co: str, *, need_provisioned: bool = True) -> Keys:
     try:
         k = Keys.of(co)
@@ -231,7 +217,7 @@ def cmd_activate(args, directory) -> None:
     try:
         with _writing(f"company {args.company!r} may or may not be activated; run the same command again "
                       f"(safe to repeat)"):
-            state = _fcall(ledger, ledger.activate, args.company, args.currency)
+            state = ledger.activate(args.company, args.currency)
     except PrepaidError as exc:
         raise _refusal(exc, args.company, args) from None
     print(_state_line(args.company, state.active, state.balance, state.currency))
@@ -243,7 +229,7 @@ def cmd_deactivate(args, directory) -> None:
     try:
         with _writing(f"company {args.company!r} may or may not be deactivated; run the same command again "
                       f"(safe to repeat)"):
-            state = _fcall(ledger, ledger.deactivate, args.company)
+            state = ledger.deactivate(args.company)
     except PrepaidError as exc:
         raise _refusal(exc, args.company, args) from None
     print(_state_line(args.company, state.active, state.balance, state.currency))
@@ -257,14 +243,14 @@ def cmd_topup(args, directory) -> None:
         raise Refusal(f"--ref {ref!r}: expected the payment reference, 1..256 bytes")
     _company(directory, args.company)
     ledger = _ledger(directory)
-    status = _fcall(ledger, ledger.status, args.company)
+    status = ledger.status(args.company)
     if not status.currency:
         raise Refusal(f"company {args.company!r}: no Prepaid Account; "
                       f"run 'prepaid activate {args.company}' first (it sets the currency)")
     try:
         with _writing(f"the top-up may or may not have been credited; run the same command again (the same "
                       f"--ref {ref!r} credits once) or check with 'prepaid show {args.company}'"):
-            result = _fcall(ledger, ledger.topup, args.company, ref, amount)
+            result = ledger.topup(args.company, ref, amount)
     except PrepaidError as exc:
         raise _refusal(exc, args.company, args) from None
     cur = status.currency
@@ -280,7 +266,7 @@ def cmd_show(args, directory) -> None:
     count = parse_count(args.records, "--records", 0)
     _company(directory, args.company, need_provisioned=False)
     ledger = _ledger(directory)
-    status = _fcall(ledger, ledger.status, args.company)
+    status = ledger.status(args.company)
     cur = status.currency
     if not cur and status.balance == 0 and not status.reservations:
         print(f"{args.company}: no Prepaid Account (never activated)")

@@ -218,8 +218,9 @@ class Router:
             return
         KSR.pv.sets("$avp(tracked)", "1")
         if rec.get("max_secs"):
-            KSR.pv.seti("$dlg_ctx(timeout)", int(rec["max_secs"]))
-            KSR.pv.seti("$dlg_ctx(timeout_bye)", 1)
+            # the dialog's lifetime, counted from the answer (timeout_avp in kamailio.cfg);
+            # when it runs out the dialog module sends BYE both ways (send_bye)
+            KSR.pv.seti("$avp(dlg_timeout)", int(rec["max_secs"]))
         KSR.dialog.dlg_manage()
         KSR.pv.sets("$dlg_var(rec)", records.encode(rec))
         KSR.rr.record_route()
@@ -257,9 +258,9 @@ class Router:
         self.add_headers(headers)
         KSR.pv.sets("$avp(dial_user)", target)
         KSR.pv.sets("$avp(trunks_left)", routing.encode_peers(trunks))
-        currency = self.conn.call(ledger.status, company.id).currency
         self.to_media(announcer, "announce",
-                      routing.media_headers(company.id, None) + routing.balance_headers(held.available_before, currency),
+                      routing.media_headers(company.id, None) + routing.balance_headers(held.available_before,
+                                                                                        held.currency),
                       "ksr_failure_announcement")
 
     def ksr_failure_announcement(self, msg) -> int:

@@ -276,7 +276,8 @@ local function reserve(keys, args)
   if held then
     local e = cmsgpack.unpack(held)
     return cmsgpack.pack({amount = e.amount, max_secs = e.max_secs, available_before = e.available_before,
-                          balance = balance, expires_ms = expires, duplicate = true})
+                          balance = balance, expires_ms = expires, duplicate = true,
+                          currency = redis.call('HGET', k.prepaid, 'currency') or ''})
   end
   -- expired beyond the purge batch (or an orphan): release it before reserving anew
   if redis.call('ZSCORE', k.resv, call_id) then expire_one(k, call_id, now, balance) end
@@ -290,8 +291,10 @@ local function reserve(keys, args)
                                available_before = available})
   redis.call('HSET', k.calls, call_id, cmsgpack.pack(entry))
   redis.call('ZADD', k.resv, int_str(now + ttl), call_id)
+  -- the currency comes back so the balance announcement needs no second round trip
   return cmsgpack.pack({amount = entry.amount, max_secs = d, available_before = available,
-                        balance = balance, expires_ms = now + ttl, duplicate = false})
+                        balance = balance, expires_ms = now + ttl, duplicate = false,
+                        currency = redis.call('HGET', k.prepaid, 'currency') or ''})
 end
 
 -- KEYS resv; ARGV call_id, ttl_ms -> new expiry ms, 0 if no live reservation

@@ -252,6 +252,8 @@ class Sipp:
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     proc: subprocess.Popen | None = None
     reject: tuple[int, str] | None = None  # reject.xml with another status line
+    calls: int = 1                          # -m: calls before SIPp stops
+    rate: int = 10                          # -r: new calls per second (UAC side)
 
     def __post_init__(self):
         self.port = self.port or free_port(self.ip)
@@ -269,7 +271,8 @@ class Sipp:
 
     def command(self, target: str | None) -> list[str]:
         cmd = ["sipp"] + ([target] if target else []) + [
-            "-sf", self.scenario_file(), "-i", self.ip, "-p", str(self.port), "-m", "1",
+            "-sf", self.scenario_file(), "-i", self.ip, "-p", str(self.port), "-m", str(self.calls),
+            "-r", str(self.rate), "-l", str(max(self.calls, 1)),
             "-nostdin", "-trace_logs", "-log_file", str(self.log_path),
             "-trace_msg", "-message_file", str(self.msg_path), "-timeout_error"]
         return cmd + self.args

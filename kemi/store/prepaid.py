@@ -94,6 +94,7 @@ class Reservation:
     balance: int
     expires_ms: int
     duplicate: bool  # True: this call-id already held this reservation
+    currency: str = ""  # of the account, for the balance announcement
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,18 @@ class PrepaidLedger:
         """Install (or replace) the `prepaid` library; FCALL survives restarts and failover."""
         self.r.function_load(LUA_PATH.read_text(encoding="utf-8"), replace=True)
 
-    def _fcall(self, name: str, keys: list[str], *args: Any) -> Any:
+    def _fcall(self, name: str, keys: list[str], *args: Any, read_only: bool = False) -> Any:
+        call = self.r.fcall_ro if read_only else self.r.fcall
         try:
-            return self.r.fcall(name, len(keys), *keys, *args)
+            return call(name, len(keys), *keys, *args)
+        except redis.ResponseError as exc:
+            # A fresh or restarted Redis without the library: nothing ran, so loading it
+            # and calling once more cannot apply anything twice.
+            if "function not found" not in str(exc).lower():
+                raise _error(exc) from exc
+        self.load_functions()
+        try:
+            return call(name, len(keys), *keys, *args)
         except redis.ResponseError as exc:
             raise _error(exc) from exc
 
@@ -227,7 +237,7 @@ class PrepaidLedger:
                 _pack(money.rate_to_dict(rate)), _pack(info))
         d = _unpack(self._fcall("prepaid_reserve", [k.prepaid, k.resv, k.calls, k.cdr], *args))
         return Reservation(call_id, d["amount"], d["max_secs"], d["available_before"], d["balance"],
-                           d["expires_ms"], d["duplicate"])
+                           d["expires_ms"], d["duplicate"], d.get("currency", ""))
 
     def renew(self, co: str, call_id: str, ttl_ms: int) -> int | None:
         """Push a live reservation's expiry to now + ttl_ms; None when it is gone."""
@@ -252,11 +262,7 @@ class PrepaidLedger:
     def status(self, co: str) -> AccountStatus:
         """Balance, currency and live reservations (read-only; FCALL_RO works on replicas)."""
         k = Keys.of(co)
-        try:
-            blob = self.r.fcall_ro("prepaid_status", 3, k.prepaid, k.resv, k.calls)
-        except redis.ResponseError as exc:
-            raise _error(exc) from exc
-        d = _unpack(blob)
+        d = _unpack(self._fcall("prepaid_status", [k.prepaid, k.resv, k.calls], read_only=True))
         live = tuple(LiveReservation(e["call_id"], e["amount"], e["max_secs"], e["expires_ms"],
                                      e.get("setup_ms", 0), e.get("ext", ""), e.get("to", ""))
                      for e in d["reservations"])

@@ -10,6 +10,7 @@ PASSWORDS = {
     ("2001", "acme.test"): "alice-secret-1", ("2002", "acme.test"): "bruno-secret-2",
     ("2003", "acme.test"): "chloe-secret-3", ("2004", "acme.test"): "denis-secret-4",
     ("2001", "globex.test"): "gaston-secret-1", ("2002", "globex.test"): "helene-secret-2",
+    ("2001", "initech.test"): "ines-secret-1", ("2002", "initech.test"): "igor-secret-2",
 }
 _ips = itertools.cycle(f"127.0.0.{n}" for n in range(10, 60))
 
@@ -49,7 +50,7 @@ class Phones:
 
     def call(self, caller: Phone, dial: str, hold_ms: int = 300, timeout: float = 30):
         return self.sipp("call.xml", caller, *caller.auth_args(), "-set", "dial", dial,
-                         "-set", "hold", str(hold_ms)).start(self.target, timeout=timeout)
+                         "-d", str(hold_ms)).start(self.target, timeout=timeout)
 
     def answer(self, phone: Phone, ring_ms: int = 200, timeout: float = 30) -> Sipp:
         return self.sipp("answer.xml", phone, "-set", "ring", str(ring_ms)).start(timeout=timeout)

@@ -21,7 +21,7 @@ def call_in(phones, dial: str, source=CARRIER_IN, company: str = "", caller: str
             hold_ms: int = 200):
     ip, port = source
     sipp = Sipp("inbound.xml", ["-s", caller, "-set", "from_domain", "carrier.example", "-set", "dial", dial,
-                                "-set", "company", company, "-set", "hold", str(hold_ms)],
+                                "-set", "company", company, "-d", str(hold_ms)],
                 phones.workdir, ip=ip, port=port)
     phones.running.append(sipp)
     return sipp.start(phones.target, timeout=30)
