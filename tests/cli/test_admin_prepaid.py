@@ -146,7 +146,7 @@ def test_balance_limit_names_the_amount(funded):
 
 @pytest.mark.parametrize("command", [["activate"], ["deactivate"], ["topup", "1", "--ref", "x"]])
 @pytest.mark.parametrize("co, message", [
-    ("initech", "company 'initech': not provisioned"),
+    ("umbrella", "company 'umbrella': not provisioned"),
     ("Acme", "COMPANY 'Acme': not a company id"),
     ("a}b", "COMPANY 'a}b': not a company id"),
 ])
@@ -211,7 +211,7 @@ def test_show_refuses_a_bad_record_count(funded, records):
 
 def test_show_without_an_account(db):
     assert "acme: no Prepaid Account (never activated)" in db.run("prepaid", "show", "acme")
-    assert "company 'initech': not provisioned" in db.refused("prepaid", "show", "initech")
+    assert "company 'umbrella': not provisioned" in db.refused("prepaid", "show", "umbrella")
 
 
 def test_money_of_a_removed_company_stays_visible(funded, tmp_path):
@@ -372,5 +372,5 @@ def test_a_lost_answer_to_a_write_is_not_reported_as_nothing_changed(funded, mon
 def test_in_process_refusals_are_exit_2(db, capsys):
     from kemi import admin as admin_module
 
-    assert admin_module.main(["--redis-url", db.url, "prepaid", "activate", "initech"]) == 2
-    assert capsys.readouterr().err == "error: company 'initech': not provisioned\n"
+    assert admin_module.main(["--redis-url", db.url, "prepaid", "activate", "umbrella"]) == 2
+    assert capsys.readouterr().err == "error: company 'umbrella': not provisioned\n"
