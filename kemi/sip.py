@@ -91,9 +91,14 @@ class Router:
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return
-        if not KSR.is_ACK() and KSR.tmx.t_precheck_trans() > 0:
-            KSR.tm.t_check_trans()  # a retransmission: tm resends the last reply
-            return
+        if not KSR.is_ACK():
+            # A retransmission, of a request still being routed or already relayed: tm
+            # absorbs it and resends the last reply (t_check_trans() == 0 means "done").
+            if KSR.tmx.t_precheck_trans() > 0:
+                KSR.tm.t_check_trans()
+                return
+            if KSR.tm.t_check_trans() == 0:
+                return
         if KSR.siputils.has_totag() > 0:
             self.in_dialog()
             return
@@ -135,7 +140,7 @@ class Router:
         if not domain or KSR.auth.has_credentials(domain) < 0:
             # Only our companies' phones are challenged: a carrier or a scanner
             # sending from an unknown address is refused outright.
-            if self.directory.company_by_domain(domain) is None:
+            if not self.directory.domain_known(domain):
                 log("notice", f"{KSR.pv.get('$rm')} from untrusted {KSR.pv.get('$si')}:{KSR.pv.get('$sp')} "
                               f"for domain {domain!r} refused")
                 reply(replies.FORBIDDEN)
@@ -205,7 +210,7 @@ class Router:
         headers = [h for h in [routing.pai_header(number, ctx.caller.name, KSR.pv.get("$Ri"))] if h]
         rec = self.record(ctx.company.id, ctx.caller.number, number, decision.e164 or decision.dialled, decision,
                           "outbound")
-        self.outbound(ctx.company, decision, routing.trunks_for(ctx.trunks, False), headers, rec)
+        self.outbound(ctx.company, decision, routing.trunks_for(ctx.trunks, False), headers, rec, ctx.media)
 
     def record(self, co: str, ext: str | None, caller: str | None, to: str | None, decision, direction: str) -> dict:
         return records.start(company=co, extension=ext, caller=caller, to=to, category=decision.category,
@@ -225,7 +230,8 @@ class Router:
         KSR.pv.sets("$dlg_var(rec)", records.encode(rec))
         KSR.rr.record_route()
 
-    def outbound(self, company, decision, trunks: list[Trunk], headers: list[str], rec: dict) -> None:
+    def outbound(self, company, decision, trunks: list[Trunk], headers: list[str], rec: dict,
+                 media: tuple = ()) -> None:
         """An external call: straight to the trunks, or through the Prepaid Account first."""
         target = decision.e164 or decision.dialled
         if decision.billing != "prepaid":
@@ -250,7 +256,7 @@ class Router:
             return
         rec.update(prepaid=True, max_secs=held.max_secs)
         self.track(rec)
-        announcer = next(iter(self.directory.media_servers("announcement")), None)
+        announcer = next((m for m in media if m.role == "announcement"), None)
         if announcer is None:
             self.route_to_trunks(target, trunks, headers)
             return

@@ -22,3 +22,5 @@ export EMERGENCY_TRUNKS=${EMERGENCY_TRUNKS:-}
 export PREPAID_MAX_CALL_S=${PREPAID_MAX_CALL_S:-7200}   # longest prepaid call one reservation pays for
 export PREPAID_SETUP_S=${PREPAID_SETUP_S:-120}          # announcement + ringing allowance of a prepaid call
 export PREPAID_TTL_MARGIN_S=${PREPAID_TTL_MARGIN_S:-60} # slack before an orphaned reservation frees its money
+export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
+export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)

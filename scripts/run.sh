@@ -25,7 +25,8 @@ for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break;
 cd "$ROOT"
 "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
 
-kamailio -f "$ROOT/kamailio.cfg" -DD -E -P "$RUN_DIR/kamailio-$SIP_PORT.pid" &
+kamailio -f "$ROOT/kamailio.cfg" -DD -E -m "$KAMAILIO_SHM_MB" -M "$KAMAILIO_PKG_MB" \
+  -P "$RUN_DIR/kamailio-$SIP_PORT.pid" &
 kam_pid=$!
 echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp), Redis on 127.0.0.1:$REDIS_PORT; Ctrl-C stops both"
 wait -n "$kam_pid" "$redis_pid"

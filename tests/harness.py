@@ -126,7 +126,8 @@ class Proxy:
     def start(self, wait: bool = True) -> "Proxy":
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
+            ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E",
+             "-m", self.env().get("KAMAILIO_SHM_MB", "128"), "-M", self.env().get("KAMAILIO_PKG_MB", "16"),
              "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
             env=self.env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         if wait:

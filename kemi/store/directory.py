@@ -31,6 +31,7 @@ class CallContext:
     callee: Extension | None          # the dialled extension, when 2XXX was dialled
     trunks: tuple[Trunk, ...] = ()    # by priority
     overrides: dict[str, str] | None = None  # E.164 prefix -> billing class
+    media: tuple[MediaServer, ...] = ()       # for the balance announcement of a prepaid call
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,13 @@ class Directory:
         self.conn = conn
 
     # -- per-request lookups (the hot path: two round trips at most) ------------------
-    def company_by_domain(self, sip_domain: str) -> Company | None:
+    def domain_known(self, sip_domain: str) -> bool:
+        """Whether a SIP domain belongs to one of our companies (one round trip)."""
         client = self.conn.ready()
-        co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
-        if co is None:
-            self.conn.ready(force_check=True)
-            return None
-        return self.company(co)
+        if self.conn.call(client.exists, keys.domain(sip_domain)):
+            return True
+        self.conn.ready(force_check=True)
+        return False
 
     def company(self, co: str) -> Company | None:
         client = self.conn.ready()
@@ -98,7 +99,8 @@ class Directory:
         pipe.mget([keys.company(co), keys.extension(co, user)] + ([keys.extension(co, callee)] if callee else []))
         pipe.hgetall(keys.TRUNKS)
         pipe.hgetall(keys.NUMBERING_OVERRIDES)
-        found, trunks, overrides = self.conn.call(pipe.execute)
+        pipe.hgetall(keys.MEDIA_SERVERS)
+        found, trunks, overrides, media = self.conn.call(pipe.execute)
         company, caller, *rest = [unpack(r) for r in found]
         return CallContext(
             company=Company.from_dict(company) if company else None,
@@ -106,6 +108,7 @@ class Directory:
             callee=Extension.from_dict(rest[0]) if rest and rest[0] else None,
             trunks=sorted_trunks(trunks),
             overrides={k.decode(): unpack(v) for k, v in overrides.items()},
+            media=tuple(sorted((MediaServer.from_dict(unpack(v)) for v in media.values()), key=lambda m: m.name)),
         )
 
     def source(self, ip: str, port: int) -> Source | None:
@@ -136,11 +139,6 @@ class Directory:
         return Inbound(did, company,
                        Extension.from_dict(unpack(ext[0])) if ext and ext[0] else None,
                        servers.get(company.receptionist) if company.receptionist else None)
-
-    def media_servers(self, role: str | None = None) -> list[MediaServer]:
-        client = self.conn.ready()
-        servers = [MediaServer.from_dict(unpack(v)) for v in self.conn.call(client.hgetall, keys.MEDIA_SERVERS).values()]
-        return sorted((m for m in servers if role is None or m.role == role), key=lambda m: m.name)
 
     def routes(self) -> tuple[tuple[Trunk, ...], dict[str, str]]:
         """Trunks and numbering overrides, for a call that did not come from a phone."""
