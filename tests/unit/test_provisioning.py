@@ -96,3 +96,54 @@ def test_any_text_parses_or_fails_cleanly(text):
         parse(text)
     except ProvisioningError as err:
         assert err.problems and all(p.line >= 1 for p in err.problems)
+
+
+ROUTED = textwrap.dedent("""\
+    companies:
+      - id: acme
+        name: Acme
+        domain: acme.test
+        receptionist: reception
+        extensions:
+          - {number: "2001", name: Alice, password: alice-secret-1}
+          - {number: "2090", name: Night, type: virtual, forward: "06 98 76 54 32"}
+        dids:
+          - {number: "+33142685300", target: receptionist}
+          - {number: "+33142685301", target: "2001", fallback: receptionist}
+    trunks:
+      - {name: primary, host: 127.0.0.2, priority: 1}
+      - {name: sos, host: 127.0.0.5, port: 5070, transport: tcp, emergency: true, outbound: false}
+    media_servers:
+      - {name: reception, host: 127.0.0.3}
+      - {name: announcer, host: 127.0.0.7, role: announcement}
+    """)
+
+
+def test_dids_trunks_media_servers_and_forward_in_e164():
+    prov = parse(ROUTED)
+    (acme,) = prov.companies
+    assert [(d.number, d.target, d.fallback) for d in acme.dids] == [
+        ("+33142685300", "receptionist", None), ("+33142685301", "2001", "receptionist")]
+    assert acme.extensions[1].forward == "+33698765432"
+    assert [(t.name, t.port, t.transport, t.emergency) for t in prov.trunks] == [
+        ("primary", 5060, "udp", False), ("sos", 5070, "tcp", True)]
+    assert [m.role for m in prov.media_servers] == ["receptionist", "announcement"]
+
+
+@pytest.mark.parametrize("old, new, words", [
+    ('forward: "06 98 76 54 32"', 'forward: "0899123456"', "cannot be forwarded to: Premium-rate"),
+    ('forward: "06 98 76 54 32"', 'forward: "112"', "is emergency"),
+    ('forward: "06 98 76 54 32"', 'forward: "2001"', "is internal"),
+    ('forward: "06 98 76 54 32"', 'forward: "+33142685301"', "one of our own DIDs"),
+    ('target: "2001"', 'target: "2999"', "neither an extension of this company nor 'receptionist'"),
+    ("    receptionist: reception\n", "", "no 'receptionist' media server"),
+    ("{name: reception, host: 127.0.0.3}", "{name: reception, host: 127.0.0.3, role: announcement}",
+     "not a media server with role receptionist"),
+    ("host: 127.0.0.2", "host: carrier.example", "not an IPv4 address"),
+    ("transport: tcp", "transport: sctp", "expected one of udp, tcp"),
+    ('{number: "+33142685300", target: receptionist}', '{number: "+33142685301", target: receptionist}',
+     "already used at line"),
+])
+def test_routing_mistakes_are_refused_at_provisioning(old, new, words):
+    assert old in ROUTED
+    assert any(words in m for _, _, m in problems(ROUTED.replace(old, new))), problems(ROUTED.replace(old, new))

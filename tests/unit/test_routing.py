@@ -65,3 +65,44 @@ def test_every_decision_is_refused_or_routable(dialled):
         assert decision.category != "invalid" and decision.billing in ("included", "prepaid")
     else:
         assert answer.code in (403, 404, 484) and "\n" not in answer.reason
+
+
+@pytest.mark.parametrize("contact, expected", [
+    ("<sip:2002@acme.test>", "2002"),
+    ("<sip:2002@127.0.0.1:5060;transport=udp>", "2002"),
+    ("sip:2002@ACME.test", "2002"),
+    ("<sip:2002@globex.test>", None),            # another company
+    ("<sip:+33612345678@acme.test>", None),      # an external number
+    ("<sip:0612345678@127.0.0.1>", None),
+    ("<sip:2002@198.51.100.7>", None),           # elsewhere
+    ("<sip:acme.test>", None),
+    ("<tel:+33612345678>", None),
+    ("", None), (None, None),
+])
+def test_redirect_target_only_follows_extensions_of_the_company(contact, expected):
+    assert routing.redirect_target(contact, "acme.test", {"127.0.0.1", "127.0.0.1:5060"}) == expected
+
+
+@given(st.text(max_size=80))
+def test_redirect_target_never_raises_and_only_returns_extensions(contact):
+    target = routing.redirect_target(contact, "acme.test", {"127.0.0.1"})
+    assert target is None or (len(target) == 4 and target.startswith("2") and target.isdigit())
+
+
+def test_prepaid_answers_and_rating_numbers():
+    assert routing.prepaid_refusal("INSUFFICIENT_FUNDS") == routing.INSUFFICIENT_FUNDS
+    assert routing.prepaid_refusal("NO_RATE") == routing.NO_RATE
+    for code in ("NOT_ACTIVE", "SOMETHING_NEW"):
+        assert routing.prepaid_refusal(code) == routing.PREPAID_NOT_AVAILABLE  # fail closed
+    assert routing.rating_number(numbering.classify("118712")) == "+33118712"
+    assert routing.rating_number(numbering.classify("004915112345678")) == "+4915112345678"
+    assert routing.balance_headers(1234, "EUR") == ["X-Balance: 1234", "X-Currency: EUR"]
+
+
+def test_forwarding_headers():
+    assert routing.diversion_header("+33142685390", "127.0.0.1") == \
+        "Diversion: <sip:+33142685390@127.0.0.1;user=phone>;reason=unconditional;counter=1"
+    assert routing.media_headers("acme", "+33142685300") == ["X-Company: acme", "X-DID: +33142685300"]
+    assert routing.media_headers("acme", None) == ["X-Company: acme"]
+    assert [routing.external_caller(u) for u in ("+33698000001", "0698000001", "anonymous", None, "12")] == \
+        ["+33698000001", "0698000001", None, None, None]
