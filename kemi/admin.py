@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help="Redis to manage (default: $REDIS_URL or redis://127.0.0.1:6379/0)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions)",
+    load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers)",
                           description="Apply a YAML provisioning file atomically: each company in the file is "
                                       "replaced by the file's version; a file with any error changes nothing. "
                                       "Format: redis-schema/demo-office.yaml (commented).")

@@ -128,7 +128,7 @@ class Trunk:
     host: str                 # IPv4 address (no DNS on the call path)
     port: int = 5060
     transport: str = "udp"
-    priority: int = 1         # 1 is tried first; equal priorities keep file order
+    priority: int = 1         # 1 is tried first; equal priorities go by name
     emergency: bool = False   # carries emergency calls
     outbound: bool = True     # carries ordinary outbound calls
 

@@ -11,7 +11,7 @@ and what type of line it is always comes from Google's libphonenumber metadata
 
 Where the metadata cannot settle a billing question, the answer is a named
 constant below (section "Product decisions"), each with its reason, and ops can
-override any E.164 prefix per company through `overrides` without a code change.
+override any E.164 prefix (for every company) through `overrides` without a code change.
 """
 from __future__ import annotations
 

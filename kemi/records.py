@@ -58,3 +58,10 @@ def finish(record: dict[str, Any], *, answer_ms: int | None, end_ms: int, failed
     if not record.get("prepaid"):
         final.update(billed_secs=secs, cost=0)  # a prepaid call's ledger fills in both
     return final, secs
+
+
+def refused(record: dict[str, Any], code: int, end_ms: int) -> dict[str, Any]:
+    """The record of a call the proxy answered itself with an error: it never rang anywhere."""
+    final, _ = finish(record, answer_ms=None, end_ms=end_ms, failed=True)
+    final.update(disposition=f"refused-{code}", billed_secs=0, cost=0)
+    return final

@@ -17,8 +17,20 @@ PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
 INSUFFICIENT_FUNDS = Reply(402, "Insufficient Prepaid Balance")
 NO_RATE = Reply(403, "No Rate For Destination")
 NO_TRUNK = Reply(503, "No Route To Destination")
+TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
 # Trunk answers that mean "try the next trunk": the trunk (not the callee) failed.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
+
+
+def trunk_failed(code: int, replied: bool) -> bool:
+    """Whether a trunk's final answer means the trunk failed, so the next one is tried.
+
+    A 408 is the trunk's silence only when it sent nothing at all; after a 100/180
+    it is the callee who did not answer, and ringing elsewhere would be wrong.
+    """
+    if code == 408:
+        return not replied
+    return code in FAILOVER_CODES
 
 
 def refusal(decision: Decision) -> Reply | None:

@@ -175,14 +175,14 @@ class Router:
         dialled = KSR.pv.get("$rU") or ""
         # Before any data lookup: an emergency call must not depend on Redis.
         if numbering.is_emergency(dialled):
+            self.strip_private_headers()
             self.emergency_call(numbering.normalise(dialled) or dialled)
             return
         source = self.directory.source(KSR.pv.get("$si"), KSR.pv.get("$sp"))
         if source is not None and source.kind == "media":
             self.from_media_server(dialled)
             return
-        for name in routing.PRIVATE_HEADERS:
-            KSR.hdr.remove(name)  # only the proxy asserts identities and company headers
+        self.strip_private_headers()
         if source is not None:
             self.from_trunk(dialled)
             return
@@ -201,21 +201,36 @@ class Router:
                               "internal")
             self.call_extension(ctx.company, ctx.callee, rec)
             return
+        rec = self.record(ctx.company.id, ctx.caller.number, number, decision.e164 or decision.dialled, decision,
+                          "outbound")
         refused = routing.refusal(decision)
         if refused is not None:
             log("info", f"call from {ctx.caller.number}@{ctx.company.domain} to {dialled!r} refused: "
                         f"{decision.category}/{decision.billing}: {refused.code} {refused.reason}")
-            reply(refused)
+            self.refuse(refused, rec)
             return
         headers = [h for h in [routing.pai_header(number, ctx.caller.name, KSR.pv.get("$Ri"))] if h]
-        rec = self.record(ctx.company.id, ctx.caller.number, number, decision.e164 or decision.dialled, decision,
-                          "outbound")
         self.outbound(ctx.company, decision, routing.trunks_for(ctx.trunks, False), headers, rec, ctx.media)
+
+    @staticmethod
+    def strip_private_headers() -> None:
+        for name in routing.PRIVATE_HEADERS:
+            KSR.hdr.remove(name)  # only the proxy asserts identities, locations and company headers
 
     def record(self, co: str, ext: str | None, caller: str | None, to: str | None, decision, direction: str) -> dict:
         return records.start(company=co, extension=ext, caller=caller, to=to, category=decision.category,
                              billing=decision.billing, direction=direction, call_id=KSR.pv.get("$ci"),
                              setup_ms=now_ms())
+
+    def refuse(self, answer: Reply, rec: dict | None) -> None:
+        """Answer a call the proxy will not connect, and record it: refused calls are calls too."""
+        reply(answer)
+        if rec is None:
+            return
+        try:
+            self.conn.call(self.ledger().record, rec["company"], records.refused(rec, answer.code, now_ms()))
+        except Exception as exc:
+            log("err", f"record of refused call-id {rec['call_id']} not written: {type(exc).__name__}: {exc}")
 
     def track(self, rec: dict) -> None:
         """Follow the call with a dialog (its record, its maximum duration) and stay in its path."""
@@ -252,7 +267,7 @@ class Router:
         except PrepaidError as exc:
             answer = routing.prepaid_refusal(exc.code)
             log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
-            reply(answer)
+            self.refuse(answer, rec)
             return
         rec.update(prepaid=True, max_secs=held.max_secs)
         self.track(rec)
@@ -316,13 +331,13 @@ class Router:
 
     def call_extension(self, company, callee, rec: dict) -> None:
         if callee is None:
-            reply(replies.EXTENSION_NOT_FOUND)
+            self.refuse(replies.EXTENSION_NOT_FOUND, rec)
             return
         # The callee is looked up in the caller's company only: the AOR carries the company's domain.
         KSR.pv.sets("$ru", f"sip:{callee.number}@{company.domain}")
         rc = KSR.registrar.lookup("location")
         if rc < 0:
-            reply(replies.NOT_REGISTERED if rc in (-1, -2) else replies.INTERNAL_ERROR)
+            self.refuse(replies.NOT_REGISTERED if rc in (-1, -2) else replies.INTERNAL_ERROR, rec)
             return
         self.track(rec)
         KSR.tm.t_set_fr(callee.ring_timeout * 1000, 5000)
@@ -355,10 +370,9 @@ class Router:
             self.forward(company, ext, did.number, caller, trunks, overrides, "inbound")
             return
         fallback = inbound.receptionist if did.fallback == RECEPTIONIST else None
-        self.track(records.start(company=company.id, extension=ext.number, caller=caller, to=did.number,
-                                 category="incoming", billing="included", direction="inbound",
-                                 call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
-        self.ring(company, ext, did.number, fallback)
+        self.ring(company, ext, did.number, fallback, records.start(
+            company=company.id, extension=ext.number, caller=caller, to=did.number, category="incoming",
+            billing="included", direction="inbound", call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
 
     def from_media_server(self, dialled: str) -> None:
         """A trusted media server (the receptionist) sends the caller to an extension of a named company."""
@@ -376,20 +390,25 @@ class Router:
             self.forward(inbound.company, ext, KSR.hdr.get("X-DID") or ext.did or inbound.company.main_number,
                          caller, trunks, overrides, "inbound")
             return
-        self.track(records.start(company=co, extension=ext.number, caller=caller, to=ext.number,
-                                 category="incoming", billing="included", direction="inbound",
-                                 call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
-        self.ring(inbound.company, ext, None, None)
+        self.ring(inbound.company, ext, None, None, records.start(
+            company=co, extension=ext.number, caller=caller, to=ext.number, category="incoming",
+            billing="included", direction="inbound", call_id=KSR.pv.get("$ci"), setup_ms=now_ms()))
 
-    def ring(self, company, ext, did: str | None, fallback) -> None:
-        """Ring every phone of an extension; on no answer go to the fallback receptionist, if any."""
+    def ring(self, company, ext, did: str | None, fallback, rec: dict | None) -> None:
+        """Ring every phone of an extension; on no answer go to the fallback receptionist, if any.
+
+        rec is None when the call is already tracked (a receptionist's redirect)."""
         KSR.pv.sets("$ru", f"sip:{ext.number}@{company.domain}")
         if KSR.registrar.lookup("location") < 0:
             if fallback is not None:
+                if rec is not None:
+                    self.track(rec)
                 self.to_receptionist(company.id, did, fallback)
             else:
-                reply(replies.NOT_REGISTERED)
+                self.refuse(replies.NOT_REGISTERED, rec)
             return
+        if rec is not None:
+            self.track(rec)
         if fallback is not None:
             KSR.pv.sets("$avp(fallback)", routing.encode_peers([fallback]))
             KSR.pv.sets("$avp(co)", company.id)
@@ -463,7 +482,7 @@ class Router:
             self.forward(inbound.company, inbound.extension, KSR.pv.get("$avp(did)") or inbound.company.main_number,
                          routing.external_caller(KSR.pv.get("$fU")), trunks, overrides, "inbound")
             return
-        self.ring(inbound.company, inbound.extension, None, None)
+        self.ring(inbound.company, inbound.extension, None, None, None)
 
     def proxy_hosts(self) -> set[str]:
         ip, port = KSR.pv.get("$Ri"), KSR.pv.get("$Rp")
@@ -473,17 +492,17 @@ class Router:
                 direction: str) -> None:
         """A virtual extension: a call to its forwarding number, by the same country rules as a user's call."""
         decision = numbering.classify(ext.forward or "", numbering.Policy(company.allow_special), overrides)
+        rec = self.record(company.id, ext.number, caller, decision.e164, decision, direction)
         refused = routing.refusal(decision)
         if refused is None and self.directory.inbound(decision.e164).did is not None:
             refused = routing.FORWARD_LOOP
         if refused is not None:
             log("info", f"forward of {company.id}/{ext.number} to {ext.forward} refused: {refused.code} {refused.reason}")
-            reply(refused)
+            self.refuse(refused, rec)
             return
         host = KSR.pv.get("$Ri")
         headers = [routing.diversion_header(diversion, host)] if diversion else []
         pai = routing.pai_header(caller, None, host)
-        rec = self.record(company.id, ext.number, caller, decision.e164, decision, direction)
         self.outbound(company, decision, routing.trunks_for(trunks, False), headers + ([pai] if pai else []), rec)
 
     def _in_failure_route(self, step) -> int:
@@ -583,9 +602,15 @@ class Router:
     def _trunk_failed(self) -> None:
         code = KSR.tm.t_get_status_code()
         rest = routing.decode_peers(KSR.pv.get("$avp(trunks_left)"))
-        if code in routing.FAILOVER_CODES and rest:
+        # a 408 after ringing is the callee not answering, not the trunk failing
+        if not routing.trunk_failed(code, replied=KSR.tm.t_branch_replied() > 0):
+            return
+        if rest:
             log("warn", f"trunk answered {code} for call-id {KSR.pv.get('$ci')}: trying {rest[0].uri}")
             self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), rest[0], rest[1:])
+        elif code == 503:
+            # RFC 3261 16.7: a proxy does not pass a 503 on (it would say the proxy itself is down)
+            KSR.tm.t_reply(routing.TRUNKS_UNAVAILABLE.code, routing.TRUNKS_UNAVAILABLE.reason)
 
 
 def mod_init() -> Router | None:
@@ -599,8 +624,11 @@ def mod_init() -> Router | None:
         router.conn.ready()
         log("info", f"Redis at {settings.redis_url} ready")
     except SchemaMismatch as exc:
-        log("crit", f"refusing to start: {exc}")
-        return None
+        if exc.version is not None:
+            log("crit", f"refusing to start: {exc}")
+            return None
+        # An empty store: emergency calls still need the proxy; the rest gets 503 until `load`.
+        log("err", f"starting without data: {exc}")
     except StoreUnavailable as exc:
         # Start anyway: OPTIONS and emergency calls need no data, and service
         # resumes by itself when Redis comes back.

@@ -10,6 +10,7 @@ export LOG_LEVEL=${LOG_LEVEL:-2}                # Kamailio debug level: 0 warn, 
 export REDIS_PORT=${REDIS_PORT:-6379}           # port of the local redis-server that scripts/run.sh starts
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:${REDIS_PORT}/0}  # where the proxy and the CLI find the data
 export REDIS_TIMEOUT_MS=${REDIS_TIMEOUT_MS:-250} # per Redis command; a slower store is treated as down
+export SCHEMA_RECHECK_S=${SCHEMA_RECHECK_S:-5}  # how often each proxy process re-reads schema:version
 export PROVISION_FILE=${PROVISION_FILE:-$ROOT/redis-schema/demo-office.yaml}  # loaded by scripts/run.sh at start
 export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}
 export KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}      # venv of Debian's /usr/bin/python3 (the one app_python3 embeds)

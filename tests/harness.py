@@ -41,6 +41,13 @@ def free_port(ip: str = "127.0.0.1", kind=socket.SOCK_DGRAM) -> int:
     raise RuntimeError(f"no free port on {ip}")
 
 
+def udp_bound(ip: str, port: int) -> bool:
+    """Whether some process has bound ip:port (read from /proc, so it never races the binder)."""
+    wanted = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
+    with open("/proc/net/udp") as table:
+        return any(line.split()[1] == wanted for line in table.readlines()[1:])
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -253,6 +260,7 @@ class Sipp:
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     proc: subprocess.Popen | None = None
     reject: tuple[int, str] | None = None  # reject.xml with another status line
+    edits: tuple = ()                       # (old, new) text replacements: a variant of the scenario
     calls: int = 1                          # -m: calls before SIPp stops
     rate: int = 10                          # -r: new calls per second (UAC side)
 
@@ -262,12 +270,19 @@ class Sipp:
         self.msg_path = self.workdir / f"sipp-{self.name}.msg"
 
     def scenario_file(self) -> str:
+        """The scenario, or a variant of it (SIPp reads status codes and header sets at load time)."""
         path = SCENARIOS / self.scenario
-        if self.reject is None:
+        edits = list(self.edits)
+        if self.reject is not None:
+            edits.append(("SIP/2.0 503 Service Unavailable", f"SIP/2.0 {self.reject[0]} {self.reject[1]}"))
+        if not edits:
             return str(path)
-        variant = self.workdir / f"reject-{self.reject[0]}.xml"
-        variant.write_text(path.read_text().replace("SIP/2.0 503 Service Unavailable",
-                                                    f"SIP/2.0 {self.reject[0]} {self.reject[1]}"))
+        text = path.read_text()
+        for old, new in edits:
+            assert old in text, f"{self.scenario} has no {old!r}"
+            text = text.replace(old, new)
+        variant = self.workdir / f"{path.stem}-{self.name}.xml"
+        variant.write_text(text)
         return str(variant)
 
     def command(self, target: str | None) -> list[str]:
@@ -281,7 +296,14 @@ class Sipp:
     def start(self, target: str | None = None, timeout: float = 30) -> "Sipp":
         self.proc = subprocess.Popen(self.command(target) + ["-timeout", f"{int(timeout)}s"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if target is None:  # a listening peer: ready once its socket is bound
+            wait_for(self.listening, 10, f"SIPp {self.scenario} on {self.ip}:{self.port}")
         return self
+
+    def listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"SIPp {self.scenario} exited: {self.proc.stdout.read()[-1500:]}")
+        return udp_bound(self.ip, self.port)
 
     def wait(self, timeout: float = 40) -> SippResult:
         try:

@@ -27,6 +27,10 @@ class StoreUnavailable(Exception):
 class SchemaMismatch(StoreUnavailable):
     """Redis holds data in a layout this code does not understand (or none at all)."""
 
+    def __init__(self, message: str, version=None):
+        super().__init__(message)
+        self.version = version  # what schema:version held; None when the store is empty
+
 
 def pack(value) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
@@ -79,7 +83,8 @@ class Connection:
                 raise SchemaMismatch(
                     f"Redis at {self.settings.redis_url} has {keys.SCHEMA_VERSION}={version!r}, "
                     f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
-                    f"'python3 -m kemi.admin load FILE' or migrate the data"
+                    f"'python3 -m kemi.admin load FILE' or migrate the data",
+                    version,
                 )
             self._schema_checked_at = now
         return client

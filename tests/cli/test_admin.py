@@ -77,7 +77,7 @@ def test_domain_taken_by_another_company_is_refused(fresh, tmp_path):
 
 def test_dry_run_writes_nothing(fresh):
     proc = admin(fresh.url, "load", "--dry-run", str(OFFICE))
-    assert "valid, 2 companies" in proc.stdout
+    assert "valid, 3 companies" in proc.stdout
     assert snapshot(fresh) == {}
 
 

@@ -44,3 +44,9 @@ def test_answered_seconds_is_never_negative_and_covers_the_call(answer, end):
     assert secs >= 0
     if answer and end > answer:
         assert secs * 1000 >= end - answer > (secs - 1) * 1000
+
+
+def test_refused_call_record():
+    final = records.refused(base(prepaid=True, max_secs=60), 402, 1_500)
+    assert final["disposition"] == "refused-402" and final["cost"] == 0 and final["billed_secs"] == 0
+    assert final["answer_ms"] == 0 and final["end_ms"] == 1_500 and "prepaid" not in final

@@ -106,3 +106,13 @@ def test_forwarding_headers():
     assert routing.media_headers("acme", None) == ["X-Company: acme"]
     assert [routing.external_caller(u) for u in ("+33698000001", "0698000001", "anonymous", None, "12")] == \
         ["+33698000001", "0698000001", None, None, None]
+
+
+@pytest.mark.parametrize("code, replied, failover", [
+    (503, False, True), (500, True, True), (502, True, True), (504, False, True),
+    (408, False, True),    # the trunk never answered at all
+    (408, True, False),    # it rang: the callee did not pick up, do not ring elsewhere
+    (486, True, False), (404, True, False), (603, True, False),
+])
+def test_trunk_failed(code, replied, failover):
+    assert routing.trunk_failed(code, replied) is failover
