@@ -24,13 +24,25 @@ DEFAULT_RING_TIMEOUT = 30
 EXTENSION_TYPES = ("phone", "virtual")
 
 
+class Stored:
+    """A dataclass kept in Redis as a msgpack map of its fields."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        # fields a newer version wrote and this one does not know are ignored
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
 def digest_ha1(user: str, realm: str, password: str) -> str:
     """RFC 2617 HA1 = MD5(user:realm:password); the only form a password is kept in."""
     return hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
-class Extension:
+class Extension(Stored):
     number: str
     name: str
     ha1: str | None = None          # None for a virtual extension: nothing registers as it
@@ -39,13 +51,6 @@ class Extension:
     forward: str | None = None      # virtual extension: the external number it forwards to
     ring_timeout: int = DEFAULT_RING_TIMEOUT
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Extension":
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ RECEPTIONIST = "receptionist"
 
 
 @dataclass(frozen=True)
-class Did:
+class Did(Stored):
     """A public number of a company and where its calls go."""
 
     number: str                      # E.164
@@ -83,37 +88,29 @@ class Did:
     target: str                      # an extension number 2XXX, or "receptionist"
     fallback: str | None = None      # "receptionist": where an unanswered or unregistered extension's calls go
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Did":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
 
 MEDIA_ROLES = ("receptionist", "announcement")
 
 
 @dataclass(frozen=True)
-class MediaServer:
-    """A media server: trusted by source address, reached at host:port."""
+class Peer(Stored):
+    """A SIP peer the proxy sends to and trusts by source address: a trunk or a media server."""
 
     name: str
-    host: str
+    host: str                 # IPv4 address (no DNS on the call path)
     port: int = 5060
     transport: str = "udp"
-    role: str = "receptionist"
 
     @property
     def uri(self) -> str:
         return f"sip:{self.host}:{self.port};transport={self.transport}"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "MediaServer":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+@dataclass(frozen=True)
+class MediaServer(Peer):
+    """A media server (docs/media-server-contract.md)."""
+
+    role: str = "receptionist"
 
 
 TRANSPORTS = ("udp", "tcp")
@@ -121,24 +118,10 @@ IPV4_RE = re.compile(r"(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9
 
 
 @dataclass(frozen=True)
-class Trunk:
+class Trunk(Peer):
     """A carrier interconnection: where outbound calls go, and a source trusted for inbound calls."""
 
-    name: str
-    host: str                 # IPv4 address (no DNS on the call path)
-    port: int = 5060
-    transport: str = "udp"
     priority: int = 1         # 1 is tried first; equal priorities go by name
     emergency: bool = False   # carries emergency calls
     outbound: bool = True     # carries ordinary outbound calls
 
-    @property
-    def uri(self) -> str:
-        return f"sip:{self.host}:{self.port};transport={self.transport}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Trunk":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
