@@ -21,6 +21,7 @@ from kemi.store.directory import CallContext
 from kemi.store.prepaid import PrepaidError, PrepaidLedger
 
 MAX_FORWARDS = 70
+LOOK_UP = object()  # Router.authenticate: the company of the domain is not known yet
 
 
 def now_ms() -> int:
@@ -132,15 +133,17 @@ class Router:
             reply(replies.NOT_HERE)
 
     # -- phones -----------------------------------------------------------------------------------
-    def authenticate(self, realm_pv: str, callee: str | None = None) -> CallContext | None:
-        """Digest-authenticate the phone; its call context, or None when already answered."""
+    def authenticate(self, realm_pv: str, callee: str | None = None, co=LOOK_UP) -> CallContext | None:
+        """Digest-authenticate the phone; its call context, or None when already answered.
+
+        co: the company id of the domain (None: no such company) when the caller already looked it up."""
         # KEMI passes strings through as they are (no $var expansion), so the
         # realm is the value itself: the company's SIP domain from From/To.
         domain = (KSR.pv.get(realm_pv) or "").lower()
         if not domain or KSR.auth.has_credentials(domain) < 0:
             # Only our companies' phones are challenged: a carrier or a scanner
             # sending from an unknown address is refused outright.
-            if not self.directory.domain_known(domain):
+            if not (self.directory.domain_known(domain) if co is LOOK_UP else co is not None):
                 log("notice", f"{KSR.pv.get('$rm')} from untrusted {KSR.pv.get('$si')}:{KSR.pv.get('$sp')} "
                               f"for domain {domain!r} refused")
                 reply(replies.FORBIDDEN)
@@ -148,7 +151,7 @@ class Router:
             KSR.auth.auth_challenge(domain, 1)
             return None
         user = KSR.pv.get("$au") or ""
-        ctx = self.directory.call_context(domain, user, callee)
+        ctx = self.directory.call_context(domain, user, callee, None if co is LOOK_UP else co)
         if ctx.company is None or ctx.caller is None or not ctx.caller.ha1:
             log("notice", f"auth refused: no phone extension {user!r} at {domain!r} (from {KSR.pv.get('$si')})")
             reply(replies.FORBIDDEN)
@@ -178,7 +181,7 @@ class Router:
             self.strip_private_headers()
             self.emergency_call(numbering.normalise(dialled) or dialled)
             return
-        source = self.directory.source(KSR.pv.get("$si"), KSR.pv.get("$sp"))
+        source, co = self.directory.first_look(KSR.pv.get("$si"), KSR.pv.get("$sp"), (KSR.pv.get("$fd") or "").lower())
         if source is not None and source.kind == "media":
             self.from_media_server(dialled)
             return
@@ -186,7 +189,7 @@ class Router:
         if source is not None:
             self.from_trunk(dialled)
             return
-        ctx = self.authenticate("$fd", dialled if EXTENSION_RE.fullmatch(dialled) else None)
+        ctx = self.authenticate("$fd", dialled if EXTENSION_RE.fullmatch(dialled) else None, co=co)
         if ctx is None:
             return
         KSR.auth.consume_credentials()

@@ -89,9 +89,23 @@ class Directory:
         exts = [None if r is None else Extension.from_dict(unpack(r)) for r in raw[1:]]
         return Company.from_dict(company), exts
 
-    def call_context(self, sip_domain: str, user: str, callee: str | None) -> CallContext:
+    def first_look(self, ip: str, port: int, sip_domain: str) -> tuple[Source | None, str | None]:
+        """Who sends an INVITE: a trusted peer by its address, and the company of its From domain,
+        in one round trip (the company id is handed on to call_context)."""
         client = self.conn.ready()
-        co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
+        pipe = client.pipeline(transaction=False)
+        pipe.get(keys.source(ip, port))
+        pipe.get(keys.domain(sip_domain))
+        source, co = (unpack(v) for v in self.conn.call(pipe.execute))
+        if source is None and co is None:
+            self.conn.ready(force_check=True)
+        return (Source(**source) if source else None), co
+
+    def call_context(self, sip_domain: str, user: str, callee: str | None, co: str | None = None) -> CallContext:
+        """A caller's company, extension, callee and routes; co skips the domain lookup when known."""
+        client = self.conn.ready()
+        if co is None:
+            co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
         if co is None:
             self.conn.ready(force_check=True)
             return CallContext(None, None, None)
@@ -110,11 +124,6 @@ class Directory:
             overrides={k.decode(): unpack(v) for k, v in overrides.items()},
             media=tuple(sorted((MediaServer.from_dict(unpack(v)) for v in media.values()), key=lambda m: m.name)),
         )
-
-    def source(self, ip: str, port: int) -> Source | None:
-        client = self.conn.ready()
-        data = unpack(self.conn.call(client.get, keys.source(ip, port)))
-        return Source(**data) if data else None
 
     def inbound(self, e164: str, extension: str | None = None) -> Inbound:
         """A DID's company, target extension (or the one named) and receptionist, in two round trips."""
