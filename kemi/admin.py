@@ -62,9 +62,14 @@ def cmd_show(args, directory: Directory) -> None:
               f"{' allows special numbers' if company.allow_special else ''}")
         if company.location:
             print(f"  location: {company.location}")
+        if company.receptionist:
+            print(f"  receptionist: media server {company.receptionist}")
         for ext in company.extensions:
             extra = f"forwards to {ext.forward}" if ext.type == "virtual" else "phone"
             print(f"  {ext.number}  {ext.name:<24} DID {ext.did or '-':<14} {extra}, rings {ext.ring_timeout}s")
+        for did in company.dids:
+            fallback = f", then {did.fallback}" if did.fallback else ""
+            print(f"  DID {did.number} -> {did.target}{fallback}")
     if not companies:
         print("nothing provisioned")
 

@@ -41,11 +41,13 @@ def free_port(ip: str = "127.0.0.1", kind=socket.SOCK_DGRAM) -> int:
     raise RuntimeError(f"no free port on {ip}")
 
 
-def udp_bound(ip: str, port: int) -> bool:
-    """Whether some process has bound ip:port (read from /proc, so it never races the binder)."""
+def bound(ip: str, port: int, tcp: bool = False) -> bool:
+    """Whether some process listens on ip:port (read from /proc, so it never races the binder)."""
     wanted = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
-    with open("/proc/net/udp") as table:
-        return any(line.split()[1] == wanted for line in table.readlines()[1:])
+    with open("/proc/net/tcp" if tcp else "/proc/net/udp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    # TCP state 0A is LISTEN
+    return any(row[1] == wanted and (not tcp or row[3] == "0A") for row in rows)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -303,7 +305,8 @@ class Sipp:
     def listening(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"SIPp {self.scenario} exited: {self.proc.stdout.read()[-1500:]}")
-        return udp_bound(self.ip, self.port)
+        tcp = "-t" in self.args and self.args[self.args.index("-t") + 1].startswith("t")
+        return bound(self.ip, self.port, tcp)
 
     def wait(self, timeout: float = 40) -> SippResult:
         try:

@@ -3,7 +3,7 @@ one-transaction apply the ops CLI makes per provisioning file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -186,7 +186,9 @@ class Directory:
                 continue
             numbers = sorted(n.decode() for n in client.smembers(keys.extensions(co)))
             exts = [Extension.from_dict(unpack(r)) for r in client.mget([keys.extension(co, n) for n in numbers]) if r]
-            out.append(Company(**{**Company.from_dict(data).__dict__, "extensions": tuple(exts)}))
+            dids = sorted(n.decode() for n in client.smembers(keys.dids(co)))
+            routes = [Did.from_dict(unpack(r)) for r in client.mget([keys.did(n) for n in dids]) if r]
+            out.append(replace(Company.from_dict(data), extensions=tuple(exts), dids=tuple(routes)))
         return out
 
     def apply(self, prov: Provisioning, prune: bool = False) -> list[str]:

@@ -27,6 +27,7 @@ def test_load_then_show(fresh):
     assert "company acme (acme.test): created, 6 extensions, 5 DIDs" in out
     shown = admin(fresh.url, "show").stdout
     assert "acme: Acme Conseil <acme.test>" in shown and "2002  Bruno" in shown
+    assert "DID +33142685304 -> 2004, then receptionist" in shown and "receptionist: media server reception" in shown
     assert "secret" not in shown
     assert admin(fresh.url, "show", "globex").stdout.startswith("globex:")
 

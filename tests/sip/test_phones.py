@@ -107,3 +107,16 @@ def test_unsupported_method_gets_405_with_allow(proxy):
     answer = send_raw(proxy, options_request(proxy, ruri="sip:2002@acme.test").replace("OPTIONS", "SUBSCRIBE"))
     assert status_line(answer) == (405, "Method Not Allowed")
     assert "Allow: INVITE" in answer
+
+
+def test_phones_on_tcp_register_and_call(phones):
+    alice, bruno = phones.phone("2001"), phones.phone("2002")
+    tcp = ["-t", "t1"]
+    reg = phones.sipp("register.xml", bruno, *bruno.auth_args(), "-set", "expires", "300", *tcp) \
+        .start(phones.target).wait()
+    assert reg.final == (200, "OK"), reg.log + reg.stdout
+    answering = phones.sipp("answer.xml", bruno, "-set", "ring", "100", *tcp).start(timeout=30)
+    call = phones.sipp("call.xml", alice, *alice.auth_args(), "-set", "dial", "2002", "-d", "200", *tcp) \
+        .start(phones.target).wait()
+    assert call.final == (200, "OK") and "BYE 200" in call.log, call.log + call.stdout
+    assert "HUNGUP" in answering.wait().log
