@@ -124,7 +124,8 @@ class Router:
     def in_dialog(self) -> None:
         KSR.dialog.dlg_manage()  # BYE and re-INVITE reach the dialog (call records, max duration)
         if KSR.rr.loose_route() > 0:
-            KSR.tm.t_relay() > 0 or KSR.sl.sl_reply_error()
+            if KSR.tm.t_relay() < 0:
+                KSR.sl.sl_reply_error()
             return
         if KSR.is_ACK() and KSR.tm.t_check_trans() > 0:
             KSR.tm.t_relay()
