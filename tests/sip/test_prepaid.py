@@ -8,6 +8,7 @@ SIPp plays the announcement server (127.0.0.7:5060, 183 + RTP from a pcap), the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -16,7 +17,7 @@ import pytest
 
 from kemi.store.prepaid import PrepaidLedger
 from tests.conftest import OFFICE
-from tests.harness import Proxy, RedisServer, Sipp, admin, wait_for
+from tests.harness import Proxy, RedisServer, Sipp, admin, send_raw, status_line, wait_for
 from tests.sip.conftest import Phones
 from tests.sip.test_dial_out import PRIMARY, ruri, trunk
 
@@ -228,3 +229,99 @@ def test_proxy_killed_mid_call_releases_the_reservation_and_charges_nothing_twic
     # a settlement arriving late (another proxy, a replay) charges nothing
     assert account.ledger.settle("initech", held[0].call_id, 4).cost == 0
     assert account.balance == 100
+
+
+REINVITE = '''  <pause milliseconds="300"/>
+  <send retrans="500">
+    <![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller [service]" <sip:[service]@[$domain]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[$dial]@[$domain]>[peer_tag_param]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 3 INVITE
+      Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller [service]" <sip:[service]@[$domain]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[$dial]@[$domain]>[peer_tag_param]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 3 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop><action><log message="REINVITED"/></action></nop>
+  <pause/>
+'''
+ANSWER_REINVITE = '''  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv request="ACK"/>
+'''
+
+
+def test_reinvite_and_a_second_bye_never_charge_twice(phones, account, proxy):
+    opening = account.reset(500)
+    ines = phones.phone("2001", domain="initech.test")
+    announcer(phones)
+    callee = Sipp("answer.xml", ["-set", "ring", "100"], phones.workdir, ip=PRIMARY[0], port=PRIMARY[1],
+                  edits=(('<nop><action><log message="ANSWERED [$ruri]"/></action></nop>\n',
+                          '<nop><action><log message="ANSWERED [$ruri]"/></action></nop>\n' + ANSWER_REINVITE),))
+    phones.running.append(callee)
+    callee.start(timeout=30)
+    call = phones.sipp("call.xml", ines, *ines.auth_args(), "-set", "dial", GERMAN_MOBILE, "-d", "300")
+    call.edits = (("  <pause/>\n", REINVITE), ("CSeq: 3 BYE", "CSeq: 4 BYE"))
+    result = call.start(phones.target).wait()
+    assert "REINVITED" in result.log and "BYE 200" in result.log, result.log + result.stdout
+    assert "HUNGUP" in callee.wait().log
+    wait_for(lambda: account.records(), 5, "the call record")
+    # the caller's BYE once more, as a new transaction (another branch, a higher CSeq)
+    bye = result.messages.split("BYE sip:", 1)[1].split("\n\n", 1)[0]
+    again = re.sub(r"Via: [^\n]*", f"Via: SIP/2.0/UDP {ines.ip}:src_port_placeholder;branch=z9hG4bKagain;rport",
+                   "BYE sip:" + bye).replace("CSeq: 4 BYE", "CSeq: 5 BYE")
+    answer = send_raw(proxy, again.replace("\n", "\r\n") + "\r\n\r\n", src=ines.ip, timeout=8)
+    assert status_line(answer) is not None  # the proxy took it (and relayed it to a callee long gone)
+    time.sleep(1)
+    (record,) = account.records()
+    assert record["cost"] == 60 and account.balance == opening - 60
