@@ -231,6 +231,18 @@ def test_proxy_killed_mid_call_releases_the_reservation_and_charges_nothing_twic
     assert account.balance == 100
 
 
+SDP = '''      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+    ]]>
+'''  # the offer of a re-INVITE and the answer to it
 REINVITE = '''  <pause milliseconds="300"/>
   <send retrans="500">
     <![CDATA[
@@ -243,18 +255,7 @@ REINVITE = '''  <pause milliseconds="300"/>
       CSeq: 3 INVITE
       Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
       Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-    ]]>
-  </send>
+''' + SDP + '''  </send>
   <recv response="100" optional="true"/>
   <recv response="200"/>
   <send>
@@ -285,18 +286,7 @@ ANSWER_REINVITE = '''  <recv request="INVITE"/>
       [last_CSeq:]
       [last_Record-Route:]
       Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687638 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-    ]]>
-  </send>
+''' + SDP + '''  </send>
   <recv request="ACK"/>
 '''
 
