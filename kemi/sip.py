@@ -276,17 +276,9 @@ class Router:
         rec.update(prepaid=True, max_secs=held.max_secs)
         self.track(rec)
         announcer = next((m for m in media if m.role == "announcement"), None)
-        if announcer is None:
-            self.route_to_trunks(target, trunks, headers)
-            return
-        # The caller hears the balance first; the announcement's failure route then dials the trunks.
-        self.add_headers(headers)
-        KSR.pv.sets("$avp(dial_user)", target)
-        KSR.pv.sets("$avp(trunks_left)", routing.encode_peers(trunks))
-        self.to_media(announcer, "announce",
-                      routing.media_headers(company.id, None) + routing.balance_headers(held.available_before,
-                                                                                        held.currency),
-                      "ksr_failure_announcement")
+        announce = announcer and (announcer, routing.media_headers(company.id, None)
+                                  + routing.balance_headers(held.available_before, held.currency))
+        self.route_to_trunks(target, trunks, headers, announce)
 
     def ksr_failure_announcement(self, msg) -> int:
         return self._in_failure_route(self._announcement_done)
@@ -297,9 +289,6 @@ class Router:
                         f"{KSR.pv.get('$ci')}: connecting without the balance announcement")
         KSR.pv.unset("$avp(media_hdrs)")
         trunks = routing.decode_peers(KSR.pv.get("$avp(trunks_left)"))
-        if not trunks:
-            KSR.tm.t_reply(routing.NO_TRUNK.code, routing.NO_TRUNK.reason)
-            return
         self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), trunks[0], trunks[1:])
 
     def ledger(self) -> PrepaidLedger:
@@ -386,7 +375,7 @@ class Router:
             log("notice", f"media server {KSR.pv.get('$si')} asked for {dialled!r} of company {co!r}: no such extension")
             reply(replies.EXTENSION_NOT_FOUND)
             return
-        KSR.hdr.remove("X-Company")
+        self.strip_private_headers()  # read above; the phones and carriers behind get only the proxy's own
         ext = inbound.extension
         caller = routing.external_caller(KSR.pv.get("$fU"))
         if ext.type == "virtual":
@@ -557,6 +546,8 @@ class Router:
             self.track(records.start(company=company_id, extension=user, caller=callback, to=code, category="emergency",
                                      billing="included", direction="outbound", call_id=KSR.pv.get("$ci"),
                                      setup_ms=now_ms()))
+        else:
+            KSR.rr.record_route()  # an unverified caller has no company to record the call for
         self.route_to_trunks(code, trunks, headers + ([pai] if pai else []))
 
     def remember_for_emergencies(self, user: str, domain: str, ctx: CallContext) -> None:
@@ -578,19 +569,21 @@ class Router:
         return routing.decode_peers(KSR.htable.sht_get("routes", "emergency"))
 
     # -- trunks -----------------------------------------------------------------------------------
-    def route_to_trunks(self, user: str, trunks: list[Trunk], headers: list[str]) -> None:
+    def route_to_trunks(self, user: str, trunks: list[Trunk], headers: list[str], announce=None) -> None:
+        """Send the call to the trunks in order; announce: (media server, its headers) heard first."""
         if not trunks:
             log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
             reply(routing.NO_TRUNK)
             return
-        # The phone's own identity claims never reach a carrier: the proxy asserts them.
-        KSR.hdr.remove("P-Asserted-Identity")
-        KSR.hdr.remove("P-Preferred-Identity")
-        self.add_headers(headers)
+        self.add_headers(headers)  # the phone's own claims were stripped when the request came in
         KSR.pv.sets("$avp(dial_user)", user)
-        if not KSR.pv.get("$avp(tracked)"):
-            KSR.rr.record_route()  # an emergency call of an unknown caller has no record to track
-        self.relay_to_trunk(user, trunks[0], trunks[1:])
+        if announce is None:
+            self.relay_to_trunk(user, trunks[0], trunks[1:])
+            return
+        # The announcement's failure route (ksr_failure_announcement) dials the trunks afterwards.
+        KSR.pv.sets("$avp(trunks_left)", routing.encode_peers(trunks))
+        server, media_headers = announce
+        self.to_media(server, "announce", media_headers, "ksr_failure_announcement")
 
     def relay_to_trunk(self, user: str, trunk: Trunk, rest: list[Trunk]) -> None:
         KSR.pv.sets("$avp(trunks_left)", routing.encode_peers(rest))
