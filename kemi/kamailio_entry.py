@@ -17,4 +17,4 @@ for _site in sorted(glob.glob(os.path.join(_VENV, "lib", "python3*", "site-packa
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from kemi.sip import mod_init  # noqa: E402,F401  (app_python3 calls it)
+from kemi.sip.app import mod_init  # noqa: E402,F401  (app_python3 calls it)

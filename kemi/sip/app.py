@@ -1,0 +1,190 @@
+"""The object app_python3 calls: Kamailio's callbacks, each handed to the role it belongs to.
+
+Rooms (kemi/sip/): shell (the only module that speaks KSR), phones, outbound, trunks,
+prepaid_calls, inbound, emergency, calls, in_dialog. Every callback catches what its
+role raises, so a caller always gets an answer (503 when the data store is down, 500
+for a bug) and the log says why.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+from kemi import numbering, replies, routing
+from kemi.settings import Settings
+from kemi.sip.calls import Calls
+from kemi.sip.emergency import Emergency, EmergencyCache
+from kemi.sip.in_dialog import InDialog
+from kemi.sip.inbound import Inbound
+from kemi.sip.outbound import Outbound
+from kemi.sip.phones import Phones
+from kemi.sip.prepaid_calls import PrepaidCalls
+from kemi.sip import shell
+from kemi.sip.shell import Sip
+from kemi.sip.trunks import Trunks
+from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
+from kemi.store.prepaid import PrepaidLedger
+
+
+class Router:
+    def __init__(self, sip: Sip, settings: Settings, conn: Connection | None = None,
+                 directory: Directory | None = None):
+        self.sip = sip
+        self.settings = settings
+        self.conn = conn or Connection(settings)
+        self.directory = directory or Directory(self.conn)
+        cache = EmergencyCache(sip)
+        ledger = lambda: PrepaidLedger(self.conn.ready())  # noqa: E731
+        self.calls = Calls(sip, self.conn, settings, ledger)
+        self.trunks = Trunks(sip, settings)
+        self.prepaid = PrepaidCalls(sip, self.conn, settings, ledger, self.calls, self.trunks)
+        self.phones = Phones(sip, self.directory, self.calls, cache)
+        self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
+        self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
+        self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
+                                   routing.parse_static_trunks(settings.emergency_trunks))
+        self.in_dialog = InDialog(sip)
+
+    # -- Kamailio callbacks (app_python3 looks them up as methods) -------------------------------
+    def child_init(self, rank: int) -> int:
+        return 0
+
+    def ksr_request_route(self, msg) -> int:
+        sip = self.sip
+        try:
+            self.request()
+        except SchemaMismatch as exc:
+            sip.log("err", f"refusing {sip.method} from {sip.source[0]}: {exc}")
+            sip.answer_if_possible(replies.SCHEMA_UNKNOWN, "Retry-After: 30")
+        except StoreUnavailable as exc:
+            sip.log("err", f"refusing {sip.method} from {sip.source[0]}: {exc}")
+            sip.answer_if_possible(replies.STORE_DOWN, "Retry-After: 5")
+        except Exception as exc:  # a bug: answer, and leave the traceback for the developer
+            sip.log("err", f"route failed on {sip.method} call-id {sip.call_id}: "
+                           f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            sip.answer_if_possible(replies.INTERNAL_ERROR)
+        return 1
+
+    def ksr_reply_route(self, msg) -> int:
+        return 1
+
+    def ksr_onsend_route(self, msg) -> int:
+        return 1
+
+    def ksr_failure_trunk(self, msg) -> int:
+        return self._in_failure_route(self.trunks.failed)
+
+    def ksr_failure_announcement(self, msg) -> int:
+        return self._in_failure_route(self.prepaid.announcement_done)
+
+    def ksr_failure_extension(self, msg) -> int:
+        return self._in_failure_route(self.inbound.extension_failed)
+
+    def ksr_failure_receptionist(self, msg) -> int:
+        return self._in_failure_route(self.inbound.receptionist_redirected)
+
+    def ksr_branch_media(self, msg) -> int:
+        try:
+            self.calls.media_branch()
+        except Exception as exc:
+            self.sip.log("err", f"branch route: {type(exc).__name__}: {exc}")
+        return 1
+
+    def ksr_dialog_event(self, msg, evname: str) -> int:
+        try:
+            self.calls.dialog_event(evname, self.prepaid)
+        except Exception as exc:
+            # Money is safe: an unsettled reservation expires by itself and is recorded then.
+            self.sip.log("crit", f"{evname} of call-id {self.sip.call_id}: record/settlement not written: "
+                                 f"{type(exc).__name__}: {exc}")
+        return 1
+
+    def _in_failure_route(self, step) -> int:
+        try:
+            if not self.sip.canceled():
+                step()
+        except StoreUnavailable as exc:
+            self.sip.log("err", f"failure route of call-id {self.sip.call_id}: {exc}")
+            self.sip.reply_in_failure(replies.STORE_DOWN)
+        except Exception as exc:
+            self.sip.log("err", f"failure route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
+
+    # -- every request -----------------------------------------------------------------------
+    def request(self) -> None:
+        sip = self.sip
+        if not sip.sane():
+            ip, port = sip.source
+            sip.log("notice", f"malformed {sip.method} from {ip}:{port} refused")
+            return
+        if not sip.hops_left():
+            sip.reply(replies.TOO_MANY_HOPS)
+            return
+        if sip.is_cancel():
+            sip.relay_cancel()
+            return
+        if not sip.is_ack() and sip.absorbed_retransmission():
+            return
+        if sip.in_dialog():
+            self.in_dialog.route()
+            return
+        if sip.is_ack():
+            sip.relay_ack_of_transaction()
+            return  # or a hop-by-hop ACK of a negative reply, absorbed by tm
+        # An initial request never carries our Route: dropping any preloaded
+        # Route keeps the proxy from relaying to places the caller chooses.
+        sip.remove_headers(["Route"])
+        method = sip.method
+        if method == "OPTIONS" and not sip.pv("$rU"):
+            sip.reply(replies.OK)  # keepalive to the proxy itself
+        elif method == "REGISTER":
+            self.phones.register()
+        elif method == "INVITE":
+            self.invite()
+        else:
+            sip.reply(replies.METHOD_NOT_ALLOWED, f"Allow: {replies.ALLOWED_METHODS}")
+
+    def invite(self) -> None:
+        sip = self.sip
+        dialled = sip.pv("$rU") or ""
+        # Before any data lookup: an emergency call must not depend on Redis.
+        if numbering.is_emergency(dialled):
+            sip.remove_headers(routing.PRIVATE_HEADERS)
+            self.emergency.call(numbering.normalise(dialled) or dialled)
+            return
+        ip, port = sip.source
+        source, co = self.directory.first_look(ip, port, (sip.pv("$fd") or "").lower())
+        if source is not None and source.kind == "media":
+            self.inbound.from_media_server(dialled)
+            return
+        sip.remove_headers(routing.PRIVATE_HEADERS)  # only the proxy asserts identities, locations, companies
+        if source is not None:
+            self.inbound.from_trunk(dialled)
+            return
+        self.outbound.from_phone(dialled, co)
+
+
+def mod_init(sip: Sip | None = None, env=None) -> Router | None:
+    """Called once by app_python3 before Kamailio forks; the Router's methods are the routes."""
+    sip = sip or shell.kamailio()
+    try:
+        settings = Settings.from_env(os.environ if env is None else env)
+    except ValueError as exc:
+        sip.log("crit", f"bad setting: {exc}")
+        return None
+    router = Router(sip, settings)
+    try:
+        router.conn.ready()
+        sip.log("info", f"Redis at {settings.redis_url} ready")
+    except SchemaMismatch as exc:
+        if exc.version is not None:
+            sip.log("crit", f"refusing to start: {exc}")
+            return None
+        # An empty store: emergency calls still need the proxy; the rest gets 503 until `load`.
+        sip.log("err", f"starting without data: {exc}")
+    except StoreUnavailable as exc:
+        # Start anyway: OPTIONS and emergency calls need no data, and service
+        # resumes by itself when Redis comes back.
+        sip.log("err", f"starting without data: {exc}; answering 503 to what needs it until it is back")
+    return router

@@ -1,0 +1,110 @@
+"""Every call's life as the proxy sees it: its record, a refusal, its dialog, media servers.
+
+A call that the proxy connects is tracked by a dialog carrying its record; the
+dialog events write the record (and, for a prepaid call, settle it) when it ends.
+A call the proxy refuses is answered and recorded at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from kemi import records, routing
+from kemi.replies import Reply
+from kemi.settings import Settings
+from kemi.sip.shell import Route, Sip, Timers, Var
+from kemi.store import Connection
+from kemi.store.prepaid import PrepaidLedger
+
+Ledgers = Callable[[], PrepaidLedger]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Calls:
+    def __init__(self, sip: Sip, conn: Connection, settings: Settings, ledger: Ledgers):
+        self.sip = sip
+        self.conn = conn
+        self.settings = settings
+        self.ledger = ledger
+
+    def record(self, co: str, ext: str | None, caller: str | None, to: str | None, category: str,
+               billing: str, direction: str) -> dict:
+        """The record of a call being set up now."""
+        return records.start(company=co, extension=ext, caller=caller, to=to, category=category,
+                             billing=billing, direction=direction, call_id=self.sip.call_id, setup_ms=now_ms())
+
+    def refuse(self, answer: Reply, rec: dict | None) -> None:
+        """Answer a call the proxy will not connect, and record it: refused calls are calls too."""
+        self.sip.reply(answer)
+        if rec is None:
+            return
+        try:
+            self.conn.call(self.ledger().record, rec["company"], records.refused(rec, answer.code, now_ms()))
+        except Exception as exc:
+            self.sip.log("err", f"record of refused call-id {rec['call_id']} not written: {type(exc).__name__}: {exc}")
+
+    def track(self, rec: dict) -> None:
+        """Follow the call with a dialog (its record, its maximum duration) and stay in its path."""
+        if self.sip.get(Var.TRACKED):
+            return
+        self.sip.set(Var.TRACKED, "1")
+        if rec.get("max_secs"):
+            # the dialog's lifetime, counted from the answer (timeout_avp in kamailio.cfg);
+            # when it runs out the dialog module sends BYE both ways (send_bye)
+            self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
+        self.sip.manage_dialog()
+        self.sip.set(Var.RECORD, records.encode(rec))
+        self.sip.record_route()
+
+    def to_media_server(self, server, user: str, headers: list[str], failure_route: str) -> None:
+        """Relay to a media server; its headers go on its branch only (see media_branch)."""
+        self.sip.set(Var.MEDIA_HEADERS, "\n".join(headers))
+        self.sip.relay(f"sip:{user}@{server.host}:{server.port};transport={server.transport}", failure_route,
+                       Timers(120000, self.settings.trunk_timeout_ms), branch_route=Route.BRANCH_MEDIA)
+
+    def to_receptionist(self, co: str, did: str | None, server) -> None:
+        """The company's Virtual Receptionist answers; its 3xx comes back to Route.FAILURE_RECEPTIONIST."""
+        if server is None:
+            self.sip.log("err", f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
+            self.sip.reply(routing.NO_RECEPTIONIST)
+            return
+        self.sip.set(Var.COMPANY, co)
+        self.sip.set(Var.DID, did or "")
+        self.to_media_server(server, did or "receptionist", routing.media_headers(co, did), Route.FAILURE_RECEPTIONIST)
+
+    def remember_receptionist(self, co: str, did: str | None, server) -> None:
+        """Where an extension's unanswered call goes next (Route.FAILURE_EXTENSION)."""
+        self.sip.set(Var.FALLBACK, routing.encode_peers([server]))
+        self.sip.set(Var.COMPANY, co)
+        self.sip.set(Var.DID, did or "")
+
+    def media_branch(self) -> None:
+        headers = self.sip.get(Var.MEDIA_HEADERS)
+        if headers:
+            self.sip.append_headers(headers.split("\n"))
+
+    def leave_media(self) -> None:
+        """The call moves on from a media server: later branches get none of its headers."""
+        self.sip.unset(Var.MEDIA_HEADERS)
+
+    # -- dialog events ---------------------------------------------------------------------
+    def dialog_event(self, event: str, prepaid) -> None:
+        """dialog:start (answered), dialog:end, dialog:failed of a tracked call; prepaid: PrepaidCalls."""
+        rec = records.decode(self.sip.get(Var.RECORD))
+        if rec is None:
+            return
+        if event == "dialog:start":
+            self.sip.set(Var.ANSWER_MS, str(now_ms()))
+            if rec.get("prepaid"):
+                prepaid.answered(rec)
+        elif event in ("dialog:end", "dialog:failed"):
+            answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)
+            final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(), failed=event == "dialog:failed")
+            if rec.get("prepaid"):
+                prepaid.ended(rec, secs, final)
+            else:
+                self.conn.call(self.ledger().record, rec["company"], final)

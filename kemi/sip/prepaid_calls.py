@@ -1,0 +1,81 @@
+"""Calls paid from the company's Prepaid Account: rating, reservation, the balance
+announcement, and the renewal and settlement of the reservation.
+
+The money itself moves only in the ledger's Redis Functions (kemi.store.prepaid);
+here a call is rated, its longest affordable duration reserved before it rings, and
+the reservation settled when its dialog ends.
+"""
+
+from __future__ import annotations
+
+from kemi import routing
+from kemi.model import Company, MediaServer
+from kemi.numbering import Decision
+from kemi.settings import Settings
+from kemi.sip.calls import Calls, Ledgers
+from kemi.sip.shell import Route, Sip, Var
+from kemi.sip.trunks import Trunks
+from kemi.store import Connection
+from kemi.store.prepaid import PrepaidError, Reservation
+
+
+class PrepaidCalls:
+    def __init__(self, sip: Sip, conn: Connection, settings: Settings, ledger: Ledgers, calls: Calls,
+                 trunks: Trunks):
+        self.sip = sip
+        self.conn = conn
+        self.ledger = ledger
+        self.settings = settings
+        self.calls = calls
+        self.trunks = trunks
+
+    def reserve(self, company: Company, decision: Decision, rec: dict) -> Reservation | None:
+        """Hold the price of the longest call the account pays for; None when refused (and answered)."""
+        target = decision.e164 or decision.dialled
+        ledger = self.ledger()
+        rate = self.conn.call(ledger.rate_for, routing.rating_number(decision))
+        try:
+            if rate is None:
+                # "not activated" is the answer that tells the caller what to do, so it comes first
+                active = self.conn.call(ledger.status, company.id).active
+                raise PrepaidError("NO_RATE" if active else "NOT_ACTIVE", f"no rate for {target}")
+            cap = self.settings.prepaid_max_call_s
+            ttl = (self.settings.prepaid_setup_s + cap + self.settings.prepaid_ttl_margin_s) * 1000
+            held = self.conn.call(ledger.reserve, company.id, rec["call_id"], rate, cap_secs=cap, ttl_ms=ttl,
+                                  ext=rec["extension"], to=target)
+        except PrepaidError as exc:
+            self.sip.log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
+            self.calls.refuse(routing.prepaid_refusal(exc.code), rec)
+            return None
+        rec.update(prepaid=True, max_secs=held.max_secs)
+        return held
+
+    def announce(self, company: Company, held: Reservation, media: tuple[MediaServer, ...]) -> bool:
+        """The caller hears the balance first; the trunks are dialled when the announcement ends
+        (announcement_done). False when no announcement server is provisioned."""
+        announcer = next((m for m in media if m.role == "announcement"), None)
+        if announcer is None:
+            return False
+        headers = routing.media_headers(company.id, None) + routing.balance_headers(held.available_before,
+                                                                                    held.currency)
+        self.calls.to_media_server(announcer, "announce", headers, Route.FAILURE_ANNOUNCEMENT)
+        return True
+
+    def announcement_done(self) -> None:
+        """Failure route of the announcement branch (it ends the branch with X-Announcement: done)."""
+        if self.sip.reply_header("X-Announcement") != "done":
+            self.sip.log("warn", f"announcement server answered {self.sip.status_code()} for call-id "
+                                 f"{self.sip.call_id}: connecting without the balance announcement")
+        self.calls.leave_media()
+        self.trunks.relay_next()
+
+    # -- the dialog of a prepaid call ----------------------------------------------------------
+    def answered(self, rec: dict) -> None:
+        """Keep the reservation alive for the whole answered call (its maximum duration + margin)."""
+        ttl = (rec["max_secs"] + self.settings.prepaid_ttl_margin_s) * 1000
+        self.conn.call(self.ledger().renew, rec["company"], rec["call_id"], ttl)
+
+    def ended(self, rec: dict, secs: int, final: dict) -> None:
+        done = self.conn.call(self.ledger().settle, rec["company"], rec["call_id"], secs, final)
+        self.sip.log("info", f"prepaid call {rec['call_id']} of {rec['company']}: {secs}s, charged {done.cost}, "
+                             f"balance {done.balance}")

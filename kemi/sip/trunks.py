@@ -1,0 +1,54 @@
+"""Carrier trunks: send a call to them in priority order, and fail over to the next one.
+
+Outbound, prepaid and emergency calls all leave through here. The trunks still to
+try travel with the transaction (Var.TRUNKS_LEFT), so failover works in whichever
+process the failure route runs.
+"""
+
+from __future__ import annotations
+
+from kemi import routing
+from kemi.model import Trunk
+from kemi.settings import Settings
+from kemi.sip.shell import Route, Sip, Timers, Var
+
+
+class Trunks:
+    def __init__(self, sip: Sip, settings: Settings):
+        self.sip = sip
+        self.settings = settings
+
+    def dial(self, user: str, trunks: list[Trunk], headers: list[str]) -> bool:
+        """Add the proxy's headers and dial user on the first trunk; False when there is none
+        (the caller has been answered)."""
+        if not trunks:
+            self.sip.log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
+            self.sip.reply(routing.NO_TRUNK)
+            return False
+        self.sip.append_headers(headers)  # the phone's own claims were stripped when the request came in
+        self.sip.set(Var.DIAL_USER, user)
+        self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(trunks))
+        return True
+
+    def relay_next(self) -> None:
+        """Relay to the first trunk left, arming failover to the rest."""
+        left = routing.decode_peers(self.sip.get(Var.TRUNKS_LEFT))
+        trunk, rest = left[0], left[1:]
+        self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(rest))
+        user = self.sip.get(Var.DIAL_USER)
+        self.sip.relay(f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}", Route.FAILURE_TRUNK,
+                       Timers(120000, self.settings.trunk_timeout_ms))
+
+    def failed(self) -> None:
+        """Failure route of a trunk branch: the next trunk, or the caller gets the answer."""
+        code = self.sip.status_code()
+        rest = routing.decode_peers(self.sip.get(Var.TRUNKS_LEFT))
+        # a 408 after ringing is the callee not answering, not the trunk failing
+        if not routing.trunk_failed(code, replied=self.sip.branch_replied()):
+            return
+        if rest:
+            self.sip.log("warn", f"trunk answered {code} for call-id {self.sip.call_id}: trying {rest[0].uri}")
+            self.relay_next()
+        elif code == 503:
+            # RFC 3261 16.7: a proxy does not pass a 503 on (it would say the proxy itself is down)
+            self.sip.reply_in_failure(routing.TRUNKS_UNAVAILABLE)

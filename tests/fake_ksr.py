@@ -1,0 +1,316 @@
+"""A pure-Python stand-in for Kamailio's KSR module, for unit tests of the SIP roles.
+
+In the manner of Sipwise's KSR mock for lua-ngcp-kamailio: it holds one request (its
+pseudo-variables and headers) and records what the script did with it: the R-URI and
+the functions it armed, the reply it sent, the headers it added or removed, the
+variables it set, the relays it made. Functions whose result depends on Kamailio's
+state (registrar lookup, digest check, tm status) answer what the test configures.
+
+Only the KSR functions kemi.sip.shell calls exist here: a call to anything else is an
+AttributeError, so a new KSR use in the shell needs a deliberate addition here too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Relay:
+    """One t_relay() and the state it was made with."""
+
+    ruri: str
+    failure_route: str | None
+    branch_route: str | None
+    timers: tuple[int, int] | None
+    headers: list[str]
+
+
+class _Module:
+    def __init__(self, ksr: "FakeKSR"):
+        self.ksr = ksr
+
+
+class _PV(_Module):
+    _HDR = re.compile(r"\$hdr\(([^)]+)\)")
+    _T_RPL = re.compile(r"\$T_rpl\(\$hdr\(([^)]+)\)\)")
+
+    def get(self, name: str):
+        ksr = self.ksr
+        if name in ksr.vars:
+            return ksr.vars[name]
+        match = self._T_RPL.fullmatch(name)
+        if match:
+            return ksr.failure_reply_headers.get(match.group(1))
+        match = self._HDR.fullmatch(name)
+        if match:
+            return ksr.hdr.get(match.group(1))
+        return ksr.request.get(name)
+
+    def sets(self, name: str, value: str) -> None:
+        assert isinstance(value, str), f"sets({name!r}) with {type(value).__name__}"
+        self._set(name, value)
+
+    def seti(self, name: str, value: int) -> None:
+        assert isinstance(value, int), f"seti({name!r}) with {type(value).__name__}"
+        self._set(name, value)
+
+    def _set(self, name: str, value) -> None:
+        if name == "$ru":
+            self.ksr.request["$ru"] = value
+            match = re.match(r"sips?:(?:([^@;>]+)@)?", value)
+            self.ksr.request["$rU"] = match.group(1) if match else None
+            return
+        self.ksr.vars[name] = value
+
+    def unset(self, name: str) -> None:
+        self.ksr.vars.pop(name, None)
+
+
+class _Hdr(_Module):
+    def get(self, name: str):
+        for header, value in self.ksr.headers:
+            if header.lower() == name.lower():
+                return value
+        return None
+
+    def append(self, text: str) -> int:
+        assert text.endswith("\r\n"), f"header without CRLF: {text!r}"
+        self.ksr.added_headers.append(text[:-2])
+        return 1
+
+    def remove(self, name: str) -> int:
+        self.ksr.removed_headers.append(name)
+        return 1
+
+    def append_to_reply(self, text: str) -> int:
+        assert text.endswith("\r\n"), f"header without CRLF: {text!r}"
+        self.ksr.reply_headers.append(text[:-2])
+        return 1
+
+
+class _SL(_Module):
+    def send_reply(self, code: int, reason: str) -> int:
+        self.ksr._answer(code, reason)
+        return 1
+
+    def sl_reply_error(self) -> int:
+        self.ksr._answer(500, "Server Internal Error (from the module)")
+        return 1
+
+
+class _TM(_Module):
+    def t_on_failure(self, name: str) -> None:
+        self.ksr.armed["failure"] = name
+
+    def t_on_branch(self, name: str) -> None:
+        self.ksr.armed["branch"] = name
+
+    def t_set_fr(self, ring_ms: int, silent_ms: int) -> int:
+        self.ksr.armed["timers"] = (ring_ms, silent_ms)
+        return 1
+
+    def t_relay(self) -> int:
+        ksr = self.ksr
+        if ksr.relay_result < 0:
+            return ksr.relay_result
+        ksr.relays.append(Relay(ksr.request.get("$ru"), ksr.armed.get("failure"), ksr.armed.get("branch"),
+                                ksr.armed.get("timers"), list(ksr.added_headers)))
+        return 1
+
+    def t_reply(self, code: int, reason: str) -> int:
+        self.ksr._answer(code, reason)
+        return 1
+
+    def t_get_status_code(self) -> int:
+        return self.ksr.failure_code
+
+    def t_branch_replied(self) -> int:
+        return 1 if self.ksr.branch_replied else -1
+
+    def t_is_canceled(self) -> int:
+        return 1 if self.ksr.canceled else -1
+
+    def t_check_trans(self) -> int:
+        return self.ksr.transaction
+
+    def t_precheck_trans(self) -> int:
+        return -1
+
+
+class _Auth(_Module):
+    def has_credentials(self, realm: str) -> int:
+        return 1 if self.ksr.credentials_realm == realm else -1
+
+    def auth_challenge(self, realm: str, flags: int) -> int:
+        self.ksr.challenges.append((realm, flags))
+        self.ksr._answer(407 if self.ksr.request.get("$rm") != "REGISTER" else 401, "Unauthorized")
+        return 1
+
+    def pv_auth_check(self, realm: str, ha1: str, flags: int, checks: int) -> int:
+        ksr = self.ksr
+        ksr.digest_checks.append((realm, ha1, flags, checks))
+        if ksr.auth_result is not None:
+            return ksr.auth_result
+        return 1 if ksr.good_ha1 == ha1 else -2
+
+    def consume_credentials(self) -> int:
+        self.ksr.consumed = True
+        return 1
+
+
+class _Registrar(_Module):
+    def save(self, table: str, flags: int) -> int:
+        self.ksr.saved.append((table, self.ksr.request.get("$ru") or self.ksr.request.get("$tu")))
+        return self.ksr.save_result
+
+    def lookup(self, table: str) -> int:
+        aor = self.ksr.request.get("$ru")
+        self.ksr.lookups.append(aor)
+        return self.ksr.registered.get(aor, -1)
+
+
+class _Htable(_Module):
+    def sht_sets(self, table: str, key: str, value: str) -> int:
+        self.ksr.htables.setdefault(table, {})[key] = value
+        return 1
+
+    def sht_get(self, table: str, key: str):
+        return self.ksr.htables.get(table, {}).get(key)
+
+
+class _Dialog(_Module):
+    def dlg_manage(self) -> int:
+        self.ksr.dialog_managed += 1
+        return 1
+
+
+class _RR(_Module):
+    def record_route(self) -> int:
+        self.ksr.record_routed += 1
+        return 1
+
+    def loose_route(self) -> int:
+        return self.ksr.loose_route_result
+
+
+class FakeKSR:
+    """One request through the script. Configure what Kamailio would answer, then read what was done."""
+
+    def __init__(self, method: str = "INVITE", ruri: str = "sip:2002@acme.test", *, src: str = "127.0.0.10",
+                 sport: int = 5060, from_uri: str = "sip:2001@acme.test", to_uri: str | None = None,
+                 call_id: str = "call-1", auth_user: str | None = None, headers: list[tuple[str, str]] = (),
+                 local: tuple[str, int] = ("127.0.0.1", 5060)):
+        to_uri = to_uri or from_uri if method == "REGISTER" else (to_uri or ruri)
+        self.request: dict[str, object] = {
+            "$rm": method, "$ru": ruri, "$rU": _user(ruri), "$si": src, "$sp": sport, "$ci": call_id,
+            "$fu": from_uri, "$fU": _user(from_uri), "$fd": _host(from_uri),
+            "$tu": to_uri, "$tU": _user(to_uri), "$td": _host(to_uri), "$au": auth_user,
+            "$Ri": local[0], "$Rp": local[1],
+        }
+        self.headers = list(headers)
+        # what Kamailio would answer
+        self.credentials_realm: str | None = None  # the realm of the request's credentials
+        self.good_ha1: str | None = None            # pv_auth_check succeeds with this HA1
+        self.auth_result: int | None = None         # or always returns this
+        self.registered: dict[str, int] = {}        # AOR -> lookup() result (absent: -1)
+        self.save_result = 1
+        self.relay_result = 1
+        self.failure_code = 0
+        self.failure_reply_headers: dict[str, str] = {}
+        self.branch_replied = False
+        self.canceled = False
+        self.transaction = -1                       # t_check_trans()
+        self.loose_route_result = -1
+        self.in_dialog = False                      # has_totag()
+        self.sane = True
+        self.hops = True
+        # what the script did
+        self.vars: dict[str, object] = {}
+        self.added_headers: list[str] = []
+        self.removed_headers: list[str] = []
+        self.reply_headers: list[str] = []
+        self.replies: list[tuple[int, str]] = []
+        self.relays: list[Relay] = []
+        self.armed: dict[str, object] = {}
+        self.challenges: list[tuple[str, int]] = []
+        self.digest_checks: list[tuple] = []
+        self.consumed = False
+        self.saved: list[tuple] = []
+        self.lookups: list[str] = []
+        self.htables: dict[str, dict[str, str]] = {}
+        self.dialog_managed = 0
+        self.record_routed = 0
+        self.logs: list[tuple[str, str]] = []
+        # the modules
+        self.pv, self.hdr, self.sl, self.tm = _PV(self), _Hdr(self), _SL(self), _TM(self)
+        self.auth, self.registrar, self.htable = _Auth(self), _Registrar(self), _Htable(self)
+        self.dialog, self.rr = _Dialog(self), _RR(self)
+        self.tmx = _TM(self)
+        self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
+        self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
+        self.maxfwd = _Simple(process_maxfwd=lambda limit: 1 if self.hops else -1)
+
+    # -- request kind -------------------------------------------------------------------------
+    def is_ACK(self) -> bool:
+        return self.request["$rm"] == "ACK"
+
+    def is_CANCEL(self) -> bool:
+        return self.request["$rm"] == "CANCEL"
+
+    # -- logging ------------------------------------------------------------------------------
+    def _log(self, level: str, text: str) -> None:
+        assert text.endswith("\n")
+        self.logs.append((level, text[:-1]))
+
+    def info(self, text: str) -> None:
+        self._log("info", text)
+
+    def notice(self, text: str) -> None:
+        self._log("notice", text)
+
+    def warn(self, text: str) -> None:
+        self._log("warn", text)
+
+    def err(self, text: str) -> None:
+        self._log("err", text)
+
+    def crit(self, text: str) -> None:
+        self._log("crit", text)
+
+    def dbg(self, text: str) -> None:
+        self._log("dbg", text)
+
+    def _answer(self, code: int, reason: str) -> None:
+        self.replies.append((code, reason))
+
+    # -- reading what happened -----------------------------------------------------------------
+    @property
+    def reply(self) -> tuple[int, str] | None:
+        """The one answer sent (an AssertionError if there were several)."""
+        assert len(self.replies) <= 1, f"several answers: {self.replies}"
+        return self.replies[0] if self.replies else None
+
+    @property
+    def relay(self) -> Relay | None:
+        assert len(self.relays) <= 1, f"several relays: {self.relays}"
+        return self.relays[0] if self.relays else None
+
+    def logged(self, level: str) -> list[str]:
+        return [text for lvl, text in self.logs if lvl == level]
+
+
+class _Simple:
+    def __init__(self, **functions):
+        self.__dict__.update(functions)
+
+
+def _user(uri: str | None) -> str | None:
+    match = re.match(r"<?sips?:([^@;>]+)@", uri or "")
+    return match.group(1) if match else None
+
+
+def _host(uri: str | None) -> str | None:
+    match = re.match(r"<?sips?:(?:[^@;>]+@)?([^;>:]+)", uri or "")
+    return match.group(1) if match else None

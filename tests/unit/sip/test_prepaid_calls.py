@@ -1,0 +1,94 @@
+"""prepaid_calls: rating, reservation, announcement, renewal and settlement (fake KSR)."""
+
+from kemi import money, records
+from kemi.sip.shell import Route, Var
+from tests.fake_ksr import FakeKSR
+from tests.unit.sip.conftest import World
+
+GERMAN_MOBILE = "004915112345678"
+
+
+def funded(world: World, balance: int = 500) -> World:
+    world.ledger.rates["+4915"] = money.Rate("+4915", 60)  # 60 cents a minute: 1 cent a second
+    world.ledger.balance = balance
+    return world
+
+
+def test_prepaid_call_reserves_then_plays_the_balance_before_the_trunk(world: World):
+    ksr = funded(world).request(world.phone_invite(GERMAN_MOBILE))
+    relay = ksr.relay
+    assert relay.ruri == "sip:announce@127.0.0.7:5060;transport=udp"
+    assert relay.failure_route == Route.FAILURE_ANNOUNCEMENT and relay.branch_route == Route.BRANCH_MEDIA
+    assert ksr.vars[Var.MEDIA_HEADERS].split("\n") == ["X-Company: acme", "X-Balance: 500", "X-Currency: EUR"]
+    assert ksr.vars[Var.TRUNKS_LEFT] == "udp:127.0.0.2:5060,udp:127.0.0.4:5060"
+    assert ksr.vars[Var.DLG_TIMEOUT] == 480  # 500 cents buy 8 whole minutes
+    rec = records.decode(ksr.vars[Var.RECORD])
+    assert rec["prepaid"] and rec["max_secs"] == 480
+    assert world.ledger.reservations == {"call-1": 480}
+
+
+def test_without_an_announcement_server_the_prepaid_call_goes_straight_to_the_trunk(world: World):
+    world.directory.media = ()
+    ksr = funded(world).request(world.phone_invite(GERMAN_MOBILE))
+    assert ksr.relay.ruri == "sip:+4915112345678@127.0.0.2:5060;transport=udp"
+
+
+def test_not_activated_no_rate_and_no_funds_have_their_own_answers(world: World):
+    world.ledger.active = False
+    assert world.request(world.phone_invite(GERMAN_MOBILE)).reply == (403, "Prepaid Account Not Activated")
+    world.ledger.active = True
+    assert world.request(world.phone_invite(GERMAN_MOBILE)).reply == (403, "No Rate For Destination")
+    funded(world, balance=0)
+    ksr = world.request(world.phone_invite(GERMAN_MOBILE))
+    assert ksr.reply == (402, "Insufficient Prepaid Balance") and ksr.relays == []
+    assert world.ledger.reservations == {}
+    assert [r["disposition"] for r in world.ledger.records] == ["refused-403", "refused-403", "refused-402"]
+
+
+def test_announcement_done_dials_the_trunks_without_the_media_headers(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "udp:127.0.0.2:5060,udp:127.0.0.4:5060", Var.DIAL_USER: "+4915112345678",
+                     Var.MEDIA_HEADERS: "X-Balance: 500"})
+    ksr.failure_code, ksr.failure_reply_headers = 487, {"X-Announcement": "done"}
+    world.router(ksr).ksr_failure_announcement(None)
+    assert ksr.relay.ruri == "sip:+4915112345678@127.0.0.2:5060;transport=udp"
+    assert Var.MEDIA_HEADERS not in ksr.vars and ksr.vars[Var.TRUNKS_LEFT] == "udp:127.0.0.4:5060"
+    assert ksr.logged("warn") == []
+
+
+def test_a_failed_announcement_still_connects_and_says_so(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "udp:127.0.0.2:5060", Var.DIAL_USER: "+4915112345678"})
+    ksr.failure_code = 503
+    world.router(ksr).ksr_failure_announcement(None)
+    assert ksr.relay is not None and "without the balance announcement" in ksr.logged("warn")[0]
+
+
+def dialog_event(world: World, event: str, rec: dict, answer_ms: str | None = None) -> FakeKSR:
+    ksr = FakeKSR("BYE")
+    ksr.vars[Var.RECORD] = records.encode(rec)
+    if answer_ms:
+        ksr.vars[Var.ANSWER_MS] = answer_ms
+    world.router(ksr).ksr_dialog_event(None, event)
+    return ksr
+
+
+def test_answer_renews_the_reservation_for_the_whole_call_and_the_end_settles_it(world: World):
+    rec = records.start(company="acme", extension="2001", caller="+33142685301", to="+4915112345678",
+                        category="international", billing="prepaid", direction="outbound", call_id="c-9",
+                        setup_ms=1, prepaid=True, max_secs=480)
+    world.ledger.reservations["c-9"] = 480
+    ksr = dialog_event(world, "dialog:start", rec)
+    assert world.ledger.renewed == [("c-9", (480 + world.settings.prepaid_ttl_margin_s) * 1000)]
+    answered_1_5_s_ago = str(int(ksr.vars[Var.ANSWER_MS]) - 1500)
+    dialog_event(world, "dialog:end", rec, answer_ms=answered_1_5_s_ago)
+    assert world.ledger.settled == [("c-9", 2)] and world.ledger.reservations == {}  # seconds round up
+    assert world.ledger.records[0]["disposition"] == "answered"
+
+
+def test_a_failed_dialog_settles_nothing_answered(world: World):
+    rec = records.start(company="acme", extension="2001", caller=None, to="+4915112345678", category="x",
+                        billing="prepaid", direction="outbound", call_id="c-10", setup_ms=1, prepaid=True,
+                        max_secs=60)
+    dialog_event(world, "dialog:failed", rec)
+    assert world.ledger.settled == [("c-10", 0)] and world.ledger.records[0]["disposition"] == "unanswered"
