@@ -48,3 +48,10 @@ def auth_failure(rc: int) -> tuple[str, Reply | None]:
     if rc in (-5, -6):
         return "challenge", None
     return "reply", FORBIDDEN
+
+# In-dialog requests (kemi.sip.in_dialog): only the two parties of a dialog this proxy set up,
+# and only towards each other.
+NO_SUCH_DIALOG = Reply(481, "Call/Transaction Does Not Exist")
+NOT_A_PARTY = Reply(403, "Not A Party To This Dialog")
+DIALOG_NOT_ANSWERED = Reply(403, "Dialog Not Answered Yet")
+NOT_THE_DIALOG_TARGET = Reply(403, "Request-URI Is Not The Dialog Target")

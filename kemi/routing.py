@@ -7,10 +7,11 @@ company, the extension and the trunks, and carries out the answer.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from kemi.model import IPV4_RE, TRANSPORTS, Company, Extension, Trunk
 from kemi.numbering import Decision
-from kemi.replies import Reply
+from kemi.replies import DIALOG_NOT_ANSWERED, NOT_A_PARTY, NOT_THE_DIALOG_TARGET, Reply
 
 ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
 PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
@@ -168,3 +169,62 @@ def external_caller(user: str | None) -> str | None:
     if user and re.fullmatch(r"\+?[0-9]{3,15}", user):
         return user
     return None
+
+
+# -- in-dialog requests ---------------------------------------------------------------------------
+_URI_PARTS = re.compile(r"(sips?):(?:([^@;>?]*)@)?([^;>?:]+)(?::([0-9]+))?([^>?]*)", re.IGNORECASE)
+
+
+def uri_key(uri: str | None) -> tuple | None:
+    """What identifies a SIP URI as a target: scheme, user, host, port, transport (None if unparsable)."""
+    if not uri:
+        return None
+    inner = uri[uri.index("<") + 1:] if "<" in uri else uri
+    match = _URI_PARTS.match(inner.strip())
+    if not match:
+        return None
+    scheme, user, host, port, params = match.groups()
+    transport = re.search(r";transport=([a-z]+)", params or "", re.IGNORECASE)
+    return (scheme.lower(), user or "", host.lower(), int(port) if port else None,
+            transport.group(1).lower() if transport else "udp")
+
+
+def same_peer(expected: str, source: str) -> bool:
+    """Whether a request's source (transport:ip:port) is the party recorded at set-up. A party on
+    a connection-oriented transport may reconnect from another port; on UDP the port must match."""
+    want, got = expected.split(":"), source.split(":")
+    if len(want) != 3 or len(got) != 3 or want[0] != got[0] or want[1] != got[1]:
+        return False
+    return want[0] != "udp" or want[2] == got[2]
+
+
+def peer_uri(address: str) -> str:
+    """transport:ip:port -> the SIP URI that sends there."""
+    transport, ip, port = address.split(":")
+    return f"sip:{ip}:{port};transport={transport}"
+
+
+@dataclass(frozen=True)
+class DialogParties:
+    """What the proxy recorded about a dialog it set up."""
+
+    caller_tag: str               # the From tag of the initial INVITE
+    caller: str | None            # transport:ip:port the INVITE came from
+    callee: str | None            # transport:ip:port the answer came from (None before the answer)
+    caller_target: str | None     # the caller's Contact: where requests to the caller go
+    callee_target: str | None     # the callee's Contact
+
+
+def in_dialog_verdict(parties: DialogParties, from_tag: str, source: str, ruri: str) -> tuple[Reply | None, str | None]:
+    """(refusal, None) or (None, where to send): a request inside a dialog may come only from one of
+    its two parties, only name the other party's Contact, and it goes only to where that party is."""
+    downstream = from_tag == parties.caller_tag
+    party, other = (parties.caller, parties.callee) if downstream else (parties.callee, parties.caller)
+    target = parties.callee_target if downstream else parties.caller_target
+    if party is None or not same_peer(party, source):
+        return NOT_A_PARTY, None
+    if other is None or not target:
+        return DIALOG_NOT_ANSWERED, None
+    if uri_key(ruri) is None or uri_key(ruri) != uri_key(target):
+        return NOT_THE_DIALOG_TARGET, None
+    return None, peer_uri(other)

@@ -35,6 +35,7 @@ class _Module:
 class _PV(_Module):
     _HDR = re.compile(r"\$hdr\(([^)]+)\)")
     _T_RPL = re.compile(r"\$T_rpl\(\$hdr\(([^)]+)\)\)")
+    _DLG = re.compile(r"\$dlg\(([a-z_]+)\)")
 
     def get(self, name: str):
         ksr = self.ksr
@@ -43,6 +44,10 @@ class _PV(_Module):
         match = self._T_RPL.fullmatch(name)
         if match:
             return ksr.failure_reply_headers.get(match.group(1))
+        match = self._DLG.fullmatch(name)
+        if match:
+            current = ksr.current_dialog
+            return None if current is None else current.get(match.group(1))
         match = self._HDR.fullmatch(name)
         if match:
             return ksr.hdr.get(match.group(1))
@@ -185,6 +190,19 @@ class _Dialog(_Module):
         self.ksr.dialog_managed += 1
         return 1
 
+    def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
+        """Finds ksr.known_dialog when Call-ID and both tags match, in either direction."""
+        known = self.ksr.known_dialog
+        if known is None or call_id != known["callid"] or \
+                {from_tag, to_tag} != {known["from_tag"], known["to_tag"]}:
+            return -1
+        self.ksr.current_dialog = known
+        return 1
+
+    def dlg_bye(self, side: str) -> int:
+        self.ksr.dialog_byes.append(side)
+        return 1
+
 
 class _RR(_Module):
     def record_route(self) -> int:
@@ -201,13 +219,14 @@ class FakeKSR:
     def __init__(self, method: str = "INVITE", ruri: str = "sip:2002@acme.test", *, src: str = "127.0.0.10",
                  sport: int = 5060, from_uri: str = "sip:2001@acme.test", to_uri: str | None = None,
                  call_id: str = "call-1", auth_user: str | None = None, headers: list[tuple[str, str]] = (),
-                 local: tuple[str, int] = ("127.0.0.1", 5060)):
+                 local: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
+                 from_tag: str | None = "ftag-1", to_tag: str | None = None):
         to_uri = to_uri or from_uri if method == "REGISTER" else (to_uri or ruri)
         self.request: dict[str, object] = {
             "$rm": method, "$ru": ruri, "$rU": _user(ruri), "$si": src, "$sp": sport, "$ci": call_id,
             "$fu": from_uri, "$fU": _user(from_uri), "$fd": _host(from_uri),
             "$tu": to_uri, "$tU": _user(to_uri), "$td": _host(to_uri), "$au": auth_user,
-            "$Ri": local[0], "$Rp": local[1],
+            "$Ri": local[0], "$Rp": local[1], "$pr": transport, "$ft": from_tag, "$tt": to_tag,
         }
         self.headers = list(headers)
         # what Kamailio would answer
@@ -223,7 +242,7 @@ class FakeKSR:
         self.canceled = False
         self.transaction = -1                       # t_check_trans()
         self.loose_route_result = -1
-        self.in_dialog = False                      # has_totag()
+        self.in_dialog = to_tag is not None         # has_totag()
         self.sane = True
         self.hops = True
         # what the script did
@@ -241,6 +260,9 @@ class FakeKSR:
         self.lookups: list[str] = []
         self.htables: dict[str, dict[str, str]] = {}
         self.dialog_managed = 0
+        self.known_dialog: dict | None = None    # the dialog dlg_get() finds ($dlg(...) fields)
+        self.current_dialog: dict | None = None
+        self.dialog_byes: list[str] = []
         self.record_routed = 0
         self.logs: list[tuple[str, str]] = []
         # the modules

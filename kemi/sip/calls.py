@@ -47,17 +47,20 @@ class Calls:
         except Exception as exc:
             self.sip.log("err", f"record of refused call-id {rec['call_id']} not written: {type(exc).__name__}: {exc}")
 
-    def track(self, rec: dict) -> None:
-        """Follow the call with a dialog (its record, its maximum duration) and stay in its path."""
+    def track(self, rec: dict | None) -> None:
+        """Follow the call with a dialog (its parties, its record, its maximum duration) and stay in
+        its path. rec None: a call without a company to record it for (an unverified emergency call)."""
         if self.sip.get(Var.TRACKED):
             return
         self.sip.set(Var.TRACKED, "1")
-        if rec.get("max_secs"):
+        if rec and rec.get("max_secs"):
             # the dialog's lifetime, counted from the answer (timeout_avp in kamailio.cfg);
             # when it runs out the dialog module sends BYE both ways (send_bye)
             self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
         self.sip.manage_dialog()
-        self.sip.set(Var.RECORD, records.encode(rec))
+        self.sip.set(Var.CALLER, self.sip.source_address())  # who may speak for the caller later
+        if rec is not None:
+            self.sip.set(Var.RECORD, records.encode(rec))
         self.sip.record_route()
 
     def to_media_server(self, server, user: str, headers: list[str], failure_route: str) -> None:
@@ -94,13 +97,16 @@ class Calls:
     # -- dialog events ---------------------------------------------------------------------
     def dialog_event(self, event: str, prepaid) -> None:
         """dialog:start (answered), dialog:end, dialog:failed of a tracked call; prepaid: PrepaidCalls."""
+        if event == "dialog:start":
+            # the event runs on the answer: its source is where the callee really is
+            self.sip.set(Var.CALLEE, self.sip.source_address())
         rec = records.decode(self.sip.get(Var.RECORD))
         if rec is None:
             return
         if event == "dialog:start":
             self.sip.set(Var.ANSWER_MS, str(now_ms()))
-            if rec.get("prepaid"):
-                prepaid.answered(rec)
+            if rec.get("prepaid") and not prepaid.answered(rec):
+                self.sip.end_dialog()
         elif event in ("dialog:end", "dialog:failed"):
             answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)
             final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(), failed=event == "dialog:failed")

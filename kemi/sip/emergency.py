@@ -84,6 +84,6 @@ class Emergency:
         if company_id:
             self.calls.track(self.calls.record(company_id, user, callback, code, "emergency", "included", "outbound"))
         else:
-            sip.record_route()  # an unverified caller has no company to record the call for
+            self.calls.track(None)  # an unverified caller has no company to record the call for
         if self.trunks.dial(code, trunks, headers + ([pai] if pai else [])):
             self.trunks.relay_next()

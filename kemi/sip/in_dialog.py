@@ -1,10 +1,17 @@
-"""Requests inside a dialog (BYE, re-INVITE, ACK, INFO, ...): they follow the Record-Route
-the proxy put in at set-up."""
+"""Requests inside a dialog (BYE, re-INVITE, ACK, INFO, ...).
+
+Only a dialog this proxy set up is served, only its two parties may send in it, a
+request may only name the other party's Contact, and it goes where that party really
+is, whatever Route the sender preloaded. The checks run before the dialog module sees
+the request: a refused BYE ends nothing and stops no billing.
+"""
 
 from __future__ import annotations
 
-from kemi import replies
-from kemi.sip.shell import Sip
+from kemi import replies, routing
+from kemi.sip.shell import Sip, Var
+
+DELETED = "5"  # $dlg(state) of a dialog that has ended
 
 
 class InDialog:
@@ -13,11 +20,31 @@ class InDialog:
 
     def route(self) -> None:
         sip = self.sip
-        sip.manage_dialog()  # BYE and re-INVITE reach the dialog (call records, max duration)
-        if sip.loose_route():
-            sip.relay()
+        if not sip.find_dialog() or sip.dialog("state") == DELETED:
+            if sip.is_ack():
+                sip.relay_ack_of_transaction()  # the ACK of a negative reply: tm's, hop by hop
+                return
+            self.refuse(replies.NO_SUCH_DIALOG, "no dialog of ours")
             return
-        if sip.is_ack() and sip.relay_ack_of_transaction():
+        parties = routing.DialogParties(
+            caller_tag=sip.dialog("from_tag") or "", caller=sip.get(Var.CALLER), callee=sip.get(Var.CALLEE),
+            caller_target=sip.dialog("from_contact"), callee_target=sip.dialog("to_contact"))
+        refused, next_hop = routing.in_dialog_verdict(parties, sip.pv("$ft") or "", sip.source_address(),
+                                                      sip.pv("$ru") or "")
+        if refused is not None:
+            self.refuse(refused, f"parties {parties.caller} / {parties.callee}")
             return
-        if not sip.is_ack():
-            sip.reply(replies.NOT_HERE)
+        sip.manage_dialog()  # now the dialog sees it: BYE ends it, re-INVITE refreshes it
+        if not sip.loose_route():  # every dialog of ours carries our Record-Route
+            self.refuse(replies.NOT_HERE, "not routed through this proxy")
+            return
+        sip.set_destination(next_hop)
+        sip.relay()
+
+    def refuse(self, answer, why: str) -> None:
+        sip = self.sip
+        ip, port = sip.source
+        sip.log("notice", f"in-dialog {sip.method} from {ip}:{port} to {sip.pv('$ru')} refused "
+                          f"({answer.code} {answer.reason}): {why}")
+        if not sip.is_ack():  # an ACK is never answered
+            sip.reply(answer)

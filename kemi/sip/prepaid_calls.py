@@ -8,6 +8,8 @@ the reservation settled when its dialog ends.
 
 from __future__ import annotations
 
+import uuid
+
 from kemi import routing
 from kemi.model import Company, MediaServer
 from kemi.numbering import Decision
@@ -41,13 +43,16 @@ class PrepaidCalls:
                 raise PrepaidError("NO_RATE" if active else "NOT_ACTIVE", f"no rate for {target}")
             cap = self.settings.prepaid_max_call_s
             ttl = (self.settings.prepaid_setup_s + cap + self.settings.prepaid_ttl_margin_s) * 1000
-            held = self.conn.call(ledger.reserve, company.id, rec["call_id"], rate, cap_secs=cap, ttl_ms=ttl,
+            # Money is keyed by an id the proxy mints for this call, never by the caller's
+            # Call-ID: a reused Call-ID is a new call with a new reservation.
+            key = uuid.uuid4().hex
+            held = self.conn.call(ledger.reserve, company.id, key, rate, cap_secs=cap, ttl_ms=ttl,
                                   ext=rec["extension"], to=target)
         except PrepaidError as exc:
             self.sip.log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
             self.calls.refuse(routing.prepaid_refusal(exc.code), rec)
             return None
-        rec.update(prepaid=True, max_secs=held.max_secs)
+        rec.update(prepaid=True, max_secs=held.max_secs, reservation=key)
         return held
 
     def announce(self, company: Company, held: Reservation, media: tuple[MediaServer, ...]) -> bool:
@@ -70,12 +75,19 @@ class PrepaidCalls:
         self.trunks.relay_next()
 
     # -- the dialog of a prepaid call ----------------------------------------------------------
-    def answered(self, rec: dict) -> None:
-        """Keep the reservation alive for the whole answered call (its maximum duration + margin)."""
+    def answered(self, rec: dict) -> bool:
+        """Keep the reservation alive for the whole answered call (its maximum duration + margin).
+
+        False when the reservation is gone (expired during a very long set-up): nobody pays
+        for this call, so the caller must cut it."""
         ttl = (rec["max_secs"] + self.settings.prepaid_ttl_margin_s) * 1000
-        self.conn.call(self.ledger().renew, rec["company"], rec["call_id"], ttl)
+        if self.conn.call(self.ledger().renew, rec["company"], rec["reservation"], ttl) is None:
+            self.sip.log("crit", f"prepaid call {rec['call_id']} of {rec['company']} answered after its reservation "
+                                 f"{rec['reservation']} expired: cutting it")
+            return False
+        return True
 
     def ended(self, rec: dict, secs: int, final: dict) -> None:
-        done = self.conn.call(self.ledger().settle, rec["company"], rec["call_id"], secs, final)
-        self.sip.log("info", f"prepaid call {rec['call_id']} of {rec['company']}: {secs}s, charged {done.cost}, "
-                             f"balance {done.balance}")
+        done = self.conn.call(self.ledger().settle, rec["company"], rec["reservation"], secs, final)
+        self.sip.log("info", f"prepaid call {rec['call_id']} (reservation {rec['reservation']}) of {rec['company']}: "
+                             f"{secs}s, charged {done.cost}, balance {done.balance}")

@@ -29,6 +29,8 @@ class Var:
     # dialog (live from set-up to the end of the call)
     RECORD = "$dlg_var(rec)"           # the call record (records.encode)
     ANSWER_MS = "$dlg_var(answer_ms)"  # when the call was answered
+    CALLER = "$dlg_var(caller)"        # transport:ip:port the INVITE came from (kemi.sip.in_dialog)
+    CALLEE = "$dlg_var(callee)"        # transport:ip:port the answer came from
 
 
 class Table:
@@ -73,6 +75,15 @@ class Sip:
     @property
     def source(self) -> tuple[str, int]:
         return self.pv("$si") or "", int(self.pv("$sp") or 0)
+
+    @property
+    def transport(self) -> str:
+        return (self.pv("$pr") or "udp").lower()
+
+    def source_address(self) -> str:
+        """transport:ip:port of what is being processed (a request, or a reply in a reply-side event)."""
+        ip, port = self.source
+        return f"{self.transport}:{ip}:{port}"
 
     @property
     def call_id(self) -> str:
@@ -238,6 +249,25 @@ class Sip:
     # -- dialogs -----------------------------------------------------------------------------
     def manage_dialog(self) -> None:
         self.k.dialog.dlg_manage()
+
+    def find_dialog(self) -> bool:
+        """Make the dialog this in-dialog request names (Call-ID, tags, either direction) the
+        current one, without letting the dialog module act on the request yet."""
+        ci, ft, tt = self.pv("$ci"), self.pv("$ft"), self.pv("$tt")
+        if not (ci and ft and tt):
+            return False
+        return self.k.dialog.dlg_get(ci, ft, tt) > 0
+
+    def dialog(self, field: str) -> str | None:
+        """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
+        return self.pv(f"$dlg({field})")
+
+    def set_destination(self, uri: str) -> None:
+        self.k.pv.sets("$du", uri)
+
+    def end_dialog(self) -> None:
+        """BYE to both parties of the current dialog, from the proxy."""
+        self.k.dialog.dlg_bye("all")
 
     def record_route(self) -> None:
         self.k.rr.record_route()

@@ -1,6 +1,6 @@
 """emergency: calls that go out whatever happens to Redis or the credentials (fake KSR)."""
 
-from kemi.sip.shell import Table
+from kemi.sip.shell import Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
 
@@ -59,4 +59,5 @@ def test_a_wrong_password_still_gets_through_without_a_verified_callback(world: 
     world.request(ksr)
     assert ksr.relay.ruri.startswith("sip:112@127.0.0.5")
     assert not any(h.startswith("X-Emergency-Callback") for h in ksr.relay.headers)
-    assert ksr.dialog_managed == 0 and ksr.record_routed == 1
+    assert ksr.dialog_managed == 1 and ksr.record_routed == 1  # its dialog is known, for its BYE
+    assert Var.RECORD not in ksr.vars and ksr.vars[Var.CALLER] == "udp:127.0.0.10:5060"  # no company record

@@ -6,21 +6,80 @@ from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
 
 
-def in_dialog(method: str, loose_route: bool, transaction: int = -1) -> FakeKSR:
-    ksr = FakeKSR(method, "sip:2002@127.0.0.30:5060")
-    ksr.in_dialog, ksr.loose_route_result, ksr.transaction = True, 1 if loose_route else -1, transaction
+CALLER, TRUNK = "udp:127.0.0.30:5071", "udp:127.0.0.2:5060"
+DIALOG = {"callid": "call-1", "from_tag": "caller-tag", "to_tag": "callee-tag", "state": "4",
+          "from_contact": "sip:2001@127.0.0.30:5071", "to_contact": "sip:+33145678901@127.0.0.2:5060"}
+
+
+def in_dialog(method="BYE", ruri="sip:+33145678901@127.0.0.2:5060", src=("127.0.0.30", 5071),
+              tags=("caller-tag", "callee-tag"), dialog=DIALOG, callee=TRUNK) -> FakeKSR:
+    ksr = FakeKSR(method, ruri, src=src[0], sport=src[1], from_tag=tags[0], to_tag=tags[1])
+    ksr.known_dialog = dict(dialog) if dialog else None
+    ksr.vars[Var.CALLER] = CALLER
+    if callee:
+        ksr.vars[Var.CALLEE] = callee
+    ksr.loose_route_result = 1
     return ksr
 
 
-def test_in_dialog_requests_follow_our_record_route(world: World):
-    ksr = world.request(in_dialog("BYE", True))
-    assert ksr.relay.ruri == "sip:2002@127.0.0.30:5060" and ksr.dialog_managed == 1
+def test_the_caller_may_hang_up_and_the_bye_goes_where_the_callee_answered_from(world: World):
+    ksr = world.request(in_dialog())
+    assert ksr.relay.ruri == "sip:+33145678901@127.0.0.2:5060" and ksr.dialog_managed == 1
+    assert ksr.vars["$du"] == "sip:127.0.0.2:5060;transport=udp"
 
 
-def test_in_dialog_requests_not_routed_by_us_get_404_and_acks_silence(world: World):
-    assert world.request(in_dialog("BYE", False)).reply == (404, "Not Here")
-    ack = world.request(in_dialog("ACK", False))
+def test_the_callee_may_hang_up_towards_the_callers_contact(world: World):
+    ksr = world.request(in_dialog(ruri="sip:2001@127.0.0.30:5071", src=("127.0.0.2", 5060),
+                                  tags=("callee-tag", "caller-tag")))
+    assert ksr.relay is not None and ksr.vars["$du"] == "sip:127.0.0.30:5071;transport=udp"
+
+
+def test_a_request_for_a_dialog_we_do_not_know_is_refused_and_nothing_is_sent(world: World):
+    for ksr in (in_dialog(dialog=None), in_dialog(tags=("caller-tag", "guessed")),
+                in_dialog(dialog={**DIALOG, "state": "5"})):
+        world.request(ksr)
+        assert ksr.reply == (481, "Call/Transaction Does Not Exist")
+        assert ksr.relays == [] and ksr.dialog_managed == 0
+
+
+def test_a_stranger_with_the_right_tags_is_not_a_party(world: World):
+    for src in (("127.0.0.99", 5071), ("127.0.0.30", 5099)):
+        ksr = world.request(in_dialog(src=src))
+        assert ksr.reply == (403, "Not A Party To This Dialog") and ksr.relays == [] and ksr.dialog_managed == 0
+
+
+def test_a_forged_request_uri_is_refused_before_the_dialog_sees_the_bye(world: World):
+    for ruri in ("sip:void@127.0.0.99:9", "sip:+33145678901@127.0.0.4:5060", "sip:+4915112345678@127.0.0.2:5060"):
+        ksr = world.request(in_dialog(ruri=ruri))
+        assert ksr.reply == (403, "Request-URI Is Not The Dialog Target"), ruri
+        assert ksr.relays == [] and ksr.dialog_managed == 0  # the call goes on, and so does its billing
+
+
+def test_requests_before_the_answer_are_refused(world: World):
+    ksr = world.request(in_dialog(method="INFO", callee=None, dialog={**DIALOG, "to_contact": None}))
+    assert ksr.reply == (403, "Dialog Not Answered Yet") and ksr.relays == []
+
+
+def test_a_preloaded_route_does_not_choose_the_next_hop(world: World):
+    ksr = in_dialog(method="INFO")
+    ksr.headers.append(("Route", "<sip:127.0.0.1;lr>, <sip:127.0.0.4:5060;lr>"))
+    world.request(ksr)
+    assert ksr.vars["$du"] == "sip:127.0.0.2:5060;transport=udp"
+
+
+def test_acks_are_never_answered(world: World):
+    ack = world.request(in_dialog(method="ACK", dialog=None))
     assert ack.replies == [] and ack.relays == []
+    forged = world.request(in_dialog(method="ACK", src=("127.0.0.99", 5071)))
+    assert forged.replies == [] and forged.relays == []
+
+
+def test_a_phone_on_tcp_may_come_back_on_a_new_connection(world: World):
+    ksr = in_dialog(src=("127.0.0.30", 40001))
+    ksr.vars[Var.CALLER] = "tcp:127.0.0.30:39999"
+    ksr.request["$pr"] = "tcp"
+    world.request(ksr)
+    assert ksr.relay is not None
 
 
 def test_options_to_the_proxy_is_answered_and_other_methods_get_405_with_allow(world: World):

@@ -23,8 +23,18 @@ def test_prepaid_call_reserves_then_plays_the_balance_before_the_trunk(world: Wo
     assert ksr.vars[Var.TRUNKS_LEFT] == "udp:127.0.0.2:5060,udp:127.0.0.4:5060"
     assert ksr.vars[Var.DLG_TIMEOUT] == 480  # 500 cents buy 8 whole minutes
     rec = records.decode(ksr.vars[Var.RECORD])
-    assert rec["prepaid"] and rec["max_secs"] == 480
-    assert world.ledger.reservations == {"call-1": 480}
+    assert rec["prepaid"] and rec["max_secs"] == 480 and rec["call_id"] == "call-1"
+    # money is keyed by an id the proxy minted, never by the caller's Call-ID
+    assert world.ledger.reservations == {rec["reservation"]: 480} and rec["reservation"] != "call-1"
+
+
+def test_a_reused_call_id_is_a_new_call_with_its_own_reservation(world: World):
+    funded(world, balance=20000)  # each call reserves its longest affordable duration (cap 7200 s)
+    first = records.decode(world.request(world.phone_invite(GERMAN_MOBILE)).vars[Var.RECORD])
+    second = records.decode(world.request(world.phone_invite(GERMAN_MOBILE)).vars[Var.RECORD])
+    assert first["call_id"] == second["call_id"] == "call-1"
+    assert first["reservation"] != second["reservation"]
+    assert set(world.ledger.reservations) == {first["reservation"], second["reservation"]}
 
 
 def test_without_an_announcement_server_the_prepaid_call_goes_straight_to_the_trunk(world: World):
@@ -77,18 +87,39 @@ def test_answer_renews_the_reservation_for_the_whole_call_and_the_end_settles_it
     rec = records.start(company="acme", extension="2001", caller="+33142685301", to="+4915112345678",
                         category="international", billing="prepaid", direction="outbound", call_id="c-9",
                         setup_ms=1, prepaid=True, max_secs=480)
-    world.ledger.reservations["c-9"] = 480
+    rec["reservation"] = "r-9"
+    world.ledger.reservations["r-9"] = 480
     ksr = dialog_event(world, "dialog:start", rec)
-    assert world.ledger.renewed == [("c-9", (480 + world.settings.prepaid_ttl_margin_s) * 1000)]
+    assert world.ledger.renewed == [("r-9", (480 + world.settings.prepaid_ttl_margin_s) * 1000)]
+    assert ksr.dialog_byes == []
     answered_1_5_s_ago = str(int(ksr.vars[Var.ANSWER_MS]) - 1500)
     dialog_event(world, "dialog:end", rec, answer_ms=answered_1_5_s_ago)
-    assert world.ledger.settled == [("c-9", 2)] and world.ledger.reservations == {}  # seconds round up
+    assert world.ledger.settled == [("r-9", 2)] and world.ledger.reservations == {}  # seconds round up
     assert world.ledger.records[0]["disposition"] == "answered"
+
+
+def test_an_answer_after_the_reservation_expired_cuts_the_call(world: World):
+    rec = records.start(company="acme", extension="2001", caller=None, to="+4915112345678", category="x",
+                        billing="prepaid", direction="outbound", call_id="c-11", setup_ms=1, prepaid=True,
+                        max_secs=60)
+    rec["reservation"] = "gone"
+    ksr = dialog_event(world, "dialog:start", rec)
+    assert ksr.dialog_byes == ["all"] and "expired" in ksr.logged("crit")[0]
+
+
+def test_the_callee_is_remembered_where_its_answer_came_from(world: World):
+    rec = records.start(company="acme", extension="2001", caller=None, to="+33145678901", category="x",
+                        billing="included", direction="outbound", call_id="c-12", setup_ms=1)
+    ksr = FakeKSR("INVITE", src="127.0.0.2", sport=5060)
+    ksr.vars[Var.RECORD] = records.encode(rec)
+    world.router(ksr).ksr_dialog_event(None, "dialog:start")
+    assert ksr.vars[Var.CALLEE] == "udp:127.0.0.2:5060"
 
 
 def test_a_failed_dialog_settles_nothing_answered(world: World):
     rec = records.start(company="acme", extension="2001", caller=None, to="+4915112345678", category="x",
                         billing="prepaid", direction="outbound", call_id="c-10", setup_ms=1, prepaid=True,
                         max_secs=60)
+    rec["reservation"] = "r-10"
     dialog_event(world, "dialog:failed", rec)
-    assert world.ledger.settled == [("c-10", 0)] and world.ledger.records[0]["disposition"] == "unanswered"
+    assert world.ledger.settled == [("r-10", 0)] and world.ledger.records[0]["disposition"] == "unanswered"
