@@ -2,8 +2,8 @@
 
 Every command validates fully before it writes, and writes in one Redis
 transaction or atomic script, so an error changes nothing. Errors go to stderr
-naming the file, line and field at fault; the exit code is 2 for bad input and
-3 when Redis cannot be reached.
+naming the file, line and field at fault; the exit codes are in kemi.cli_errors
+(2 for bad input, 3 when Redis cannot be reached).
 """
 
 from __future__ import annotations
@@ -13,20 +13,11 @@ import os
 import re
 import sys
 
-import redis
-
-from kemi import numbering, provisioning
-from kemi import admin_prepaid
+from kemi import admin_prepaid, numbering, provisioning
+from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, CliError, OutcomeUnknown
 from kemi.settings import Settings, SettingsError
-from kemi.store import Connection, Directory, StoreUnavailable
+from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
-
-EXIT_BAD_INPUT = 2
-EXIT_STORE_DOWN = 3
-
-
-class CliError(Exception):
-    """A refusal with the message to print; nothing was changed."""
 
 
 def cmd_load(args, directory: Directory) -> None:
@@ -44,7 +35,7 @@ def cmd_load(args, directory: Directory) -> None:
     except ValueError as exc:
         raise CliError(f"{args.file}: {exc}; nothing was changed") from None
     # The money scripts belong to the schema: a fresh or restarted store gets them here.
-    PrepaidLedger(directory.conn.client()).load_functions()
+    PrepaidLedger(directory.conn).load_functions()
     for line in summary:
         print(line)
     print(f"{args.file}: applied")
@@ -155,10 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (StoreUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+    except StoreRefused as exc:  # WRONGTYPE, OOM, BUSY...: Redis answered, and not with a result
+        print(f"error: Redis refused the command: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutcomeUnknown as exc:  # a write was sent: "nothing was changed" may be false
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_DOWN
+    except StoreUnavailable as exc:
         print(f"error: {exc}; nothing was changed", file=sys.stderr)
         return EXIT_STORE_DOWN
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

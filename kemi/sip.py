@@ -292,7 +292,8 @@ class Router:
         self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), trunks[0], trunks[1:])
 
     def ledger(self) -> PrepaidLedger:
-        return PrepaidLedger(self.conn.ready())
+        self.conn.ready()  # the schema check, as before every use of the store
+        return PrepaidLedger(self.conn)
 
     # -- dialogs: call records and settlement ---------------------------------------------------------
     def ksr_dialog_event(self, msg, evname: str) -> int:

@@ -69,7 +69,10 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_of(0)
+
+    def url_of(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
@@ -87,9 +90,17 @@ class RedisServer:
         except OSError:
             return False
 
-    def client(self):
+    def client(self, db: int = 0):
+        """A raw client, for tests that inspect or break what kemi.store wrote."""
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10)
+
+    def store(self, db: int = 0):
+        """kemi.store's own Connection to one database, as the proxy and the CLI make it."""
+        from kemi.settings import Settings
+        from kemi.store import Connection
+        # a loaded test machine may be slower than the proxy's 250 ms
+        return Connection(Settings(redis_url=self.url_of(db), redis_timeout_ms=10_000))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

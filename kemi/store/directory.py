@@ -176,18 +176,24 @@ class Directory:
         return bool(self.conn.call(client.hdel, keys.NUMBERING_OVERRIDES, prefix))
 
     # -- ops ------------------------------------------------------------------------------
+    def is_provisioned(self, co: str) -> bool:
+        client = self.conn.client()
+        return bool(self.conn.call(client.exists, keys.company(co)))
+
     def companies(self) -> list[Company]:
         client = self.conn.client()
-        ids = sorted(m.decode() for m in self.conn.call(client.smembers, keys.COMPANIES))
+        call = self.conn.call
+        ids = sorted(m.decode() for m in call(client.smembers, keys.COMPANIES))
         out = []
         for co in ids:
-            data = unpack(client.get(keys.company(co)))
+            data = unpack(call(client.get, keys.company(co)))
             if data is None:
                 continue
-            numbers = sorted(n.decode() for n in client.smembers(keys.extensions(co)))
-            exts = [Extension.from_dict(unpack(r)) for r in client.mget([keys.extension(co, n) for n in numbers]) if r]
-            dids = sorted(n.decode() for n in client.smembers(keys.dids(co)))
-            routes = [Did.from_dict(unpack(r)) for r in client.mget([keys.did(n) for n in dids]) if r]
+            numbers = sorted(n.decode() for n in call(client.smembers, keys.extensions(co)))
+            exts = [Extension.from_dict(unpack(r))
+                    for r in call(client.mget, [keys.extension(co, n) for n in numbers]) if r]
+            dids = sorted(n.decode() for n in call(client.smembers, keys.dids(co)))
+            routes = [Did.from_dict(unpack(r)) for r in call(client.mget, [keys.did(n) for n in dids]) if r]
             out.append(replace(Company.from_dict(data), extensions=tuple(exts), dids=tuple(routes)))
         return out
 

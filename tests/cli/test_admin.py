@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import OFFICE
+from tests.conftest import CLI_DB, OFFICE
 from tests.harness import admin
 
 
-def snapshot(redis_server) -> dict:
-    client = redis_server.client()
+class Db:
+    """This file's database of the session's Redis, as the CLI (url) and a raw client see it."""
+
+    def __init__(self, server):
+        self.url = server.url_of(CLI_DB)
+        self.raw = server.client(CLI_DB)
+
+    def client(self):
+        return self.raw
+
+
+def snapshot(db) -> dict:
+    client = db.client()
     return {k: client.dump(k) for k in sorted(client.keys("*"))}
 
 
 @pytest.fixture
 def fresh(redis_server):
-    """An empty database 0 of the session's Redis (the SIP tests reload theirs)."""
-    redis_server.client().flushdb()
-    yield redis_server
-    redis_server.client().flushdb()
-    admin(redis_server.url, "load", str(OFFICE))
+    """An empty database of the session's Redis, this file's own."""
+    db = Db(redis_server)
+    db.raw.flushdb()
+    yield db
+    db.raw.flushdb()
+    db.raw.close()
 
 
 def test_load_then_show(fresh):
@@ -74,6 +86,13 @@ def test_domain_taken_by_another_company_is_refused(fresh, tmp_path):
     proc = admin(fresh.url, "load", str(thief), check=False)
     assert proc.returncode == 2 and "already belongs to company 'acme'" in proc.stderr
     assert snapshot(fresh) == before
+
+
+def test_show_a_company_without_extensions_or_dids(fresh, tmp_path):
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("companies:\n  - {id: bare, name: Bare Desk, domain: bare.test}\n")
+    admin(fresh.url, "load", str(bare))
+    assert admin(fresh.url, "show", "bare").stdout == "bare: Bare Desk <bare.test> main number -\n"
 
 
 def test_dry_run_writes_nothing(fresh):

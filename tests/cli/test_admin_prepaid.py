@@ -1,5 +1,5 @@
 """`kemi.admin prepaid ...` and `kemi.admin rate ...` as an operator runs them, against the
-session's real redis-server (database 2: the other CLI tests use 0, the ledger tests 1)."""
+session's real redis-server, in a database of their own (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import io
 
 import msgpack
 import pytest
-import redis
 
 from kemi import money
+from kemi.cli_errors import EXIT_STORE_DOWN
+from kemi.store import StoreUnavailable
 from kemi.store.prepaid import RATES, Keys, PrepaidLedger
-from tests.conftest import OFFICE
+from tests.conftest import CLI_PREPAID_DB, OFFICE
 from tests.harness import admin
 
 
 class Db:
     def __init__(self, server):
-        self.url = f"redis://127.0.0.1:{server.port}/2"
-        self.client = redis.Redis(host="127.0.0.1", port=server.port, db=2, socket_timeout=10)
-        self.ledger = PrepaidLedger(self.client)
+        self.url = server.url_of(CLI_PREPAID_DB)
+        self.client = server.client(CLI_PREPAID_DB)
+        self.ledger = PrepaidLedger(server.store(CLI_PREPAID_DB))
 
     def run(self, *args: str) -> str:
         return admin(self.url, *args).stdout
@@ -331,6 +332,13 @@ def test_a_corrupt_rate_is_reported_not_a_traceback(db):
     assert "rate +447 removed" in db.run("rate", "remove", "+447")
 
 
+def test_an_error_reply_of_redis_is_a_refusal_not_a_traceback(db):
+    db.client.set(RATES, b"not a hash")
+    proc = admin(db.url, "rate", "list", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: Redis refused the command: WRONGTYPE"), proc.stderr
+
+
 # ---------------------------------------------------------------- Redis down
 
 @pytest.mark.parametrize("args", [
@@ -354,12 +362,11 @@ def test_a_lost_answer_to_a_write_is_not_reported_as_nothing_changed(funded, mon
 
     def applied_then_lost(self, *args, **kwargs):
         real(self, *args, **kwargs)
-        raise redis.TimeoutError("Timeout reading from socket")
+        raise StoreUnavailable(f"Redis at {funded.url} unreachable: Timeout reading from socket")
 
     monkeypatch.setattr(PrepaidLedger, "topup", applied_then_lost)
-    with pytest.raises(SystemExit) as exited:
-        admin_module.main(["--redis-url", funded.url, "prepaid", "topup", "acme", "5.00", "--ref", "lost"])
-    assert exited.value.code == 3
+    code = admin_module.main(["--redis-url", funded.url, "prepaid", "topup", "acme", "5.00", "--ref", "lost"])
+    assert code == EXIT_STORE_DOWN
     err = capsys.readouterr().err
     assert err.startswith("error: Redis did not answer") and "may or may not have been credited" in err
     assert "--ref 'lost'" in err and "nothing was changed" not in err

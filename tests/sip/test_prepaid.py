@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from kemi.store.prepaid import PrepaidLedger
-from tests.conftest import OFFICE
+from tests.conftest import OFFICE, SIP_DB
 from tests.harness import Proxy, RedisServer, Sipp, admin, send_raw, status_line, wait_for
 from tests.sip.conftest import Phones
 from tests.sip.test_dial_out import PRIMARY, ruri, trunk
@@ -35,13 +35,14 @@ def announcer(phones, calls: int = 1) -> Sipp:
 class Account:
     """Initech's Prepaid Account, driven through the ops CLI like an operator would."""
 
-    def __init__(self, redis_url: str, redis_client):
-        self.url = redis_url
-        self.ledger = PrepaidLedger(redis_client)
+    def __init__(self, server, db: int):
+        self.url = server.url_of(db)
+        self.raw = server.client(db)
+        self.ledger = PrepaidLedger(server.store(db))
         self.topups = 0
 
     def reset(self, cents: int, rate=("+4915", "60", "60/60", "0")) -> int:
-        client = self.ledger.r
+        client = self.raw
         for key in client.keys("{co:initech}:*"):
             if not key.endswith((b":company", b":exts", b":dids")) and b":ext:" not in key:
                 client.delete(key)
@@ -66,7 +67,8 @@ class Account:
 
 @pytest.fixture
 def account(proxy, redis_server):
-    acct = Account(proxy.redis_url, redis_server.client())
+    acct = Account(redis_server, SIP_DB)
+    assert acct.url == proxy.redis_url
     yield acct
     admin(proxy.redis_url, "prepaid", "deactivate", "initech")
 
@@ -179,7 +181,7 @@ def own_proxy(workdir, request):
     proxy = Proxy(workdir, redis.url, PREPAID_MAX_CALL_S=str(request.param), PREPAID_SETUP_S="2",
                   PREPAID_TTL_MARGIN_S="1").start()
     phones = Phones(proxy, workdir)
-    yield redis, proxy, phones, Account(redis.url, redis.client())
+    yield redis, proxy, phones, Account(redis, 0)
     phones.cleanup()
     proxy.stop()
     redis.stop()
