@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import re
 
+from kemi import replies
 from kemi.model import IPV4_RE, TRANSPORTS, Company, Extension, Trunk
 from kemi.numbering import Decision
 from kemi.replies import Reply
 
-ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
-PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
-INSUFFICIENT_FUNDS = Reply(402, "Insufficient Prepaid Balance")
-NO_RATE = Reply(403, "No Rate For Destination")
-NO_TRUNK = Reply(503, "No Route To Destination")
-TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
 # Trunk answers that mean "try the next trunk": the trunk (not the callee) failed.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
 
@@ -36,7 +31,7 @@ def trunk_failed(code: int, replied: bool) -> bool:
 def refusal(decision: Decision) -> Reply | None:
     """The answer for a call the numbering plan does not let through, or None to route it."""
     if decision.category == "invalid":
-        return ADDRESS_INCOMPLETE if decision.refuse_code == 484 else Reply(404, decision.reason)
+        return replies.ADDRESS_INCOMPLETE if decision.refuse_code == 484 else Reply(404, decision.reason)
     if decision.billing == "blocked":
         return Reply(403, decision.reason)
     return None
@@ -45,10 +40,10 @@ def refusal(decision: Decision) -> Reply | None:
 def prepaid_refusal(code: str) -> Reply:
     """The answer when the Prepaid Account does not pay for a call (kemi.store.prepaid error codes)."""
     if code == "INSUFFICIENT_FUNDS":
-        return INSUFFICIENT_FUNDS
+        return replies.INSUFFICIENT_FUNDS
     if code == "NO_RATE":
-        return NO_RATE
-    return PREPAID_NOT_AVAILABLE  # NOT_ACTIVE, and anything unexpected: never connect unpaid
+        return replies.NO_RATE
+    return replies.PREPAID_NOT_AVAILABLE  # NOT_ACTIVE, and anything unexpected: never connect unpaid
 
 
 def rating_number(decision: Decision) -> str:
@@ -122,10 +117,6 @@ def decode_peers(text: str | None) -> list[Trunk]:
 
 
 # -- incoming calls -----------------------------------------------------------------------------
-UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
-REDIRECT_REFUSED = Reply(403, "Redirect Outside Company Refused")
-NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
-FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
 # An extension that does not pick up (ring timeout), is unreachable or busy
 # goes to the DID's fallback when there is one.
 FALLBACK_CODES = frozenset({408, 480, 486})

@@ -344,7 +344,7 @@ class Router:
         inbound = self.directory.inbound(e164) if e164 else None
         if inbound is None or inbound.did is None or inbound.company is None:
             log("info", f"call from trunk {KSR.pv.get('$si')} to {dialled!r}: not one of our numbers")
-            reply(routing.UNKNOWN_NUMBER)
+            reply(replies.UNKNOWN_NUMBER)
             return
         did, company = inbound.did, inbound.company
         caller = routing.external_caller(KSR.pv.get("$fU"))
@@ -423,7 +423,7 @@ class Router:
     def to_receptionist(self, co: str, did: str | None, server) -> None:
         if server is None:
             log("err", f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
-            reply(routing.NO_RECEPTIONIST)
+            reply(replies.NO_RECEPTIONIST)
             return
         KSR.pv.sets("$avp(co)", co)
         KSR.pv.sets("$avp(did)", did or "")
@@ -468,7 +468,7 @@ class Router:
         if inbound is None or inbound.extension is None:
             log("warn", f"receptionist of {co} redirected call-id {KSR.pv.get('$ci')} to {contact!r}: refused, "
                         f"only extensions of the same company are followed")
-            KSR.tm.t_reply(routing.REDIRECT_REFUSED.code, routing.REDIRECT_REFUSED.reason)
+            KSR.tm.t_reply(replies.REDIRECT_REFUSED.code, replies.REDIRECT_REFUSED.reason)
             return
         KSR.pv.unset("$avp(media_hdrs)")
         if inbound.extension.type == "virtual":
@@ -489,7 +489,7 @@ class Router:
         rec = self.record(company.id, ext.number, caller, decision.e164, decision, direction)
         refused = routing.refusal(decision)
         if refused is None and self.directory.inbound(decision.e164).did is not None:
-            refused = routing.FORWARD_LOOP
+            refused = replies.FORWARD_LOOP
         if refused is not None:
             log("info", f"forward of {company.id}/{ext.number} to {ext.forward} refused: {refused.code} {refused.reason}")
             self.refuse(refused, rec)
@@ -538,7 +538,7 @@ class Router:
         if not trunks:
             log("crit", f"EMERGENCY CALL {code} from {user}@{domain} HAS NO ROUTE: provision a trunk with "
                         f"emergency: true or set EMERGENCY_TRUNKS")
-            reply(routing.NO_TRUNK)
+            reply(replies.NO_TRUNK)
             return
         KSR.auth.consume_credentials()
         headers = routing.emergency_headers(callback, location)
@@ -574,7 +574,7 @@ class Router:
         """Send the call to the trunks in order; announce: (media server, its headers) heard first."""
         if not trunks:
             log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
-            reply(routing.NO_TRUNK)
+            reply(replies.NO_TRUNK)
             return
         self.add_headers(headers)  # the phone's own claims were stripped when the request came in
         KSR.pv.sets("$avp(dial_user)", user)
@@ -608,7 +608,7 @@ class Router:
             self.relay_to_trunk(KSR.pv.get("$avp(dial_user)"), rest[0], rest[1:])
         elif code == 503:
             # RFC 3261 16.7: a proxy does not pass a 503 on (it would say the proxy itself is down)
-            KSR.tm.t_reply(routing.TRUNKS_UNAVAILABLE.code, routing.TRUNKS_UNAVAILABLE.reason)
+            KSR.tm.t_reply(replies.TRUNKS_UNAVAILABLE.code, replies.TRUNKS_UNAVAILABLE.reason)
 
 
 def mod_init() -> Router | None:

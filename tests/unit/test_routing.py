@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from kemi import numbering, routing
+from kemi import numbering, replies, routing
 from kemi.model import Company, Extension, Trunk
 
 ACME = Company("acme", "Acme", "acme.test", main_number="+33142685300", location="12 rue X")
@@ -90,10 +90,10 @@ def test_redirect_target_never_raises_and_only_returns_extensions(contact):
 
 
 def test_prepaid_answers_and_rating_numbers():
-    assert routing.prepaid_refusal("INSUFFICIENT_FUNDS") == routing.INSUFFICIENT_FUNDS
-    assert routing.prepaid_refusal("NO_RATE") == routing.NO_RATE
+    assert routing.prepaid_refusal("INSUFFICIENT_FUNDS") == replies.INSUFFICIENT_FUNDS
+    assert routing.prepaid_refusal("NO_RATE") == replies.NO_RATE
     for code in ("NOT_ACTIVE", "SOMETHING_NEW"):
-        assert routing.prepaid_refusal(code) == routing.PREPAID_NOT_AVAILABLE  # fail closed
+        assert routing.prepaid_refusal(code) == replies.PREPAID_NOT_AVAILABLE  # fail closed
     assert routing.rating_number(numbering.classify("118712")) == "+33118712"
     assert routing.rating_number(numbering.classify("004915112345678")) == "+4915112345678"
     assert routing.balance_headers(1234, "EUR") == ["X-Balance: 1234", "X-Currency: EUR"]
