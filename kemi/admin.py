@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 from kemi import admin_prepaid, numbering, provisioning
 from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, CliError, OutcomeUnknown
+from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
@@ -82,7 +82,9 @@ def cmd_override(args, directory: Directory) -> None:
         if not overrides:
             print("no overrides: the numbering plan decides alone")
         return
-    if not args.prefix or not re.fullmatch(r"\+[1-9][0-9]{0,14}", args.prefix):
+    prefix = args.prefix or ""
+    # not the catch-all '+', nor a country code that starts with 0: neither is a prefix to override
+    if not E164_PREFIX_RE.fullmatch(prefix) or prefix[1:2] in ("", "0"):
         raise CliError(f"PREFIX {args.prefix!r}: expected '+' and 1 to 15 digits of an E.164 prefix, e.g. +4475")
     if args.action == "set":
         if args.billing not in numbering.BILLING_CLASSES:

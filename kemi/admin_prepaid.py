@@ -20,16 +20,13 @@ from typing import Any, Callable
 
 from kemi import money
 from kemi.cli_errors import CliError, OutcomeUnknown
-from kemi.model import COMPANY_ID_RE
+from kemi.model import COMPANY_ID_RE, E164_PREFIX_RE
 from kemi.store import StoreUnavailable
 from kemi.store.prepaid import PrepaidError, PrepaidLedger
 
 _AMOUNT_RE = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2}))?", re.ASCII)
 _INCREMENTS_RE = re.compile(r"([0-9]{1,5})/([0-9]{1,5})", re.ASCII)
 _CURRENCY_RE = re.compile(r"[A-Z]{3}", re.ASCII)
-_SET_PREFIX_RE = re.compile(r"\+[0-9]{1,15}", re.ASCII)  # rate set: no catch-all '+'
-_ANY_PREFIX_RE = re.compile(r"\+[0-9]{0,15}", re.ASCII)  # rate remove: may clean up a catch-all
-_E164_RE = re.compile(r"\+[0-9]{1,15}", re.ASCII)
 MAX_COUNT = 1_000_000  # the CDR stream is capped near this length (prepaid.lua CDR_MAXLEN)
 CSV_COLUMNS = ("id", "company", "extension", "from", "to", "category", "billing", "setup", "answer", "end",
                "billed_secs", "cost", "balance_after", "disposition", "note")
@@ -304,14 +301,15 @@ def _rate_line(rate: money.Rate, width: int = 0) -> str:
             f"{format_minor(rate.connection_fee)}  billed {rate.first}/{rate.next}")
 
 
-def _prefix(text: str, pattern: re.Pattern, what: str) -> str:
-    if not pattern.fullmatch(text):
+def _prefix(text: str, what: str, *, catch_all: bool) -> str:
+    """An E.164 prefix; the catch-all '+' only where asked (rate remove may clean one up, set never makes one)."""
+    if not E164_PREFIX_RE.fullmatch(text) or (text == "+" and not catch_all):
         raise CliError(f"PREFIX {text!r}: expected {what}")
     return text
 
 
 def cmd_rate_set(args, directory) -> None:
-    prefix = _prefix(args.prefix, _SET_PREFIX_RE, "'+' and 1 to 15 digits, like +44 or +447")
+    prefix = _prefix(args.prefix, "'+' and 1 to 15 digits, like +44 or +447", catch_all=False)
     per_minute = parse_minor(args.per_minute, "PER_MINUTE", low=0, high=money.MAX_PER_MINUTE)
     fee = parse_minor(args.fee, "--fee", low=0, high=money.MAX_CONNECTION_FEE)
     first, nxt = parse_increments(args.increments)
@@ -330,7 +328,7 @@ def cmd_rate_set(args, directory) -> None:
 
 
 def cmd_rate_remove(args, directory) -> None:
-    prefix = _prefix(args.prefix, _ANY_PREFIX_RE, "'+' and up to 15 digits, like +44")
+    prefix = _prefix(args.prefix, "'+' and up to 15 digits, like +44", catch_all=True)
     ledger = _ledger(directory)
     directory.conn.ping()  # unreachable here: nothing was sent
     with _writing(f"rate {prefix} may or may not be removed; check with 'rate list'"):
@@ -352,7 +350,8 @@ def cmd_rate_list(args, directory) -> None:
 
 
 def cmd_rate_show(args, directory) -> None:
-    if not _E164_RE.fullmatch(args.e164):
+    # what a call is rated by: an E.164 number, or '+33' and a French short number
+    if not E164_PREFIX_RE.fullmatch(args.e164) or args.e164 == "+":
         raise CliError(f"E164 {args.e164!r}: expected '+' and 1 to 15 digits, like +447700900123")
     try:
         rate = _ledger(directory).rate_for(args.e164)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from kemi import replies
-from kemi.model import IPV4_RE, TRANSPORTS, Company, Extension, Trunk
+from kemi.model import EXTENSION_RE, IPV4_RE, TRANSPORTS, Company, Extension, Trunk
 from kemi.numbering import Decision
 from kemi.replies import Reply
 
@@ -141,7 +141,7 @@ def redirect_target(contact: str | None, company_domain: str, proxy_hosts: set[s
     user, host = match.group(1), match.group(2).strip().lower()
     if host != company_domain and host not in proxy_hosts:
         return None
-    return user if re.fullmatch(r"2[0-9]{3}", user) else None
+    return user if EXTENSION_RE.fullmatch(user) else None
 
 
 def diversion_header(number: str, host: str) -> str:

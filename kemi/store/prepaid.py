@@ -13,13 +13,13 @@ closed: any exception means "no prepaid call".
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import msgpack
 
 from kemi import money
+from kemi.model import COMPANY_ID_RE
 from kemi.paths import PREPAID_LUA
 from kemi.store.connection import Connection, StoreRefused
 
@@ -27,9 +27,6 @@ from kemi.store.connection import Connection, StoreRefused
 # a rate is read by the caller and passed to prepaid_reserve as an argument, so
 # it never has to share a Cluster slot with a company's keys.
 RATES = "rates"
-
-# A slug: no braces or colons, which would break the {co:<co>} hash tag.
-_CO_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 # Codes the Lua library returns as the first word of an error reply.
 CODES = frozenset({
@@ -62,8 +59,8 @@ class Keys:
 
     @classmethod
     def of(cls, co: str) -> "Keys":
-        if not isinstance(co, str) or not _CO_RE.fullmatch(co):
-            raise ValueError(f"company slug expected, got {co!r}")
+        if not isinstance(co, str) or not COMPANY_ID_RE.fullmatch(co):
+            raise ValueError(f"company id expected, got {co!r}")
         tag = f"{{co:{co}}}"
         return cls(*(f"{tag}:{name}" for name in
                      ("prepaid", "resv", "calls", "topups", "settled", "outcomes", "cdr")))

@@ -95,6 +95,21 @@ def test_show_a_company_without_extensions_or_dids(fresh, tmp_path):
     assert admin(fresh.url, "show", "bare").stdout == "bare: Bare Desk <bare.test> main number -\n"
 
 
+def test_override_set_list_remove_and_bad_prefixes(fresh):
+    admin(fresh.url, "load", str(OFFICE))
+    assert admin(fresh.url, "override", "set", "+453", "included").stdout.startswith("+453: included")
+    assert admin(fresh.url, "override", "list").stdout == "+453             included\n"
+    before = snapshot(fresh)
+    for prefix in ("+", "+0", "+045", "453", "+45a", "+1234567890123456"):
+        proc = admin(fresh.url, "override", "set", prefix, "blocked", check=False)
+        assert proc.returncode == 2 and f"PREFIX {prefix!r}: expected" in proc.stderr, proc.stderr
+    proc = admin(fresh.url, "override", "set", "+44", "free", check=False)
+    assert proc.returncode == 2 and "CLASS 'free'" in proc.stderr
+    assert snapshot(fresh) == before
+    assert admin(fresh.url, "override", "remove", "+453").stdout == "+453: override removed\n"
+    assert admin(fresh.url, "override", "list").stdout.startswith("no overrides")
+
+
 def test_dry_run_writes_nothing(fresh):
     proc = admin(fresh.url, "load", "--dry-run", str(OFFICE))
     assert "valid, 3 companies" in proc.stdout

@@ -60,9 +60,10 @@ def test_keys_share_one_hash_tag():
     k = Keys.of("acme")
     assert k.prepaid == "{co:acme}:prepaid" and k.cdr == "{co:acme}:cdr"
     assert all(key.startswith("{co:acme}:") for key in vars(k).values())
-    for bad in ("", "Acme", "a}b", "a:b", "{co:x}", "a b", None):
+    for bad in ("", "Acme", "a}b", "a:b", "{co:x}", "a b", "a_b", "-a", "a" * 33, None):
         with pytest.raises(ValueError):
-            Keys.of(bad)
+            Keys.of(bad)  # what provisioning refuses as a company id (kemi.model.COMPANY_ID_RE)
+    assert Keys.of("a" * 32).cdr == "{co:" + "a" * 32 + "}:cdr"
 
 
 def test_unreachable_redis_is_store_unavailable_for_reads_and_writes():

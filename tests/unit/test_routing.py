@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from kemi import numbering, replies, routing
+from kemi import money, numbering, replies, routing
 from kemi.model import Company, Extension, Trunk
 
 ACME = Company("acme", "Acme", "acme.test", main_number="+33142685300", location="12 rue X")
@@ -97,6 +97,15 @@ def test_prepaid_answers_and_rating_numbers():
     assert routing.rating_number(numbering.classify("118712")) == "+33118712"
     assert routing.rating_number(numbering.classify("004915112345678")) == "+4915112345678"
     assert routing.balance_headers(1234, "EUR") == ["X-Balance: 1234", "X-Currency: EUR"]
+
+
+@pytest.mark.parametrize("dialled", ["3631", "118712", "004915112345678", "0899123456"])
+def test_every_prepaid_number_has_prefixes_to_rate_it_by(dialled):
+    """The rating number of a short code ('+333631') is no complete E.164 number; the ledger still rates it."""
+    decision = numbering.classify(dialled, numbering.Policy(allow_special=True))
+    assert decision.billing == "prepaid"
+    number = routing.rating_number(decision)
+    assert money.candidate_prefixes(number)[0] == number
 
 
 def test_forwarding_headers():
