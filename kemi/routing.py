@@ -7,9 +7,10 @@ company, the extension and the trunks, and carries out the answer.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from kemi import replies
-from kemi.model import EXTENSION_RE, IPV4_RE, TRANSPORTS, Company, Extension, Trunk
+from kemi.model import EXTENSION_RE, IPV4_RE, TRANSPORTS, Company, Extension, Peer, Trunk
 from kemi.numbering import Decision
 from kemi.replies import Reply
 
@@ -91,29 +92,44 @@ def _one_line(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", text)[:200]
 
 
+def _address(item: str, what: str) -> tuple[str, str, int]:
+    """'udp:127.0.0.2:5060' -> ('udp', '127.0.0.2', 5060); ValueError naming `what` otherwise."""
+    parts = item.split(":")
+    if len(parts) != 3 or parts[0] not in TRANSPORTS or not IPV4_RE.fullmatch(parts[1]) \
+            or not parts[2].isdigit() or not 0 < int(parts[2]) < 65536:
+        raise ValueError(f"{what} {item!r}: expected transport:IPv4:port, e.g. udp:127.0.0.2:5060")
+    return parts[0], parts[1], int(parts[2])
+
+
 def parse_static_trunks(spec: str) -> tuple[Trunk, ...]:
-    """EMERGENCY_TRUNKS: 'udp:127.0.0.2:5060,tcp:127.0.0.4:5060' -> trunks, in that order.
+    """EMERGENCY_TRUNKS: 'udp:127.0.0.2:5060,tcp:127.0.0.4:5060' -> emergency trunks, in that order.
 
     The last resort for emergency calls when Redis is down and nothing is cached.
     """
     trunks = []
     for i, item in enumerate(x.strip() for x in spec.split(",") if x.strip()):
-        parts = item.split(":")
-        if len(parts) != 3 or parts[0] not in TRANSPORTS or not IPV4_RE.fullmatch(parts[1]) \
-                or not parts[2].isdigit() or not 0 < int(parts[2]) < 65536:
-            raise ValueError(f"EMERGENCY_TRUNKS item {item!r}: expected transport:IPv4:port, e.g. udp:127.0.0.2:5060")
-        trunks.append(Trunk(name=f"static-{i + 1}", host=parts[1], port=int(parts[2]), transport=parts[0],
+        transport, host, port = _address(item, "EMERGENCY_TRUNKS item")
+        trunks.append(Trunk(name=f"static-{i + 1}", host=host, port=port, transport=transport,
                             priority=i + 1, emergency=True, outbound=False))
     return tuple(trunks)
 
 
-def encode_peers(trunks: list) -> str:
-    """Trunks (or a media server) still to try, kept in a transaction AVP between failure routes."""
-    return ",".join(f"{t.transport}:{t.host}:{t.port}" for t in trunks)
+def encode_peers(peers: Iterable[Peer]) -> str:
+    """Where a call may still go (trunks in order, or a fallback media server), as text for a
+    transaction AVP or the emergency cache: 'name@transport:host:port,...'. Only the address and
+    the name travel: what a peer is for was decided before it was put here."""
+    return ",".join(f"{p.name}@{p.transport}:{p.host}:{p.port}" for p in peers)
 
 
-def decode_peers(text: str | None) -> list[Trunk]:
-    return list(parse_static_trunks(text)) if text else []
+def decode_peers(text: str | None) -> list[Peer]:
+    peers = []
+    for item in (text or "").split(","):
+        if item:
+            name, _, address = item.rpartition("@")
+            transport, host, port = _address(address, "peer")
+            # an emergency cache written by an older version of this code holds bare addresses
+            peers.append(Peer(name=name or address, host=host, port=port, transport=transport))
+    return peers
 
 
 # -- incoming calls -----------------------------------------------------------------------------
