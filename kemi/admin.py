@@ -99,7 +99,7 @@ def cmd_override(args, directory: Directory) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0])
-    parser.add_argument("--redis-url", help="Redis to manage (default: $REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument("--redis-url", help=f"Redis to manage (default: $REDIS_URL or {Settings.redis_url})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers)",
