@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -350,7 +349,3 @@ class Phone:
 
     def auth_args(self) -> list[str]:
         return ["-s", self.user, "-au", self.user, "-ap", self.password, "-set", "domain", self.domain]
-
-
-def sipp_available() -> bool:
-    return shutil.which("sipp") is not None and shutil.which("kamailio") is not None
