@@ -18,7 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from kemi.paths import ROOT
+
 SCENARIOS = ROOT / "sipp-scenarios"
 PYTHON = sys.executable
 
@@ -106,6 +107,19 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+def office_file(path: Path) -> dict:
+    """A provisioning file as data: tests and benches take passwords and addresses from it, not copies."""
+    import yaml
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def passwords(path: Path) -> dict[tuple[str, str], str]:
+    """(extension, domain) -> password of every phone the provisioning file gives a password."""
+    return {(ext["number"], co["domain"]): ext["password"]
+            for co in office_file(path).get("companies") or () for ext in co.get("extensions") or ()
+            if "password" in ext}
 
 
 def admin(redis_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

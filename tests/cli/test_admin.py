@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kemi.settings import Settings
 from tests.conftest import CLI_DB, OFFICE
 from tests.harness import admin
 
@@ -126,7 +127,19 @@ def test_missing_file_is_named(fresh):
     assert proc.returncode == 2 and "/nonexistent.yaml: cannot read" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["load", "--help"], ["show", "--help"]])
-def test_help_everywhere(args, redis_server):
-    proc = admin(redis_server.url, *args)
-    assert "usage: python3 -m kemi.admin" in proc.stdout
+@pytest.mark.parametrize("args, usage, says", [
+    ([], "[--redis-url REDIS_URL] COMMAND ...",
+     ["load apply a YAML provisioning file", "show print what is provisioned", "trunks list the provisioned trunks",
+      "override override the billing class of an E.164 prefix", "prepaid Prepaid Account of a company",
+      "rate per-minute rates of prepaid destinations", f"(default: $REDIS_URL or {Settings.redis_url})"]),
+    (["load"], "[--prune] [--dry-run] file", ["a file with any error changes nothing",
+                                             "also remove companies that are not in the file"]),
+    (["show"], "[company]", ["only this company id"]),
+    (["trunks"], "", ["in the order outbound calls try them"]),
+    (["override"], "{set,remove,list} [prefix] [CLASS]", ["The longest matching prefix wins"]),
+])
+def test_help_everywhere(args, usage, says, redis_server):
+    out = " ".join(admin(redis_server.url, *args, "--help").stdout.split())  # argparse wraps to the terminal
+    assert out.startswith(" ".join(["usage: python3 -m kemi.admin", *args, "[-h]", usage]).rstrip()), out
+    for words in says:
+        assert words in out, (words, out)

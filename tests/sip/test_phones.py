@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from tests.harness import options_request, send_raw, status_line
+from tests.sip.conftest import PASSWORDS
 
 
 # -- REGISTER -----------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ def test_wrong_password_and_unknown_user_get_the_same_403(phones, proxy):
 
 def test_company_a_phone_cannot_register_as_company_b_extension(phones, proxy):
     # acme's 2001 password, presented for globex's 2001
-    intruder = phones.phone("2001", domain="globex.test", password="alice-secret-1")
+    intruder = phones.phone("2001", domain="globex.test", password=PASSWORDS[("2001", "acme.test")])
     assert phones.register(intruder).final == (403, "Forbidden")
     assert proxy.contacts("2001@globex.test") == []
 

@@ -18,10 +18,8 @@ import pytest
 from kemi.store.prepaid import PrepaidLedger
 from tests.conftest import OFFICE, SIP_DB
 from tests.harness import Proxy, RedisServer, Sipp, admin, send_raw, status_line, wait_for
-from tests.sip.conftest import Phones
-from tests.sip.test_dial_out import PRIMARY, ruri, trunk
+from tests.sip.conftest import ANNOUNCER, BACKUP, PRIMARY, Phones, ruri, trunk
 
-ANNOUNCER = ("127.0.0.7", 5060)
 GERMAN_MOBILE = "004915112345678"
 
 
@@ -159,7 +157,7 @@ def test_conservation_over_a_mixed_run(phones, account):
     for hold_ms, refuse in ((300, None), (1200, None), (100, (502, "Bad Gateway"))):
         peers = [announcer(phones), trunk(phones, PRIMARY, refuse)]
         if refuse:
-            peers.append(trunk(phones, ("127.0.0.4", 5060), refuse))
+            peers.append(trunk(phones, BACKUP, refuse))
         outcomes.append(phones.call(ines, GERMAN_MOBILE, hold_ms=hold_ms).wait().final[0])
         for peer in peers:  # free their addresses for the next round
             peer.wait()
