@@ -56,14 +56,14 @@ def parse_minor(text: str, name: str, *, low: int, high: int) -> int:
     match = _AMOUNT_RE.fullmatch(text.strip())
     if not match:
         raise CliError(f"{name} {text!r}: expected minor units (2550) or an amount with at most "
-                      f"2 decimals (25.50)")
+                       f"2 decimals (25.50)")
     sign, units, cents = match.groups()
     # no decimal point: already minor units; '25.5' -> 25 * 100 + 50
     value = int(units) if cents is None else int(units) * 100 + int(cents.ljust(2, "0"))
     value = -value if sign else value  # parsed only to say "too low" rather than "garbage"
     if not low <= value <= high:
         raise CliError(f"{name} {text!r}: expected {format_minor(low)}..{format_minor(high)} "
-                      f"({low}..{high} minor units), got {value} minor units")
+                       f"({low}..{high} minor units), got {value} minor units")
     return value
 
 
@@ -79,7 +79,7 @@ def parse_increments(text: str) -> tuple[int, int]:
     first, nxt = (int(g) for g in match.groups()) if match else (0, 0)
     if not (1 <= first <= money.MAX_INCREMENT and 1 <= nxt <= money.MAX_INCREMENT):
         raise CliError(f"--increments {text!r}: expected FIRST/NEXT seconds, each 1..{money.MAX_INCREMENT}, "
-                      f"like 60/60, 30/6 or 1/1")
+                       f"like 60/60, 30/6 or 1/1")
     return first, nxt
 
 
@@ -156,13 +156,13 @@ def _refusal(exc: PrepaidError, co: str, args) -> CliError:
     if code == "CURRENCY_MISMATCH":
         held = exc.message.rsplit(" ", 1)[-1]
         return CliError(f"--currency {args.currency}: company {co!r} holds a balance in {held}; "
-                       f"a currency cannot change under a balance")
+                        f"a currency cannot change under a balance")
     if code == "TOPUP_CONFLICT":
         return CliError(f"--ref {args.ref!r}: this reference already credited another amount; "
-                       f"use a new reference for a new payment")
+                        f"use a new reference for a new payment")
     if code == "BALANCE_LIMIT":
         return CliError(f"AMOUNT {args.amount}: the balance would exceed the limit of "
-                       f"{format_minor(money.MAX_BALANCE)}")
+                        f"{format_minor(money.MAX_BALANCE)}")
     if code == "BAD_ARGUMENT":
         return CliError(f"refused by the ledger: {exc.message}")
     return CliError(f"refused by the ledger ({code}): {exc.message}")
@@ -232,7 +232,7 @@ def cmd_topup(args, directory) -> None:
     status = ledger.status(args.company)
     if not status.currency:
         raise CliError(f"company {args.company!r}: no Prepaid Account; "
-                      f"run 'prepaid activate {args.company}' first (it sets the currency)")
+                       f"run 'prepaid activate {args.company}' first (it sets the currency)")
     try:
         with _writing(f"the top-up may or may not have been credited; run the same command again (the same "
                       f"--ref {ref!r} credits once) or check with 'prepaid show {args.company}'"):
