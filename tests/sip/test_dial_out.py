@@ -57,7 +57,7 @@ def test_failover_on_silent_trunk(phones):
     backup = trunk(phones, BACKUP)
     call = phones.call(alice, "0612345678").wait()
     assert call.final == (200, "OK"), call.log
-    assert backup.wait().received("INVITE")
+    assert ruri(backup.wait().received("INVITE")[0]).startswith("sip:+33612345678@127.0.0.4:5060")
 
 
 def test_all_trunks_fail_caller_gets_the_last_error(phones):

@@ -53,7 +53,8 @@ def test_call_rings_every_phone_of_the_extension_first_answer_wins(phones):
 def test_invite_without_credentials_is_challenged_407(phones):
     alice = phones.phone("2001")
     call = phones.call(alice, "2002").wait()  # nobody registered for 2002: 480 after auth
-    assert call.received("SIP/2.0 407")
+    challenge = call.received("SIP/2.0 407")[0]
+    assert 'realm="acme.test"' in challenge and 'qop="auth"' in challenge  # kamailio.cfg, auth
     assert call.final == (480, "Extension Not Registered")
 
 
