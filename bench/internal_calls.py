@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
+from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port, passwords  # noqa: E402
 
 
 def main() -> int:
@@ -30,11 +30,15 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     redis = RedisServer(work).start()
-    admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))
+    office = ROOT / "redis-schema" / "demo-office.yaml"
+    admin(redis.url, "load", str(office))
     proxy = Proxy(work, redis.url, SIP_CHILDREN=args.children, LOG_LEVEL="0", KAMAILIO_SHM_MB="512").start()
     try:
-        callee = Phone("2002", "acme.cowork.example", "bruno-demo-secret", "127.0.0.21", free_port("127.0.0.21"))
-        caller = Phone("2001", "acme.cowork.example", "alice-demo-secret", "127.0.0.20", free_port("127.0.0.20"))
+        secret = passwords(office)
+        callee = Phone("2002", "acme.cowork.example", secret[("2002", "acme.cowork.example")], "127.0.0.21",
+                       free_port("127.0.0.21"))
+        caller = Phone("2001", "acme.cowork.example", secret[("2001", "acme.cowork.example")], "127.0.0.20",
+                       free_port("127.0.0.20"))
         reg = Sipp("register.xml", [*callee.auth_args(), "-set", "expires", "600"], work,
                    ip=callee.ip, port=callee.port).start(f"{proxy.ip}:{proxy.port}").wait()
         assert "FINAL 200" in reg.log, reg.log + reg.stdout

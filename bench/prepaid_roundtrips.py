@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
+from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port, passwords  # noqa: E402
 
 
 def commandstats(client) -> dict[str, int]:
@@ -46,13 +46,15 @@ def one_call(work: Path, proxy: Proxy, redis, caller: Phone, dialled: str, peers
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     redis = RedisServer(work).start()
-    admin(redis.url, "load", str(ROOT / "tests" / "sip" / "office.yaml"))
+    office = ROOT / "tests" / "sip" / "office.yaml"
+    admin(redis.url, "load", str(office))
     admin(redis.url, "prepaid", "activate", "initech")
     admin(redis.url, "prepaid", "topup", "initech", "10.00", "--ref", "bench-1")
     admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
     proxy = Proxy(work, redis.url, LOG_LEVEL="1").start()
     try:
-        caller = Phone("2001", "initech.test", "ines-secret-1", "127.0.0.30", free_port("127.0.0.30"))
+        caller = Phone("2001", "initech.test", passwords(office)[("2001", "initech.test")], "127.0.0.30",
+                       free_port("127.0.0.30"))
         runs = {
             "prepaid (004915112345678)": one_call(work, proxy, redis, caller, "004915112345678", [
                 Sipp("announce.xml", [], work, ip="127.0.0.7", port=5060),

@@ -2,31 +2,22 @@
 
 Every command validates fully before it writes, and writes in one Redis
 transaction or atomic script, so an error changes nothing. Errors go to stderr
-naming the file, line and field at fault; the exit code is 2 for bad input and
-3 when Redis cannot be reached.
+naming the file, line and field at fault; the exit codes are in kemi.cli_errors
+(2 for bad input, 3 when Redis cannot be reached).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
-import redis
-
-from kemi import numbering, provisioning
-from kemi import admin_prepaid
+from kemi import admin_prepaid, numbering, provisioning
+from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, CliError, OutcomeUnknown
+from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
-from kemi.store import Connection, Directory, StoreUnavailable
+from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
-
-EXIT_BAD_INPUT = 2
-EXIT_STORE_DOWN = 3
-
-
-class CliError(Exception):
-    """A refusal with the message to print; nothing was changed."""
 
 
 def cmd_load(args, directory: Directory) -> None:
@@ -44,7 +35,7 @@ def cmd_load(args, directory: Directory) -> None:
     except ValueError as exc:
         raise CliError(f"{args.file}: {exc}; nothing was changed") from None
     # The money scripts belong to the schema: a fresh or restarted store gets them here.
-    PrepaidLedger(directory.conn.client()).load_functions()
+    PrepaidLedger(directory.conn).load_functions()
     for line in summary:
         print(line)
     print(f"{args.file}: applied")
@@ -91,7 +82,9 @@ def cmd_override(args, directory: Directory) -> None:
         if not overrides:
             print("no overrides: the numbering plan decides alone")
         return
-    if not args.prefix or not re.fullmatch(r"\+[1-9][0-9]{0,14}", args.prefix):
+    prefix = args.prefix or ""
+    # not the catch-all '+', nor a country code that starts with 0: neither is a prefix to override
+    if not E164_PREFIX_RE.fullmatch(prefix) or prefix[1:2] in ("", "0"):
         raise CliError(f"PREFIX {args.prefix!r}: expected '+' and 1 to 15 digits of an E.164 prefix, e.g. +4475")
     if args.action == "set":
         if args.billing not in numbering.BILLING_CLASSES:
@@ -106,7 +99,7 @@ def cmd_override(args, directory: Directory) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0])
-    parser.add_argument("--redis-url", help="Redis to manage (default: $REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument("--redis-url", help=f"Redis to manage (default: $REDIS_URL or {Settings.redis_url})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers)",
@@ -155,10 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (StoreUnavailable, redis.ConnectionError, redis.TimeoutError) as exc:
+    except StoreRefused as exc:  # WRONGTYPE, OOM, BUSY...: Redis answered, and not with a result
+        print(f"error: Redis refused the command: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutcomeUnknown as exc:  # a write was sent: "nothing was changed" may be false
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_DOWN
+    except StoreUnavailable as exc:
         print(f"error: {exc}; nothing was changed", file=sys.stderr)
         return EXIT_STORE_DOWN
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

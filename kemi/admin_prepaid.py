@@ -2,7 +2,8 @@
 
 Added to kemi.admin by add_commands(). Every command validates its arguments
 fully before it touches Redis; money only moves through PrepaidLedger (one
-atomic FCALL each). Amounts on the command line are integer minor units
+atomic FCALL each). Refusals are kemi.cli_errors.CliError, which kemi.admin.main
+turns into exit codes. Amounts on the command line are integer minor units
 (`2550`) or a decimal with at most two places (`25.50`), parsed as text:
 never through float.
 """
@@ -17,18 +18,15 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-import redis
-
 from kemi import money
-from kemi.store import StoreUnavailable, keys
-from kemi.store.prepaid import Keys, PrepaidError, PrepaidLedger
+from kemi.cli_errors import CliError, OutcomeUnknown
+from kemi.model import COMPANY_ID_RE, E164_PREFIX_RE
+from kemi.store import StoreUnavailable
+from kemi.store.prepaid import PrepaidError, PrepaidLedger
 
 _AMOUNT_RE = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2}))?", re.ASCII)
 _INCREMENTS_RE = re.compile(r"([0-9]{1,5})/([0-9]{1,5})", re.ASCII)
 _CURRENCY_RE = re.compile(r"[A-Z]{3}", re.ASCII)
-_SET_PREFIX_RE = re.compile(r"\+[0-9]{1,15}", re.ASCII)  # rate set: no catch-all '+'
-_ANY_PREFIX_RE = re.compile(r"\+[0-9]{0,15}", re.ASCII)  # rate remove: may clean up a catch-all
-_E164_RE = re.compile(r"\+[0-9]{1,15}", re.ASCII)
 MAX_COUNT = 1_000_000  # the CDR stream is capped near this length (prepaid.lua CDR_MAXLEN)
 CSV_COLUMNS = ("id", "company", "extension", "from", "to", "category", "billing", "setup", "answer", "end",
                "billed_secs", "cost", "balance_after", "disposition", "note")
@@ -37,15 +35,6 @@ _CSV_FIELDS = {"extension": ("extension", "ext"), "setup": ("setup_ms",), "answe
                "end": ("end_ms",)}
 _TIME_COLUMNS = frozenset({"setup", "answer", "end"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-EXIT_STORE_DOWN = 3  # as kemi.admin
-
-
-class Refusal(Exception):
-    """Bad input or a ledger refusal; nothing was written. Becomes kemi.admin.CliError (exit 2)."""
-
-
-class OutcomeUnknown(Exception):
-    """Redis stopped answering after a write was sent: it may have been applied (exit 3)."""
 
 
 @contextmanager
@@ -56,7 +45,7 @@ def _writing(advice: str):
     """
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except StoreUnavailable as exc:
         raise OutcomeUnknown(f"Redis did not answer ({exc}): {advice}") from None
 
 
@@ -66,15 +55,15 @@ def parse_minor(text: str, name: str, *, low: int, high: int) -> int:
     """'2550' -> 2550, '25.50' -> 2550, '25.5' -> 2550: exact, by string arithmetic."""
     match = _AMOUNT_RE.fullmatch(text.strip())
     if not match:
-        raise Refusal(f"{name} {text!r}: expected minor units (2550) or an amount with at most "
-                      f"2 decimals (25.50)")
+        raise CliError(f"{name} {text!r}: expected minor units (2550) or an amount with at most "
+                       f"2 decimals (25.50)")
     sign, units, cents = match.groups()
     # no decimal point: already minor units; '25.5' -> 25 * 100 + 50
     value = int(units) if cents is None else int(units) * 100 + int(cents.ljust(2, "0"))
     value = -value if sign else value  # parsed only to say "too low" rather than "garbage"
     if not low <= value <= high:
-        raise Refusal(f"{name} {text!r}: expected {format_minor(low)}..{format_minor(high)} "
-                      f"({low}..{high} minor units), got {value} minor units")
+        raise CliError(f"{name} {text!r}: expected {format_minor(low)}..{format_minor(high)} "
+                       f"({low}..{high} minor units), got {value} minor units")
     return value
 
 
@@ -89,14 +78,14 @@ def parse_increments(text: str) -> tuple[int, int]:
     match = _INCREMENTS_RE.fullmatch(text.strip())
     first, nxt = (int(g) for g in match.groups()) if match else (0, 0)
     if not (1 <= first <= money.MAX_INCREMENT and 1 <= nxt <= money.MAX_INCREMENT):
-        raise Refusal(f"--increments {text!r}: expected FIRST/NEXT seconds, each 1..{money.MAX_INCREMENT}, "
-                      f"like 60/60, 30/6 or 1/1")
+        raise CliError(f"--increments {text!r}: expected FIRST/NEXT seconds, each 1..{money.MAX_INCREMENT}, "
+                       f"like 60/60, 30/6 or 1/1")
     return first, nxt
 
 
 def parse_count(value: str, name: str, low: int, high: int = MAX_COUNT) -> int:
     if not re.fullmatch(r"[0-9]{1,7}", value.strip(), re.ASCII) or not low <= int(value) <= high:
-        raise Refusal(f"{name} {value!r}: expected a whole number {low}..{high}")
+        raise CliError(f"{name} {value!r}: expected a whole number {low}..{high}")
     return int(value)
 
 
@@ -148,38 +137,35 @@ def csv_row(co: str, entry_id: str, record: dict[str, Any] | None) -> list[str]:
 # ---------------------------------------------------------------- Redis helpers
 
 def _ledger(directory) -> PrepaidLedger:
-    return PrepaidLedger(directory.conn.client())
+    return PrepaidLedger(directory.conn)
 
 
-def _company(directory, co: str, *, need_provisioned: bool = True) -> Keys:
-    try:
-        k = Keys.of(co)
-    except ValueError:
-        raise Refusal(f"COMPANY {co!r}: not a company id (lower-case letters, digits, '-', '_')") from None
-    client = directory.conn.client()
-    if client.exists(keys.company(co)):
-        return k
-    if not need_provisioned and client.exists(k.prepaid, k.cdr):
-        return k  # removed from the provisioning, but its money and records are still there
-    raise Refusal(f"company {co!r}: not provisioned")
+def _company(directory, co: str, *, need_provisioned: bool = True) -> None:
+    if not COMPANY_ID_RE.fullmatch(co):
+        raise CliError(f"COMPANY {co!r}: not a company id (lower-case letters, digits and '-', at most 32)")
+    if directory.is_provisioned(co):
+        return
+    if not need_provisioned and _ledger(directory).has_data(co):
+        return  # removed from the provisioning, but its money and records are still there
+    raise CliError(f"company {co!r}: not provisioned")
 
 
-def _refusal(exc: PrepaidError, co: str, args) -> Refusal:
+def _refusal(exc: PrepaidError, co: str, args) -> CliError:
     """A ledger refusal, naming the argument at fault."""
     code = exc.code
     if code == "CURRENCY_MISMATCH":
         held = exc.message.rsplit(" ", 1)[-1]
-        return Refusal(f"--currency {args.currency}: company {co!r} holds a balance in {held}; "
-                       f"a currency cannot change under a balance")
+        return CliError(f"--currency {args.currency}: company {co!r} holds a balance in {held}; "
+                        f"a currency cannot change under a balance")
     if code == "TOPUP_CONFLICT":
-        return Refusal(f"--ref {args.ref!r}: this reference already credited another amount; "
-                       f"use a new reference for a new payment")
+        return CliError(f"--ref {args.ref!r}: this reference already credited another amount; "
+                        f"use a new reference for a new payment")
     if code == "BALANCE_LIMIT":
-        return Refusal(f"AMOUNT {args.amount}: the balance would exceed the limit of "
-                       f"{format_minor(money.MAX_BALANCE)}")
+        return CliError(f"AMOUNT {args.amount}: the balance would exceed the limit of "
+                        f"{format_minor(money.MAX_BALANCE)}")
     if code == "BAD_ARGUMENT":
-        return Refusal(f"refused by the ledger: {exc.message}")
-    return Refusal(f"refused by the ledger ({code}): {exc.message}")
+        return CliError(f"refused by the ledger: {exc.message}")
+    return CliError(f"refused by the ledger ({code}): {exc.message}")
 
 
 def _state_line(co: str, active: bool, balance: int, currency: str) -> str:
@@ -211,7 +197,7 @@ def _summary(entry_id: str, record: dict[str, Any] | None) -> str:
 
 def cmd_activate(args, directory) -> None:
     if not _CURRENCY_RE.fullmatch(args.currency):
-        raise Refusal(f"--currency {args.currency!r}: expected an ISO 4217 code in capitals, like EUR")
+        raise CliError(f"--currency {args.currency!r}: expected an ISO 4217 code in capitals, like EUR")
     _company(directory, args.company)
     ledger = _ledger(directory)
     try:
@@ -240,13 +226,13 @@ def cmd_topup(args, directory) -> None:
     amount = parse_minor(args.amount, "AMOUNT", low=1, high=money.MAX_BALANCE)
     ref = args.ref
     if not ref.strip() or len(ref.encode("utf-8")) > 256:
-        raise Refusal(f"--ref {ref!r}: expected the payment reference, 1..256 bytes")
+        raise CliError(f"--ref {ref!r}: expected the payment reference, 1..256 bytes")
     _company(directory, args.company)
     ledger = _ledger(directory)
     status = ledger.status(args.company)
     if not status.currency:
-        raise Refusal(f"company {args.company!r}: no Prepaid Account; "
-                      f"run 'prepaid activate {args.company}' first (it sets the currency)")
+        raise CliError(f"company {args.company!r}: no Prepaid Account; "
+                       f"run 'prepaid activate {args.company}' first (it sets the currency)")
     try:
         with _writing(f"the top-up may or may not have been credited; run the same command again (the same "
                       f"--ref {ref!r} credits once) or check with 'prepaid show {args.company}'"):
@@ -277,8 +263,7 @@ def cmd_show(args, directory) -> None:
         print(f"  reserved   {format_minor(status.reserved, cur)} ({len(status.reservations)} live calls)")
         print(f"  available  {format_minor(status.available, cur)}")
     if status.reservations:
-        now_s, now_us = directory.conn.client().time()
-        now_ms = now_s * 1000 + now_us // 1000
+        now_ms = ledger.now_ms()
         print("  live reservations:")
         for r in status.reservations:
             print(f"    {r.call_id}  {format_minor(r.amount, cur)}  max {r.max_secs}s  "
@@ -316,14 +301,15 @@ def _rate_line(rate: money.Rate, width: int = 0) -> str:
             f"{format_minor(rate.connection_fee)}  billed {rate.first}/{rate.next}")
 
 
-def _prefix(text: str, pattern: re.Pattern, what: str) -> str:
-    if not pattern.fullmatch(text):
-        raise Refusal(f"PREFIX {text!r}: expected {what}")
+def _prefix(text: str, what: str, *, catch_all: bool) -> str:
+    """An E.164 prefix; the catch-all '+' only where asked (rate remove may clean one up, set never makes one)."""
+    if not E164_PREFIX_RE.fullmatch(text) or (text == "+" and not catch_all):
+        raise CliError(f"PREFIX {text!r}: expected {what}")
     return text
 
 
 def cmd_rate_set(args, directory) -> None:
-    prefix = _prefix(args.prefix, _SET_PREFIX_RE, "'+' and 1 to 15 digits, like +44 or +447")
+    prefix = _prefix(args.prefix, "'+' and 1 to 15 digits, like +44 or +447", catch_all=False)
     per_minute = parse_minor(args.per_minute, "PER_MINUTE", low=0, high=money.MAX_PER_MINUTE)
     fee = parse_minor(args.fee, "--fee", low=0, high=money.MAX_CONNECTION_FEE)
     first, nxt = parse_increments(args.increments)
@@ -331,9 +317,9 @@ def cmd_rate_set(args, directory) -> None:
     try:
         rate.validate()
     except ValueError as exc:  # the checks above make this unreachable; never write a bad rate
-        raise Refusal(str(exc)) from None
+        raise CliError(str(exc)) from None
     ledger = _ledger(directory)
-    ledger.r.ping()  # unreachable here: nothing was sent
+    directory.conn.ping()  # unreachable here: nothing was sent
     with _writing(f"rate {prefix} may or may not be set; run the same command again (safe to repeat)"):
         old = ledger.set_rate(rate)
     print(f"rate {'replaced' if old else 'added'}: {_rate_line(rate)}")
@@ -342,13 +328,13 @@ def cmd_rate_set(args, directory) -> None:
 
 
 def cmd_rate_remove(args, directory) -> None:
-    prefix = _prefix(args.prefix, _ANY_PREFIX_RE, "'+' and up to 15 digits, like +44")
+    prefix = _prefix(args.prefix, "'+' and up to 15 digits, like +44", catch_all=True)
     ledger = _ledger(directory)
-    ledger.r.ping()  # unreachable here: nothing was sent
+    directory.conn.ping()  # unreachable here: nothing was sent
     with _writing(f"rate {prefix} may or may not be removed; check with 'rate list'"):
         removed = ledger.remove_rate(prefix)
     if not removed:
-        raise Refusal(f"PREFIX {prefix!r}: no rate for this prefix (see 'rate list')")
+        raise CliError(f"PREFIX {prefix!r}: no rate for this prefix (see 'rate list')")
     print(f"rate {prefix} removed")
 
 
@@ -356,7 +342,7 @@ def cmd_rate_list(args, directory) -> None:
     try:
         rates = _ledger(directory).rates()
     except ValueError as exc:
-        raise Refusal(f"{exc}; replace it with 'rate set' or delete it with 'rate remove'") from None
+        raise CliError(f"{exc}; replace it with 'rate set' or delete it with 'rate remove'") from None
     if not rates:
         print("no rates: every prepaid destination is refused")
     for rate in rates:
@@ -364,12 +350,13 @@ def cmd_rate_list(args, directory) -> None:
 
 
 def cmd_rate_show(args, directory) -> None:
-    if not _E164_RE.fullmatch(args.e164):
-        raise Refusal(f"E164 {args.e164!r}: expected '+' and 1 to 15 digits, like +447700900123")
+    # what a call is rated by: an E.164 number, or '+33' and a French short number
+    if not E164_PREFIX_RE.fullmatch(args.e164) or args.e164 == "+":
+        raise CliError(f"E164 {args.e164!r}: expected '+' and 1 to 15 digits, like +447700900123")
     try:
         rate = _ledger(directory).rate_for(args.e164)
     except ValueError as exc:
-        raise Refusal(f"{exc}; calls to this destination are refused until it is fixed") from None
+        raise CliError(f"{exc}; calls to this destination are refused until it is fixed") from None
     if rate is None:
         print(f"{args.e164}: no rate: calls to this destination are refused")
         return
@@ -380,36 +367,12 @@ def cmd_rate_show(args, directory) -> None:
 
 # ---------------------------------------------------------------- wiring
 
-def _cli_error_class() -> type[Exception]:
-    """The CliError that the running kemi.admin.main catches.
-
-    Under `python -m kemi.admin` that module is __main__; importing kemi.admin
-    here would load a second copy whose CliError main() does not catch.
-    """
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "kemi.admin":
-        return main.CliError
-    from kemi.admin import CliError  # imported lazily: kemi.admin imports this module
-    return CliError
-
-
 def _command(func: Callable) -> Callable:
     def run(args, directory) -> None:
         try:
             func(args, directory)
-        except Refusal as exc:
-            raise _cli_error_class()(str(exc)) from None
-        except PrepaidError as exc:
-            raise _cli_error_class()(f"refused by the ledger ({exc.code}): {exc.message}") from None
-        except OutcomeUnknown as exc:
-            # not StoreUnavailable: kemi.admin.main would add "nothing was changed"
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(EXIT_STORE_DOWN) from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # before any write
-            raise StoreUnavailable(f"Redis at {directory.conn.settings.redis_url} unreachable: {exc}") from None
-        except redis.ResponseError as exc:  # WRONGTYPE, OOM, BUSY...: Redis refused the command
-            raise _cli_error_class()(f"Redis refused the command: {exc}") from None
+        except PrepaidError as exc:  # one the command did not word itself
+            raise CliError(f"refused by the ledger ({exc.code}): {exc.message}") from None
     run.__name__ = run.__qualname__ = func.__name__
     run.__doc__ = func.__doc__
     return run

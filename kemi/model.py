@@ -11,10 +11,17 @@ import re
 from dataclasses import asdict, dataclass, field
 
 EXTENSION_RE = re.compile(r"2[0-9]{3}")
+# Also the hash tag of the company's Redis keys ({co:<id>}): never a brace or a colon.
 COMPANY_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # A SIP domain as phones put it in From/To: lower-case DNS labels.
 DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+# ITU-T E.164: '+', a country code (never starting with 0) and the national number, 15 digits at most.
+E164_MAX_DIGITS = 15
+# A complete number (a DID, a main number, a caller ID, a forward): none is shorter than 7 digits.
+E164_RE = re.compile(rf"\+[1-9][0-9]{{6,{E164_MAX_DIGITS - 1}}}")
+# A prefix of E.164 numbers (rates, numbering overrides): '+' and up to 15 digits; '+' alone is
+# every number (the catch-all rate). redis-schema/prepaid.lua checks the same form.
+E164_PREFIX_RE = re.compile(rf"\+[0-9]{{0,{E164_MAX_DIGITS}}}")
 HA1_RE = re.compile(r"[0-9a-f]{32}")
 # Names and locations travel in SIP headers: no control characters, no quotes.
 DISPLAY_NAME_RE = re.compile(r'[^\x00-\x1f\x7f"\\]{1,64}')

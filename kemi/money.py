@@ -14,9 +14,10 @@ reserved for it (the A2Billing "60/60 vs max duration" trap).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from kemi.model import E164_PREFIX_RE
 
 # Upper bounds keep every intermediate product far below 2**53, the largest
 # integer a Lua number (a double) holds exactly; prepaid.lua enforces the same.
@@ -26,8 +27,6 @@ MAX_INCREMENT = 3600
 MAX_CAP_SECS = 86_400  # the longest single call anyone may authorise
 MAX_BALANCE = 10**13  # 60 * MAX_BALANCE < 2**53
 
-_PREFIX_RE = re.compile(r"\+[0-9]{0,15}")
-_E164_RE = re.compile(r"\+[0-9]{1,15}")
 _RATE_FIELDS = ("prefix", "per_minute", "connection_fee", "first", "next")
 
 
@@ -46,7 +45,7 @@ class Rate:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
-        if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
+        if not isinstance(self.prefix, str) or not E164_PREFIX_RE.fullmatch(self.prefix):
             raise ValueError(f"prefix: expected '+' and up to 15 digits, got {self.prefix!r}")
         _check_int("per_minute", self.per_minute, 0, MAX_PER_MINUTE)
         _check_int("connection_fee", self.connection_fee, 0, MAX_CONNECTION_FEE)
@@ -117,9 +116,10 @@ def max_duration(rate: Rate, funds: int, cap: int) -> int:
 def candidate_prefixes(e164: str) -> list[str]:
     """Every prefix of an E.164 number, longest first, ending with the catch-all '+'.
 
-    One HMGET of these finds the longest-prefix rate in one round trip.
+    One HMGET of these finds the longest-prefix rate in one round trip. The number may be
+    short of a full E.164 number: a French short number is rated as '+33' and its digits.
     """
-    if not isinstance(e164, str) or not _E164_RE.fullmatch(e164):
+    if not isinstance(e164, str) or len(e164) < 2 or not E164_PREFIX_RE.fullmatch(e164):
         raise ValueError(f"not an E.164 number: {e164!r}")
     return [e164[:n] for n in range(len(e164), 0, -1)]
 

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
+from kemi.model import E164_MAX_DIGITS
+
 CATEGORIES = ("internal", "emergency", "free", "domestic", "international", "directory", "special", "invalid")
 BILLING_CLASSES = ("included", "prepaid", "blocked")
 EMERGENCY_CODES = frozenset({"15", "17", "18", "112", "114", "115", "119", "191", "196", "197"})
@@ -128,7 +130,6 @@ R_UNKNOWN_COUNTRY = "Unknown country code"
 R_TOO_LONG = "Number too long"
 
 MAX_DIGITS = 20
-E164_MAX_DIGITS = 15  # ITU-T E.164: country code + national number
 NATIONAL_LENGTH = 10  # '0' + 9 digits
 
 # Shapes of French short codes ('#' = any digit). A digit string that is a

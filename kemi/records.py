@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-RECORD_FIELDS = ("company", "extension", "from", "to", "category", "billing", "direction",
-                 "setup_ms", "answer_ms", "end_ms", "billed_secs", "cost", "disposition", "call_id")
-
-
 def start(*, company: str, extension: str | None, caller: str | None, to: str | None, category: str,
           billing: str, direction: str, call_id: str, setup_ms: int, prepaid: bool = False,
           max_secs: int = 0) -> dict[str, Any]:

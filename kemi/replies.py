@@ -13,24 +13,34 @@ class Reply:
     code: int
     reason: str
 
-    def with_reason(self, reason: str) -> "Reply":
-        return Reply(self.code, reason)
-
 
 OK = Reply(200, "OK")
-BAD_REQUEST = Reply(400, "Bad Request")
 # One phrase for unknown user, wrong password, wrong company: no user enumeration.
 FORBIDDEN = Reply(403, "Forbidden")
 EXTENSION_NOT_FOUND = Reply(404, "Extension Not Found")
 NOT_HERE = Reply(404, "Not Here")
 METHOD_NOT_ALLOWED = Reply(405, "Method Not Allowed")
 NOT_REGISTERED = Reply(480, "Extension Not Registered")
-ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
 TOO_MANY_HOPS = Reply(483, "Too Many Hops")
-LOOP_DETECTED = Reply(482, "Loop Detected")
 INTERNAL_ERROR = Reply(500, "Internal Server Error")
 STORE_DOWN = Reply(503, "Subscriber Data Unavailable")
 SCHEMA_UNKNOWN = Reply(503, "Subscriber Data Not Provisioned")
+
+# -- dialling out (kemi.routing decides which) ----------------------------------------------------
+# A number cut short; other numbering refusals carry the numbering plan's own reason.
+ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
+PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
+INSUFFICIENT_FUNDS = Reply(402, "Insufficient Prepaid Balance")
+NO_RATE = Reply(403, "No Rate For Destination")
+NO_TRUNK = Reply(503, "No Route To Destination")
+# What the caller gets instead of a 503 from the last trunk (RFC 3261 16.7)
+TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
+
+# -- incoming calls -------------------------------------------------------------------------------
+UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
+REDIRECT_REFUSED = Reply(403, "Redirect Outside Company Refused")
+NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
+FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, NOTIFY"
 

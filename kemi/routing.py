@@ -7,18 +7,14 @@ company, the extension and the trunks, and carries out the answer.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kemi.model import IPV4_RE, TRANSPORTS, Company, Extension, Trunk
+from kemi import replies
+from kemi.model import EXTENSION_RE, IPV4_RE, TRANSPORTS, Company, Extension, Peer, Trunk
 from kemi.numbering import Decision
-from kemi.replies import DIALOG_NOT_ANSWERED, NOT_A_PARTY, NOT_THE_DIALOG_TARGET, Reply
+from kemi.replies import Reply
 
-ADDRESS_INCOMPLETE = Reply(484, "Address Incomplete")
-PREPAID_NOT_AVAILABLE = Reply(403, "Prepaid Account Not Activated")
-INSUFFICIENT_FUNDS = Reply(402, "Insufficient Prepaid Balance")
-NO_RATE = Reply(403, "No Rate For Destination")
-NO_TRUNK = Reply(503, "No Route To Destination")
-TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
 # Trunk answers that mean "try the next trunk": the trunk (not the callee) failed.
 FAILOVER_CODES = frozenset({408, 500, 502, 503, 504})
 
@@ -37,7 +33,7 @@ def trunk_failed(code: int, replied: bool) -> bool:
 def refusal(decision: Decision) -> Reply | None:
     """The answer for a call the numbering plan does not let through, or None to route it."""
     if decision.category == "invalid":
-        return ADDRESS_INCOMPLETE if decision.refuse_code == 484 else Reply(404, decision.reason)
+        return replies.ADDRESS_INCOMPLETE if decision.refuse_code == 484 else Reply(404, decision.reason)
     if decision.billing == "blocked":
         return Reply(403, decision.reason)
     return None
@@ -46,10 +42,10 @@ def refusal(decision: Decision) -> Reply | None:
 def prepaid_refusal(code: str) -> Reply:
     """The answer when the Prepaid Account does not pay for a call (kemi.store.prepaid error codes)."""
     if code == "INSUFFICIENT_FUNDS":
-        return INSUFFICIENT_FUNDS
+        return replies.INSUFFICIENT_FUNDS
     if code == "NO_RATE":
-        return NO_RATE
-    return PREPAID_NOT_AVAILABLE  # NOT_ACTIVE, and anything unexpected: never connect unpaid
+        return replies.NO_RATE
+    return replies.PREPAID_NOT_AVAILABLE  # NOT_ACTIVE, and anything unexpected: never connect unpaid
 
 
 def rating_number(decision: Decision) -> str:
@@ -97,36 +93,47 @@ def _one_line(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", text)[:200]
 
 
+def _address(item: str, what: str) -> tuple[str, str, int]:
+    """'udp:127.0.0.2:5060' -> ('udp', '127.0.0.2', 5060); ValueError naming `what` otherwise."""
+    parts = item.split(":")
+    if len(parts) != 3 or parts[0] not in TRANSPORTS or not IPV4_RE.fullmatch(parts[1]) \
+            or not parts[2].isdigit() or not 0 < int(parts[2]) < 65536:
+        raise ValueError(f"{what} {item!r}: expected transport:IPv4:port, e.g. udp:127.0.0.2:5060")
+    return parts[0], parts[1], int(parts[2])
+
+
 def parse_static_trunks(spec: str) -> tuple[Trunk, ...]:
-    """EMERGENCY_TRUNKS: 'udp:127.0.0.2:5060,tcp:127.0.0.4:5060' -> trunks, in that order.
+    """EMERGENCY_TRUNKS: 'udp:127.0.0.2:5060,tcp:127.0.0.4:5060' -> emergency trunks, in that order.
 
     The last resort for emergency calls when Redis is down and nothing is cached.
     """
     trunks = []
     for i, item in enumerate(x.strip() for x in spec.split(",") if x.strip()):
-        parts = item.split(":")
-        if len(parts) != 3 or parts[0] not in TRANSPORTS or not IPV4_RE.fullmatch(parts[1]) \
-                or not parts[2].isdigit() or not 0 < int(parts[2]) < 65536:
-            raise ValueError(f"EMERGENCY_TRUNKS item {item!r}: expected transport:IPv4:port, e.g. udp:127.0.0.2:5060")
-        trunks.append(Trunk(name=f"static-{i + 1}", host=parts[1], port=int(parts[2]), transport=parts[0],
+        transport, host, port = _address(item, "EMERGENCY_TRUNKS item")
+        trunks.append(Trunk(name=f"static-{i + 1}", host=host, port=port, transport=transport,
                             priority=i + 1, emergency=True, outbound=False))
     return tuple(trunks)
 
 
-def encode_peers(trunks: list) -> str:
-    """Trunks (or a media server) still to try, kept in a transaction AVP between failure routes."""
-    return ",".join(f"{t.transport}:{t.host}:{t.port}" for t in trunks)
+def encode_peers(peers: Iterable[Peer]) -> str:
+    """Where a call may still go (trunks in order, or a fallback media server), as text for a
+    transaction AVP or the emergency cache: 'name@transport:host:port,...'. Only the address and
+    the name travel: what a peer is for was decided before it was put here."""
+    return ",".join(f"{p.name}@{p.transport}:{p.host}:{p.port}" for p in peers)
 
 
-def decode_peers(text: str | None) -> list[Trunk]:
-    return list(parse_static_trunks(text)) if text else []
+def decode_peers(text: str | None) -> list[Peer]:
+    peers = []
+    for item in (text or "").split(","):
+        if item:
+            name, _, address = item.rpartition("@")
+            transport, host, port = _address(address, "peer")
+            # an emergency cache written by an older version of this code holds bare addresses
+            peers.append(Peer(name=name or address, host=host, port=port, transport=transport))
+    return peers
 
 
 # -- incoming calls -----------------------------------------------------------------------------
-UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
-REDIRECT_REFUSED = Reply(403, "Redirect Outside Company Refused")
-NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
-FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
 # An extension that does not pick up (ring timeout), is unreachable or busy
 # goes to the DID's fallback when there is one.
 FALLBACK_CODES = frozenset({408, 480, 486})
@@ -151,7 +158,7 @@ def redirect_target(contact: str | None, company_domain: str, proxy_hosts: set[s
     user, host = match.group(1), match.group(2).strip().lower()
     if host != company_domain and host not in proxy_hosts:
         return None
-    return user if re.fullmatch(r"2[0-9]{3}", user) else None
+    return user if EXTENSION_RE.fullmatch(user) else None
 
 
 def diversion_header(number: str, host: str) -> str:
@@ -222,9 +229,9 @@ def in_dialog_verdict(parties: DialogParties, from_tag: str, source: str, ruri: 
     party, other = (parties.caller, parties.callee) if downstream else (parties.callee, parties.caller)
     target = parties.callee_target if downstream else parties.caller_target
     if party is None or not same_peer(party, source):
-        return NOT_A_PARTY, None
+        return replies.NOT_A_PARTY, None
     if other is None or not target:
-        return DIALOG_NOT_ANSWERED, None
+        return replies.DIALOG_NOT_ANSWERED, None
     if uri_key(ruri) is None or uri_key(ruri) != uri_key(target):
-        return NOT_THE_DIALOG_TARGET, None
+        return replies.NOT_THE_DIALOG_TARGET, None
     return None, peer_uri(other)

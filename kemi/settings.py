@@ -1,14 +1,16 @@
-"""Settings of the routing core, read from the environment.
+"""Settings of the routing core (the proxy's Python and the ops CLI), read from the environment.
 
-Every setting has a documented default in scripts/env.sh; this module only
-parses and validates, so that a typo in an operator's environment stops the
-proxy at start with the variable's name instead of misbehaving later.
+This dataclass is the one source of their defaults and ranges: scripts/env.sh leaves
+these variables unset, and the README's Settings table is checked against it
+(tests/unit/test_settings.py). Parsing validates everything, so that a typo in an
+operator's environment stops the proxy at start with the variable's name instead of
+misbehaving later.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
 SCHEMA_VERSION = 1  # the Redis layout this code understands; see redis-schema/SCHEMA.md
@@ -16,39 +18,6 @@ SCHEMA_VERSION = 1  # the Redis layout this code understands; see redis-schema/S
 
 class SettingsError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Settings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_timeout_ms: int = 250
-    # How often a process re-reads schema:version, so that a store that was
-    # flushed or replaced is noticed without a restart.
-    schema_recheck_s: int = 5
-    # How long a trunk may stay silent (no provisional reply) before the next one is tried.
-    trunk_timeout_ms: int = 3000
-    # Last-resort emergency routes, used when Redis is down and nothing is cached:
-    # "udp:IP:PORT,tcp:IP:PORT" (kemi.routing.parse_static_trunks).
-    emergency_trunks: str = ""
-    # Prepaid calls: the longest call one reservation pays for, how long set-up
-    # (announcement + ringing) may take, and the slack on the reservation's
-    # expiry, which frees the money if the proxy dies mid-call.
-    prepaid_max_call_s: int = 7200
-    prepaid_setup_s: int = 120
-    prepaid_ttl_margin_s: int = 60
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        return cls(
-            redis_url=_redis_url(env, "REDIS_URL", cls.redis_url),
-            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", cls.redis_timeout_ms, 1, 60_000),
-            schema_recheck_s=_int(env, "SCHEMA_RECHECK_S", cls.schema_recheck_s, 1, 3600),
-            trunk_timeout_ms=_int(env, "TRUNK_TIMEOUT_MS", cls.trunk_timeout_ms, 500, 60_000),
-            emergency_trunks=_emergency_trunks(env.get("EMERGENCY_TRUNKS", "")),
-            prepaid_max_call_s=_int(env, "PREPAID_MAX_CALL_S", cls.prepaid_max_call_s, 1, 86_400),
-            prepaid_setup_s=_int(env, "PREPAID_SETUP_S", cls.prepaid_setup_s, 1, 3600),
-            prepaid_ttl_margin_s=_int(env, "PREPAID_TTL_MARGIN_S", cls.prepaid_ttl_margin_s, 1, 3600),
-        )
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -72,11 +41,42 @@ def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _emergency_trunks(raw: str) -> str:
+def _emergency_trunks(env: Mapping[str, str], name: str, default: str) -> str:
     from kemi.routing import parse_static_trunks  # validated here so a typo stops the start
 
+    raw = env.get(name) or default
     try:
         parse_static_trunks(raw)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     return raw
+
+
+def _setting(env: str, default: Any, parse: Callable, *limits: int) -> Any:
+    """A field read from the environment variable `env` by parse(environ, env, default, *limits)."""
+    return field(default=default, metadata={"env": env, "parse": parse, "limits": limits})
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url)
+    redis_timeout_ms: int = _setting("REDIS_TIMEOUT_MS", 250, _int, 1, 60_000)
+    # How often a process re-reads schema:version, so that a store that was
+    # flushed or replaced is noticed without a restart.
+    schema_recheck_s: int = _setting("SCHEMA_RECHECK_S", 5, _int, 1, 3600)
+    # How long a trunk may stay silent (no provisional reply) before the next one is tried.
+    trunk_timeout_ms: int = _setting("TRUNK_TIMEOUT_MS", 3000, _int, 500, 60_000)
+    # Last-resort emergency routes, used when Redis is down and nothing is cached:
+    # "udp:IP:PORT,tcp:IP:PORT" (kemi.routing.parse_static_trunks).
+    emergency_trunks: str = _setting("EMERGENCY_TRUNKS", "", _emergency_trunks)
+    # Prepaid calls: the longest call one reservation pays for, how long set-up
+    # (announcement + ringing) may take, and the slack on the reservation's
+    # expiry, which frees the money if the proxy dies mid-call.
+    prepaid_max_call_s: int = _setting("PREPAID_MAX_CALL_S", 7200, _int, 1, 86_400)
+    prepaid_setup_s: int = _setting("PREPAID_SETUP_S", 120, _int, 1, 3600)
+    prepaid_ttl_margin_s: int = _setting("PREPAID_TTL_MARGIN_S", 60, _int, 1, 3600)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        return cls(**{f.name: f.metadata["parse"](env, f.metadata["env"], f.default, *f.metadata["limits"])
+                      for f in fields(cls)})

@@ -1,6 +1,9 @@
-# Settings of the proxy, the local Redis and the tests, with their defaults.
+# Settings of the scripts, kamailio.cfg and the local Redis, with their defaults.
 # Sourced by scripts/run.sh and scripts/test.sh; every value can be overridden
 # from the environment, e.g. `SIP_PORT=5070 REDIS_PORT=6390 scripts/run.sh`.
+# The routing core's own settings (REDIS_URL, REDIS_TIMEOUT_MS, SCHEMA_RECHECK_S,
+# TRUNK_TIMEOUT_MS, EMERGENCY_TRUNKS, PREPAID_*) are deliberately not set here:
+# their defaults and ranges live in kemi/settings.py only (README, Settings).
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 export ROOT
 export SIP_ADDR=${SIP_ADDR:-127.0.0.1}          # address the proxy listens on (UDP and TCP)
@@ -8,20 +11,10 @@ export SIP_PORT=${SIP_PORT:-5060}               # SIP port (UDP and TCP)
 export SIP_CHILDREN=${SIP_CHILDREN:-4}          # worker processes per transport
 export LOG_LEVEL=${LOG_LEVEL:-2}                # Kamailio debug level: 0 warn, 1 notice, 2 info, 3 debug
 export REDIS_PORT=${REDIS_PORT:-6379}           # port of the local redis-server that scripts/run.sh starts
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:${REDIS_PORT}/0}  # where the proxy and the CLI find the data
-export REDIS_TIMEOUT_MS=${REDIS_TIMEOUT_MS:-250} # per Redis command; a slower store is treated as down
-export SCHEMA_RECHECK_S=${SCHEMA_RECHECK_S:-5}  # how often each proxy process re-reads schema:version
 export PROVISION_FILE=${PROVISION_FILE:-$ROOT/redis-schema/demo-office.yaml}  # loaded by scripts/run.sh at start
 export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}
 export KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}      # venv of Debian's /usr/bin/python3 (the one app_python3 embeds)
 export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the control socket
 export KAMAILIO_CTL=${KAMAILIO_CTL:-unix:$RUN_DIR/kamailio-$SIP_PORT.ctl}
-export TRUNK_TIMEOUT_MS=${TRUNK_TIMEOUT_MS:-3000} # a trunk silent this long is skipped for the next one
-# Last-resort emergency routes when Redis is down and no trunk list is cached:
-# "udp:IP:PORT[,tcp:IP:PORT...]". Empty: only provisioned emergency trunks are used.
-export EMERGENCY_TRUNKS=${EMERGENCY_TRUNKS:-}
-export PREPAID_MAX_CALL_S=${PREPAID_MAX_CALL_S:-7200}   # longest prepaid call one reservation pays for
-export PREPAID_SETUP_S=${PREPAID_SETUP_S:-120}          # announcement + ringing allowance of a prepaid call
-export PREPAID_TTL_MARGIN_S=${PREPAID_TTL_MARGIN_S:-60} # slack before an orphaned reservation frees its money
 export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
 export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)

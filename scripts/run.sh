@@ -15,6 +15,9 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# The proxy and the CLI use the Redis started below, unless told otherwise.
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+
 mkdir -p "$RUN_DIR/redis-$REDIS_PORT"
 # AOF: money lives here (see redis-schema/SCHEMA.md)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis-$REDIS_PORT" \

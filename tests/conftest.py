@@ -7,6 +7,12 @@ import pytest
 from tests.harness import ROOT, Proxy, RedisServer, admin
 
 OFFICE = ROOT / "tests" / "sip" / "office.yaml"
+# Databases of the session's redis-server: each suite has its own, so that none flushes
+# or rewrites what another one (or the running proxy) reads.
+SIP_DB = 0          # the office the session's proxy serves
+LEDGER_DB = 1       # tests/redis
+CLI_PREPAID_DB = 2  # tests/cli/test_admin_prepaid.py
+CLI_DB = 3          # tests/cli/test_admin.py
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +29,8 @@ def redis_server(workdir):
 
 @pytest.fixture(scope="session")
 def proxy(workdir, redis_server):
-    admin(redis_server.url, "load", str(OFFICE))
-    kam = Proxy(workdir, redis_server.url).start()
+    url = redis_server.url_of(SIP_DB)
+    admin(url, "load", str(OFFICE))
+    kam = Proxy(workdir, url).start()
     yield kam
     kam.stop()

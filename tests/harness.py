@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from kemi.paths import ROOT
+
 SCENARIOS = ROOT / "sipp-scenarios"
 PYTHON = sys.executable
 
@@ -69,7 +69,10 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_of(0)
+
+    def url_of(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
@@ -87,15 +90,36 @@ class RedisServer:
         except OSError:
             return False
 
-    def client(self):
+    def client(self, db: int = 0):
+        """A raw client, for tests that inspect or break what kemi.store wrote."""
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10)
+
+    def store(self, db: int = 0):
+        """kemi.store's own Connection to one database, as the proxy and the CLI make it."""
+        from kemi.settings import Settings
+        from kemi.store import Connection
+        # a loaded test machine may be slower than the proxy's 250 ms
+        return Connection(Settings(redis_url=self.url_of(db), redis_timeout_ms=10_000))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+def office_file(path: Path) -> dict:
+    """A provisioning file as data: tests and benches take passwords and addresses from it, not copies."""
+    import yaml
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def passwords(path: Path) -> dict[tuple[str, str], str]:
+    """(extension, domain) -> password of every phone the provisioning file gives a password."""
+    return {(ext["number"], co["domain"]): ext["password"]
+            for co in office_file(path).get("companies") or () for ext in co.get("extensions") or ()
+            if "password" in ext}
 
 
 def admin(redis_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -339,7 +363,3 @@ class Phone:
 
     def auth_args(self) -> list[str]:
         return ["-s", self.user, "-au", self.user, "-ap", self.password, "-set", "domain", self.domain]
-
-
-def sipp_available() -> bool:
-    return shutil.which("sipp") is not None and shutil.which("kamailio") is not None

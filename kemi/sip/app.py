@@ -35,16 +35,20 @@ class Router:
         self.conn = conn or Connection(settings)
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
-        ledger = lambda: PrepaidLedger(self.conn.ready())  # noqa: E731
-        self.calls = Calls(sip, self.conn, settings, ledger)
+        self.ledger = PrepaidLedger(self.conn)
+        self.calls = Calls(sip, settings, self.ready_ledger)
         self.trunks = Trunks(sip, settings)
-        self.prepaid = PrepaidCalls(sip, self.conn, settings, ledger, self.calls, self.trunks)
+        self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
         self.phones = Phones(sip, self.directory, self.calls, cache)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
                                    routing.parse_static_trunks(settings.emergency_trunks))
         self.in_dialog = InDialog(sip)
+
+    def ready_ledger(self) -> PrepaidLedger:
+        self.conn.ready()  # the schema check, as before every use of the store
+        return self.ledger
 
     # -- Kamailio callbacks (app_python3 looks them up as methods) -------------------------------
     def child_init(self, rank: int) -> int:

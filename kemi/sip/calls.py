@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from kemi import records, routing
+from kemi import records, replies, routing
 from kemi.replies import Reply
 from kemi.settings import Settings
 from kemi.sip.shell import Route, Sip, Timers, Var
-from kemi.store import Connection
 from kemi.store.prepaid import PrepaidLedger
 
 Ledgers = Callable[[], PrepaidLedger]
@@ -25,9 +24,8 @@ def now_ms() -> int:
 
 
 class Calls:
-    def __init__(self, sip: Sip, conn: Connection, settings: Settings, ledger: Ledgers):
+    def __init__(self, sip: Sip, settings: Settings, ledger: Ledgers):
         self.sip = sip
-        self.conn = conn
         self.settings = settings
         self.ledger = ledger
 
@@ -43,7 +41,7 @@ class Calls:
         if rec is None:
             return
         try:
-            self.conn.call(self.ledger().record, rec["company"], records.refused(rec, answer.code, now_ms()))
+            self.ledger().record(rec["company"], records.refused(rec, answer.code, now_ms()))
         except Exception as exc:
             self.sip.log("err", f"record of refused call-id {rec['call_id']} not written: {type(exc).__name__}: {exc}")
 
@@ -73,7 +71,7 @@ class Calls:
         """The company's Virtual Receptionist answers; its 3xx comes back to Route.FAILURE_RECEPTIONIST."""
         if server is None:
             self.sip.log("err", f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
-            self.sip.reply(routing.NO_RECEPTIONIST)
+            self.sip.reply(replies.NO_RECEPTIONIST)
             return
         self.sip.set(Var.COMPANY, co)
         self.sip.set(Var.DID, did or "")
@@ -113,4 +111,4 @@ class Calls:
             if rec.get("prepaid"):
                 prepaid.ended(rec, secs, final)
             else:
-                self.conn.call(self.ledger().record, rec["company"], final)
+                self.ledger().record(rec["company"], final)

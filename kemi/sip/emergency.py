@@ -7,7 +7,7 @@ call still carries them when Redis is down.
 
 from __future__ import annotations
 
-from kemi import routing
+from kemi import replies, routing
 from kemi.model import Trunk
 from kemi.sip.calls import Calls
 from kemi.sip.shell import Sip, Table
@@ -76,7 +76,7 @@ class Emergency:
         if not trunks:
             sip.log("crit", f"EMERGENCY CALL {code} from {user}@{domain} HAS NO ROUTE: provision a trunk with "
                             f"emergency: true or set EMERGENCY_TRUNKS")
-            sip.reply(routing.NO_TRUNK)
+            sip.reply(replies.NO_TRUNK)
             return
         sip.consume_credentials()
         headers = routing.emergency_headers(callback, location)

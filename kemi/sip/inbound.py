@@ -33,7 +33,7 @@ class Inbound:
         inbound = self.directory.inbound(e164) if e164 else None
         if inbound is None or inbound.did is None or inbound.company is None:
             sip.log("info", f"call from trunk {sip.source[0]} to {dialled!r}: not one of our numbers")
-            sip.reply(routing.UNKNOWN_NUMBER)
+            sip.reply(replies.UNKNOWN_NUMBER)
             return
         did, company = inbound.did, inbound.company
         caller = routing.external_caller(sip.pv("$fU"))
@@ -95,7 +95,7 @@ class Inbound:
         if inbound is None or inbound.extension is None:
             sip.log("warn", f"receptionist of {co} redirected call-id {sip.call_id} to {contact!r}: refused, "
                             f"only extensions of the same company are followed")
-            sip.reply_in_failure(routing.REDIRECT_REFUSED)
+            sip.reply_in_failure(replies.REDIRECT_REFUSED)
             return
         self.calls.leave_media()
         if inbound.extension.type == "virtual":

@@ -6,7 +6,7 @@ A virtual extension's forwarding is an outbound call too, under the same country
 
 from __future__ import annotations
 
-from kemi import numbering, routing
+from kemi import numbering, replies, routing
 from kemi.model import EXTENSION_RE, Company, Extension, MediaServer, Trunk
 from kemi.numbering import Decision
 from kemi.sip.calls import Calls
@@ -84,7 +84,7 @@ class Outbound:
                                 direction)
         refused = routing.refusal(decision)
         if refused is None and self.directory.inbound(decision.e164).did is not None:
-            refused = routing.FORWARD_LOOP
+            refused = replies.FORWARD_LOOP
         if refused is not None:
             self.sip.log("info", f"forward of {company.id}/{ext.number} to {ext.forward} refused: "
                                  f"{refused.code} {refused.reason}")

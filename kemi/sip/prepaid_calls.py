@@ -17,15 +17,12 @@ from kemi.settings import Settings
 from kemi.sip.calls import Calls, Ledgers
 from kemi.sip.shell import Route, Sip, Var
 from kemi.sip.trunks import Trunks
-from kemi.store import Connection
 from kemi.store.prepaid import PrepaidError, Reservation
 
 
 class PrepaidCalls:
-    def __init__(self, sip: Sip, conn: Connection, settings: Settings, ledger: Ledgers, calls: Calls,
-                 trunks: Trunks):
+    def __init__(self, sip: Sip, settings: Settings, ledger: Ledgers, calls: Calls, trunks: Trunks):
         self.sip = sip
-        self.conn = conn
         self.ledger = ledger
         self.settings = settings
         self.calls = calls
@@ -35,18 +32,18 @@ class PrepaidCalls:
         """Hold the price of the longest call the account pays for; None when refused (and answered)."""
         target = decision.e164 or decision.dialled
         ledger = self.ledger()
-        rate = self.conn.call(ledger.rate_for, routing.rating_number(decision))
+        rate = ledger.rate_for(routing.rating_number(decision))
         try:
             if rate is None:
                 # "not activated" is the answer that tells the caller what to do, so it comes first
-                active = self.conn.call(ledger.status, company.id).active
+                active = ledger.status(company.id).active
                 raise PrepaidError("NO_RATE" if active else "NOT_ACTIVE", f"no rate for {target}")
             cap = self.settings.prepaid_max_call_s
             ttl = (self.settings.prepaid_setup_s + cap + self.settings.prepaid_ttl_margin_s) * 1000
             # Money is keyed by an id the proxy mints for this call, never by the caller's
             # Call-ID: a reused Call-ID is a new call with a new reservation.
             key = uuid.uuid4().hex
-            held = self.conn.call(ledger.reserve, company.id, key, rate, cap_secs=cap, ttl_ms=ttl,
+            held = ledger.reserve(company.id, key, rate, cap_secs=cap, ttl_ms=ttl,
                                   ext=rec["extension"], to=target)
         except PrepaidError as exc:
             self.sip.log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
@@ -81,13 +78,13 @@ class PrepaidCalls:
         False when the reservation is gone (expired during a very long set-up): nobody pays
         for this call, so the caller must cut it."""
         ttl = (rec["max_secs"] + self.settings.prepaid_ttl_margin_s) * 1000
-        if self.conn.call(self.ledger().renew, rec["company"], rec["reservation"], ttl) is None:
+        if self.ledger().renew(rec["company"], rec["reservation"], ttl) is None:
             self.sip.log("crit", f"prepaid call {rec['call_id']} of {rec['company']} answered after its reservation "
                                  f"{rec['reservation']} expired: cutting it")
             return False
         return True
 
     def ended(self, rec: dict, secs: int, final: dict) -> None:
-        done = self.conn.call(self.ledger().settle, rec["company"], rec["reservation"], secs, final)
+        done = self.ledger().settle(rec["company"], rec["reservation"], secs, final)
         self.sip.log("info", f"prepaid call {rec['call_id']} (reservation {rec['reservation']}) of {rec['company']}: "
                              f"{secs}s, charged {done.cost}, balance {done.balance}")

@@ -7,7 +7,7 @@ process the failure route runs.
 
 from __future__ import annotations
 
-from kemi import routing
+from kemi import replies, routing
 from kemi.model import Trunk
 from kemi.settings import Settings
 from kemi.sip.shell import Route, Sip, Timers, Var
@@ -23,7 +23,7 @@ class Trunks:
         (the caller has been answered)."""
         if not trunks:
             self.sip.log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
-            self.sip.reply(routing.NO_TRUNK)
+            self.sip.reply(replies.NO_TRUNK)
             return False
         self.sip.append_headers(headers)  # the phone's own claims were stripped when the request came in
         self.sip.set(Var.DIAL_USER, user)
@@ -51,4 +51,4 @@ class Trunks:
             self.relay_next()
         elif code == 503:
             # RFC 3261 16.7: a proxy does not pass a 503 on (it would say the proxy itself is down)
-            self.sip.reply_in_failure(routing.TRUNKS_UNAVAILABLE)
+            self.sip.reply_in_failure(replies.TRUNKS_UNAVAILABLE)

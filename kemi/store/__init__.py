@@ -1,6 +1,6 @@
 """The one place that speaks Redis. Key names: kemi.store.keys; layout: redis-schema/SCHEMA.md."""
 
-from kemi.store.connection import Connection, SchemaMismatch, StoreUnavailable, pack, unpack
-from kemi.store.directory import Directory, Party
+from kemi.store.connection import Connection, SchemaMismatch, StoreRefused, StoreUnavailable, pack, unpack
+from kemi.store.directory import Directory
 
-__all__ = ["Connection", "Directory", "Party", "SchemaMismatch", "StoreUnavailable", "pack", "unpack"]
+__all__ = ["Connection", "Directory", "SchemaMismatch", "StoreRefused", "StoreUnavailable", "pack", "unpack"]

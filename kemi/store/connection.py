@@ -3,7 +3,8 @@
 Kamailio runs the KEMI script in many processes (SIP workers, timers, RPC);
 a socket opened before the fork would be shared by all of them. The client is
 therefore keyed by PID, and every failure to reach Redis surfaces as
-StoreUnavailable so the SIP layer can answer 503 instead of hanging.
+StoreUnavailable so the SIP layer can answer 503 instead of hanging. Nothing
+outside kemi.store sees a redis exception: Connection.call translates them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from kemi.store import keys
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or answered too slowly."""
+
+
+class StoreRefused(Exception):
+    """Redis answered a command with an error (WRONGTYPE, OOM, BUSY, a script's error reply)."""
 
 
 class SchemaMismatch(StoreUnavailable):
@@ -90,8 +95,15 @@ class Connection:
         return client
 
     def call(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs), a redis-py command, with its errors as StoreUnavailable or StoreRefused."""
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._schema_checked_at = float("-inf")  # it may come back empty
             raise StoreUnavailable(f"Redis at {self.settings.redis_url} unreachable: {exc}") from exc
+        except redis.ResponseError as exc:
+            raise StoreRefused(str(exc)) from exc
+
+    def ping(self) -> None:
+        """StoreUnavailable unless Redis answers now: before a write whose lost answer would be ambiguous."""
+        self.call(self.client().ping)

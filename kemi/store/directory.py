@@ -7,19 +7,11 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from kemi.model import Company, Did, Extension, MediaServer, Trunk
+from kemi.model import RECEPTIONIST, Company, Did, Extension, MediaServer, Trunk
 from kemi.provisioning import Provisioning
 from kemi.settings import SCHEMA_VERSION
 from kemi.store import keys
 from kemi.store.connection import Connection, pack, unpack
-
-
-@dataclass(frozen=True)
-class Party:
-    """A phone user as the proxy sees them: their company and their extension."""
-
-    company: Company
-    extension: Extension | None
 
 
 @dataclass(frozen=True)
@@ -75,20 +67,6 @@ class Directory:
         data = unpack(self.conn.call(client.get, keys.company(co)))
         return None if data is None else Company.from_dict(data)
 
-    def party(self, sip_domain: str, *numbers: str) -> tuple[Company | None, list[Extension | None]]:
-        """The company of a SIP domain and some of its extensions, in two round trips."""
-        client = self.conn.ready()
-        co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
-        if co is None:
-            self.conn.ready(force_check=True)
-            return None, [None] * len(numbers)
-        raw = self.conn.call(client.mget, [keys.company(co)] + [keys.extension(co, n) for n in numbers])
-        company = unpack(raw[0])
-        if company is None:
-            return None, [None] * len(numbers)
-        exts = [None if r is None else Extension.from_dict(unpack(r)) for r in raw[1:]]
-        return Company.from_dict(company), exts
-
     def first_look(self, ip: str, port: int, sip_domain: str) -> tuple[Source | None, str | None]:
         """Who sends an INVITE: a trusted peer by its address, and the company of its From domain,
         in one round trip (the company id is handed on to call_context)."""
@@ -125,15 +103,15 @@ class Directory:
             media=tuple(sorted((MediaServer.from_dict(unpack(v)) for v in media.values()), key=lambda m: m.name)),
         )
 
-    def inbound(self, e164: str, extension: str | None = None) -> Inbound:
-        """A DID's company, target extension (or the one named) and receptionist, in two round trips."""
+    def inbound(self, e164: str) -> Inbound:
+        """A DID's company, target extension and receptionist, in two round trips."""
         client = self.conn.ready()
         raw = unpack(self.conn.call(client.get, keys.did(e164)))
         if raw is None:
             self.conn.ready(force_check=True)
             return Inbound(None)
         did = Did.from_dict(raw)
-        return self.company_view(did.co, extension or (did.target if did.target != "receptionist" else None), did)
+        return self.company_view(did.co, did.target if did.target != RECEPTIONIST else None, did)
 
     def company_view(self, co: str, extension: str | None, did: Did | None = None) -> Inbound:
         client = self.conn.ready()
@@ -176,18 +154,24 @@ class Directory:
         return bool(self.conn.call(client.hdel, keys.NUMBERING_OVERRIDES, prefix))
 
     # -- ops ------------------------------------------------------------------------------
+    def is_provisioned(self, co: str) -> bool:
+        client = self.conn.client()
+        return bool(self.conn.call(client.exists, keys.company(co)))
+
     def companies(self) -> list[Company]:
         client = self.conn.client()
-        ids = sorted(m.decode() for m in self.conn.call(client.smembers, keys.COMPANIES))
+        call = self.conn.call
+        ids = sorted(m.decode() for m in call(client.smembers, keys.COMPANIES))
         out = []
         for co in ids:
-            data = unpack(client.get(keys.company(co)))
+            data = unpack(call(client.get, keys.company(co)))
             if data is None:
                 continue
-            numbers = sorted(n.decode() for n in client.smembers(keys.extensions(co)))
-            exts = [Extension.from_dict(unpack(r)) for r in client.mget([keys.extension(co, n) for n in numbers]) if r]
-            dids = sorted(n.decode() for n in client.smembers(keys.dids(co)))
-            routes = [Did.from_dict(unpack(r)) for r in client.mget([keys.did(n) for n in dids]) if r]
+            numbers = sorted(n.decode() for n in call(client.smembers, keys.extensions(co)))
+            exts = [Extension.from_dict(unpack(r))
+                    for r in call(client.mget, [keys.extension(co, n) for n in numbers]) if r]
+            dids = sorted(n.decode() for n in call(client.smembers, keys.dids(co)))
+            routes = [Did.from_dict(unpack(r)) for r in call(client.mget, [keys.did(n) for n in dids]) if r]
             out.append(replace(Company.from_dict(data), extensions=tuple(exts), dids=tuple(routes)))
         return out
 

@@ -5,31 +5,28 @@ module only builds keys, packs arguments, unpacks results and maps refusals
 to PrepaidError. It never does arithmetic on money itself (kemi.money is the
 tested specification the Lua mirrors), so nothing here can race.
 
-Callers must fail closed: any exception (PrepaidError, a redis error, a
-timeout) means "no prepaid call".
+Errors: a refusal by the Lua is PrepaidError; Redis out of reach is
+kemi.store.StoreUnavailable (for a write: the answer was lost, it may have been
+applied); any other error reply is kemi.store.StoreRefused. Callers must fail
+closed: any exception means "no prepaid call".
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import msgpack
-import redis
 
 from kemi import money
-
-LUA_PATH = Path(__file__).resolve().parents[2] / "redis-schema" / "prepaid.lua"
+from kemi.model import COMPANY_ID_RE
+from kemi.paths import PREPAID_LUA
+from kemi.store.connection import Connection, StoreRefused
 
 # Global HASH: E.164 prefix ('+44') -> msgpack money.rate_to_dict. Not hash-tagged:
 # a rate is read by the caller and passed to prepaid_reserve as an argument, so
 # it never has to share a Cluster slot with a company's keys.
 RATES = "rates"
-
-# A slug: no braces or colons, which would break the {co:<co>} hash tag.
-_CO_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 # Codes the Lua library returns as the first word of an error reply.
 CODES = frozenset({
@@ -62,8 +59,8 @@ class Keys:
 
     @classmethod
     def of(cls, co: str) -> "Keys":
-        if not isinstance(co, str) or not _CO_RE.fullmatch(co):
-            raise ValueError(f"company slug expected, got {co!r}")
+        if not isinstance(co, str) or not COMPANY_ID_RE.fullmatch(co):
+            raise ValueError(f"company id expected, got {co!r}")
         tag = f"{{co:{co}}}"
         return cls(*(f"{tag}:{name}" for name in
                      ("prepaid", "resv", "calls", "topups", "settled", "outcomes", "cdr")))
@@ -142,7 +139,7 @@ def _unpack(blob: bytes) -> Any:
     return msgpack.unpackb(blob, raw=False)
 
 
-def _error(exc: redis.ResponseError) -> Exception:
+def _error(exc: StoreRefused) -> Exception:
     """Map 'CODE message script: ...' to PrepaidError; anything else stays as is."""
     text = str(exc).split(" script: ", 1)[0]
     code, _, message = text.partition(" ")
@@ -181,26 +178,30 @@ def _int_arg(name: str, value: Any, low: int) -> int:
 
 
 class PrepaidLedger:
-    def __init__(self, client: redis.Redis):
-        self.r = client  # decode_responses=False: results are msgpack bytes
+    def __init__(self, conn: Connection):
+        self.conn = conn  # its client has decode_responses=False: results are msgpack bytes
+
+    def _redis(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        """One redis-py command on this process's client, errors translated by Connection.call."""
+        return self.conn.call(getattr(self.conn.client(), command), *args, **kwargs)
 
     def load_functions(self) -> None:
         """Install (or replace) the `prepaid` library; FCALL survives restarts and failover."""
-        self.r.function_load(LUA_PATH.read_text(encoding="utf-8"), replace=True)
+        self._redis("function_load", PREPAID_LUA.read_text(encoding="utf-8"), replace=True)
 
     def _fcall(self, name: str, keys: list[str], *args: Any, read_only: bool = False) -> Any:
-        call = self.r.fcall_ro if read_only else self.r.fcall
+        command = "fcall_ro" if read_only else "fcall"
         try:
-            return call(name, len(keys), *keys, *args)
-        except redis.ResponseError as exc:
+            return self._redis(command, name, len(keys), *keys, *args)
+        except StoreRefused as exc:
             # A fresh or restarted Redis without the library: nothing ran, so loading it
             # and calling once more cannot apply anything twice.
             if "function not found" not in str(exc).lower():
                 raise _error(exc) from exc
         self.load_functions()
         try:
-            return call(name, len(keys), *keys, *args)
-        except redis.ResponseError as exc:
+            return self._redis(command, name, len(keys), *keys, *args)
+        except StoreRefused as exc:
             raise _error(exc) from exc
 
     def _state(self, name: str, co: str, *args: Any) -> AccountState:
@@ -268,9 +269,19 @@ class PrepaidLedger:
                      for e in d["reservations"])
         return AccountStatus(d["active"], d["balance"], d["currency"], d["reserved"], live)
 
+    def has_data(self, co: str) -> bool:
+        """Whether a company has a Prepaid Account or call records (kept when it leaves the provisioning)."""
+        k = Keys.of(co)
+        return bool(self._redis("exists", k.prepaid, k.cdr))
+
+    def now_ms(self) -> int:
+        """Redis's clock, the one reservations expire by."""
+        secs, micros = self._redis("time")
+        return secs * 1000 + micros // 1000
+
     def cdrs(self, co: str, count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """The oldest `count` CDRs of a company as (stream id, record); for ops and tests."""
-        rows = self.r.xrange(Keys.of(co).cdr, count=count)
+        rows = self._redis("xrange", Keys.of(co).cdr, count=count)
         return [(entry_id.decode(), _unpack(fields[b"r"])) for entry_id, fields in rows]
 
     def last_cdrs(self, co: str, count: int, page: int = 1000) -> Iterator[tuple[str, dict[str, Any] | None]]:
@@ -286,17 +297,17 @@ class PrepaidLedger:
         if count == 0:
             return
         if count <= page:  # the common case (show): one round trip
-            rows = self.r.xrevrange(key, count=count)
+            rows = self._redis("xrevrange", key, count=count)
             for entry_id, fields in reversed(rows):
                 yield entry_id.decode(), _decode_record(fields)
             return
         start: bytes | str = "-"
-        if count < self.r.xlen(key):
+        if count < self._redis("xlen", key):
             # walk back to the oldest entry of the window, then read it forward
             end: bytes | str = "+"
             remaining = count
             while remaining > 0:
-                rows = self.r.xrevrange(key, max=end, min="-", count=min(page, remaining))
+                rows = self._redis("xrevrange", key, max=end, min="-", count=min(page, remaining))
                 if not rows:
                     break
                 start = rows[-1][0]
@@ -304,7 +315,7 @@ class PrepaidLedger:
                 end = b"(" + start
         sent = 0
         while sent < count:
-            rows = self.r.xrange(key, min=start, max="+", count=min(page, count - sent))
+            rows = self._redis("xrange", key, min=start, max="+", count=min(page, count - sent))
             if not rows:
                 return
             for entry_id, fields in rows:
@@ -320,10 +331,10 @@ class PrepaidLedger:
         read and written in one MULTI/EXEC.
         """
         blob = _pack(money.rate_to_dict(rate))  # rate_to_dict validates
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.conn.client().pipeline(transaction=True)
         pipe.hget(RATES, rate.prefix)
         pipe.hset(RATES, rate.prefix, blob)
-        old, _ = pipe.execute()
+        old, _ = self.conn.call(pipe.execute)
         if old is None:
             return None
         try:
@@ -334,11 +345,11 @@ class PrepaidLedger:
     def remove_rate(self, prefix: str) -> bool:
         """Remove the rate of `prefix`; False if there was none."""
         _check_prefix(prefix)
-        return bool(self.r.hdel(RATES, prefix))
+        return bool(self._redis("hdel", RATES, prefix))
 
     def rates(self) -> list[money.Rate]:
         """Every rate, sorted by prefix; ValueError naming the first unreadable one."""
-        stored = self.r.hgetall(RATES)
+        stored = self._redis("hgetall", RATES)
         return sorted((_decode_rate(p.decode(), blob) for p, blob in stored.items()), key=lambda r: r.prefix)
 
     def rate_for(self, e164: str) -> money.Rate | None:
@@ -348,7 +359,7 @@ class PrepaidLedger:
         not E.164 or a stored rate that cannot be read: callers fail closed.
         """
         prefixes = money.candidate_prefixes(e164)
-        for prefix, blob in zip(prefixes, self.r.hmget(RATES, prefixes)):
+        for prefix, blob in zip(prefixes, self._redis("hmget", RATES, prefixes)):
             if blob is not None:
                 return _decode_rate(prefix, blob)
         return None

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import OFFICE
+from kemi.settings import Settings
+from tests.conftest import CLI_DB, OFFICE
 from tests.harness import admin
 
 
-def snapshot(redis_server) -> dict:
-    client = redis_server.client()
+class Db:
+    """This file's database of the session's Redis, as the CLI (url) and a raw client see it."""
+
+    def __init__(self, server):
+        self.url = server.url_of(CLI_DB)
+        self.raw = server.client(CLI_DB)
+
+    def client(self):
+        return self.raw
+
+
+def snapshot(db) -> dict:
+    client = db.client()
     return {k: client.dump(k) for k in sorted(client.keys("*"))}
 
 
 @pytest.fixture
 def fresh(redis_server):
-    """An empty database 0 of the session's Redis (the SIP tests reload theirs)."""
-    redis_server.client().flushdb()
-    yield redis_server
-    redis_server.client().flushdb()
-    admin(redis_server.url, "load", str(OFFICE))
+    """An empty database of the session's Redis, this file's own."""
+    db = Db(redis_server)
+    db.raw.flushdb()
+    yield db
+    db.raw.flushdb()
+    db.raw.close()
 
 
 def test_load_then_show(fresh):
@@ -76,6 +89,28 @@ def test_domain_taken_by_another_company_is_refused(fresh, tmp_path):
     assert snapshot(fresh) == before
 
 
+def test_show_a_company_without_extensions_or_dids(fresh, tmp_path):
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("companies:\n  - {id: bare, name: Bare Desk, domain: bare.test}\n")
+    admin(fresh.url, "load", str(bare))
+    assert admin(fresh.url, "show", "bare").stdout == "bare: Bare Desk <bare.test> main number -\n"
+
+
+def test_override_set_list_remove_and_bad_prefixes(fresh):
+    admin(fresh.url, "load", str(OFFICE))
+    assert admin(fresh.url, "override", "set", "+453", "included").stdout.startswith("+453: included")
+    assert admin(fresh.url, "override", "list").stdout == "+453             included\n"
+    before = snapshot(fresh)
+    for prefix in ("+", "+0", "+045", "453", "+45a", "+1234567890123456"):
+        proc = admin(fresh.url, "override", "set", prefix, "blocked", check=False)
+        assert proc.returncode == 2 and f"PREFIX {prefix!r}: expected" in proc.stderr, proc.stderr
+    proc = admin(fresh.url, "override", "set", "+44", "free", check=False)
+    assert proc.returncode == 2 and "CLASS 'free'" in proc.stderr
+    assert snapshot(fresh) == before
+    assert admin(fresh.url, "override", "remove", "+453").stdout == "+453: override removed\n"
+    assert admin(fresh.url, "override", "list").stdout.startswith("no overrides")
+
+
 def test_dry_run_writes_nothing(fresh):
     proc = admin(fresh.url, "load", "--dry-run", str(OFFICE))
     assert "valid, 3 companies" in proc.stdout
@@ -92,7 +127,19 @@ def test_missing_file_is_named(fresh):
     assert proc.returncode == 2 and "/nonexistent.yaml: cannot read" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["load", "--help"], ["show", "--help"]])
-def test_help_everywhere(args, redis_server):
-    proc = admin(redis_server.url, *args)
-    assert "usage: python3 -m kemi.admin" in proc.stdout
+@pytest.mark.parametrize("args, usage, says", [
+    ([], "[--redis-url REDIS_URL] COMMAND ...",
+     ["load apply a YAML provisioning file", "show print what is provisioned", "trunks list the provisioned trunks",
+      "override override the billing class of an E.164 prefix", "prepaid Prepaid Account of a company",
+      "rate per-minute rates of prepaid destinations", f"(default: $REDIS_URL or {Settings.redis_url})"]),
+    (["load"], "[--prune] [--dry-run] file", ["a file with any error changes nothing",
+                                             "also remove companies that are not in the file"]),
+    (["show"], "[company]", ["only this company id"]),
+    (["trunks"], "", ["in the order outbound calls try them"]),
+    (["override"], "{set,remove,list} [prefix] [CLASS]", ["The longest matching prefix wins"]),
+])
+def test_help_everywhere(args, usage, says, redis_server):
+    out = " ".join(admin(redis_server.url, *args, "--help").stdout.split())  # argparse wraps to the terminal
+    assert out.startswith(" ".join(["usage: python3 -m kemi.admin", *args, "[-h]", usage]).rstrip()), out
+    for words in says:
+        assert words in out, (words, out)

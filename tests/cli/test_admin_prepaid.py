@@ -1,5 +1,5 @@
 """`kemi.admin prepaid ...` and `kemi.admin rate ...` as an operator runs them, against the
-session's real redis-server (database 2: the other CLI tests use 0, the ledger tests 1)."""
+session's real redis-server, in a database of their own (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import io
 
 import msgpack
 import pytest
-import redis
 
 from kemi import money
+from kemi.cli_errors import EXIT_STORE_DOWN
+from kemi.store import StoreUnavailable
 from kemi.store.prepaid import RATES, Keys, PrepaidLedger
-from tests.conftest import OFFICE
+from tests.conftest import CLI_PREPAID_DB, OFFICE
 from tests.harness import admin
 
 
 class Db:
     def __init__(self, server):
-        self.url = f"redis://127.0.0.1:{server.port}/2"
-        self.client = redis.Redis(host="127.0.0.1", port=server.port, db=2, socket_timeout=10)
-        self.ledger = PrepaidLedger(self.client)
+        self.url = server.url_of(CLI_PREPAID_DB)
+        self.client = server.client(CLI_PREPAID_DB)
+        self.ledger = PrepaidLedger(server.store(CLI_PREPAID_DB))
 
     def run(self, *args: str) -> str:
         return admin(self.url, *args).stdout
@@ -75,18 +76,30 @@ def funded(db):
     return db
 
 
-@pytest.mark.parametrize("args", [
-    ["prepaid"], ["prepaid", "activate"], ["prepaid", "deactivate"], ["prepaid", "topup"], ["prepaid", "show"],
-    ["prepaid", "records"], ["rate"], ["rate", "set"], ["rate", "remove"], ["rate", "list"], ["rate", "show"],
+@pytest.mark.parametrize("args, usage, says", [
+    (["prepaid"], "ACTION ...", ["activate", "deactivate", "topup", "show", "records",
+                                 "Money moves only through the atomic `prepaid` Redis Functions"]),
+    (["prepaid", "activate"], "[--currency CURRENCY] COMPANY", ["ISO 4217 code of the account (default: EUR)",
+                                                                 "The currency cannot change while"]),
+    (["prepaid", "deactivate"], "COMPANY", ["The balance is kept and calls already in progress still settle"]),
+    (["prepaid", "topup"], "--ref REFERENCE COMPANY AMOUNT", ["25 means 0.25, write 25.00 for 25",
+                                                              "running the same command again credits nothing"]),
+    (["prepaid", "show"], "[--records N] COMPANY", ["(default 10; 0: none)"]),
+    (["prepaid", "records"], "[--count N] [--csv] COMPANY",
+     ["columns: id, company, extension, from, to, category, billing, setup, answer, end, billed_secs, cost, "
+      "balance_after, disposition, note", "prefixed with a single quote"]),
+    (["rate"], "ACTION ...", ["set", "remove", "list", "show", "the longest prefix of its E.164 number"]),
+    (["rate", "set"], "[--fee N] [--increments FIRST/NEXT] PREFIX PER_MINUTE",
+     ["(default 60/60; e.g. 30/6, 1/1)", "connection fee per answered call (default 0)"]),
+    (["rate", "remove"], "PREFIX", ["the next shorter prefix's rate"]),
+    (["rate", "list"], "", ["sorted by prefix"]),
+    (["rate", "show"], "E164", ["a number in E.164 form, e.g. +447700900123"]),
 ])
-def test_help_everywhere(redis_server, args):
-    out = admin(redis_server.url, *args, "--help").stdout
-    assert out.startswith(f"usage: python3 -m kemi.admin {' '.join(args)}") and len(out) > 150
-
-
-def test_top_level_help_lists_the_commands(redis_server):
-    out = admin(redis_server.url, "--help").stdout
-    assert "prepaid" in out and "rate" in out
+def test_help_everywhere(redis_server, args, usage, says):
+    out = " ".join(admin(redis_server.url, *args, "--help").stdout.split())  # argparse wraps to the terminal
+    assert out.startswith(f"usage: python3 -m kemi.admin {' '.join(args)} [-h] {usage}".rstrip()), out
+    for words in says:
+        assert words in out, (words, out)
 
 
 # ---------------------------------------------------------------- accounts
@@ -331,6 +344,13 @@ def test_a_corrupt_rate_is_reported_not_a_traceback(db):
     assert "rate +447 removed" in db.run("rate", "remove", "+447")
 
 
+def test_an_error_reply_of_redis_is_a_refusal_not_a_traceback(db):
+    db.client.set(RATES, b"not a hash")
+    proc = admin(db.url, "rate", "list", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: Redis refused the command: WRONGTYPE"), proc.stderr
+
+
 # ---------------------------------------------------------------- Redis down
 
 @pytest.mark.parametrize("args", [
@@ -354,12 +374,11 @@ def test_a_lost_answer_to_a_write_is_not_reported_as_nothing_changed(funded, mon
 
     def applied_then_lost(self, *args, **kwargs):
         real(self, *args, **kwargs)
-        raise redis.TimeoutError("Timeout reading from socket")
+        raise StoreUnavailable(f"Redis at {funded.url} unreachable: Timeout reading from socket")
 
     monkeypatch.setattr(PrepaidLedger, "topup", applied_then_lost)
-    with pytest.raises(SystemExit) as exited:
-        admin_module.main(["--redis-url", funded.url, "prepaid", "topup", "acme", "5.00", "--ref", "lost"])
-    assert exited.value.code == 3
+    code = admin_module.main(["--redis-url", funded.url, "prepaid", "topup", "acme", "5.00", "--ref", "lost"])
+    assert code == EXIT_STORE_DOWN
     err = capsys.readouterr().err
     assert err.startswith("error: Redis did not answer") and "may or may not have been credited" in err
     assert "--ref 'lost'" in err and "nothing was changed" not in err

@@ -1,31 +1,32 @@
-"""The ledger tests run against the session's real redis-server (tests/conftest.py)."""
+"""The ledger tests run against the session's real redis-server (tests/conftest.py), in a database
+of their own."""
 
 import itertools
 
 import pytest
-import redis
 
 from kemi.store.prepaid import PrepaidLedger
+from tests.conftest import LEDGER_DB
 
 
 @pytest.fixture(scope="session")
 def rclient(redis_server):
-    # database 1 of the session's redis-server: the CLI tests flush database 0
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=1, decode_responses=False, socket_timeout=10)
+    """A raw client of the ledger's database, to look at (or corrupt) what the ledger wrote."""
+    client = redis_server.client(LEDGER_DB)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
-def ledger(rclient):
-    led = PrepaidLedger(rclient)
+def ledger(redis_server):
+    led = PrepaidLedger(redis_server.store(LEDGER_DB))
     led.load_functions()
     return led
 
 
 @pytest.fixture(scope="session")
 def new_co():
-    """A factory of company slugs no other test (or hypothesis example) has used."""
+    """A factory of company ids no other test (or hypothesis example) has used."""
     numbers = itertools.count(1)
     return lambda: f"t{next(numbers)}"
 

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from kemi import money
 from kemi.money import Rate
-from kemi.store.prepaid import Keys, PrepaidError
+from kemi.settings import Settings
+from kemi.store import Connection, StoreRefused, StoreUnavailable
+from kemi.store.prepaid import Keys, PrepaidError, PrepaidLedger
 
 PER_MIN = Rate("+44", per_minute=10)  # 10 cents a minute, 60/60
 UK_MOBILE = Rate("+447", per_minute=25, connection_fee=5, first=60, next=30)
@@ -58,9 +60,27 @@ def test_keys_share_one_hash_tag():
     k = Keys.of("acme")
     assert k.prepaid == "{co:acme}:prepaid" and k.cdr == "{co:acme}:cdr"
     assert all(key.startswith("{co:acme}:") for key in vars(k).values())
-    for bad in ("", "Acme", "a}b", "a:b", "{co:x}", "a b", None):
+    for bad in ("", "Acme", "a}b", "a:b", "{co:x}", "a b", "a_b", "-a", "a" * 33, None):
         with pytest.raises(ValueError):
-            Keys.of(bad)
+            Keys.of(bad)  # what provisioning refuses as a company id (kemi.model.COMPANY_ID_RE)
+    assert Keys.of("a" * 32).cdr == "{co:" + "a" * 32 + "}:cdr"
+
+
+def test_unreachable_redis_is_store_unavailable_for_reads_and_writes():
+    down = PrepaidLedger(Connection(Settings(redis_url="redis://127.0.0.1:1/0")))
+    for attempt in (lambda: down.status("acme"), lambda: down.rate_for("+447700900123"),
+                    lambda: down.topup("acme", "ref", 100), lambda: list(down.last_cdrs("acme", 5))):
+        with pytest.raises(StoreUnavailable, match=r"Redis at redis://127.0.0.1:1/0 unreachable"):
+            attempt()
+
+
+def test_an_error_reply_that_is_not_a_ledger_refusal_is_store_refused(ledger, rclient, co):
+    rclient.set(Keys.of(co).cdr, b"not a stream")
+    with pytest.raises(StoreRefused, match="WRONGTYPE"):
+        list(ledger.last_cdrs(co, 5))
+    rclient.set(Keys.of(co).prepaid, b"not a hash")
+    with pytest.raises(StoreRefused, match="WRONGTYPE"):  # raised inside the Lua: not one of its codes
+        ledger.status(co)
 
 
 def test_activate_deactivate_keeps_balance(ledger, co):

@@ -73,9 +73,10 @@ def test_catch_all_prefix_is_the_last_resort(ledger):
     assert ledger.rate_for("+442079460000") == UK
 
 
-def test_rate_for_is_one_hmget(ledger, rclient):
+def test_rate_for_is_one_hmget(ledger):
     ledger.set_rate(UK)
-    with mock.patch.object(rclient, "execute_command", wraps=rclient.execute_command) as spy:
+    client = ledger.conn.client()
+    with mock.patch.object(client, "execute_command", wraps=client.execute_command) as spy:
         assert ledger.rate_for("+447700900123") == UK
     assert [c.args[0] for c in spy.call_args_list] == ["HMGET"]
     assert list(spy.call_args.args[2:]) == money.candidate_prefixes("+447700900123")

@@ -1,18 +1,41 @@
+"""Helpers of the SIP tests: phones, the peers of tests/sip/office.yaml, reading what SIPp received."""
+
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
-from tests.harness import Phone, Sipp, free_port, wait_for
+from tests.conftest import OFFICE
+from tests.harness import Phone, Sipp, free_port, office_file, passwords, wait_for
 
-PASSWORDS = {
-    ("2001", "acme.test"): "alice-secret-1", ("2002", "acme.test"): "bruno-secret-2",
-    ("2003", "acme.test"): "chloe-secret-3", ("2004", "acme.test"): "denis-secret-4",
-    ("2001", "globex.test"): "gaston-secret-1", ("2002", "globex.test"): "helene-secret-2",
-    ("2001", "initech.test"): "ines-secret-1", ("2002", "initech.test"): "igor-secret-2",
-}
+# Passwords and peer addresses are written in the office file only.
+PASSWORDS = passwords(OFFICE)
+_office = office_file(OFFICE)
+ADDRESSES = {peer["name"]: (peer["host"], peer.get("port", 5060))
+             for peer in (_office.get("trunks") or []) + (_office.get("media_servers") or [])}
+PRIMARY, BACKUP, EMERGENCY = ADDRESSES["primary"], ADDRESSES["backup"], ADDRESSES["emergency"]
+CARRIER_IN, RECEPTION, ANNOUNCER = ADDRESSES["carrier-in"], ADDRESSES["reception"], ADDRESSES["announcer"]
 _ips = itertools.cycle(f"127.0.0.{n}" for n in range(10, 60))
+
+
+def trunk(phones: "Phones", where, reject: tuple[int, str] | None = None) -> Sipp:
+    """A carrier on `where`: answers the call, or refuses it with `reject`."""
+    ip, port = where
+    sipp = Sipp("reject.xml" if reject else "answer.xml", [] if reject else ["-set", "ring", "100"],
+                phones.workdir, ip=ip, port=port, reject=reject)
+    phones.running.append(sipp)
+    return sipp.start(timeout=20)
+
+
+def ruri(invite: str) -> str:
+    return invite.split(" ", 2)[1]
+
+
+def header(invite: str, name: str) -> str | None:
+    match = re.search(rf"^{name}: ([^\r\n]*)", invite, re.M | re.I)
+    return match.group(1) if match else None
 
 
 class Phones:

@@ -11,10 +11,7 @@ import time
 import pytest
 
 from tests.harness import Sipp
-from tests.sip.test_dial_out import PRIMARY, header, ruri, trunk
-
-CARRIER_IN = ("127.0.0.6", 5060)
-RECEPTION = ("127.0.0.3", 5060)
+from tests.sip.conftest import CARRIER_IN, PRIMARY, RECEPTION, header, ruri, trunk
 
 
 def call_in(phones, dial: str, source=CARRIER_IN, company: str = "", caller: str = "+33698000001",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from tests.harness import options_request, send_raw, status_line
+from tests.sip.conftest import PASSWORDS
 
 
 # -- REGISTER -----------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ def test_wrong_password_and_unknown_user_get_the_same_403(phones, proxy):
 
 def test_company_a_phone_cannot_register_as_company_b_extension(phones, proxy):
     # acme's 2001 password, presented for globex's 2001
-    intruder = phones.phone("2001", domain="globex.test", password="alice-secret-1")
+    intruder = phones.phone("2001", domain="globex.test", password=PASSWORDS[("2001", "acme.test")])
     assert phones.register(intruder).final == (403, "Forbidden")
     assert proxy.contacts("2001@globex.test") == []
 
@@ -52,7 +53,8 @@ def test_call_rings_every_phone_of_the_extension_first_answer_wins(phones):
 def test_invite_without_credentials_is_challenged_407(phones):
     alice = phones.phone("2001")
     call = phones.call(alice, "2002").wait()  # nobody registered for 2002: 480 after auth
-    assert call.received("SIP/2.0 407")
+    challenge = call.received("SIP/2.0 407")[0]
+    assert 'realm="acme.test"' in challenge and 'qop="auth"' in challenge  # kamailio.cfg, auth
     assert call.final == (480, "Extension Not Registered")
 
 

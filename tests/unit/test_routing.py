@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from kemi import numbering, routing
-from kemi.model import Company, Extension, Trunk
+from kemi import money, numbering, replies, routing
+from kemi.model import Company, Extension, MediaServer, Peer, Trunk
 
 ACME = Company("acme", "Acme", "acme.test", main_number="+33142685300", location="12 rue X")
 WITH_DID = Extension("2001", "Alice", ha1="0" * 32, did="+33142685301")
@@ -47,14 +47,32 @@ def test_pai_and_emergency_headers():
         "Priority: emergency", "X-Emergency-Callback: +331", "X-Emergency-Location: a  Injected: x"]
 
 
-def test_static_trunks_round_trip_and_errors():
+def test_static_trunks_and_errors():
     trunks = routing.parse_static_trunks("udp:127.0.0.5:5060, tcp:127.0.0.6:5070")
     assert [t.uri for t in trunks] == ["sip:127.0.0.5:5060;transport=udp", "sip:127.0.0.6:5070;transport=tcp"]
-    assert routing.decode_peers(routing.encode_peers(list(trunks))) == list(trunks)
+    assert all(t.emergency and not t.outbound for t in trunks) and [t.priority for t in trunks] == [1, 2]
     assert routing.parse_static_trunks("") == ()
     for bad in ("127.0.0.5:5060", "sctp:127.0.0.5:5060", "udp:host:5060", "udp:127.0.0.5:0"):
         with pytest.raises(ValueError, match="EMERGENCY_TRUNKS"):
             routing.parse_static_trunks(bad)
+
+
+def test_peers_travel_as_name_and_address_only():
+    primary = Trunk("primary", "127.0.0.2", priority=1)
+    backup = Trunk("backup", "127.0.0.4", 5070, "tcp", priority=2, emergency=True)
+    reception = MediaServer("reception", "127.0.0.3", role="receptionist")
+    text = routing.encode_peers([primary, backup, reception])
+    assert text == "primary@udp:127.0.0.2:5060,backup@tcp:127.0.0.4:5070,reception@udp:127.0.0.3:5060"
+    decoded = routing.decode_peers(text)
+    # neutral addresses: a media server is not made a trunk, a trunk keeps no claim to carry emergencies
+    assert decoded == [Peer("primary", "127.0.0.2"), Peer("backup", "127.0.0.4", 5070, "tcp"),
+                       Peer("reception", "127.0.0.3")]
+    assert all(type(p) is Peer for p in decoded) and [p.uri for p in decoded][0] == primary.uri
+    assert routing.decode_peers("") == routing.decode_peers(None) == []
+    # what an older version cached in shared memory: bare addresses
+    assert routing.decode_peers("udp:127.0.0.5:5060") == [Peer("udp:127.0.0.5:5060", "127.0.0.5")]
+    with pytest.raises(ValueError, match="peer 'udp:127.0.0.5'"):
+        routing.decode_peers("x@udp:127.0.0.5")
 
 
 @given(st.text(max_size=40))
@@ -90,13 +108,22 @@ def test_redirect_target_never_raises_and_only_returns_extensions(contact):
 
 
 def test_prepaid_answers_and_rating_numbers():
-    assert routing.prepaid_refusal("INSUFFICIENT_FUNDS") == routing.INSUFFICIENT_FUNDS
-    assert routing.prepaid_refusal("NO_RATE") == routing.NO_RATE
+    assert routing.prepaid_refusal("INSUFFICIENT_FUNDS") == replies.INSUFFICIENT_FUNDS
+    assert routing.prepaid_refusal("NO_RATE") == replies.NO_RATE
     for code in ("NOT_ACTIVE", "SOMETHING_NEW"):
-        assert routing.prepaid_refusal(code) == routing.PREPAID_NOT_AVAILABLE  # fail closed
+        assert routing.prepaid_refusal(code) == replies.PREPAID_NOT_AVAILABLE  # fail closed
     assert routing.rating_number(numbering.classify("118712")) == "+33118712"
     assert routing.rating_number(numbering.classify("004915112345678")) == "+4915112345678"
     assert routing.balance_headers(1234, "EUR") == ["X-Balance: 1234", "X-Currency: EUR"]
+
+
+@pytest.mark.parametrize("dialled", ["3631", "118712", "004915112345678", "0899123456"])
+def test_every_prepaid_number_has_prefixes_to_rate_it_by(dialled):
+    """The rating number of a short code ('+333631') is no complete E.164 number; the ledger still rates it."""
+    decision = numbering.classify(dialled, numbering.Policy(allow_special=True))
+    assert decision.billing == "prepaid"
+    number = routing.rating_number(decision)
+    assert money.candidate_prefixes(number)[0] == number
 
 
 def test_forwarding_headers():

@@ -1,18 +1,90 @@
+"""Settings (kemi/settings.py): every default and range, and the one place they are written."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
 import pytest
 
+from kemi.paths import ROOT
 from kemi.settings import Settings, SettingsError
 
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
-def test_defaults():
-    s = Settings.from_env({})
-    assert s.redis_url == "redis://127.0.0.1:6379/0" and s.redis_timeout_ms == 250
+
+def test_every_default():
+    assert Settings.from_env({}) == Settings(
+        redis_url="redis://127.0.0.1:6379/0", redis_timeout_ms=250, schema_recheck_s=5, trunk_timeout_ms=3000,
+        emergency_trunks="", prepaid_max_call_s=7200, prepaid_setup_s=120, prepaid_ttl_margin_s=60)
+    assert Settings.from_env({}) == Settings()  # the environment adds nothing when it says nothing
+    assert Settings.from_env({name: "" for name in ("REDIS_URL", "REDIS_TIMEOUT_MS", "EMERGENCY_TRUNKS")}) == Settings()
+
+
+def test_every_setting_is_read_from_its_variable():
+    env = {"REDIS_URL": "redis://10.0.0.9:6390/4", "REDIS_TIMEOUT_MS": "60000", "SCHEMA_RECHECK_S": "1",
+           "TRUNK_TIMEOUT_MS": "500", "EMERGENCY_TRUNKS": "udp:127.0.0.5:5060,tcp:127.0.0.6:5070",
+           "PREPAID_MAX_CALL_S": "86400", "PREPAID_SETUP_S": "3600", "PREPAID_TTL_MARGIN_S": "1"}
+    assert Settings.from_env(env) == Settings(
+        redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
+        emergency_trunks="udp:127.0.0.5:5060,tcp:127.0.0.6:5070", prepaid_max_call_s=86400,
+        prepaid_setup_s=3600, prepaid_ttl_margin_s=1)
+    assert sorted(env) == sorted(f.metadata["env"] for f in FIELDS.values())
+
+
+@pytest.mark.parametrize("name", [f.name for f in FIELDS.values() if f.metadata["limits"]])
+def test_each_range_is_enforced_at_both_ends(name):
+    var, (low, high) = FIELDS[name].metadata["env"], FIELDS[name].metadata["limits"]
+    assert getattr(Settings.from_env({var: str(low)}), name) == low
+    assert getattr(Settings.from_env({var: str(high)}), name) == high
+    for bad in (low - 1, high + 1):
+        with pytest.raises(SettingsError, match=re.escape(f"{var}={bad}: expected {low}..{high}")):
+            Settings.from_env({var: str(bad)})
 
 
 @pytest.mark.parametrize("env, words", [
     ({"REDIS_TIMEOUT_MS": "fast"}, "REDIS_TIMEOUT_MS='fast': expected a whole number"),
     ({"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS=0: expected 1..60000"),
     ({"REDIS_URL": "http://x"}, "REDIS_URL='http://x'"),
+    ({"EMERGENCY_TRUNKS": "udp:127.0.0.5"}, "EMERGENCY_TRUNKS item 'udp:127.0.0.5'"),
 ])
 def test_bad_settings_name_the_variable(env, words):
-    with pytest.raises(SettingsError, match=words.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(SettingsError, match=re.escape(words)):
         Settings.from_env(env)
+
+
+def readme_settings_table() -> dict[str, str]:
+    """README's Settings table: variable -> its default cell (a row may name several variables)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    table = {}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        for name in re.findall(r"`([A-Z0-9_]+)`", cells[0]):
+            table[name] = cells[1]
+    return table
+
+
+def test_every_default_and_range_is_the_one_the_readme_states():
+    table = readme_settings_table()
+    assert "SIP_PORT" in table and "KAMAILIO_SHM_MB" in table  # the parser found the whole table
+    for f in FIELDS.values():
+        var = f.metadata["env"]
+        assert var in table, f"README's Settings table has no row for {var}"
+        cell = table[var]
+        if f.default == "":
+            assert cell.split()[0] == "empty", (var, cell)
+        else:
+            assert re.match(r"`([^`]*)`", cell).group(1) == str(f.default), (var, cell)
+        if f.metadata["limits"]:
+            low, high = f.metadata["limits"]
+            assert f"({low}..{high})" in cell, (var, cell)
+
+
+def test_env_sh_leaves_the_core_settings_to_settings():
+    """scripts/env.sh must not hold a second default that could drift from kemi/settings.py."""
+    env_sh = (ROOT / "scripts" / "env.sh").read_text(encoding="utf-8")
+    assigned = set(re.findall(r"^\s*(?:export\s+)?([A-Z0-9_]+)=", env_sh, re.M))
+    assert "SIP_PORT" in assigned  # the pattern reads env.sh's assignments
+    assert assigned & {f.metadata["env"] for f in FIELDS.values()} == set()

@@ -162,7 +162,7 @@ class World:
 
     def router(self, ksr: FakeKSR) -> Router:
         router = Router(Sip(ksr), self.settings, FakeConn(), self.directory)
-        router.calls.ledger = router.prepaid.ledger = lambda: self.ledger
+        router.ledger = self.ledger
         return router
 
     def request(self, ksr: FakeKSR) -> FakeKSR:

@@ -44,7 +44,7 @@ def test_a_registered_extension_with_a_fallback_arms_it(world: World):
     ksr.registered["sip:2001@acme.test"] = 1
     world.request(ksr)
     assert ksr.relay.failure_route == Route.FAILURE_EXTENSION
-    assert ksr.vars[Var.FALLBACK] == "udp:127.0.0.3:5060" and ksr.vars[Var.DID] == "+33142685301"
+    assert ksr.vars[Var.FALLBACK] == "reception@udp:127.0.0.3:5060" and ksr.vars[Var.DID] == "+33142685301"
 
 
 def test_no_answer_from_the_extension_falls_back_busy_too_but_not_a_decline(world: World):

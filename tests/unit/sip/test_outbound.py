@@ -12,7 +12,7 @@ def test_french_landline_goes_to_the_first_trunk_with_the_proxys_identity(world:
     assert relay.failure_route == Route.FAILURE_TRUNK and relay.timers == (120000, 3000)
     assert relay.headers == ['P-Asserted-Identity: "Alice Martin" <sip:+33142685301@127.0.0.1;user=phone>']
     assert set(PRIVATE_HEADERS) <= set(ksr.removed_headers)  # the phone's own claims never reach the trunk
-    assert ksr.vars[Var.TRUNKS_LEFT] == "udp:127.0.0.4:5060"  # failover
+    assert ksr.vars[Var.TRUNKS_LEFT] == "carrier-b@udp:127.0.0.4:5060"  # failover
     assert '"billing":"included"' in ksr.vars[Var.RECORD] and ksr.dialog_managed == 1
 
 

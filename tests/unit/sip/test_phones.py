@@ -46,7 +46,7 @@ def test_good_register_is_saved_and_remembered_for_emergencies(world: World):
     ksr = world.request(register())
     assert ksr.saved and ksr.replies == []  # the registrar answers 200 itself
     assert ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"] == "+33142685301\t12 rue de la Paix, Paris"
-    assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "udp:127.0.0.5:5060"
+    assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "emergency@udp:127.0.0.5:5060"
 
 
 def test_internal_call_rings_every_contact_of_the_callee_in_the_own_company(world: World):

@@ -20,7 +20,7 @@ def test_prepaid_call_reserves_then_plays_the_balance_before_the_trunk(world: Wo
     assert relay.ruri == "sip:announce@127.0.0.7:5060;transport=udp"
     assert relay.failure_route == Route.FAILURE_ANNOUNCEMENT and relay.branch_route == Route.BRANCH_MEDIA
     assert ksr.vars[Var.MEDIA_HEADERS].split("\n") == ["X-Company: acme", "X-Balance: 500", "X-Currency: EUR"]
-    assert ksr.vars[Var.TRUNKS_LEFT] == "udp:127.0.0.2:5060,udp:127.0.0.4:5060"
+    assert ksr.vars[Var.TRUNKS_LEFT] == "carrier-a@udp:127.0.0.2:5060,carrier-b@udp:127.0.0.4:5060"
     assert ksr.vars[Var.DLG_TIMEOUT] == 480  # 500 cents buy 8 whole minutes
     rec = records.decode(ksr.vars[Var.RECORD])
     assert rec["prepaid"] and rec["max_secs"] == 480 and rec["call_id"] == "call-1"
@@ -57,12 +57,12 @@ def test_not_activated_no_rate_and_no_funds_have_their_own_answers(world: World)
 
 def test_announcement_done_dials_the_trunks_without_the_media_headers(world: World):
     ksr = FakeKSR()
-    ksr.vars.update({Var.TRUNKS_LEFT: "udp:127.0.0.2:5060,udp:127.0.0.4:5060", Var.DIAL_USER: "+4915112345678",
+    ksr.vars.update({Var.TRUNKS_LEFT: "a@udp:127.0.0.2:5060,b@udp:127.0.0.4:5060", Var.DIAL_USER: "+4915112345678",
                      Var.MEDIA_HEADERS: "X-Balance: 500"})
     ksr.failure_code, ksr.failure_reply_headers = 487, {"X-Announcement": "done"}
     world.router(ksr).ksr_failure_announcement(None)
     assert ksr.relay.ruri == "sip:+4915112345678@127.0.0.2:5060;transport=udp"
-    assert Var.MEDIA_HEADERS not in ksr.vars and ksr.vars[Var.TRUNKS_LEFT] == "udp:127.0.0.4:5060"
+    assert Var.MEDIA_HEADERS not in ksr.vars and ksr.vars[Var.TRUNKS_LEFT] == "b@udp:127.0.0.4:5060"
     assert ksr.logged("warn") == []
 
 

@@ -15,9 +15,9 @@ def failure(world: World, code: int, left: str, replied: bool = False) -> FakeKS
 
 def test_a_failing_trunk_hands_the_call_to_the_next(world: World):
     for code in (408, 500, 502, 503, 504):
-        ksr = failure(world, code, "udp:127.0.0.4:5060,tcp:127.0.0.6:5070")
+        ksr = failure(world, code, "b@udp:127.0.0.4:5060,c@tcp:127.0.0.6:5070")
         assert ksr.relay.ruri == "sip:+33145678901@127.0.0.4:5060;transport=udp", code
-        assert ksr.vars[Var.TRUNKS_LEFT] == "tcp:127.0.0.6:5070"
+        assert ksr.vars[Var.TRUNKS_LEFT] == "c@tcp:127.0.0.6:5070"
 
 
 def test_the_callee_not_answering_or_refusing_is_not_a_trunk_failure(world: World):
