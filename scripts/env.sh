@@ -23,5 +23,22 @@ export EMERGENCY_TRUNKS=${EMERGENCY_TRUNKS:-}
 export PREPAID_MAX_CALL_S=${PREPAID_MAX_CALL_S:-7200}   # longest prepaid call one reservation pays for
 export PREPAID_SETUP_S=${PREPAID_SETUP_S:-120}          # announcement + ringing allowance of a prepaid call
 export PREPAID_TTL_MARGIN_S=${PREPAID_TTL_MARGIN_S:-60} # slack before an orphaned reservation frees its money
+# Abuse limits (notes/sec-edge-recipes.md). Requests per source address: more than PIKE_REQS in
+# PIKE_WINDOW_S seconds bans the address for BAN_S seconds (trusted trunks and media servers exempt;
+# emergency calls from an address with a current registration are never dropped).
+export PIKE_REQS=${PIKE_REQS:-30}
+export PIKE_WINDOW_S=${PIKE_WINDOW_S:-2}
+export BAN_S=${BAN_S:-300}
+# Failed digest checks per source address AND user: AUTH_FAIL_MAX within AUTH_FAIL_WINDOW_S seconds
+# blocks that user from that address for AUTH_BAN_S seconds (other users behind the same NAT, and the
+# same user elsewhere, keep working).
+export AUTH_FAIL_MAX=${AUTH_FAIL_MAX:-10}
+export AUTH_FAIL_WINDOW_S=${AUTH_FAIL_WINDOW_S:-600}
+export AUTH_BAN_S=${AUTH_BAN_S:-900}
+# Requests whose User-Agent contains one of these (case-insensitive, comma-separated) are dropped unanswered.
+export SCANNER_USER_AGENTS=${SCANNER_USER_AGENTS:-friendly-scanner,friendly-request,sipcli,sipvicious,sip-scan,VaxSIPUserAgent,pplsip,iWar,SIVuS,smap}
+export MAX_CONTACTS=${MAX_CONTACTS:-4}            # registrations per extension; one DID call rings at most this many
+export TCP_MAX_CONNECTIONS=${TCP_MAX_CONNECTIONS:-2048}  # open TCP connections, all sources together
+export TCP_IDLE_S=${TCP_IDLE_S:-60}               # a TCP connection silent this long is closed: phones on TCP keep alive more often
 export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
 export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)
