@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import OFFICE
 from tests.harness import Proxy, RedisServer, admin, wait_for
-from tests.sip.rawsip import Peer, Uac, call_id, fresh_ip, header, header_names, headers, status, tcp_options
+from tests.sip.rawsip import Peer, Uac, call_id, digest_header, fresh_ip, header, header_names, headers, tcp_options
 
 PRIMARY, EMERGENCY, CARRIER_IN = ("127.0.0.2", 5060), ("127.0.0.5", 5060), ("127.0.0.6", 5060)
 ALICE = ("2001", "acme.test", "alice-secret-1")
@@ -147,7 +147,6 @@ def test_replayed_register_cannot_add_an_attacker_contact_or_remove_the_victims(
 
 def test_phone_reusing_its_nonce_with_a_higher_count_still_calls(proxy):
     """The fix must not break credential caching: nc=2 on the same nonce is a fresh, valid answer."""
-    from tests.sip.rawsip import digest_header
     with Peer(*PRIMARY) as trunk, Uac(proxy) as alice:
         first = alice.invite(*ALICE, "0612345678")
         assert trunk.wait_for("INVITE", call_id(first.last_sent))
