@@ -16,5 +16,13 @@ export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}
 export KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}      # venv of Debian's /usr/bin/python3 (the one app_python3 embeds)
 export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the control socket
 export KAMAILIO_CTL=${KAMAILIO_CTL:-unix:$RUN_DIR/kamailio-$SIP_PORT.ctl}
+# Abuse limits that Kamailio's own modules enforce (kamailio.cfg reads them with #!defenv, so they
+# must be set). Requests per source address: more than PIKE_REQS in PIKE_WINDOW_S seconds makes
+# pike report a flood (the routes then ban the address; see BAN_S in the README's settings).
+export PIKE_REQS=${PIKE_REQS:-30}
+export PIKE_WINDOW_S=${PIKE_WINDOW_S:-2}
+export MAX_CONTACTS=${MAX_CONTACTS:-4}            # registrations per extension; one DID call rings at most this many
+export TCP_MAX_CONNECTIONS=${TCP_MAX_CONNECTIONS:-2048}  # open TCP connections, all sources together
+export TCP_IDLE_S=${TCP_IDLE_S:-60}               # a TCP connection silent this long is closed: phones on TCP keep alive more often
 export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
 export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)
