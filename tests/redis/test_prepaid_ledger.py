@@ -79,7 +79,7 @@ def test_an_error_reply_that_is_not_a_ledger_refusal_is_store_refused(ledger, rc
     with pytest.raises(StoreRefused, match="WRONGTYPE"):
         list(ledger.last_cdrs(co, 5))
     rclient.set(Keys.of(co).prepaid, b"not a hash")
-    with pytest.raises(StoreRefused, match="WRONGTYPE"):  # raised inside the Lua: not one of its codes
+    with pytest.raises(PrepaidError, match="LEDGER_BROKEN"):  # the Lua checks key types before it reads
         ledger.status(co)
 
 
