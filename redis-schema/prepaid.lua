@@ -153,7 +153,7 @@ end
 
 local function arg_meta(s)
   local m = arg_map(s, 'meta', MAX_META)
-  for _, f in ipairs({'ext', 'to'}) do
+  for _, f in ipairs({'ext', 'to', 'call_id'}) do
     if m[f] ~= nil and type(m[f]) ~= 'string' then fail('BAD_ARGUMENT', 'meta.' .. f .. ' must be a string') end
   end
   return m
@@ -208,7 +208,7 @@ local function resv_fault(e)
   if e.amount ~= cost(e.rate, e.max_secs) then return 'amount' end
   if not is_int(e.available_before, 0, MAX_BALANCE) then return 'available_before' end
   if not is_int(e.setup_ms, 0, MAX_INT) then return 'setup_ms' end
-  for _, f in ipairs({'ext', 'to'}) do
+  for _, f in ipairs({'ext', 'to', 'call_id'}) do
     if e[f] ~= nil and type(e[f]) ~= 'string' then return f end
   end
   return nil
@@ -310,12 +310,15 @@ local function xadd(cdr, rec)
   return redis.call('XADD', cdr, 'MAXLEN', '~', CDR_MAXLEN, '*', 'r', blob)
 end
 
--- a CDR starts from what the reservation knew (ext, to, rate, setup_ms...)
-local function base_record(call_id, entry)
+-- a CDR starts from what the reservation knew (ext, to, rate, setup_ms, the call's SIP Call-ID...).
+-- The ledger's id is the reservation's, minted by the proxy; the SIP Call-ID is the caller's and
+-- only describes the call (it may be reused), so the CDR keeps both.
+local function base_record(id, entry)
   local rec = {}
   for key, v in pairs(entry) do rec[key] = v end
   rec.reserved, rec.amount, rec.available_before = rec.amount, nil, nil
-  rec.call_id = call_id
+  rec.reservation = id
+  if rec.call_id == nil then rec.call_id = id end
   return rec
 end
 
@@ -459,7 +462,7 @@ local function settle(keys, args)
   end
   -- expired or never reserved: nothing was promised, nothing is charged
   local out = {cost = 0, billed_secs = 0, balance = balance, settled_ms = now, note = 'no-reservation'}
-  local rec = {call_id = call_id}
+  local rec = {reservation = call_id}
   if e then
     local billed = billed_seconds(e.rate, math.min(secs, e.max_secs))
     local c = math.min(cost(e.rate, billed), e.amount)
@@ -471,7 +474,8 @@ local function settle(keys, args)
   end
   overlay(rec, record)
   if rec.disposition == nil then rec.disposition = secs > 0 and 'answered' or 'unanswered' end
-  overlay(rec, {call_id = call_id, cost = out.cost, billed_secs = out.billed_secs, balance_after = out.balance,
+  if rec.call_id == nil then rec.call_id = call_id end
+  overlay(rec, {reservation = call_id, cost = out.cost, billed_secs = out.billed_secs, balance_after = out.balance,
                 settled_ms = now, note = out.note})
   local old = redis.call('ZRANGE', k.settled, '-inf', '(' .. int_str(now - DAY_MS), 'BYSCORE', 'LIMIT', 0, BATCH)
   -- writes: everything they depend on was checked above

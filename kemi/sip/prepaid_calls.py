@@ -44,7 +44,7 @@ class PrepaidCalls:
             # Call-ID: a reused Call-ID is a new call with a new reservation.
             key = uuid.uuid4().hex
             held = ledger.reserve(company.id, key, rate, cap_secs=cap, ttl_ms=ttl,
-                                  ext=rec["extension"], to=target)
+                                  ext=rec["extension"], to=target, meta={"call_id": rec["call_id"]})
         except PrepaidError as exc:
             self.sip.log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
             self.calls.refuse(routing.prepaid_refusal(exc.code), rec)

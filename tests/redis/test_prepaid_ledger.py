@@ -463,3 +463,15 @@ def test_conservation_of_money(ledger, new_co, rate, opening, script):
         assert 0 <= status.reserved <= status.balance
     closing = ledger.status(co).balance
     assert opening + sum(topups.values()) - cdr_costs(ledger, co) == closing >= 0
+
+
+def test_the_record_keeps_the_sip_call_id_and_the_minted_reservation_id(ledger, co):
+    ledger.activate(co, "EUR")
+    ledger.topup(co, "pay-1", 10_000)
+    ledger.reserve(co, "r-1", PER_MIN, cap_secs=HOUR, ttl_ms=TTL, meta={"call_id": "same@phone"})
+    ledger.reserve(co, "r-2", PER_MIN, cap_secs=HOUR, ttl_ms=TTL, meta={"call_id": "same@phone"})
+    first = ledger.settle(co, "r-1", 60, {"call_id": "same@phone"})
+    second = ledger.settle(co, "r-2", 60, {"call_id": "same@phone"})
+    assert first.cost == second.cost > 0 and not second.duplicate  # a reused Call-ID is charged again
+    records = [r for _, r in ledger.cdrs(co)]
+    assert [(r["call_id"], r["reservation"]) for r in records] == [("same@phone", "r-1"), ("same@phone", "r-2")]

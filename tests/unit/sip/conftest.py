@@ -120,7 +120,7 @@ class FakeLedger:
         from kemi.store.prepaid import AccountStatus
         return AccountStatus(self.active, self.balance, self.currency, sum(self.reservations.values()))
 
-    def reserve(self, co, call_id, rate, *, cap_secs, ttl_ms, ext="", to=""):
+    def reserve(self, co, call_id, rate, *, cap_secs, ttl_ms, ext="", to="", meta=None):
         if not self.active:
             raise PrepaidError("NOT_ACTIVE", "")
         available = self.balance - sum(self.reservations.values())
