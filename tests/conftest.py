@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import time
+
 import pytest
 
 from tests.harness import ROOT, Proxy, RedisServer, admin
@@ -13,6 +16,26 @@ SIP_DB = 0          # the office the session's proxy serves
 LEDGER_DB = 1       # tests/redis
 CLI_PREPAID_DB = 2  # tests/cli/test_admin_prepaid.py
 CLI_DB = 3          # tests/cli/test_admin.py
+
+
+# The SIP tests' trunks and media servers listen on fixed addresses (127.0.0.2:5060, ...), so two
+# test sessions on one machine (two checkouts) would answer each other's calls. A session that runs
+# SIP tests waits for this lock; CI runs one session and never waits.
+SIP_LOCK = "/tmp/cowork-proxy-sip-tests.lock"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_sip_session_per_machine(request):
+    if not any("tests/sip/" in item.nodeid or item.nodeid.startswith("sip/") for item in request.session.items):
+        yield
+        return
+    with open(SIP_LOCK, "w") as lock:
+        started = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waited = time.monotonic() - started
+        if waited > 1:
+            print(f"\n(waited {waited:.0f} s for another SIP test session on this machine)")
+        yield
 
 
 @pytest.fixture(scope="session")
