@@ -45,8 +45,8 @@ class _PV(_Module):
         if match:
             return ksr.failure_reply_headers.get(match.group(1))
         match = self._DLG.fullmatch(name)
-        if match:
-            current = ksr.current_dialog
+        if match:  # the dialog the message's Call-ID and tags name, as the module looks it up
+            current = ksr.message_dialog()
             return None if current is None else current.get(match.group(1))
         match = self._HDR.fullmatch(name)
         if match:
@@ -190,14 +190,8 @@ class _Dialog(_Module):
         self.ksr.dialog_managed += 1
         return 1
 
-    def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
-        """Finds ksr.known_dialog when Call-ID and both tags match, in either direction."""
-        known = self.ksr.known_dialog
-        if known is None or call_id != known["callid"] or \
-                {from_tag, to_tag} != {known["from_tag"], known["to_tag"]}:
-            return -1
-        self.ksr.current_dialog = known
-        return 1
+    def is_known_dlg(self) -> int:
+        return 1 if self.ksr.message_dialog() is not None else -1
 
     def dlg_bye(self, side: str) -> int:
         self.ksr.dialog_byes.append(side)
@@ -260,8 +254,7 @@ class FakeKSR:
         self.lookups: list[str] = []
         self.htables: dict[str, dict[str, str]] = {}
         self.dialog_managed = 0
-        self.known_dialog: dict | None = None    # the dialog dlg_get() finds ($dlg(...) fields)
-        self.current_dialog: dict | None = None
+        self.known_dialog: dict | None = None    # the dialog the module tracks ($dlg(...) fields)
         self.dialog_byes: list[str] = []
         self.record_routed = 0
         self.logs: list[tuple[str, str]] = []
@@ -273,6 +266,14 @@ class FakeKSR:
         self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
         self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
         self.maxfwd = _Simple(process_maxfwd=lambda limit: 1 if self.hops else -1)
+
+    def message_dialog(self) -> dict | None:
+        """known_dialog when the request's Call-ID and both tags name it, in either direction."""
+        known, req = self.known_dialog, self.request
+        if known is None or req["$ci"] != known["callid"] or \
+                {req["$ft"], req["$tt"]} != {known["from_tag"], known["to_tag"]}:
+            return None
+        return known
 
     # -- request kind -------------------------------------------------------------------------
     def is_ACK(self) -> bool:

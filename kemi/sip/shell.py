@@ -251,12 +251,12 @@ class Sip:
         self.k.dialog.dlg_manage()
 
     def find_dialog(self) -> bool:
-        """Make the dialog this in-dialog request names (Call-ID, tags, either direction) the
-        current one, without letting the dialog module act on the request yet."""
-        ci, ft, tt = self.pv("$ci"), self.pv("$ft"), self.pv("$tt")
-        if not (ci and ft and tt):
-            return False
-        return self.k.dialog.dlg_get(ci, ft, tt) > 0
+        """Whether this in-dialog request names (Call-ID, tags, either direction) a dialog the module
+        tracks. It only looks: $dlg(...)/$dlg_var(...) then read that dialog by the message's own ids,
+        and the dialog module acts on the request only at manage_dialog()/loose_route(). (dlg_get()
+        would set the dialog context, and a set context makes the module skip the request: a BYE
+        would never end the dialog.)"""
+        return self.k.dialog.is_known_dlg() > 0
 
     def dialog(self, field: str) -> str | None:
         """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
