@@ -15,7 +15,7 @@ from kemi.model import Company, MediaServer
 from kemi.numbering import Decision
 from kemi.settings import Settings
 from kemi.sip.calls import Calls, Ledgers
-from kemi.sip.shell import Route, Sip, Var
+from kemi.sip.shell import Route, Sip
 from kemi.sip.trunks import Trunks
 from kemi.store.prepaid import PrepaidError, Reservation
 

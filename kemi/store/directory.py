@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import redis
 
 from kemi.model import RECEPTIONIST, Company, Did, Extension, MediaServer, Trunk
 from kemi.provisioning import Provisioning
-from kemi.settings import SCHEMA_VERSION
 from kemi.store import keys
+from kemi.store.apply import apply_file, sorted_trunks
 from kemi.store.connection import Connection, pack, unpack
 
 
@@ -42,11 +41,6 @@ class Inbound:
     company: Company | None = None
     extension: Extension | None = None
     receptionist: MediaServer | None = None
-
-
-def sorted_trunks(raw: dict) -> tuple[Trunk, ...]:
-    trunks = [Trunk.from_dict(unpack(v)) for v in raw.values()]
-    return tuple(sorted(trunks, key=lambda t: (t.priority, t.name)))
 
 
 class Directory:
@@ -183,95 +177,5 @@ class Directory:
         Returns a human summary of the changes.
         """
         client = self.conn.client()
-        return self.conn.call(client.transaction, lambda pipe: self._apply(pipe, prov, prune),
+        return self.conn.call(client.transaction, lambda pipe: apply_file(pipe, prov, prune),
                               keys.COMPANIES, value_from_callable=True)
-
-    def _apply(self, pipe: redis.client.Pipeline, prov: Provisioning, prune: bool) -> list[str]:
-        existing = {m.decode() for m in pipe.smembers(keys.COMPANIES)}
-        wanted = {c.id for c in prov.companies}
-        current = {co: unpack(pipe.get(keys.company(co))) for co in existing}
-        # A domain must belong to one company only, across the file and what stays in Redis.
-        owners = {data["domain"]: co for co, data in current.items() if data}
-        kept = existing - wanted if not prune else set()
-        for company in prov.companies:
-            owner = owners.get(company.domain)
-            if owner is not None and owner != company.id and owner in kept:
-                raise ValueError(f"company {company.id}: domain {company.domain!r} already belongs to company {owner!r}")
-        old_numbers = {co: {n.decode() for n in pipe.smembers(keys.extensions(co))} for co in existing}
-        old_dids = {co: {n.decode() for n in pipe.smembers(keys.dids(co))} for co in existing}
-        for company in prov.companies:
-            for did in company.dids:
-                owner = unpack(pipe.get(keys.did(did.number)))
-                if owner and owner["co"] != company.id and owner["co"] in kept:
-                    raise ValueError(f"company {company.id}: DID {did.number} already belongs to company {owner['co']!r}")
-        trunks = prov.trunks if prov.trunks is not None else sorted_trunks(pipe.hgetall(keys.TRUNKS))
-        media = prov.media_servers if prov.media_servers is not None else \
-            [MediaServer.from_dict(unpack(v)) for v in pipe.hgetall(keys.MEDIA_SERVERS).values()]
-        old_sources = {k.decode() for k in pipe.smembers(keys.SOURCES)}
-        summary: list[str] = []
-        pipe.multi()
-        pipe.set(keys.SCHEMA_VERSION, pack(SCHEMA_VERSION))
-        if prov.trunks is not None:
-            pipe.delete(keys.TRUNKS)
-            for trunk in prov.trunks:
-                pipe.hset(keys.TRUNKS, trunk.name, pack(trunk.to_dict()))
-            summary.append(f"trunks: {', '.join(t.name for t in prov.trunks) or 'none'}")
-        if prov.media_servers is not None:
-            pipe.delete(keys.MEDIA_SERVERS)
-            for server in prov.media_servers:
-                pipe.hset(keys.MEDIA_SERVERS, server.name, pack(server.to_dict()))
-            summary.append(f"media servers: {', '.join(m.name for m in prov.media_servers) or 'none'}")
-        self._write_sources(pipe, old_sources, trunks, media)
-        for company in prov.companies:
-            before = current.get(company.id)
-            if before and before["domain"] != company.domain:
-                pipe.delete(keys.domain(before["domain"]))
-            pipe.set(keys.company(company.id), pack(company.to_dict()))
-            pipe.set(keys.domain(company.domain), pack(company.id))
-            pipe.sadd(keys.COMPANIES, company.id)
-            numbers = {e.number for e in company.extensions}
-            gone = old_numbers.get(company.id, set()) - numbers
-            for number in gone:
-                pipe.delete(keys.extension(company.id, number))
-            pipe.delete(keys.extensions(company.id))
-            for ext in company.extensions:
-                pipe.set(keys.extension(company.id, ext.number), pack(ext.to_dict()))
-            if numbers:
-                pipe.sadd(keys.extensions(company.id), *sorted(numbers))
-            dids = {d.number for d in company.dids}
-            for number in old_dids.get(company.id, set()) - dids:
-                pipe.delete(keys.did(number))
-            pipe.delete(keys.dids(company.id))
-            for did in company.dids:
-                pipe.set(keys.did(did.number), pack(did.to_dict()))
-            if dids:
-                pipe.sadd(keys.dids(company.id), *sorted(dids))
-            verb = "updated" if before else "created"
-            summary.append(f"company {company.id} ({company.domain}): {verb}, {len(numbers)} extensions, "
-                           f"{len(dids)} DIDs"
-                           + (f", removed {', '.join(sorted(gone))}" if gone else ""))
-        if prune:
-            for co in sorted(existing - wanted):
-                data = current.get(co)
-                if data:
-                    pipe.delete(keys.domain(data["domain"]))
-                for number in old_numbers.get(co, ()):
-                    pipe.delete(keys.extension(co, number))
-                for number in old_dids.get(co, ()):
-                    pipe.delete(keys.did(number))
-                pipe.delete(keys.company(co), keys.extensions(co), keys.dids(co))
-                pipe.srem(keys.COMPANIES, co)
-                summary.append(f"company {co}: removed (not in the file; its prepaid data is kept)")
-        return summary
-
-    @staticmethod
-    def _write_sources(pipe, old: set[str], trunks, media) -> None:
-        """The trusted-source index: source:<ip>:<port> for every trunk and media server."""
-        for key in old:
-            pipe.delete(key)
-        pipe.delete(keys.SOURCES)
-        for kind, peers in (("trunk", trunks), ("media", media)):
-            for peer in peers:
-                key = keys.source(peer.host, peer.port)
-                pipe.set(key, pack({"kind": kind, "name": peer.name}))
-                pipe.sadd(keys.SOURCES, key)
