@@ -61,6 +61,7 @@ def auth_failure(rc: int) -> tuple[str, Reply | None]:
 
 # In-dialog requests (kemi.sip.in_dialog): only the two parties of a dialog this proxy set up,
 # and only towards each other.
+CALL_ID_REUSED = Reply(400, "Call-ID Already Used")
 NO_SUCH_DIALOG = Reply(481, "Call/Transaction Does Not Exist")
 NOT_A_PARTY = Reply(403, "Not A Party To This Dialog")
 DIALOG_NOT_ANSWERED = Reply(403, "Dialog Not Answered Yet")

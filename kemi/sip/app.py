@@ -157,6 +157,8 @@ class Router:
             sip.remove_headers(routing.PRIVATE_HEADERS)
             self.emergency.call(numbering.normalise(dialled) or dialled)
             return
+        if self.calls.call_id_reused():
+            return
         ip, port = sip.source
         source, co = self.directory.first_look(ip, port, (sip.pv("$fd") or "").lower())
         if source is not None and source.kind == "media":

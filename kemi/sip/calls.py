@@ -13,7 +13,7 @@ from typing import Callable
 from kemi import records, replies, routing
 from kemi.replies import Reply
 from kemi.settings import Settings
-from kemi.sip.shell import Route, Sip, Timers, Var
+from kemi.sip.shell import Route, Sip, Table, Timers, Var
 from kemi.store.prepaid import PrepaidLedger
 
 Ledgers = Callable[[], PrepaidLedger]
@@ -56,10 +56,21 @@ class Calls:
             # when it runs out the dialog module sends BYE both ways (send_bye)
             self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
         self.sip.manage_dialog()
+        self.sip.cache_set(Table.CALL_IDS, self.sip.call_id, "1")
         self.sip.set(Var.CALLER, self.sip.source_address())  # who may speak for the caller later
         if rec is not None:
             self.sip.set(Var.RECORD, records.encode(rec))
         self.sip.record_route()
+
+    def call_id_reused(self) -> bool:
+        """A new call with the Call-ID of a call relayed in the last 24 h: refused, never merged with
+        it (one dialog, one record, one charge per Call-ID). Answered, and logged."""
+        if not self.sip.cache_get(Table.CALL_IDS, self.sip.call_id):
+            return False
+        ip, port = self.sip.source
+        self.sip.log("notice", f"new INVITE from {ip}:{port} reuses call-id {self.sip.call_id}: refused")
+        self.sip.reply(replies.CALL_ID_REUSED)
+        return True
 
     def to_media_server(self, server, user: str, headers: list[str], failure_route: str) -> None:
         """Relay to a media server; its headers go on its branch only (see media_branch)."""

@@ -39,6 +39,7 @@ class Table:
     EMERGENCY_IDS = "emerg"  # user@domain -> callback \t location (refreshed at each authenticated request)
     ROUTES = "routes"        # "emergency" -> the emergency trunks last seen in Redis
     EMERGENCY_TRUNKS_KEY = "emergency"
+    CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
 
 
 class Route:

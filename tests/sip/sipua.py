@@ -423,9 +423,13 @@ class UA(Endpoint):
         """Send a request (retransmitted on UDP until answered) and return its final answer
         (or the last provisional one, or None)."""
         dest = dest or self.proxy
+        # answers carry the request's From tag: an older call that reused this Call-ID (and its
+        # CSeq numbers) must not lend this request its answers
+        sent_tag = re.search(r"^From:[^\r\n]*;\s*tag=([^;>\s]+)", text, re.MULTILINE | re.IGNORECASE)
 
         def answers(m: Msg) -> bool:
-            return not m.is_request and m.call_id == call_id and m.cseq == (cseq, method)
+            return not m.is_request and m.call_id == call_id and m.cseq == (cseq, method) and \
+                (sent_tag is None or m.tag("from") == sent_tag.group(1))
 
         self.send(text, dest)
         deadline = time.monotonic() + timeout

@@ -46,7 +46,8 @@ class Env:
     def __init__(self, proxy: Proxy, redis: RedisServer):
         self.proxy, self.redis = proxy, redis
         self.addr = (proxy.ip, proxy.port)
-        self.ledger = PrepaidLedger(redis.client())
+        self.ledger = PrepaidLedger(redis.store())
+        self.client = redis.client()
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +125,12 @@ def net(env):
 class Money:
     """Initech's Prepaid Account, straight through the ledger's Redis Functions."""
 
-    def __init__(self, ledger: PrepaidLedger):
+    def __init__(self, ledger: PrepaidLedger, client):
         self.ledger = ledger
+        self.client = client
 
     def reset(self, cents: int, per_minute: int = 60, first: int = 1, nxt: int = 1) -> int:
-        client = self.ledger.r
+        client = self.client
         for key in client.keys("{co:initech}:*"):
             if not key.endswith((b":company", b":exts", b":dids")) and b":ext:" not in key:
                 client.delete(key)
@@ -162,7 +164,7 @@ class Money:
 
 @pytest.fixture
 def account(env):
-    acct = Money(env.ledger)
+    acct = Money(env.ledger, env.client)
     yield acct
     env.ledger.deactivate("initech")
 

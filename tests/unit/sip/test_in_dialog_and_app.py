@@ -128,3 +128,14 @@ def test_dialog_end_of_an_included_call_writes_its_record(world: World):
 def test_dialog_events_of_untracked_dialogs_are_ignored(world: World):
     world.router(FakeKSR("BYE")).ksr_dialog_event(None, "dialog:end")
     assert world.ledger.records == []
+
+
+def test_a_new_call_reusing_a_relayed_call_id_is_refused_but_never_an_emergency_call(world: World):
+    first = world.request(world.phone_invite("0145678901", call_id="same"))
+    assert first.relay is not None
+    again = world.phone_invite("0145678901", call_id="same")
+    again.htables = first.htables  # the node's shared memory
+    assert world.request(again).reply == (400, "Call-ID Already Used") and again.relays == []
+    emergency = world.phone_invite("112", call_id="same")
+    emergency.htables = first.htables
+    assert world.request(emergency).relay is not None
