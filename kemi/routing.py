@@ -220,18 +220,31 @@ class DialogParties:
     callee: str | None            # transport:ip:port the answer came from (None before the answer)
     caller_target: str | None     # the caller's Contact: where requests to the caller go
     callee_target: str | None     # the callee's Contact
+    caller_routes: str | None = None  # the Record-Route set towards the caller, beyond this proxy
+    callee_routes: str | None = None  # the Record-Route set towards the callee (e.g. a carrier's SBC)
 
 
-def in_dialog_verdict(parties: DialogParties, from_tag: str, source: str, ruri: str) -> tuple[Reply | None, str | None]:
+def route_uris(headers: str | None) -> list[str]:
+    """Every URI of Route (or Record-Route) header values, in order."""
+    return re.findall(r"<([^>]+)>", headers or "")
+
+
+def in_dialog_verdict(parties: DialogParties, from_tag: str, source: str, ruri: str,
+                      routes: list[str] = ()) -> tuple[Reply | None, str | None]:
     """(refusal, None) or (None, where to send): a request inside a dialog may come only from one of
-    its two parties, only name the other party's Contact, and it goes only to where that party is."""
+    its two parties, only name the other party's Contact, carry beyond this proxy only the route set
+    the dialog recorded, and it goes only to where that party is. routes: the request's Route URIs
+    after this proxy's own."""
     downstream = from_tag == parties.caller_tag
     party, other = (parties.caller, parties.callee) if downstream else (parties.callee, parties.caller)
     target = parties.callee_target if downstream else parties.caller_target
+    recorded = route_uris(parties.callee_routes if downstream else parties.caller_routes)
     if party is None or not same_peer(party, source):
         return replies.NOT_A_PARTY, None
     if other is None or not target:
         return replies.DIALOG_NOT_ANSWERED, None
     if uri_key(ruri) is None or uri_key(ruri) != uri_key(target):
         return replies.NOT_THE_DIALOG_TARGET, None
+    if [uri_key(r) for r in routes] != [uri_key(r) for r in recorded]:
+        return replies.NOT_THE_DIALOG_ROUTE, None
     return None, peer_uri(other)

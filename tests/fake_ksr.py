@@ -36,6 +36,7 @@ class _PV(_Module):
     _HDR = re.compile(r"\$hdr\(([^)]+)\)")
     _T_RPL = re.compile(r"\$T_rpl\(\$hdr\(([^)]+)\)\)")
     _DLG = re.compile(r"\$dlg\(([a-z_]+)\)")
+    _ALL = re.compile(r"\$\(hdr\(([^)]+)\)\[\*\]\)")
 
     def get(self, name: str):
         ksr = self.ksr
@@ -44,6 +45,10 @@ class _PV(_Module):
         match = self._T_RPL.fullmatch(name)
         if match:
             return ksr.failure_reply_headers.get(match.group(1))
+        match = self._ALL.fullmatch(name)
+        if match:  # every header of that name, comma-joined
+            values = [v for h, v in ksr.headers if h.lower() == match.group(1).lower()]
+            return ",".join(values) if values else None
         match = self._DLG.fullmatch(name)
         if match:  # the dialog the message's Call-ID and tags name, as the module looks it up
             current = ksr.message_dialog()
@@ -276,6 +281,14 @@ class FakeKSR:
         return known
 
     # -- request kind -------------------------------------------------------------------------
+    def is_myself(self, uri: str) -> int:
+        """A URI naming this proxy's socket ($Ri:$Rp)."""
+        match = re.match(r"sips?:(?:[^@]+@)?([^;:>]+)(?::([0-9]+))?", uri)
+        if not match:
+            return -1
+        return 1 if (match.group(1), int(match.group(2) or 5060)) == \
+            (self.request["$Ri"], int(self.request["$Rp"])) else -1
+
     def is_ACK(self) -> bool:
         return self.request["$rm"] == "ACK"
 

@@ -26,16 +26,21 @@ class InDialog:
                 return
             self.refuse(replies.NO_SUCH_DIALOG, "no dialog of ours")
             return
+        routes = sip.routes_beyond_us()
+        if routes is None:  # every dialog of ours carries our Record-Route
+            self.refuse(replies.NOT_HERE, "not routed through this proxy")
+            return
         parties = routing.DialogParties(
             caller_tag=sip.dialog("from_tag") or "", caller=sip.get(Var.CALLER), callee=sip.get(Var.CALLEE),
-            caller_target=sip.dialog("from_contact"), callee_target=sip.dialog("to_contact"))
+            caller_target=sip.dialog("from_contact"), callee_target=sip.dialog("to_contact"),
+            caller_routes=sip.dialog("from_rs"), callee_routes=sip.dialog("to_rs"))
         refused, next_hop = routing.in_dialog_verdict(parties, sip.pv("$ft") or "", sip.source_address(),
-                                                      sip.pv("$ru") or "")
+                                                      sip.pv("$ru") or "", routes)
         if refused is not None:
             self.refuse(refused, f"parties {parties.caller} / {parties.callee}")
             return
         sip.manage_dialog()  # now the dialog sees it: BYE ends it, re-INVITE refreshes it
-        if not sip.loose_route():  # every dialog of ours carries our Record-Route
+        if not sip.loose_route():
             self.refuse(replies.NOT_HERE, "not routed through this proxy")
             return
         sip.set_destination(next_hop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kemi import routing
 from kemi.replies import Reply
 
 MAX_FORWARDS = 70
@@ -262,6 +263,15 @@ class Sip:
     def dialog(self, field: str) -> str | None:
         """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
         return self.pv(f"$dlg({field})")
+
+    def routes_beyond_us(self) -> list[str] | None:
+        """The request's Route URIs after this proxy's own leading entries (None: the first Route
+        is not ours, or there is none)."""
+        routes = routing.route_uris(self.pv("$(hdr(Route)[*])"))
+        ours = 0
+        while ours < len(routes) and self.k.is_myself(routes[ours]) > 0:
+            ours += 1
+        return routes[ours:] if ours else None
 
     def set_destination(self, uri: str) -> None:
         self.k.pv.sets("$du", uri)

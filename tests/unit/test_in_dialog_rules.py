@@ -57,3 +57,13 @@ def test_a_request_is_only_ever_sent_to_the_other_party(source, ruri, tag):
         assert hop in (peer_uri(PARTIES.caller), peer_uri(PARTIES.callee))
         sender = PARTIES.caller if hop == peer_uri(PARTIES.callee) else PARTIES.callee
         assert same_peer(sender, source)  # and only from the one party that is not its target
+
+
+def test_the_route_set_beyond_us_must_be_the_one_the_dialog_recorded():
+    sbc = DialogParties(**{**PARTIES.__dict__, "callee_routes": "<sip:sbc@127.0.0.2:5060;lr>"})
+    ok = ("a", "udp:127.0.0.30:5071", "sip:+33145678901@127.0.0.2:5060")
+    assert in_dialog_verdict(sbc, *ok, ["sip:sbc@127.0.0.2:5060;lr"])[0] is None
+    assert in_dialog_verdict(sbc, *ok, [])[0] == replies.NOT_THE_DIALOG_ROUTE
+    assert in_dialog_verdict(sbc, *ok, ["sip:127.0.0.4:5060;lr"])[0] == replies.NOT_THE_DIALOG_ROUTE
+    assert in_dialog_verdict(PARTIES, *ok, ["sip:127.0.0.4:5060;lr"])[0] == replies.NOT_THE_DIALOG_ROUTE
+    assert in_dialog_verdict(PARTIES, *ok, [])[0] is None

@@ -13,7 +13,8 @@ DIALOG = {"callid": "call-1", "from_tag": "caller-tag", "to_tag": "callee-tag", 
 
 def in_dialog(method="BYE", ruri="sip:+33145678901@127.0.0.2:5060", src=("127.0.0.30", 5071),
               tags=("caller-tag", "callee-tag"), dialog=DIALOG, callee=TRUNK) -> FakeKSR:
-    ksr = FakeKSR(method, ruri, src=src[0], sport=src[1], from_tag=tags[0], to_tag=tags[1])
+    ksr = FakeKSR(method, ruri, src=src[0], sport=src[1], from_tag=tags[0], to_tag=tags[1],
+                  headers=[("Route", "<sip:127.0.0.1:5060;lr;ftag=caller-tag;did=1.2>")])
     ksr.known_dialog = dict(dialog) if dialog else None
     ksr.vars[Var.CALLER] = CALLER
     if callee:
@@ -60,11 +61,27 @@ def test_requests_before_the_answer_are_refused(world: World):
     assert ksr.reply == (403, "Dialog Not Answered Yet") and ksr.relays == []
 
 
-def test_a_preloaded_route_does_not_choose_the_next_hop(world: World):
+def test_a_route_the_dialog_did_not_record_is_refused(world: World):
     ksr = in_dialog(method="INFO")
-    ksr.headers.append(("Route", "<sip:127.0.0.1;lr>, <sip:127.0.0.4:5060;lr>"))
+    ksr.headers.append(("Route", "<sip:127.0.0.4:5060;lr>"))
     world.request(ksr)
-    assert ksr.vars["$du"] == "sip:127.0.0.2:5060;transport=udp"
+    assert ksr.reply == (403, "Route Is Not The Dialog Route Set") and ksr.relays == []
+
+
+def test_a_carrier_that_record_routes_keeps_its_route_set(world: World):
+    sbc = "<sip:sbc@127.0.0.2:5060;lr>"
+    ksr = in_dialog(dialog={**DIALOG, "to_rs": sbc})
+    ksr.headers.append(("Route", sbc))
+    world.request(ksr)
+    assert ksr.relay is not None and ksr.vars["$du"] == "sip:127.0.0.2:5060;transport=udp"
+    missing = world.request(in_dialog(dialog={**DIALOG, "to_rs": sbc}))
+    assert missing.reply == (403, "Route Is Not The Dialog Route Set")
+
+
+def test_a_request_that_did_not_come_through_us_is_not_here(world: World):
+    ksr = in_dialog()
+    ksr.headers = [("Route", "<sip:127.0.0.2:5060;lr>")]
+    assert world.request(ksr).reply == (404, "Not Here") and ksr.relays == []
 
 
 def test_acks_are_never_answered(world: World):
