@@ -248,3 +248,16 @@ def in_dialog_verdict(parties: DialogParties, from_tag: str, source: str, ruri: 
     if [uri_key(r) for r in routes] != [uri_key(r) for r in recorded]:
         return replies.NOT_THE_DIALOG_ROUTE, None
     return None, peer_uri(other)
+
+
+# What a BYE of the proxy's own needs from the dialog (kemi.sip.shell.Sip.end_call).
+DIALOG_BYE_FIELDS = ("callid", "from_tag", "to_tag", "from_uri", "to_uri", "from_contact", "from_rs", "from_bindaddr")
+
+
+def caller_bye_headers(dialog: dict[str, str], cseq: int) -> str:
+    """The headers of a BYE towards the caller, as from the callee: its tags swapped, the caller's
+    route set. cseq must exceed what the callee used: a clock in seconds does."""
+    routes = "".join(f"Route: <{uri}>\r\n" for uri in route_uris(dialog["from_rs"]))
+    return (f"From: <{dialog['to_uri']}>;tag={dialog['to_tag']}\r\n"
+            f"To: <{dialog['from_uri']}>;tag={dialog['from_tag']}\r\n"
+            f"Call-ID: {dialog['callid']}\r\nCSeq: {cseq} BYE\r\n{routes}")

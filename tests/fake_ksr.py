@@ -129,6 +129,10 @@ class _TM(_Module):
                                 ksr.armed.get("timers"), list(ksr.added_headers)))
         return 1
 
+    def t_uac_send(self, method: str, ruri: str, dst: str, socket: str, headers: str, body: str) -> int:
+        self.ksr.uac_sent.append((method, ruri, socket, headers))
+        return 1
+
     def t_reply(self, code: int, reason: str) -> int:
         self.ksr._answer(code, reason)
         return 1
@@ -200,7 +204,12 @@ class _Dialog(_Module):
 
     def dlg_bye(self, side: str) -> int:
         self.ksr.dialog_byes.append(side)
-        return 1
+        return self.ksr.dlg_bye_result
+
+    def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
+        known = self.ksr.known_dialog
+        return 1 if known is not None and (call_id, from_tag, to_tag) == \
+            (known["callid"], known["from_tag"], known["to_tag"]) else -1
 
 
 class _RR(_Module):
@@ -261,6 +270,8 @@ class FakeKSR:
         self.dialog_managed = 0
         self.known_dialog: dict | None = None    # the dialog the module tracks ($dlg(...) fields)
         self.dialog_byes: list[str] = []
+        self.dlg_bye_result = 1
+        self.uac_sent: list[tuple] = []
         self.record_routed = 0
         self.logs: list[tuple[str, str]] = []
         # the modules

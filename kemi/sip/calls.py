@@ -55,6 +55,7 @@ class Calls:
             # the dialog's lifetime, counted from the answer (timeout_avp in kamailio.cfg);
             # when it runs out the dialog module sends BYE both ways (send_bye)
             self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
+        self.sip.set(Var.TIMEOUT_ROUTE, "timeout")  # the proxy ends timed-out calls itself (kamailio.cfg)
         self.sip.manage_dialog()
         self.sip.cache_set(Table.CALL_IDS, self.sip.call_id, "1")
         self.sip.set(Var.CALLER, self.sip.source_address())  # who may speak for the caller later
@@ -105,21 +106,40 @@ class Calls:
 
     # -- dialog events ---------------------------------------------------------------------
     def dialog_event(self, event: str, prepaid) -> None:
-        """dialog:start (answered), dialog:end, dialog:failed of a tracked call; prepaid: PrepaidCalls."""
+        """Events of a tracked call; prepaid: PrepaidCalls.
+
+        dialog:start is the answer. The call ends once, by whichever comes first: dialog:end
+        (a BYE), dialog:failed (never answered), or dialog:timeout (its maximum duration, run
+        before any BYE), after which the proxy hangs up both parties itself."""
         if event == "dialog:start":
-            # the event runs on the answer: its source is where the callee really is
-            self.sip.set(Var.CALLEE, self.sip.source_address())
+            self.answered(prepaid)
+        elif event in ("dialog:end", "dialog:failed", "dialog:timeout"):
+            if not self.sip.get(Var.FINISHED):
+                self.sip.set(Var.FINISHED, event)
+                self.finished(event, prepaid)
+            if event == "dialog:timeout":
+                self.sip.end_call()
+
+    def answered(self, prepaid) -> None:
+        # the event runs on the answer: its source is where the callee really is
+        self.sip.set(Var.CALLEE, self.sip.source_address())
         rec = records.decode(self.sip.get(Var.RECORD))
         if rec is None:
             return
-        if event == "dialog:start":
-            self.sip.set(Var.ANSWER_MS, str(now_ms()))
-            if rec.get("prepaid") and not prepaid.answered(rec):
-                self.sip.end_dialog()
-        elif event in ("dialog:end", "dialog:failed"):
-            answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)
-            final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(), failed=event == "dialog:failed")
-            if rec.get("prepaid"):
-                prepaid.ended(rec, secs, final)
-            else:
-                self.ledger().record(rec["company"], final)
+        answered_ms = now_ms()
+        self.sip.set(Var.ANSWER_MS, str(answered_ms))
+        if rec.get("prepaid"):
+            self.sip.set(Var.DEADLINE_MS, str(answered_ms + rec["max_secs"] * 1000))
+            if not prepaid.answered(rec):
+                self.sip.end_call()
+
+    def finished(self, event: str, prepaid) -> None:
+        rec = records.decode(self.sip.get(Var.RECORD))
+        if rec is None:
+            return
+        answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)
+        final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(), failed=event == "dialog:failed")
+        if rec.get("prepaid"):
+            prepaid.ended(rec, secs, final)
+        else:
+            self.ledger().record(rec["company"], final)

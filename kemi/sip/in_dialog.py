@@ -9,6 +9,7 @@ the request: a refused BYE ends nothing and stops no billing.
 from __future__ import annotations
 
 from kemi import replies, routing
+from kemi.sip.calls import now_ms
 from kemi.sip.shell import Sip, Var
 
 DELETED = "5"  # $dlg(state) of a dialog that has ended
@@ -39,6 +40,11 @@ class InDialog:
         if refused is not None:
             self.refuse(refused, f"parties {parties.caller} / {parties.callee}")
             return
+        deadline = sip.get(Var.DEADLINE_MS)
+        if deadline:
+            # whatever restarts the dialog's timer (the ACK does, even with timeout_noreset)
+            # restarts it with the time left, never more
+            sip.set(Var.DLG_TIMEOUT, max(1, -(-(int(deadline) - now_ms()) // 1000)))
         sip.manage_dialog()  # now the dialog sees it: BYE ends it, re-INVITE refreshes it
         if not sip.loose_route():
             self.refuse(replies.NOT_HERE, "not routed through this proxy")

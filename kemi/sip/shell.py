@@ -7,6 +7,7 @@ tests. Every $avp, $dlg_var, htable and route callback name is defined here, onc
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from kemi import routing
@@ -32,6 +33,9 @@ class Var:
     ANSWER_MS = "$dlg_var(answer_ms)"  # when the call was answered
     CALLER = "$dlg_var(caller)"        # transport:ip:port the INVITE came from (kemi.sip.in_dialog)
     CALLEE = "$dlg_var(callee)"        # transport:ip:port the answer came from
+    DEADLINE_MS = "$dlg_var(deadline_ms)"  # a prepaid call ends by then (answer + max duration)
+    FINISHED = "$dlg_var(finished)"    # the event that wrote the record (timeout, end, failed): once
+    TIMEOUT_ROUTE = "$dlg_ctx(timeout_route)"  # set: the timeout runs dialog:timeout before any BYE
 
 
 class Table:
@@ -276,9 +280,20 @@ class Sip:
     def set_destination(self, uri: str) -> None:
         self.k.pv.sets("$du", uri)
 
-    def end_dialog(self) -> None:
-        """BYE to both parties of the current dialog, from the proxy."""
-        self.k.dialog.dlg_bye("all")
+    def end_call(self) -> None:
+        """The proxy hangs up both parties of the current dialog, the callee (the billed leg) first.
+
+        dlg_bye("callee") runs dialog:end inside and leaves no dialog context; the caller's
+        BYE then goes through the dialog again, or, when the callee's answer already deleted
+        it, as a BYE of tm's own built from what the dialog recorded."""
+        d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
+        self.k.dialog.dlg_bye("callee")
+        if self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
+                self.k.dialog.dlg_bye("caller") > 0:
+            return
+        if self.k.tm.t_uac_send("BYE", d["from_contact"], "", d["from_bindaddr"],
+                                routing.caller_bye_headers(d, int(time.time())), "") < 0:
+            self.log("err", f"call-id {d['callid']} ended by the proxy: no BYE could be sent to the caller")
 
     def record_route(self) -> None:
         self.k.rr.record_route()

@@ -92,6 +92,7 @@ def test_answer_renews_the_reservation_for_the_whole_call_and_the_end_settles_it
     ksr = dialog_event(world, "dialog:start", rec)
     assert world.ledger.renewed == [("r-9", (480 + world.settings.prepaid_ttl_margin_s) * 1000)]
     assert ksr.dialog_byes == []
+    assert int(ksr.vars[Var.DEADLINE_MS]) == int(ksr.vars[Var.ANSWER_MS]) + 480_000
     answered_1_5_s_ago = str(int(ksr.vars[Var.ANSWER_MS]) - 1500)
     dialog_event(world, "dialog:end", rec, answer_ms=answered_1_5_s_ago)
     assert world.ledger.settled == [("r-9", 2)] and world.ledger.reservations == {}  # seconds round up
@@ -104,7 +105,7 @@ def test_an_answer_after_the_reservation_expired_cuts_the_call(world: World):
                         max_secs=60)
     rec["reservation"] = "gone"
     ksr = dialog_event(world, "dialog:start", rec)
-    assert ksr.dialog_byes == ["all"] and "expired" in ksr.logged("crit")[0]
+    assert ksr.dialog_byes[0] == "callee" and "expired" in ksr.logged("crit")[0]  # the billed leg first
 
 
 def test_the_callee_is_remembered_where_its_answer_came_from(world: World):
@@ -123,3 +124,41 @@ def test_a_failed_dialog_settles_nothing_answered(world: World):
     rec["reservation"] = "r-10"
     dialog_event(world, "dialog:failed", rec)
     assert world.ledger.settled == [("r-10", 0)] and world.ledger.records[0]["disposition"] == "unanswered"
+
+
+DIALOG = {"callid": "c-20", "from_tag": "ft", "to_tag": "tt", "from_uri": "sip:2001@acme.test",
+          "to_uri": "sip:+4915112345678@acme.test", "from_contact": "sip:2001@127.0.0.30:5071",
+          "from_rs": None, "from_bindaddr": "udp:127.0.0.1:5060"}
+
+
+def timed_out(world: World, dlg_bye_result: int) -> tuple[FakeKSR, dict]:
+    rec = records.start(company="acme", extension="2001", caller=None, to="+4915112345678", category="x",
+                        billing="prepaid", direction="outbound", call_id="c-20", setup_ms=1, prepaid=True,
+                        max_secs=60)
+    rec["reservation"] = "r-20"
+    ksr = FakeKSR("BYE", call_id="c-20", from_tag="ft", to_tag="tt")
+    ksr.known_dialog, ksr.dlg_bye_result = dict(DIALOG), dlg_bye_result
+    ksr.vars.update({Var.RECORD: records.encode(rec), Var.ANSWER_MS: str(records_now() - 60_000)})
+    world.router(ksr).ksr_dialog_event(None, "dialog:timeout")
+    return ksr, rec
+
+
+def records_now() -> int:
+    import time
+    return int(time.time() * 1000)
+
+
+def test_at_its_maximum_duration_the_call_is_settled_then_cut_callee_first(world: World):
+    ksr, _ = timed_out(world, 1)
+    assert world.ledger.settled == [("r-20", 60)] and world.ledger.records[0]["disposition"] == "cut-at-max-duration"
+    assert ksr.dialog_byes == ["callee", "caller"] and ksr.uac_sent == []
+    # the BYEs' own dialog:end then finds the call finished: nothing is settled twice
+    world.router(ksr).ksr_dialog_event(None, "dialog:end")
+    assert len(world.ledger.settled) == 1
+
+
+def test_when_the_dialog_is_gone_the_caller_gets_a_bye_built_from_the_dialog(world: World):
+    ksr, _ = timed_out(world, -1)
+    ((method, ruri, socket, headers),) = ksr.uac_sent
+    assert (method, ruri, socket) == ("BYE", "sip:2001@127.0.0.30:5071", "udp:127.0.0.1:5060")
+    assert "From: <sip:+4915112345678@acme.test>;tag=tt\r\nTo: <sip:2001@acme.test>;tag=ft\r\n" in headers
