@@ -1,9 +1,10 @@
 """The object app_python3 calls: Kamailio's callbacks, each handed to the role it belongs to.
 
-Rooms (kemi/sip/): shell (the only module that speaks KSR), phones, outbound, trunks,
-prepaid_calls, inbound, emergency, calls, in_dialog. Every callback catches what its
-role raises, so a caller always gets an answer (503 when the data store is down, 500
-for a bug) and the log says why.
+Rooms (kemi/sip/): shell (the only module that speaks KSR), gate (what every request passes
+first), phones, outbound, trunks, prepaid_calls, inbound, emergency, calls, in_dialog. Every
+callback catches what its role raises, so a caller always gets an answer (400 for bytes that
+are not text, 503 when the data store is down, 500 for a bug) and the log says why; only the
+gate drops requests unanswered (scanners, floods, banned addresses).
 """
 
 from __future__ import annotations
