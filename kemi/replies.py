@@ -5,6 +5,7 @@ One table so that tests, docs and the SIP layer agree on the words a phone shows
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -67,3 +68,29 @@ NOT_A_PARTY = Reply(403, "Not A Party To This Dialog")
 DIALOG_NOT_ANSWERED = Reply(403, "Dialog Not Answered Yet")
 NOT_THE_DIALOG_TARGET = Reply(403, "Request-URI Is Not The Dialog Target")
 NOT_THE_DIALOG_ROUTE = Reply(403, "Route Is Not The Dialog Route Set")
+
+# -- the edge (kemi.edge, kemi.sip.gate): abuse, registrations, bytes that are not text ------------
+# A (source address, user) pair that failed the digest check AUTH_FAIL_MAX times: even the right
+# password is refused until AUTH_BAN_S has passed (the rest of that address and that user elsewhere
+# keep working). Unknown users are counted too, so this says nothing about who exists.
+TOO_MANY_FAILURES = Reply(403, "Too Many Failed Attempts")
+DIGEST_URI_MISMATCH = Reply(403, "Digest URI Does Not Match Request")
+CONTACT_NOT_SOURCE = Reply(403, "Contact Must Be The Registering Address")
+CONTACT_IS_TRUSTED_PEER = Reply(403, "Contact Names A Trusted Peer")
+CONTACT_IS_PROXY = Reply(403, "Contact Names This Proxy")
+STAR_NEEDS_EXPIRES_0 = Reply(400, "Contact * Needs Expires 0")
+UNREADABLE_CONTACT = Reply(400, "Unreadable Contact")
+
+# Where an unreadable pseudo-variable lives, in the words of a reason phrase.
+_PLACES = {"$rU": "Request-URI", "$ru": "Request-URI", "$rd": "Request-URI", "$rm": "Method",
+           "$fU": "From", "$fu": "From", "$fd": "From", "$fn": "From", "$ft": "From Tag",
+           "$tU": "To", "$tu": "To", "$td": "To", "$tn": "To", "$tt": "To Tag",
+           "$au": "Username", "$ar": "Realm", "$adu": "Digest URI", "$ci": "Call-ID", "$ct": "Contact"}
+
+
+def unreadable(pv: str, nul: bool) -> Reply:
+    """400 for a request whose `pv` (a pseudo-variable, or $hdr(Name)) is not UTF-8 or holds a NUL:
+    the reason names the place, so the phone's owner can see what to fix."""
+    header = re.fullmatch(r"\$\(?hdrc?\(([A-Za-z0-9-]{1,40})\)(\[[^]]*\]\))?", pv)
+    place = _PLACES.get(pv) or (header.group(1) if header else "Request")
+    return Reply(400, f"{'NUL Byte' if nul else 'Invalid UTF-8'} In {place}")

@@ -9,6 +9,7 @@ misbehaving later.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
@@ -52,6 +53,15 @@ def _emergency_trunks(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _agents(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    items = [item.strip() for item in raw.split(",")]
+    if not all(re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,63}", item) for item in items):
+        raise SettingsError(f"{name}={raw!r}: expected comma-separated User-Agent fragments "
+                            f"(printable ASCII, 1..64 characters each)")
+    return raw
+
+
 def _setting(env: str, default: Any, parse: Callable, *limits: int) -> Any:
     """A field read from the environment variable `env` by parse(environ, env, default, *limits)."""
     return field(default=default, metadata={"env": env, "parse": parse, "limits": limits})
@@ -75,6 +85,23 @@ class Settings:
     prepaid_max_call_s: int = _setting("PREPAID_MAX_CALL_S", 7200, _int, 1, 86_400)
     prepaid_setup_s: int = _setting("PREPAID_SETUP_S", 120, _int, 1, 3600)
     prepaid_ttl_margin_s: int = _setting("PREPAID_TTL_MARGIN_S", 60, _int, 1, 3600)
+    # Abuse at the edge (kemi.sip.gate). A source address that pike finds flooding (kamailio.cfg:
+    # PIKE_REQS per PIKE_WINDOW_S) is dropped, unanswered, for BAN_S seconds.
+    ban_s: int = _setting("BAN_S", 300, _int, 1, 86_400)
+    # AUTH_FAIL_MAX failed digest checks of one user from one source address within
+    # AUTH_FAIL_WINDOW_S (counted from the first) block that pair for AUTH_BAN_S seconds.
+    auth_fail_max: int = _setting("AUTH_FAIL_MAX", 10, _int, 1, 1_000_000)
+    auth_fail_window_s: int = _setting("AUTH_FAIL_WINDOW_S", 600, _int, 1, 86_400)
+    auth_ban_s: int = _setting("AUTH_BAN_S", 900, _int, 1, 86_400)
+    # Requests whose User-Agent contains one of these (case-insensitively) are dropped unanswered.
+    scanner_user_agents: str = _setting(
+        "SCANNER_USER_AGENTS",
+        "friendly-scanner,friendly-request,sipcli,sipvicious,sip-scan,VaxSIPUserAgent,pplsip,iWar,SIVuS,smap",
+        _agents)
+
+    @property
+    def scanner_agents(self) -> tuple[str, ...]:
+        return tuple(item.strip().lower() for item in self.scanner_user_agents.split(","))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":

@@ -32,16 +32,44 @@ class _Module:
         self.ksr = ksr
 
 
+def _decoded(value):
+    """What app_python3 hands Python: strings decoded as strict UTF-8 (bytes that are not raise)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 class _PV(_Module):
     _HDR = re.compile(r"\$hdr\(([^)]+)\)")
+    _HDR_ALL = re.compile(r"\$\(hdr\(([^)]+)\)\[\*\]\)")
+    _HDRC = re.compile(r"\$hdrc\(([^)]+)\)")
+    _BRANCH = re.compile(r"\$\(branch\((uri|dst_uri)\)\[([0-9]+)\]\)")
     _T_RPL = re.compile(r"\$T_rpl\(\$hdr\(([^)]+)\)\)")
     _DLG = re.compile(r"\$dlg\(([a-z_]+)\)")
     _ALL = re.compile(r"\$\(hdr\(([^)]+)\)\[\*\]\)")
 
     def get(self, name: str):
+        return _decoded(self._get(name))
+
+    def _get(self, name: str):
         ksr = self.ksr
-        if name in ksr.vars:
+        if name in ksr.vars:  # what the script set, or what a test says Kamailio would answer
             return ksr.vars[name]
+        if name == "$branch(count)":
+            return len(ksr.branches)
+        match = self._BRANCH.fullmatch(name)
+        if match:
+            index = int(match.group(2))
+            return ksr.branches[index].get(match.group(1)) if index < len(ksr.branches) else None
+        match = self._HDR_ALL.fullmatch(name)
+        if match:  # every header of that name (or its compact form), joined by commas
+            found = ksr.hdr.all(match.group(1))
+            if not found:
+                return None
+            if any(isinstance(v, bytes) for v in found):
+                return b",".join(v if isinstance(v, bytes) else v.encode() for v in found)
+            return ",".join(found)
+        match = self._HDRC.fullmatch(name)
+        if match:
+            return len(ksr.hdr.all(match.group(1)))
         match = self._T_RPL.fullmatch(name)
         if match:
             return ksr.failure_reply_headers.get(match.group(1))
@@ -75,15 +103,26 @@ class _PV(_Module):
         self.ksr.vars[name] = value
 
     def unset(self, name: str) -> None:
+        match = self._BRANCH.fullmatch(name)
+        if match and match.group(1) == "uri":  # a null URI drops the branch (pv_branch.c)
+            index = int(match.group(2))
+            if index < len(self.ksr.branches):
+                self.ksr.dropped_branches.append(self.ksr.branches.pop(index)["uri"])
+            return
         self.ksr.vars.pop(name, None)
 
 
 class _Hdr(_Module):
+    COMPACT = {"contact": "m", "from": "f", "to": "t", "call-id": "i", "via": "v", "expires": "e"}
+
     def get(self, name: str):
-        for header, value in self.ksr.headers:
-            if header.lower() == name.lower():
-                return value
-        return None
+        found = self.all(name)
+        return _decoded(found[0]) if found else None
+
+    def all(self, name: str) -> list:
+        """Bodies of every header of that name or its compact form, in order (bytes kept as such)."""
+        names = {name.lower(), self.COMPACT.get(name.lower(), name.lower())}
+        return [value for header, value in self.ksr.headers if header.lower() in names]
 
     def append(self, text: str) -> int:
         assert text.endswith("\r\n"), f"header without CRLF: {text!r}"
@@ -152,6 +191,10 @@ class _TM(_Module):
     def t_precheck_trans(self) -> int:
         return -1
 
+    def t_newtran(self) -> int:
+        self.ksr.new_transactions += 1
+        return self.ksr.newtran_result
+
 
 class _Auth(_Module):
     def has_credentials(self, realm: str) -> int:
@@ -180,18 +223,62 @@ class _Registrar(_Module):
         return self.ksr.save_result
 
     def lookup(self, table: str) -> int:
-        aor = self.ksr.request.get("$ru")
-        self.ksr.lookups.append(aor)
-        return self.ksr.registered.get(aor, -1)
+        """The registered result of the AOR; its bindings (if the test gave some) become the
+        Request-URI (the first) and appended branches (the others), as append_branches=1 does."""
+        ksr = self.ksr
+        aor = ksr.request.get("$ru")
+        ksr.lookups.append(aor)
+        rc = ksr.registered.get(aor, -1)
+        bindings = ksr.bindings.get(aor) or []
+        if rc > 0 and bindings:
+            ksr.pv.sets("$ru", bindings[0])
+            ksr.branches = [{"uri": uri, "dst_uri": None} for uri in bindings[1:]]
+        return rc
 
 
 class _Htable(_Module):
+    """Tables of items with their own expiry (ksr.now is the clock); expired items read as absent,
+    and sht_inc restarts them at 1 (the tables that count have initval=0 in kamailio.cfg)."""
+
+    def _live(self, table: str, key: str) -> bool:
+        ksr = self.ksr
+        expires = ksr.expiries.get(table, {}).get(key)
+        if expires is not None and ksr.now >= expires:
+            ksr.htables.get(table, {}).pop(key, None)
+            ksr.expiries[table].pop(key, None)
+        return key in ksr.htables.get(table, {})
+
     def sht_sets(self, table: str, key: str, value: str) -> int:
         self.ksr.htables.setdefault(table, {})[key] = value
         return 1
 
     def sht_get(self, table: str, key: str):
-        return self.ksr.htables.get(table, {}).get(key)
+        return self.ksr.htables[table][key] if self._live(table, key) else None
+
+    def sht_setxi(self, table: str, key: str, value: int, expire_s: int) -> int:
+        assert isinstance(value, int) and isinstance(expire_s, int) and expire_s > 0
+        self.ksr.htables.setdefault(table, {})[key] = value
+        self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
+        return 1
+
+    def sht_setex(self, table: str, key: str, expire_s: int) -> int:
+        if not self._live(table, key):
+            return -1
+        self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
+        return 1
+
+    def sht_inc(self, table: str, key: str) -> int:
+        """The new value; an absent or expired item starts at initval (0) + 1, without an expiry."""
+        if not self._live(table, key):
+            self.ksr.expiries.get(table, {}).pop(key, None)
+            self.ksr.htables.setdefault(table, {})[key] = 0
+        self.ksr.htables[table][key] += 1
+        return self.ksr.htables[table][key]
+
+    def sht_rm(self, table: str, key: str) -> int:
+        self.ksr.htables.get(table, {}).pop(key, None)
+        self.ksr.expiries.get(table, {}).pop(key, None)
+        return 1
 
 
 class _Dialog(_Module):
@@ -230,11 +317,14 @@ class FakeKSR:
                  local: tuple[str, int] = ("127.0.0.1", 5060), transport: str = "udp",
                  from_tag: str | None = "ftag-1", to_tag: str | None = None):
         to_uri = to_uri or from_uri if method == "REGISTER" else (to_uri or ruri)
+        # what phones put in the digest: the Request-URI they sent the request to
+        digest_uri = ruri if auth_user is not None else None
         self.request: dict[str, object] = {
             "$rm": method, "$ru": ruri, "$rU": _user(ruri), "$si": src, "$sp": sport, "$ci": call_id,
             "$fu": from_uri, "$fU": _user(from_uri), "$fd": _host(from_uri),
             "$tu": to_uri, "$tU": _user(to_uri), "$td": _host(to_uri), "$au": auth_user,
             "$Ri": local[0], "$Rp": local[1], "$pr": transport, "$ft": from_tag, "$tt": to_tag,
+            "$adu": digest_uri,
         }
         self.headers = list(headers)
         # what Kamailio would answer
@@ -242,6 +332,11 @@ class FakeKSR:
         self.good_ha1: str | None = None            # pv_auth_check succeeds with this HA1
         self.auth_result: int | None = None         # or always returns this
         self.registered: dict[str, int] = {}        # AOR -> lookup() result (absent: -1)
+        self.bindings: dict[str, list[str]] = {}    # AOR -> its contacts, for lookup() to point at
+        self.pike = _Simple(pike_check_req=lambda: self.pike_verdict)
+        self.pike_verdict = 1                       # 1 within the limit, -2 newly flooding, -1 flooding
+        self.newtran_result = 1                     # t_newtran(): 0 a retransmission, < 0 failed
+        self.now = 0.0                              # the htables' clock (seconds)
         self.save_result = 1
         self.relay_result = 1
         self.failure_code = 0
@@ -267,6 +362,10 @@ class FakeKSR:
         self.saved: list[tuple] = []
         self.lookups: list[str] = []
         self.htables: dict[str, dict[str, str]] = {}
+        self.expiries: dict[str, dict[str, float]] = {}  # table -> key -> when the item expires
+        self.branches: list[dict] = []              # appended branches: {"uri", "dst_uri"}
+        self.dropped_branches: list[str] = []
+        self.new_transactions = 0
         self.dialog_managed = 0
         self.known_dialog: dict | None = None    # the dialog the module tracks ($dlg(...) fields)
         self.dialog_byes: list[str] = []
@@ -290,6 +389,15 @@ class FakeKSR:
                 {req["$ft"], req["$tt"]} != {known["from_tag"], known["to_tag"]}:
             return None
         return known
+
+    # -- core --------------------------------------------------------------------------------
+    def is_myself(self, uri: str) -> int:
+        """Whether the URI names the receiving socket ($Ri:$Rp; no port means 5060)."""
+        match = re.match(r"<?sips?:(?:[^@;>]+@)?([^;>:]+)(?::([0-9]+))?", uri or "")
+        if not match:
+            return -1
+        port = int(match.group(2) or 5060)
+        return 1 if (match.group(1), port) == (self.request["$Ri"], int(self.request["$Rp"])) else -1
 
     # -- request kind -------------------------------------------------------------------------
     def is_myself(self, uri: str) -> int:

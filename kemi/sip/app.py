@@ -1,9 +1,10 @@
 """The object app_python3 calls: Kamailio's callbacks, each handed to the role it belongs to.
 
-Rooms (kemi/sip/): shell (the only module that speaks KSR), phones, outbound, trunks,
-prepaid_calls, inbound, emergency, calls, in_dialog. Every callback catches what its
-role raises, so a caller always gets an answer (503 when the data store is down, 500
-for a bug) and the log says why.
+Rooms (kemi/sip/): shell (the only module that speaks KSR), gate (what every request passes
+first), phones, outbound, trunks, prepaid_calls, inbound, emergency, calls, in_dialog. Every
+callback catches what its role raises, so a caller always gets an answer (400 for bytes that
+are not text, 503 when the data store is down, 500 for a bug) and the log says why; only the
+gate drops requests unanswered (scanners, floods, banned addresses).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from kemi import numbering, replies, routing
 from kemi.settings import Settings
 from kemi.sip.calls import Calls
 from kemi.sip.emergency import Emergency, EmergencyCache
+from kemi.sip.gate import Gate, TrustedPeers
 from kemi.sip.in_dialog import InDialog
 from kemi.sip.inbound import Inbound
 from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
 from kemi.sip import shell
-from kemi.sip.shell import Sip
+from kemi.sip.shell import NotText, Sip
 from kemi.sip.trunks import Trunks
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
@@ -39,7 +41,9 @@ class Router:
         self.calls = Calls(sip, settings, self.ready_ledger)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
-        self.phones = Phones(sip, self.directory, self.calls, cache)
+        self.peers = TrustedPeers(self.directory)
+        self.gate = Gate(sip, settings, self.peers)
+        self.phones = Phones(sip, self.directory, self.calls, cache, self.gate)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
@@ -58,6 +62,8 @@ class Router:
         sip = self.sip
         try:
             self.request()
+        except NotText as exc:
+            self.refuse_unreadable(exc)
         except SchemaMismatch as exc:
             sip.log("err", f"refusing {sip.method} from {sip.source[0]}: {exc}")
             sip.answer_if_possible(replies.SCHEMA_UNKNOWN, "Retry-After: 30")
@@ -69,6 +75,15 @@ class Router:
                            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             sip.answer_if_possible(replies.INTERNAL_ERROR)
         return 1
+
+    def refuse_unreadable(self, exc: NotText) -> None:
+        """Bytes that are not text where a route reads: one log line, and a 400 that names the place."""
+        sip = self.sip
+        ip, port = sip.source
+        answer = replies.unreadable(exc.name, exc.nul)
+        sip.log("notice", f"{sip.method or 'request'} from {ip}:{port}: {exc.name} is not text ({exc.reason} "
+                          f"at byte {exc.start}): {answer.code} {answer.reason}")
+        sip.answer_if_possible(answer)
 
     def ksr_reply_route(self, msg) -> int:
         return 1
@@ -118,6 +133,8 @@ class Router:
     # -- every request -----------------------------------------------------------------------
     def request(self) -> None:
         sip = self.sip
+        if not self.gate.admit():
+            return  # a scanner, a flood or a banned address: no answer at all
         if not sip.sane():
             ip, port = sip.source
             sip.log("notice", f"malformed {sip.method} from {ip}:{port} refused")
@@ -139,6 +156,7 @@ class Router:
         # An initial request never carries our Route: dropping any preloaded
         # Route keeps the proxy from relaying to places the caller chooses.
         sip.remove_headers(["Route"])
+        self.gate.require_text()
         method = sip.method
         if method == "OPTIONS" and not sip.pv("$rU"):
             sip.reply(replies.OK)  # keepalive to the proxy itself

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from kemi import replies
+from kemi import edge, replies
 from kemi.model import Company, Extension, MediaServer
+from kemi.replies import Reply
 from kemi.sip.calls import Calls
 from kemi.sip.emergency import EmergencyCache
-from kemi.sip.shell import Route, Sip, Timers, Var
+from kemi.sip.gate import Gate
+from kemi.sip.shell import Route, Sip, Timers
 from kemi.store import Directory
 from kemi.store.directory import CallContext
 
@@ -15,11 +17,12 @@ RING_SILENT_MS = 5000  # a phone that does not even send 100/180 within this is 
 
 
 class Phones:
-    def __init__(self, sip: Sip, directory: Directory, calls: Calls, cache: EmergencyCache):
+    def __init__(self, sip: Sip, directory: Directory, calls: Calls, cache: EmergencyCache, gate: Gate):
         self.sip = sip
         self.directory = directory
         self.calls = calls
         self.cache = cache
+        self.gate = gate
 
     def authenticate(self, realm_pv: str, callee: str | None = None, co=LOOK_UP) -> CallContext | None:
         """Digest-authenticate the phone; its call context, or None when already answered.
@@ -40,9 +43,14 @@ class Phones:
             sip.challenge(domain)
             return None
         user = sip.pv("$au") or ""
+        if self.gate.auth_blocked(user, domain):
+            # no digest check at all: a guesser learns nothing, not even from the right password
+            sip.reply(replies.TOO_MANY_FAILURES)
+            return None
         ctx = self.directory.call_context(domain, user, callee, None if co is LOOK_UP else co)
         if ctx.company is None or ctx.caller is None or not ctx.caller.ha1:
             sip.log("notice", f"auth refused: no phone extension {user!r} at {domain!r} (from {sip.source[0]})")
+            self.gate.auth_failed(user, domain)
             sip.reply(replies.FORBIDDEN)
             return None
         rc = sip.check_digest(domain, ctx.caller.ha1)
@@ -50,18 +58,63 @@ class Phones:
             action, answer = replies.auth_failure(rc)
             if action == "reply":
                 sip.log("notice", f"auth refused for {user}@{domain} from {sip.source[0]} (code {rc})")
+                self.gate.auth_failed(user, domain)
                 sip.reply(answer)
             else:
                 sip.challenge(domain, stale=action == "challenge-stale")
+            return None
+        digest_uri, ruri = sip.digest_uri(), sip.pv("$ru")
+        if not edge.digest_uri_matches(digest_uri, ruri) and \
+                not (edge.names_a_host_only(digest_uri) and sip.is_myself(digest_uri or "")):
+            # valid credentials computed for another request: a captured answer replayed
+            sip.log("notice", f"auth refused for {user}@{domain} from {sip.source[0]}: digest uri "
+                              f"{digest_uri!r} is not the Request-URI {ruri!r}")
+            sip.reply(replies.DIGEST_URI_MISMATCH)
             return None
         self.cache.remember(user, domain, ctx)
         return ctx
 
     def register(self) -> None:
-        if self.authenticate("$td") is None:
+        sip = self.sip
+        # Statefully: a retransmitted REGISTER gets the same answer again from tm. Processed
+        # twice, its credentials (nc counted once) would be answered with a stale challenge.
+        if sip.new_transaction() == 0:
             return
-        if not self.sip.save_contact():
-            self.sip.reply_error()
+        ctx = self.authenticate("$td")
+        if ctx is None:
+            return
+        contacts, expires = sip.contacts(), sip.header("Expires")
+        refused = self.contact_refusal(contacts, expires)
+        if refused is not None:
+            ip, port = sip.source
+            sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} from "
+                              f"{sip.transport}:{ip}:{port} refused ({refused.code} {refused.reason}): "
+                              f"Contact {contacts!r}")
+            sip.reply(refused)
+            return
+        if not sip.save_contact():
+            # the registrar has answered (e.g. 503 Too many registered contacts)
+            sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} not saved by the registrar")
+            return
+        if contacts is not None:
+            self.gate.registered(edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES))
+
+    def contact_refusal(self, contacts: str | None, expires: str | None) -> Reply | None:
+        """Why this REGISTER's contacts may not be saved: they must be its own source address
+        (kemi.edge.contact_refusal), which must be neither this proxy nor a trusted peer."""
+        sip = self.sip
+        if contacts is None:
+            return replies.UNREADABLE_CONTACT if sip.contact_headers() else None
+        ip, port = sip.source
+        refused = edge.contact_refusal(contacts, expires, edge.source_address(ip, port, sip.transport))
+        if refused is not None or contacts.strip() == edge.STAR:
+            return refused
+        if sip.is_myself(f"sip:{ip}:{port};transport={sip.transport}"):
+            return replies.CONTACT_IS_PROXY
+        peers = self.gate.peers.addresses()
+        if peers is not None and (ip, port) in peers:
+            return replies.CONTACT_IS_TRUSTED_PEER
+        return None
 
     def ring(self, company: Company, ext: Extension | None, rec: dict | None, did: str | None = None,
              fallback: MediaServer | None = None) -> None:
@@ -72,7 +125,10 @@ class Phones:
             self.calls.refuse(replies.EXTENSION_NOT_FOUND, rec)
             return
         # The AOR carries the company's domain: another company's 2XXX is another AOR.
-        rc = self.sip.lookup(f"sip:{ext.number}@{company.domain}")
+        aor = f"sip:{ext.number}@{company.domain}"
+        rc = self.sip.lookup(aor)
+        if rc >= 0 and not self.only_safe_targets(aor):
+            rc = -1  # nothing left to ring: as if no phone were registered
         if rc < 0:
             if fallback is not None:
                 if rec is not None:
@@ -88,3 +144,17 @@ class Phones:
             self.calls.remember_receptionist(company.id, did, fallback)
             failure_route = Route.FAILURE_EXTENSION
         self.sip.relay(failure_route=failure_route, timers=Timers(ext.ring_timeout * 1000, RING_SILENT_MS))
+
+    def only_safe_targets(self, aor: str) -> bool:
+        """Drop every registered contact that names this proxy or a trusted peer (edge.unsafe_target),
+        logging each; False when none is left. At most one Redis round trip (TrustedPeers)."""
+        sip = self.sip
+        targets = sip.targets()
+        peers = self.gate.peers.addresses()
+        keep = []
+        for uri in targets:
+            why = edge.unsafe_target(uri, peers) or ("this proxy" if sip.is_myself(uri) else None)
+            if why is not None:
+                sip.log("warn", f"contact {uri} of {aor} names {why}: not rung")
+            keep.append(why is None)
+        return all(keep) or sip.keep_targets(keep)

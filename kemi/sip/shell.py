@@ -14,6 +14,32 @@ from kemi import routing
 from kemi.replies import Reply
 
 MAX_FORWARDS = 70
+NUL = "NUL byte"  # NotText.reason when the bytes decode but hold a NUL
+
+
+class NotText(UnicodeDecodeError):
+    """A pseudo-variable or header of the request whose bytes are not text the proxy can use:
+    not UTF-8 (app_python3 decodes strictly and raises), or holding a NUL (every KSR function
+    refuses such a string, and app_python3 5.6 then fails the call it was passed to). Sip.pv()
+    raises it, naming the pseudo-variable, so that kemi.sip.app answers 400 with the place; it
+    is a UnicodeDecodeError, so code that guards a read against undecodable bytes catches it."""
+
+    def __init__(self, name: str, raw: bytes, start: int, end: int, reason: str):
+        super().__init__("utf-8", raw, start, end, reason)
+        self.name = name
+
+    @property
+    def nul(self) -> bool:
+        return self.reason == NUL
+
+
+def _text(name: str, value):
+    """value as app_python3 returned it, unless it holds a NUL (NotText)."""
+    if isinstance(value, str) and "\x00" in value:
+        raw = value.encode("utf-8")
+        at = raw.index(b"\x00")
+        raise NotText(name, raw, at, at + 1, NUL)
+    return value
 
 
 class Var:
@@ -45,6 +71,11 @@ class Table:
     ROUTES = "routes"        # "emergency" -> the emergency trunks last seen in Redis
     EMERGENCY_TRUNKS_KEY = "emergency"
     CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
+    # the edge (kemi.sip.gate); every item carries its own expiry (the tables' autoexpire is a cap)
+    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S)
+    AUTH_FAIL = "authfail"         # "ip|user@domain" and "ip|*" -> failures in the current window
+    AUTH_BAN = "authban"           # the same keys -> 1: blocked (AUTH_BAN_S)
+    REGISTERED = "regsrc"          # "ip:port" -> 1 while a registration was saved from there
 
 
 class Route:
@@ -71,12 +102,26 @@ class Sip:
 
     # -- the request -------------------------------------------------------------------------
     def pv(self, name: str) -> str | None:
-        value = self.k.pv.get(name)
+        """A pseudo-variable as text; NotText when its bytes are not UTF-8 or hold a NUL."""
+        try:
+            value = _text(name, self.k.pv.get(name))
+        except NotText:
+            raise
+        except UnicodeDecodeError as exc:
+            raise NotText(name, exc.object, exc.start, exc.end, exc.reason) from None
         return None if value is None else str(value)
+
+    def lenient(self, name: str) -> str | None:
+        """A pseudo-variable as text, or None when it is not text: for log lines and for the
+        paths that must go on whatever the request holds (the error boundary, emergency calls)."""
+        try:
+            return self.pv(name)
+        except NotText:
+            return None
 
     @property
     def method(self) -> str:
-        return self.pv("$rm") or ""
+        return self.lenient("$rm") or ""
 
     @property
     def source(self) -> tuple[str, int]:
@@ -93,7 +138,9 @@ class Sip:
 
     @property
     def call_id(self) -> str:
-        return self.pv("$ci") or ""
+        """The Call-ID, "" when it is not text (kemi.sip.gate refuses such initial requests; what
+        still gets here, an emergency call or an error being logged, must go on)."""
+        return self.lenient("$ci") or ""
 
     def local_hosts(self) -> set[str]:
         """The proxy's own address as a peer names it: ip and ip:port of the receiving socket."""
@@ -105,7 +152,14 @@ class Sip:
         return self.pv("$Ri") or ""
 
     def header(self, name: str) -> str | None:
-        return self.k.hdr.get(name)
+        """The first header of that name; NotText (named $hdr(Name)) when it is not text."""
+        where = f"$hdr({name})"
+        try:
+            return _text(where, self.k.hdr.get(name))
+        except NotText:
+            raise
+        except UnicodeDecodeError as exc:
+            raise NotText(where, exc.object, exc.start, exc.end, exc.reason) from None
 
     def is_method(self, method: str) -> bool:
         return self.method == method
@@ -128,7 +182,8 @@ class Sip:
 
     # -- answers ---------------------------------------------------------------------------
     def log(self, level: str, text: str) -> None:
-        getattr(self.k, level)(text.replace("\n", " | ") + "\n")
+        # one line, and no NUL: app_python3 refuses a string that holds one
+        getattr(self.k, level)(text.replace("\n", " | ").replace("\x00", "\\x00") + "\n")
 
     def reply(self, answer: Reply, *headers: str) -> None:
         for header in headers:
@@ -243,10 +298,6 @@ class Sip:
     def save_contact(self) -> bool:
         return self.k.registrar.save("location", 0) >= 0
 
-    def reply_error(self) -> None:
-        """The error of the last failed module function, as that module describes it."""
-        self.k.sl.sl_reply_error()
-
     def lookup(self, aor_uri: str) -> int:
         """Point the request at every registered contact of an AOR; the registrar's code."""
         self.set_ruri(aor_uri)
@@ -308,6 +359,88 @@ class Sip:
     def cache_get(self, table: str, key: str) -> str | None:
         value = self.k.htable.sht_get(table, key)
         return None if value is None else str(value)
+
+    # -- the edge: floods, bans, counters, registrations (kemi.sip.gate) --------------------------
+    def user_agent(self) -> str | None:
+        """The User-Agent, or None (also when it is not text: it only ever names a scanner)."""
+        try:
+            return self.header("User-Agent")
+        except NotText:
+            return None
+
+    def flood_check(self) -> int:
+        """pike's verdict on the source address: 1 within the limit, -2 flooding from now on,
+        -1 still flooding (kamailio.cfg: PIKE_REQS per PIKE_WINDOW_S)."""
+        return int(self.k.pike.pike_check_req())
+
+    def cache_has(self, table: str, key: str) -> bool:
+        # sht_get answers None for an item past its own expiry, even before the purge timer runs
+        return self.k.htable.sht_get(table, key) is not None
+
+    def cache_set_for(self, table: str, key: str, value: int, seconds: int) -> None:
+        """An integer item that expires by itself after `seconds` (the table's autoexpire must be > 0)."""
+        self.k.htable.sht_setxi(table, key, value, seconds)
+
+    def cache_remove(self, table: str, key: str) -> None:
+        self.k.htable.sht_rm(table, key)
+
+    def count_in_window(self, table: str, key: str, window_s: int) -> int:
+        """Add one to a counter that starts at its first count and lasts window_s, fixed (the
+        table has updateexpire=0 and initval=0, so an expired counter starts again at 1)."""
+        count = int(self.k.htable.sht_inc(table, key))
+        if count < 1:  # no initval on the table: never let a broken counter count forever
+            self.k.htable.sht_setxi(table, key, 1, window_s)
+            return 1
+        if count == 1:
+            self.k.htable.sht_setex(table, key, window_s)
+        return count
+
+    def is_myself(self, uri: str) -> bool:
+        """Whether a URI names this proxy (one of its listening addresses and ports, or an alias)."""
+        return self.k.is_myself(uri) > 0
+
+    def new_transaction(self) -> int:
+        """Handle this request statefully from now on: 1 done, 0 it was a retransmission (tm
+        resent the answer), < 0 tm could not (the request is then answered statelessly)."""
+        return int(self.k.tm.t_newtran())
+
+    def contacts(self) -> str | None:
+        """Every Contact of the request (all Contact headers, compact m: too), comma-separated."""
+        return self.pv("$(hdr(Contact)[*])")
+
+    def contact_headers(self) -> int:
+        return int(self.pv("$hdrc(Contact)") or 0)
+
+    def digest_uri(self) -> str | None:
+        """The `uri` of the credentials the digest check just accepted."""
+        return self.pv("$adu")
+
+    def targets(self) -> list[str]:
+        """After a lookup: where each branch is going to be sent (its destination URI, else its
+        URI), the Request-URI's first, then each appended branch in order."""
+        count = int(self.k.pv.get("$branch(count)") or 0)
+        first = self.pv("$du") or self.pv("$ru") or ""
+        return [first] + [self.pv(f"$(branch(dst_uri)[{i}])") or self.pv(f"$(branch(uri)[{i}])") or ""
+                          for i in range(count)]
+
+    def keep_targets(self, keep: list[bool]) -> bool:
+        """Drop the targets (in targets() order) that keep marks False; False when none is left.
+        A refused Request-URI target is replaced by the first branch left."""
+        for i in reversed(range(len(keep) - 1)):
+            if not keep[i + 1]:
+                self.k.pv.unset(f"$(branch(uri)[{i}])")  # a null URI drops the branch
+        if keep[0]:
+            return True
+        if int(self.k.pv.get("$branch(count)") or 0) == 0:
+            return False
+        uri, dst = self.pv("$(branch(uri)[0])"), self.pv("$(branch(dst_uri)[0])")
+        self.set_ruri(uri or "")
+        if dst:
+            self.set_destination(dst)
+        else:
+            self.k.pv.unset("$du")
+        self.k.pv.unset("$(branch(uri)[0])")
+        return True
 
 
 def kamailio() -> Sip:

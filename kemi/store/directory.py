@@ -130,6 +130,18 @@ class Directory:
         trunks, overrides = self.conn.call(pipe.execute)
         return sorted_trunks(trunks), {k.decode(): unpack(v) for k, v in overrides.items()}
 
+    def peer_addresses(self) -> frozenset[tuple[str, int]]:
+        """(ip, port) of every trunk and media server, the trusted sources, in one round trip
+        (the `sources` index `load` writes; no peer record is decoded)."""
+        client = self.conn.ready()
+        found = set()
+        for member in self.conn.call(client.smembers, keys.SOURCES):
+            text = member.decode(errors="replace") if isinstance(member, bytes) else str(member)
+            host, _, port = text.removeprefix(keys.SOURCE_PREFIX).rpartition(":")
+            if host and port.isdigit():
+                found.add((host, int(port)))
+        return frozenset(found)
+
     def trunks(self) -> tuple[Trunk, ...]:
         client = self.conn.ready()
         return sorted_trunks(self.conn.call(client.hgetall, keys.TRUNKS))

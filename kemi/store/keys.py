@@ -36,5 +36,8 @@ def did(e164: str) -> str:
     return f"did:{e164}"
 
 
+SOURCE_PREFIX = "source:"
+
+
 def source(ip: str, port: int | str) -> str:
-    return f"source:{ip}:{port}"
+    return f"{SOURCE_PREFIX}{ip}:{port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kemi.settings import Settings
+from kemi.store import Directory
 from tests.conftest import CLI_DB, OFFICE
 from tests.harness import admin
 
@@ -143,3 +144,16 @@ def test_help_everywhere(args, usage, says, redis_server):
     assert out.startswith(" ".join(["usage: python3 -m kemi.admin", *args, "[-h]", usage]).rstrip()), out
     for words in says:
         assert words in out, (words, out)
+
+
+def test_the_proxys_trusted_addresses_follow_every_load(fresh, redis_server, tmp_path):
+    """Directory.peer_addresses (what the proxy never bans nor rings) reads the index `load` writes."""
+    directory = Directory(redis_server.store(CLI_DB))
+    admin(fresh.url, "load", str(OFFICE))
+    media = {("127.0.0.3", 5060), ("127.0.0.7", 5060)}
+    assert directory.peer_addresses() == {("127.0.0.2", 5060), ("127.0.0.4", 5060), ("127.0.0.5", 5060),
+                                          ("127.0.0.6", 5060)} | media
+    only = tmp_path / "trunks.yaml"
+    only.write_text("trunks:\n  - {name: solo, host: 192.0.2.10, port: 5070}\n")
+    admin(fresh.url, "load", str(only))
+    assert directory.peer_addresses() == {("192.0.2.10", 5070)} | media

@@ -22,7 +22,8 @@ import pytest
 
 from tests.conftest import OFFICE
 from tests.harness import Proxy, RedisServer, admin, wait_for
-from tests.sip.rawsip import Peer, Uac, call_id, digest_header, fresh_ip, header, header_names, headers, tcp_options
+from tests.sip.rawsip import (Peer, Uac, call_id, digest_header, fresh_ip, header, header_names, headers, status,
+                              tcp_options)
 
 PRIMARY, EMERGENCY, CARRIER_IN = ("127.0.0.2", 5060), ("127.0.0.5", 5060), ("127.0.0.6", 5060)
 ALICE = ("2001", "acme.test", "alice-secret-1")
@@ -141,6 +142,20 @@ def test_replayed_register_cannot_add_an_attacker_contact_or_remove_the_victims(
             time.sleep(0.2)
             contacts = proxy.contacts("2001@acme.test")
             assert any(f"{alice.ip}:{alice.port}" in c for c in contacts), "the victim was de-registered"
+    finally:
+        proxy.unregister("2001@acme.test")
+
+
+def test_a_retransmitted_register_gets_the_same_answer_not_a_new_challenge(proxy):
+    """Its nonce count was used once: processed twice it would be a replay (stale). tm answers it."""
+    proxy.unregister("2001@acme.test")
+    try:
+        with Uac(proxy) as phone:
+            reg = phone.register(*ALICE)
+            assert reg.final == (200, "OK")
+            phone.send(reg.last_sent)  # the very same datagram, as after a lost 200
+            again = phone.collect(call_id(reg.last_sent), 2)
+            assert again and status(again[-1]) == (200, "OK"), again
     finally:
         proxy.unregister("2001@acme.test")
 
@@ -548,3 +563,24 @@ def test_one_did_call_forks_to_at_most_max_contacts(guarded):
             assert len(branches) <= int(GUARDED["MAX_CONTACTS"])
     finally:
         guarded.unregister("2001@acme.test")
+
+
+def test_a_stale_contact_at_a_trusted_peers_address_is_never_rung(proxy):
+    """Defence in depth: a contact saved before a trunk was provisioned at its address (put straight
+    into the location table here, as no REGISTER can) is dropped when the extension rings."""
+    proxy.unregister("2001@acme.test")
+    try:
+        with Uac(proxy) as phone:
+            assert phone.register(*ALICE).final == (200, "OK")
+            where = (phone.ip, phone.port)
+        stale = f"sip:stale@{PRIMARY[0]}:{PRIMARY[1]}"
+        proxy.kamcmd("ul.add", "location", "2001@acme.test", stale, "300", "1.0", ".", "0", "0", "0")
+        assert stale in proxy.contacts("2001@acme.test"), "control: the stale contact is there"
+        mark = proxy.mark()
+        with Peer(*PRIMARY, answer=None) as trunk, Peer(*where, answer=None) as own:
+            cid = did_call_from_carrier(proxy)
+            assert own.requests("INVITE", cid), "control: the phone itself rings"
+            assert trunk.requests("INVITE", cid) == [], "the trunk was rung as if it were a phone"
+        assert [line for line in log_lines_with(proxy, mark, stale) if "not rung" in line]
+    finally:
+        proxy.unregister("2001@acme.test")

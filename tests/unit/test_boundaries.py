@@ -17,8 +17,9 @@ from kemi.paths import ROOT
 # Paths relative to the checkout; '*' is any part of a file or directory name, '**/' any directories.
 KSR_MAY_BE_IMPORTED_BY = ("kemi/sip/shell.py",)
 REDIS_MAY_BE_IMPORTED_BY = ("kemi/store/**/*.py",)
-PURE = ("kemi/numbering.py", "kemi/money.py", "kemi/routing.py", "kemi/records.py", "kemi/model.py",
-        "kemi/provisioning.py", "kemi/replies.py", "kemi/settings.py", "kemi/paths.py", "kemi/cli_errors.py")
+PURE = ("kemi/numbering.py", "kemi/money.py", "kemi/routing.py", "kemi/edge.py", "kemi/records.py",
+        "kemi/model.py", "kemi/provisioning.py", "kemi/replies.py", "kemi/settings.py", "kemi/paths.py",
+        "kemi/cli_errors.py")
 STORE = "kemi.store"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 
+import pytest
+
 from kemi import replies
 from kemi.paths import ROOT
 from kemi.replies import Reply
@@ -48,3 +50,19 @@ def test_reasons_are_one_line_and_codes_final():
         if isinstance(value, Reply):
             assert 200 <= value.code < 700 and value.code // 100 != 1, name
             assert value.reason and value.reason.isprintable() and value.reason.strip() == value.reason, name
+
+
+@pytest.mark.parametrize("pv, nul, expected", [
+    ("$rU", False, (400, "Invalid UTF-8 In Request-URI")),
+    ("$fU", False, (400, "Invalid UTF-8 In From")),
+    ("$tt", True, (400, "NUL Byte In To Tag")),
+    ("$au", False, (400, "Invalid UTF-8 In Username")),
+    ("$ci", True, (400, "NUL Byte In Call-ID")),
+    ("$hdr(User-Agent)", False, (400, "Invalid UTF-8 In User-Agent")),
+    ("$(hdr(Contact)[*])", False, (400, "Invalid UTF-8 In Contact")),
+    ("$(hdr(Contact)[*]", False, (400, "Invalid UTF-8 In Request")),
+    ("$hdr(X\r\nInjected: 1)", False, (400, "Invalid UTF-8 In Request")),  # never a header name as is
+])
+def test_unreadable_bytes_are_answered_400_naming_the_place(pv, nul, expected):
+    answer = replies.unreadable(pv, nul)
+    assert (answer.code, answer.reason) == expected and answer.reason.isprintable()

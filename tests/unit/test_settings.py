@@ -16,7 +16,12 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 def test_every_default():
     assert Settings.from_env({}) == Settings(
         redis_url="redis://127.0.0.1:6379/0", redis_timeout_ms=250, schema_recheck_s=5, trunk_timeout_ms=3000,
-        emergency_trunks="", prepaid_max_call_s=7200, prepaid_setup_s=120, prepaid_ttl_margin_s=60)
+        emergency_trunks="", prepaid_max_call_s=7200, prepaid_setup_s=120, prepaid_ttl_margin_s=60,
+        ban_s=300, auth_fail_max=10, auth_fail_window_s=600, auth_ban_s=900,
+        scanner_user_agents="friendly-scanner,friendly-request,sipcli,sipvicious,sip-scan,VaxSIPUserAgent,pplsip,"
+                            "iWar,SIVuS,smap")
+    assert Settings().scanner_agents == ("friendly-scanner", "friendly-request", "sipcli", "sipvicious", "sip-scan",
+                                         "vaxsipuseragent", "pplsip", "iwar", "sivus", "smap")
     assert Settings.from_env({}) == Settings()  # the environment adds nothing when it says nothing
     assert Settings.from_env({name: "" for name in ("REDIS_URL", "REDIS_TIMEOUT_MS", "EMERGENCY_TRUNKS")}) == Settings()
 
@@ -24,11 +29,16 @@ def test_every_default():
 def test_every_setting_is_read_from_its_variable():
     env = {"REDIS_URL": "redis://10.0.0.9:6390/4", "REDIS_TIMEOUT_MS": "60000", "SCHEMA_RECHECK_S": "1",
            "TRUNK_TIMEOUT_MS": "500", "EMERGENCY_TRUNKS": "udp:127.0.0.5:5060,tcp:127.0.0.6:5070",
-           "PREPAID_MAX_CALL_S": "86400", "PREPAID_SETUP_S": "3600", "PREPAID_TTL_MARGIN_S": "1"}
-    assert Settings.from_env(env) == Settings(
+           "PREPAID_MAX_CALL_S": "86400", "PREPAID_SETUP_S": "3600", "PREPAID_TTL_MARGIN_S": "1",
+           "BAN_S": "4", "AUTH_FAIL_MAX": "1000000", "AUTH_FAIL_WINDOW_S": "60", "AUTH_BAN_S": "86400",
+           "SCANNER_USER_AGENTS": " Evil-Bot , scan"}
+    got = Settings.from_env(env)
+    assert got == Settings(
         redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
         emergency_trunks="udp:127.0.0.5:5060,tcp:127.0.0.6:5070", prepaid_max_call_s=86400,
-        prepaid_setup_s=3600, prepaid_ttl_margin_s=1)
+        prepaid_setup_s=3600, prepaid_ttl_margin_s=1, ban_s=4, auth_fail_max=1_000_000, auth_fail_window_s=60,
+        auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan")
+    assert got.scanner_agents == ("evil-bot", "scan")
     assert sorted(env) == sorted(f.metadata["env"] for f in FIELDS.values())
 
 
@@ -47,6 +57,9 @@ def test_each_range_is_enforced_at_both_ends(name):
     ({"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS=0: expected 1..60000"),
     ({"REDIS_URL": "http://x"}, "REDIS_URL='http://x'"),
     ({"EMERGENCY_TRUNKS": "udp:127.0.0.5"}, "EMERGENCY_TRUNKS item 'udp:127.0.0.5'"),
+    ({"SCANNER_USER_AGENTS": "sipvicious,,friendly-scanner"}, "SCANNER_USER_AGENTS='sipvicious,,friendly-scanner'"),
+    ({"SCANNER_USER_AGENTS": "caf\u00e9"}, "expected comma-separated User-Agent fragments"),
+    ({"SCANNER_USER_AGENTS": "x" * 65}, "1..64 characters each"),
 ])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match=re.escape(words)):

@@ -48,6 +48,7 @@ class FakeDirectory:
         self.media = (ANNOUNCER, RECEPTION)
         self.overrides: dict[str, str] = {}
         self.down = False
+        self.peer_reads = 0  # round trips of peer_addresses()
 
     def _up(self):
         if self.down:
@@ -98,6 +99,11 @@ class FakeDirectory:
     def routes(self):
         self._up()
         return self.trunks, dict(self.overrides)
+
+    def peer_addresses(self):
+        self._up()
+        self.peer_reads += 1
+        return frozenset((p.host, p.port) for p in self.trunks + self.media)
 
 
 @dataclass

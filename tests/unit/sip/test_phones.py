@@ -1,6 +1,9 @@
 """phones: digest authentication, registration, ringing an extension (fake KSR)."""
 
+import pytest
+
 from kemi.model import digest_ha1
+from kemi.store import StoreUnavailable
 from kemi.sip.shell import Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
@@ -77,3 +80,127 @@ def test_another_companys_extension_is_looked_up_in_the_callers_company_only(wor
     ksr.registered["sip:2001@acme.test"] = 1  # acme's 2001 is registered, globex's is not
     world.request(ksr)
     assert ksr.lookups == ["sip:2001@globex.test"] and ksr.reply == (480, "Extension Not Registered")
+
+
+# -- registrations point where the phone really is -------------------------------------------------------
+PHONE = ("127.0.0.30", 5071)
+
+
+def register_from(contact: str | None, src=PHONE, expires: str | None = "300", transport="udp") -> FakeKSR:
+    headers = ([("Contact", contact)] if contact is not None else []) + ([("Expires", expires)] if expires else [])
+    ksr = FakeKSR("REGISTER", "sip:acme.test", src=src[0], sport=src[1], from_uri="sip:2001@acme.test",
+                  auth_user="2001", headers=headers, transport=transport)
+    ksr.credentials_realm = "acme.test"
+    ksr.good_ha1 = digest_ha1("2001", "acme.test", PASSWORD)
+    return ksr
+
+
+def test_register_is_handled_statefully_and_a_retransmission_is_left_to_tm(world: World):
+    ksr = world.request(register_from("<sip:2001@127.0.0.30:5071>"))
+    assert ksr.new_transactions == 1 and ksr.saved
+    again = register_from("<sip:2001@127.0.0.30:5071>")
+    again.newtran_result = 0  # tm found the transaction and answered it again
+    world.request(again)
+    assert again.saved == [] and again.replies == [] and again.digest_checks == []
+
+
+def test_a_contact_at_the_source_is_saved_and_the_address_remembered_for_its_expiry(world: World):
+    ksr = world.request(register_from("<sip:2001@127.0.0.30:5071;transport=udp>;expires=120"))
+    assert ksr.saved and ksr.replies == []
+    assert ksr.htables[Table.REGISTERED] == {"127.0.0.30:5071": 1}
+    assert ksr.expiries[Table.REGISTERED]["127.0.0.30:5071"] == ksr.now + 120
+
+
+@pytest.mark.parametrize("contact", [
+    "<sip:v0@127.0.1.99:5099>, <sip:v1@127.0.1.99:5099>",  # a victim
+    "<sip:2001@127.0.0.30:5071>, <sip:x@127.0.0.2:5060>",  # its own, and a trunk
+    "<sip:2001@127.0.0.30:5072>",
+    "<sip:2001@127.0.0.30:5071;transport=tcp>",
+])
+def test_a_contact_elsewhere_than_the_source_is_refused_and_nothing_is_saved(world: World, contact):
+    ksr = world.request(register_from(contact))
+    assert ksr.reply == (403, "Contact Must Be The Registering Address") and ksr.saved == []
+    assert Table.REGISTERED not in ksr.htables
+    assert contact in ksr.logged("notice")[0]
+
+
+def test_a_tcp_phone_registers_its_connection(world: World):
+    ksr = world.request(register_from("<sip:2001@127.0.0.30:5071;transport=tcp>", transport="tcp"))
+    assert ksr.saved
+
+
+def test_star_removes_everything_only_with_expires_0(world: World):
+    ksr = register_from("*", expires="0")
+    ksr.htables[Table.REGISTERED] = {"127.0.0.30:5071": 1}
+    world.request(ksr)
+    assert ksr.saved and ksr.htables[Table.REGISTERED] == {}
+    refused = world.request(register_from("*", expires="300"))
+    assert refused.reply == (400, "Contact * Needs Expires 0") and refused.saved == []
+
+
+def test_a_query_without_contact_is_answered_by_the_registrar_and_remembers_nothing(world: World):
+    ksr = world.request(register_from(None, expires=None))
+    assert ksr.saved and Table.REGISTERED not in ksr.htables
+
+
+def test_a_contact_header_the_proxy_cannot_read_whole_is_refused(world: World):
+    ksr = register_from("<sip:2001@127.0.0.30:5071>")
+    ksr.vars["$(hdr(Contact)[*])"] = None  # Kamailio's pv buffer was too small for it
+    assert world.request(ksr).reply == (400, "Unreadable Contact") and ksr.saved == []
+
+
+def test_a_register_from_a_trusted_peer_or_the_proxy_is_refused(world: World):
+    trunk = world.request(register_from("<sip:2001@127.0.0.2:5060>", src=("127.0.0.2", 5060)))
+    assert trunk.reply == (403, "Contact Names A Trusted Peer") and trunk.saved == []
+    proxy = world.request(register_from("<sip:2001@127.0.0.1:5060>", src=("127.0.0.1", 5060)))
+    assert proxy.reply == (403, "Contact Names This Proxy") and proxy.saved == []
+
+
+def test_a_register_the_registrar_refuses_is_answered_by_the_registrar_only(world: World):
+    ksr = register_from("<sip:2001@127.0.0.30:5071>")
+    ksr.save_result = -2  # e.g. more than max_contacts: the registrar has sent its 503
+    world.request(ksr)
+    assert ksr.replies == [] and Table.REGISTERED not in ksr.htables
+
+
+# -- ringing: never a trusted peer or the proxy itself ----------------------------------------------------
+def ring_2002(bindings: list[str]) -> FakeKSR:
+    ksr = World.phone_invite("2002")
+    ksr.registered["sip:2002@acme.test"] = 1
+    ksr.bindings["sip:2002@acme.test"] = bindings
+    return ksr
+
+
+def test_every_registered_phone_rings(world: World):
+    ksr = world.request(ring_2002(["sip:2002@127.0.0.30:5071", "sip:2002@127.0.0.31:5071"]))
+    assert ksr.relay.ruri == "sip:2002@127.0.0.30:5071" and [b["uri"] for b in ksr.branches] == \
+        ["sip:2002@127.0.0.31:5071"]
+    assert ksr.dropped_branches == [] and world.directory.peer_reads == 1  # one round trip, at most
+
+
+def test_a_stale_contact_at_a_trusted_peer_is_not_rung_and_is_logged(world: World):
+    ksr = world.request(ring_2002(["sip:2002@127.0.0.30:5071", "sip:x@127.0.0.2:5060", "sip:y@127.0.0.1:5060"]))
+    assert ksr.relay.ruri == "sip:2002@127.0.0.30:5071" and ksr.branches == []
+    assert ksr.dropped_branches == ["sip:y@127.0.0.1:5060", "sip:x@127.0.0.2:5060"]
+    warnings = ksr.logged("warn")
+    assert any("127.0.0.2:5060" in w and "trusted peer" in w for w in warnings)
+    assert any("127.0.0.1:5060" in w and "this proxy" in w for w in warnings)
+
+
+def test_a_refused_first_contact_gives_its_place_to_the_next(world: World):
+    ksr = world.request(ring_2002(["sip:x@127.0.0.3:5060", "sip:2002@127.0.0.31:5071"]))
+    assert ksr.relay.ruri == "sip:2002@127.0.0.31:5071" and ksr.branches == []
+
+
+def test_an_extension_whose_every_contact_is_refused_is_not_registered(world: World):
+    ksr = world.request(ring_2002(["sip:x@127.0.0.2:5060", "sip:y@127.0.0.4:5060"]))
+    assert ksr.reply == (480, "Extension Not Registered") and ksr.relays == []
+
+
+def test_when_the_peers_cannot_be_read_only_the_proxy_itself_is_refused(world: World):
+    def unreachable():
+        raise StoreUnavailable("Redis at redis://test unreachable")
+
+    world.directory.peer_addresses = unreachable
+    ksr = world.request(ring_2002(["sip:x@127.0.0.2:5060", "sip:y@127.0.0.1:5060"]))
+    assert ksr.relay.ruri == "sip:x@127.0.0.2:5060" and ksr.dropped_branches == ["sip:y@127.0.0.1:5060"]

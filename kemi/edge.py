@@ -1,0 +1,192 @@
+"""Decisions at the edge: which requests are let in, and where a registration may point.
+
+Pure (no KSR, no Redis): kemi.sip.gate and kemi.sip.phones feed these with what a request
+says and where it came from, and carry out the answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from kemi import replies
+from kemi.replies import Reply
+from kemi.routing import uri_key
+
+# A (source IP, user) pair is blocked after AUTH_FAIL_MAX failures; a source IP, for every user,
+# after this many times that: a guesser who rotates user names (one try each) never reaches the
+# per-user limit, while a building behind one address has few phones that fail at once.
+IP_FAIL_FACTOR = 10
+
+
+def scanner(user_agent: str | None, agents: tuple[str, ...]) -> str | None:
+    """The SCANNER_USER_AGENTS entry a User-Agent contains (case-insensitively), or None."""
+    if not user_agent:
+        return None
+    lowered = user_agent.lower()
+    return next((agent for agent in agents if agent in lowered), None)
+
+
+def auth_keys(ip: str, user: str, domain: str) -> tuple[str, str]:
+    """htable keys of the auth-failure counters: (this address and user, this address for any user)."""
+    return f"{ip}|{user}@{domain}", f"{ip}|*"
+
+
+# -- contacts of a REGISTER --------------------------------------------------------------------------
+STAR = "*"
+# The registrar's default_expires, min_expires and max_expires (kamailio.cfg; a unit test keeps
+# them equal): how long a saved contact lasts, for the record of where phones register from.
+REGISTRAR_EXPIRES = (600, 60, 3600)
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "sctp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+_URI = re.compile(r"(sips?):(?:[^@;>?]*@)?(\[[0-9a-fA-F:.]+\]|[^;>?:\s]+)(?::([0-9]{1,5}))?([^>?]*)", re.I)
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a SIP URI sends to, as the proxy compares it with a request's source."""
+
+    host: str      # an IP address in its canonical form, or the host as written when it is a name
+    port: int
+    transport: str
+
+    @property
+    def is_ip(self) -> bool:
+        return _ip(self.host) is not None
+
+
+def _ip(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+def source_address(ip: str, port: int, transport: str) -> Address:
+    """A request's source ($si, $sp, $pr) in the form address() gives a URI."""
+    return Address(_ip(ip) or ip, int(port), transport.lower())
+
+
+def address(uri: str | None) -> Address | None:
+    """sip:user@host:port;transport=x (in <> or not) -> Address; None when it is not a SIP URI."""
+    if not uri:
+        return None
+    inner = uri[uri.index("<") + 1:] if "<" in uri else uri
+    match = _URI.match(inner.strip())
+    if not match:
+        return None
+    scheme, host, port, params = match.groups()
+    transport = re.search(r";\s*transport=([a-z]+)", params or "", re.I)
+    proto = transport.group(1).lower() if transport else ("tls" if scheme.lower() == "sips" else "udp")
+    number = int(port) if port else DEFAULT_PORTS.get(proto, 5060)
+    if not 0 < number < 65536:
+        return None
+    return Address(_ip(host) or host.lower(), number, proto)
+
+
+def split_contacts(text: str) -> list[str]:
+    """A Contact header value (several headers joined by commas) -> its contacts, as written.
+
+    Commas inside quotes or <...> do not separate contacts. ValueError on unbalanced quotes or brackets."""
+    parts, current, quoted, angled = [], [], False, False
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"' and not angled:
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            angled = True
+        elif char == ">" and not quoted:
+            angled = False
+        elif char == "," and not quoted and not angled:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    if quoted or angled:
+        raise ValueError("unbalanced quotes or brackets")
+    parts.append("".join(current).strip())
+    return [part for part in parts if part]
+
+
+def contact_refusal(contacts: str | None, expires: str | None, source: Address) -> Reply | None:
+    """Why a REGISTER's Contacts may not be saved, or None.
+
+    A contact must be where the phone really is: the REGISTER's own source address, port and
+    transport. Anything else would let a stolen or replayed registration point an extension's
+    calls at a victim or a carrier. `*` (remove every contact) only with Expires: 0 (RFC 3261
+    10.3). No Contact at all is a query of the bindings, which changes nothing."""
+    if contacts is None or not contacts.strip():
+        return None
+    try:
+        items = split_contacts(contacts)
+    except ValueError:
+        return replies.UNREADABLE_CONTACT
+    if STAR in items:
+        if items != [STAR] or (expires or "").strip() != "0":
+            return replies.STAR_NEEDS_EXPIRES_0
+        return None
+    for item in items:
+        where = address(item)
+        if where is None:
+            return replies.UNREADABLE_CONTACT
+        if where != source:
+            return replies.CONTACT_NOT_SOURCE
+    return None
+
+
+def registration_seconds(contacts: str | None, expires: str | None, default: int, low: int, high: int) -> int:
+    """How long a REGISTER keeps its contacts, as the registrar computes it: each contact's
+    ;expires, else the Expires header, else `default`; kept within low..high; 0 removes. The
+    longest of the contacts counts (they all name the same address)."""
+    header = _seconds(expires)
+    longest = None
+    for item in split_contacts(contacts or "") if contacts and contacts.strip() != STAR else []:
+        param = re.search(r";\s*expires\s*=\s*([0-9]+)", item.rsplit(">", 1)[-1], re.I)
+        value = int(param.group(1)) if param else header
+        value = default if value is None else value
+        longest = value if longest is None else max(longest, value)
+    if longest is None:
+        longest = default if header is None else header
+    return 0 if longest == 0 else min(max(longest, low), high)
+
+
+def _seconds(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+# -- digest ------------------------------------------------------------------------------------------
+def digest_uri_matches(digest_uri: str | None, ruri: str | None) -> bool:
+    """Whether credentials were computed for this request's target: scheme, user and host of the
+    digest `uri` equal the Request-URI's (port and parameters may differ: phones drop ;user=phone).
+    A captured answer replayed for another number fails here even when the nonce checks pass."""
+    want, got = uri_key(digest_uri), uri_key(ruri)
+    return want is not None and got is not None and want[:3] == got[:3]
+
+
+def names_a_host_only(uri: str | None) -> bool:
+    """A SIP URI without a user part (sip:host[:port]). SIPp, and a few phones, put the proxy's
+    own address in the digest `uri` instead of the Request-URI; such credentials name no number,
+    so there is nothing to compare, and kemi.sip.phones accepts them when the host is this proxy."""
+    key = uri_key(uri)
+    return key is not None and key[1] == ""
+
+
+# -- where an extension may ring ---------------------------------------------------------------------
+def unsafe_target(uri: str | None, peers: frozenset[tuple[str, int]] | None) -> str | None:
+    """Why the proxy must not send a call to this registered contact, or None.
+
+    A contact that names a trunk or a media server would make that trusted peer receive calls it
+    never asked for (a carrier dialling out for the attacker); the check at REGISTER already
+    refuses them, this is the check at the moment of ringing, for entries saved before a peer was
+    provisioned at that address. peers None: not known (the store is down), not checked."""
+    where = address(uri)
+    if where is None:
+        return "an unreadable address"
+    if peers is not None and (where.host, where.port) in peers:
+        return "a trusted peer's address"
+    return None
