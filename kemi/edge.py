@@ -76,6 +76,10 @@ def address(uri: str | None) -> Address | None:
     if not match:
         return None
     scheme, host, port, params = match.groups()
+    # maddr overrides the host as the place requests are sent (RFC 3261 19.1.1)
+    maddr = re.search(r";\s*maddr=([^;>?\s]+)", params or "", re.I)
+    if maddr:
+        host = maddr.group(1)
     transport = re.search(r";\s*transport=([a-z]+)", params or "", re.I)
     proto = transport.group(1).lower() if transport else ("tls" if scheme.lower() == "sips" else "udp")
     number = int(port) if port else DEFAULT_PORTS.get(proto, 5060)

@@ -80,6 +80,8 @@ def test_split_contacts_keeps_commas_inside_quotes_and_brackets():
     ("<sip:2001@127.0.0.30:5071;transport=tcp>", None, replies.CONTACT_NOT_SOURCE),  # another transport
     ("<sip:+33612345678@127.0.0.2:5060>", None, replies.CONTACT_NOT_SOURCE),  # a trunk
     ("<sip:2001@phone.acme.test:5071>", None, replies.CONTACT_NOT_SOURCE),  # a name, not where it is
+    ("<sip:2001@127.0.0.30:5071;maddr=127.0.0.2>", None, replies.CONTACT_NOT_SOURCE),  # maddr: sent elsewhere
+    ("<sip:2001@127.0.0.30:5071;maddr=127.0.0.30>", None, None),
     ("<tel:+33142685301>", None, replies.UNREADABLE_CONTACT),
     ('"open <sip:2001@127.0.0.30:5071>', None, replies.UNREADABLE_CONTACT),
 ])
