@@ -89,6 +89,39 @@ def emergency_headers(callback: str | None, location: str | None) -> list[str]:
     return headers
 
 
+# -- what leaves for a carrier ------------------------------------------------------------------
+# An allow-list: a carrier bills and shows caller ID from whatever identity, charging, diversion
+# or priority header reaches it, and new such headers keep being invented (Remote-Party-ID,
+# P-Charge-Info, History-Info, X-anything...), so only what SIP needs to set up the call passes;
+# the proxy then adds its own P-Asserted-Identity, Diversion, Priority and X-Emergency-*.
+# Lower-case names, with the compact forms of those that have one (RFC 3261 7.3.3, RFC 4028).
+TRUNK_HEADERS = frozenset({
+    "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m", "max-forwards",
+    "content-type", "c", "content-length", "l", "content-disposition", "content-encoding", "e",
+    "record-route", "route", "allow", "supported", "k", "require", "session-expires", "x", "min-se",
+    "user-agent", "accept", "allow-events", "expires", "date",
+})
+
+
+def allowed_towards_trunk(name: str) -> bool:
+    """Whether a header of a phone's (or a carrier's) request may go on to a carrier."""
+    return name.strip().lower() in TRUNK_HEADERS
+
+
+def header_names_pattern(names: Iterable[str]) -> str:
+    """A POSIX extended regex that matches exactly these header names (Kamailio compiles it
+    case-insensitively: textopsx keep_hf_re). Plain names only: nothing to escape, nothing to
+    read differently between Python's re and regcomp()."""
+    names = sorted(names)
+    bad = [n for n in names if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", n)]
+    if bad or not names:
+        raise ValueError(f"header names must be lower-case tokens: {bad or 'none given'}")
+    return "^(" + "|".join(names) + ")$"
+
+
+TRUNK_HEADERS_PATTERN = header_names_pattern(TRUNK_HEADERS)
+
+
 def _one_line(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", text)[:200]
 

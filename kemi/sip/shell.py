@@ -442,6 +442,15 @@ class Sip:
         self.k.pv.unset("$(branch(uri)[0])")
         return True
 
+    # -- what leaves for a carrier ------------------------------------------------------------
+    def keep_only_headers(self, pattern: str) -> None:
+        """Remove every header of the request whose name the pattern (POSIX, case-insensitive)
+        does not match, by Kamailio's own parse of the message (textopsx keep_hf_re). Via, From,
+        To, Call-ID, CSeq, Contact, Content-Type/-Length, Route, Record-Route and Max-Forwards are
+        always kept; headers appended afterwards are not touched. 5.6 returns -1 whatever happens
+        (keep_hf_helper), so there is no result to check."""
+        self.k.textopsx.keep_hf_re(pattern)
+
 
 def kamailio() -> Sip:
     """The Sip of the running Kamailio (app_python3 provides the KSR module)."""

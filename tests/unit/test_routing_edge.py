@@ -1,0 +1,64 @@
+"""What may leave for a carrier (pure)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+
+import pytest
+
+from kemi import routing
+
+
+@pytest.mark.parametrize("name, allowed", [
+    # what a call needs to be set up, in long and compact form, whatever the case
+    ("Via", True), ("v", True), ("From", True), ("f", True), ("To", True), ("t", True), ("Call-ID", True),
+    ("i", True), ("CSeq", True), ("Contact", True), ("m", True), ("Max-Forwards", True), ("Content-Type", True),
+    ("c", True), ("Content-Length", True), ("l", True), ("Content-Disposition", True), ("Content-Encoding", True),
+    ("e", True), ("Record-Route", True), ("Route", True), ("Allow", True), ("Supported", True), ("k", True),
+    ("Require", True), ("Session-Expires", True), ("x", True), ("Min-SE", True), ("User-Agent", True),
+    ("Accept", True), ("Allow-Events", True), ("Expires", True), ("Date", True), ("SUPPORTED", True),
+    (" via ", True),
+    # identity, charging, diversion, priority: the proxy's own or nobody's
+    ("P-Asserted-Identity", False), ("P-Preferred-Identity", False), ("Remote-Party-ID", False),
+    ("remote-party-id", False), ("P-Charge-Info", False), ("P-Charging-Vector", False), ("History-Info", False),
+    ("Diversion", False), ("DIVERSION", False), ("Privacy", False), ("Priority", False),
+    ("Resource-Priority", False), ("P-Called-Party-ID", False), ("P-Access-Network-Info", False),
+    # credentials, and whatever anybody invents
+    ("Proxy-Authorization", False), ("Authorization", False), ("X-Billing-Account", False), ("X-Account", False),
+    ("X-Emergency-Callback", False), ("Alert-Info", False), ("Call-Info", False), ("Reason", False),
+    ("Proxy-Require", False), ("Organization", False), ("u", False), ("o", False), ("Via2", False),
+    ("Content-Lengthx", False), ("", False),
+])
+def test_allowed_towards_trunk(name, allowed):
+    assert routing.allowed_towards_trunk(name) is allowed
+
+
+def test_the_pattern_matches_exactly_the_allow_list():
+    pattern = re.compile(routing.TRUNK_HEADERS_PATTERN, re.IGNORECASE)
+    for name in routing.TRUNK_HEADERS:
+        assert pattern.search(name) and pattern.search(name.upper()), name
+    for name in ("Diversion", "X-Via", "Viaa", "Call-ID2", "vv", "P-Asserted-Identity", "Min-SE-X"):
+        assert not pattern.search(name), name
+
+
+def _posix_matcher(pattern: str):
+    """regcomp/regexec of the C library, with the flags textopsx keep_hf_re uses."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    regex = ctypes.create_string_buffer(1024)  # larger than any regex_t
+    reg_extended, reg_icase, reg_newline = 1, 2, 4  # glibc's values
+    assert libc.regcomp(regex, pattern.encode(), reg_extended | reg_icase | reg_newline) == 0, pattern
+    return lambda name: libc.regexec(regex, name.encode(), 0, None, 0) == 0
+
+
+def test_kamailio_reads_the_pattern_as_python_does():
+    matches = _posix_matcher(routing.TRUNK_HEADERS_PATTERN)
+    for name in sorted(routing.TRUNK_HEADERS) + ["Diversion", "X-Via", "Viaa", "vv", "History-Info", "CALL-ID"]:
+        assert matches(name) is routing.allowed_towards_trunk(name), name
+
+
+@pytest.mark.parametrize("names", [["Via", "x"], ["a|b"], ["x-.*"], [], ["-x"]])
+def test_a_pattern_only_of_plain_lower_case_names(names):
+    with pytest.raises(ValueError):
+        routing.header_names_pattern(names)
