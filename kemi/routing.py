@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kemi import replies
-from kemi.model import EXTENSION_RE, IPV4_RE, TRANSPORTS, Company, Extension, Peer, Trunk
+from kemi.model import EXTENSION_RE, HA1_RE, IPV4_RE, TRANSPORTS, Company, Extension, Peer, Trunk
 from kemi.numbering import Decision
 from kemi.replies import Reply
 
@@ -120,6 +120,52 @@ def header_names_pattern(names: Iterable[str]) -> str:
 
 
 TRUNK_HEADERS_PATTERN = header_names_pattern(TRUNK_HEADERS)
+
+
+# -- emergency calls ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmergencyIdentity:
+    """What an emergency call says about its caller, kept with the HA1 that must prove it is theirs:
+    a cached identity is used only after a digest check against this HA1 passes."""
+
+    ha1: str
+    callback: str | None
+    location: str | None
+
+
+def encode_emergency_identity(identity: EmergencyIdentity) -> str:
+    return f"{identity.ha1}\t{identity.callback or ''}\t{identity.location or ''}"
+
+
+def decode_emergency_identity(text: str | None) -> EmergencyIdentity | None:
+    """None for anything that does not start with an HA1: an entry an older version cached
+    (callback and location only) proves nothing and is never used."""
+    parts = (text or "").split("\t", 2)
+    if len(parts) != 3 or not HA1_RE.fullmatch(parts[0]):
+        return None
+    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None)
+
+
+IDENTIFIED, ANONYMOUS, REFUSED = "identified", "anonymous", "refused"
+
+
+def emergency_admission(verified: bool, registered_source: bool, checkable: bool) -> str:
+    """Who may place an emergency call, and with which identity.
+
+    IDENTIFIED: the digest check passed (against Redis, or against the HA1 this node cached with
+    the identity): the call carries the caller's callback number and location.
+    ANONYMOUS: routed without them, when the request comes from an ip:port with a current
+    registration (a phone of ours is there, whatever its credentials say now), or when the
+    credentials could not be checked at all (Redis did not answer or its data is broken, and
+    this node holds no digest for that user): an outage never blocks an emergency call.
+    REFUSED: everyone else, i.e. a stranger whose credentials were checked and failed, or who
+    sent none that fit: the proxy is not an open relay to the emergency services.
+    """
+    if verified:
+        return IDENTIFIED
+    if registered_source or not checkable:
+        return ANONYMOUS
+    return REFUSED
 
 
 def _one_line(text: str) -> str:

@@ -67,7 +67,8 @@ class Var:
 class Table:
     """htables of kamailio.cfg (shared memory of this node)."""
 
-    EMERGENCY_IDS = "emerg"  # user@domain -> callback \t location (refreshed at each authenticated request)
+    EMERGENCY_IDS = "emerg"  # user@domain -> ha1 \t callback \t location (routing.encode_emergency_identity),
+    #                          refreshed at each authenticated request
     ROUTES = "routes"        # "emergency" -> the emergency trunks last seen in Redis
     EMERGENCY_TRUNKS_KEY = "emergency"
     CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
@@ -450,6 +451,11 @@ class Sip:
         always kept; headers appended afterwards are not touched. 5.6 returns -1 whatever happens
         (keep_hf_helper), so there is no result to check."""
         self.k.textopsx.keep_hf_re(pattern)
+
+    # -- emergency calls ------------------------------------------------------------------------
+    def remove_credentials(self) -> None:
+        """Every Authorization and Proxy-Authorization header, whether or not it authorised anything."""
+        self.remove_headers(["Proxy-Authorization", "Authorization"])
 
 
 def kamailio() -> Sip:

@@ -1,4 +1,4 @@
-"""What may leave for a carrier (pure)."""
+"""What may leave for a carrier, and who may place an emergency call (pure)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import pytest
 
 from kemi import routing
+from kemi.routing import ANONYMOUS, IDENTIFIED, REFUSED, EmergencyIdentity
 
 
 @pytest.mark.parametrize("name, allowed", [
@@ -62,3 +63,32 @@ def test_kamailio_reads_the_pattern_as_python_does():
 def test_a_pattern_only_of_plain_lower_case_names(names):
     with pytest.raises(ValueError):
         routing.header_names_pattern(names)
+
+
+# -- emergency calls ---------------------------------------------------------------------------------
+HA1 = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("identity", [
+    EmergencyIdentity(HA1, "+33142685301", "12 rue de la Paix, 75002 Paris"),
+    EmergencyIdentity(HA1, None, None), EmergencyIdentity(HA1, "+33142685300", None),
+])
+def test_emergency_identity_round_trip(identity):
+    assert routing.decode_emergency_identity(routing.encode_emergency_identity(identity)) == identity
+
+
+@pytest.mark.parametrize("text", [None, "", "+33142685301\t12 rue X", f"{HA1}\t+331", "nothex" * 5 + "ab\t\t",
+                                  f"{HA1.upper()}\t+331\tX"])
+def test_an_entry_without_an_ha1_is_no_identity(text):
+    assert routing.decode_emergency_identity(text) is None
+
+
+@pytest.mark.parametrize("verified, registered, checkable, admission", [
+    (True, True, True, IDENTIFIED), (True, False, True, IDENTIFIED),
+    (False, True, True, ANONYMOUS),     # a phone of ours is at that address
+    (False, True, False, ANONYMOUS),
+    (False, False, False, ANONYMOUS),   # nothing could check the credentials: an outage blocks no call
+    (False, False, True, REFUSED),      # checked, failed, from an address nobody registered from
+])
+def test_emergency_admission(verified, registered, checkable, admission):
+    assert routing.emergency_admission(verified, registered, checkable) == admission
