@@ -120,6 +120,13 @@ def header_names_pattern(names: Iterable[str]) -> str:
 
 
 TRUNK_HEADERS_PATTERN = header_names_pattern(TRUNK_HEADERS)
+# Inside a dialog a carrier also gets what mid-call requests carry: PRACK's RAck, BYE's Reason,
+# NOTIFY's Event and Subscription-State, INFO's packages. Never Refer-To/Referred-By/Replaces: a
+# REFER would have the carrier place a new call, on our account, wherever the phone says.
+IN_DIALOG_TRUNK_HEADERS = TRUNK_HEADERS | frozenset({
+    "rack", "reason", "event", "o", "subscription-state", "info-package", "recv-info",
+})
+IN_DIALOG_TRUNK_HEADERS_PATTERN = header_names_pattern(IN_DIALOG_TRUNK_HEADERS)
 
 
 # -- emergency calls ---------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class Var:
     DEADLINE_MS = "$dlg_var(deadline_ms)"  # a prepaid call ends by then (answer + max duration)
     FINISHED = "$dlg_var(finished)"    # the event that wrote the record (timeout, end, failed): once
     TIMEOUT_ROUTE = "$dlg_ctx(timeout_route)"  # set: the timeout runs dialog:timeout before any BYE
+    CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
+    CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
 
 
 class Table:

@@ -29,6 +29,7 @@ class Trunks:
         # diversion or priority a phone or an upstream carrier put in is gone before ours are added.
         self.sip.keep_only_headers(routing.TRUNK_HEADERS_PATTERN)
         self.sip.append_headers(headers)
+        self.sip.set(Var.CALLEE_CARRIER, "1")  # the dialog's later requests to the callee are filtered too
         self.sip.set(Var.DIAL_USER, user)
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(trunks))
         return True

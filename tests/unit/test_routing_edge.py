@@ -92,3 +92,15 @@ def test_an_entry_without_an_ha1_is_no_identity(text):
 ])
 def test_emergency_admission(verified, registered, checkable, admission):
     assert routing.emergency_admission(verified, registered, checkable) == admission
+
+
+@pytest.mark.parametrize("name, allowed", [
+    ("RAck", True), ("Reason", True), ("Event", True), ("o", True), ("Subscription-State", True),
+    ("Info-Package", True), ("Recv-Info", True), ("Via", True), ("CSeq", True),
+    ("Refer-To", False), ("r", False), ("Referred-By", False), ("b", False), ("Replaces", False),
+    ("P-Asserted-Identity", False), ("P-Charge-Info", False), ("Diversion", False), ("X-Account", False),
+])
+def test_in_dialog_allow_list(name, allowed):
+    assert (name.lower() in routing.IN_DIALOG_TRUNK_HEADERS) is allowed
+    assert _posix_matcher(routing.IN_DIALOG_TRUNK_HEADERS_PATTERN)(name) is allowed
+    assert routing.TRUNK_HEADERS <= routing.IN_DIALOG_TRUNK_HEADERS
