@@ -36,6 +36,9 @@ NO_RATE = Reply(403, "No Rate For Destination")
 NO_TRUNK = Reply(503, "No Route To Destination")
 # What the caller gets instead of a 503 from the last trunk (RFC 3261 16.7)
 TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
+# An emergency call from a stranger: credentials checked and wrong (or none that fit), and no
+# registration from its address (kemi.routing.emergency_admission)
+EMERGENCY_NEEDS_REGISTRATION = Reply(403, "Emergency Calls Need A Registered Phone")
 
 # -- incoming calls -------------------------------------------------------------------------------
 UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")

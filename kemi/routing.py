@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kemi import replies
-from kemi.model import EXTENSION_RE, IPV4_RE, TRANSPORTS, Company, Extension, Peer, Trunk
+from kemi.model import EXTENSION_RE, HA1_RE, IPV4_RE, TRANSPORTS, Company, Extension, Peer, Trunk
 from kemi.numbering import Decision
 from kemi.replies import Reply
 
@@ -87,6 +87,92 @@ def emergency_headers(callback: str | None, location: str | None) -> list[str]:
     if location:
         headers.append(f"X-Emergency-Location: {_one_line(location)}")
     return headers
+
+
+# -- what leaves for a carrier ------------------------------------------------------------------
+# An allow-list: a carrier bills and shows caller ID from whatever identity, charging, diversion
+# or priority header reaches it, and new such headers keep being invented (Remote-Party-ID,
+# P-Charge-Info, History-Info, X-anything...), so only what SIP needs to set up the call passes;
+# the proxy then adds its own P-Asserted-Identity, Diversion, Priority and X-Emergency-*.
+# Lower-case names, with the compact forms of those that have one (RFC 3261 7.3.3, RFC 4028).
+TRUNK_HEADERS = frozenset({
+    "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m", "max-forwards",
+    "content-type", "c", "content-length", "l", "content-disposition", "content-encoding", "e",
+    "record-route", "route", "allow", "supported", "k", "require", "session-expires", "x", "min-se",
+    "user-agent", "accept", "allow-events", "expires", "date",
+})
+
+
+def allowed_towards_trunk(name: str) -> bool:
+    """Whether a header of a phone's (or a carrier's) request may go on to a carrier."""
+    return name.strip().lower() in TRUNK_HEADERS
+
+
+def header_names_pattern(names: Iterable[str]) -> str:
+    """A POSIX extended regex that matches exactly these header names (Kamailio compiles it
+    case-insensitively: textopsx keep_hf_re). Plain names only: nothing to escape, nothing to
+    read differently between Python's re and regcomp()."""
+    names = sorted(names)
+    bad = [n for n in names if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", n)]
+    if bad or not names:
+        raise ValueError(f"header names must be lower-case tokens: {bad or 'none given'}")
+    return "^(" + "|".join(names) + ")$"
+
+
+TRUNK_HEADERS_PATTERN = header_names_pattern(TRUNK_HEADERS)
+# Inside a dialog a carrier also gets what mid-call requests carry: PRACK's RAck, BYE's Reason,
+# NOTIFY's Event and Subscription-State, INFO's packages. Never Refer-To/Referred-By/Replaces: a
+# REFER would have the carrier place a new call, on our account, wherever the phone says.
+IN_DIALOG_TRUNK_HEADERS = TRUNK_HEADERS | frozenset({
+    "rack", "reason", "event", "o", "subscription-state", "info-package", "recv-info",
+})
+IN_DIALOG_TRUNK_HEADERS_PATTERN = header_names_pattern(IN_DIALOG_TRUNK_HEADERS)
+
+
+# -- emergency calls ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmergencyIdentity:
+    """What an emergency call says about its caller, kept with the HA1 that must prove it is theirs:
+    a cached identity is used only after a digest check against this HA1 passes."""
+
+    ha1: str
+    callback: str | None
+    location: str | None
+
+
+def encode_emergency_identity(identity: EmergencyIdentity) -> str:
+    return f"{identity.ha1}\t{identity.callback or ''}\t{identity.location or ''}"
+
+
+def decode_emergency_identity(text: str | None) -> EmergencyIdentity | None:
+    """None for anything that does not start with an HA1: an entry an older version cached
+    (callback and location only) proves nothing and is never used."""
+    parts = (text or "").split("\t", 2)
+    if len(parts) != 3 or not HA1_RE.fullmatch(parts[0]):
+        return None
+    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None)
+
+
+IDENTIFIED, ANONYMOUS, REFUSED = "identified", "anonymous", "refused"
+
+
+def emergency_admission(verified: bool, registered_source: bool, checkable: bool) -> str:
+    """Who may place an emergency call, and with which identity.
+
+    IDENTIFIED: the digest check passed (against Redis, or against the HA1 this node cached with
+    the identity): the call carries the caller's callback number and location.
+    ANONYMOUS: routed without them, when the request comes from an ip:port with a current
+    registration (a phone of ours is there, whatever its credentials say now), or when the
+    credentials could not be checked at all (Redis did not answer or its data is broken, and
+    this node holds no digest for that user): an outage never blocks an emergency call.
+    REFUSED: everyone else, i.e. a stranger whose credentials were checked and failed, or who
+    sent none that fit: the proxy is not an open relay to the emergency services.
+    """
+    if verified:
+        return IDENTIFIED
+    if registered_source or not checkable:
+        return ANONYMOUS
+    return REFUSED
 
 
 def _one_line(text: str) -> str:

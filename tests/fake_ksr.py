@@ -281,6 +281,21 @@ class _Htable(_Module):
         return 1
 
 
+class _Textopsx(_Module):
+    # header types keep_hf never removes (textopsx.c keep_hf_helper), with their compact forms
+    ALWAYS_KEPT = {"from", "f", "to", "t", "call-id", "i", "cseq", "via", "v", "contact", "m", "content-length",
+                   "l", "content-type", "c", "route", "record-route", "max-forwards"}
+
+    def keep_hf_re(self, pattern: str) -> int:
+        ksr = self.ksr
+        ksr.header_filters.append(pattern)
+        regex = re.compile(pattern, re.IGNORECASE)
+        for name, _ in ksr.headers:
+            if name.lower() not in self.ALWAYS_KEPT and not regex.search(name):
+                ksr.removed_headers.append(name)
+        return -1  # 5.6 returns -1 whatever happened
+
+
 class _Dialog(_Module):
     def dlg_manage(self) -> int:
         self.ksr.dialog_managed += 1
@@ -366,6 +381,7 @@ class FakeKSR:
         self.branches: list[dict] = []              # appended branches: {"uri", "dst_uri"}
         self.dropped_branches: list[str] = []
         self.new_transactions = 0
+        self.header_filters: list[str] = []              # keep_hf_re patterns
         self.dialog_managed = 0
         self.known_dialog: dict | None = None    # the dialog the module tracks ($dlg(...) fields)
         self.dialog_byes: list[str] = []
@@ -377,6 +393,7 @@ class FakeKSR:
         self.pv, self.hdr, self.sl, self.tm = _PV(self), _Hdr(self), _SL(self), _TM(self)
         self.auth, self.registrar, self.htable = _Auth(self), _Registrar(self), _Htable(self)
         self.dialog, self.rr = _Dialog(self), _RR(self)
+        self.textopsx = _Textopsx(self)
         self.tmx = _TM(self)
         self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
         self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
@@ -451,6 +468,12 @@ class FakeKSR:
     def relay(self) -> Relay | None:
         assert len(self.relays) <= 1, f"several relays: {self.relays}"
         return self.relays[0] if self.relays else None
+
+    def leaving_headers(self) -> list[tuple[str, str]]:
+        """The headers of the request as relayed: the received ones not removed, then the added ones."""
+        removed = {name.lower() for name in self.removed_headers}
+        kept = [(name, value) for name, value in self.headers if name.lower() not in removed]
+        return kept + [tuple(part.strip() for part in h.split(":", 1)) for h in self.added_headers]
 
     def logged(self, level: str) -> list[str]:
         return [text for lvl, text in self.logs if lvl == level]

@@ -47,7 +47,8 @@ class Router:
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
-                                   routing.parse_static_trunks(settings.emergency_trunks))
+                                   routing.parse_static_trunks(settings.emergency_trunks),
+                                   self.gate.registered_source)
         self.in_dialog = InDialog(sip)
 
     def ready_ledger(self) -> PrepaidLedger:

@@ -49,6 +49,10 @@ class InDialog:
         if not sip.loose_route():
             self.refuse(replies.NOT_HERE, "not routed through this proxy")
             return
+        towards_callee = (sip.pv("$ft") or "") == parties.caller_tag
+        if sip.get(Var.CALLEE_CARRIER if towards_callee else Var.CALLER_CARRIER) == "1":
+            # a carrier bills and shows identities from mid-call requests too (routing.TRUNK_HEADERS)
+            sip.keep_only_headers(routing.IN_DIALOG_TRUNK_HEADERS_PATTERN)
         sip.set_destination(next_hop)
         sip.relay()
 

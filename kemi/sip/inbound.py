@@ -36,6 +36,8 @@ class Inbound:
             sip.reply(replies.UNKNOWN_NUMBER)
             return
         did, company = inbound.did, inbound.company
+        # Set before the dialog exists: the dialog module takes it over when the call creates it.
+        sip.set(Var.CALLER_CARRIER, "1")  # requests back to the carrier inside the call get the allow-list
         caller = routing.external_caller(sip.pv("$fU"))
         if did.target == RECEPTIONIST:
             self.calls.track(self.incoming(company.id, None, caller, did.number))

@@ -62,12 +62,15 @@ class Var:
     DEADLINE_MS = "$dlg_var(deadline_ms)"  # a prepaid call ends by then (answer + max duration)
     FINISHED = "$dlg_var(finished)"    # the event that wrote the record (timeout, end, failed): once
     TIMEOUT_ROUTE = "$dlg_ctx(timeout_route)"  # set: the timeout runs dialog:timeout before any BYE
+    CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
+    CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
 
 
 class Table:
     """htables of kamailio.cfg (shared memory of this node)."""
 
-    EMERGENCY_IDS = "emerg"  # user@domain -> callback \t location (refreshed at each authenticated request)
+    EMERGENCY_IDS = "emerg"  # user@domain -> ha1 \t callback \t location (routing.encode_emergency_identity),
+    #                          refreshed at each authenticated request
     ROUTES = "routes"        # "emergency" -> the emergency trunks last seen in Redis
     EMERGENCY_TRUNKS_KEY = "emergency"
     CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
@@ -441,6 +444,20 @@ class Sip:
             self.k.pv.unset("$du")
         self.k.pv.unset("$(branch(uri)[0])")
         return True
+
+    # -- what leaves for a carrier ------------------------------------------------------------
+    def keep_only_headers(self, pattern: str) -> None:
+        """Remove every header of the request whose name the pattern (POSIX, case-insensitive)
+        does not match, by Kamailio's own parse of the message (textopsx keep_hf_re). Via, From,
+        To, Call-ID, CSeq, Contact, Content-Type/-Length, Route, Record-Route and Max-Forwards are
+        always kept; headers appended afterwards are not touched. 5.6 returns -1 whatever happens
+        (keep_hf_helper), so there is no result to check."""
+        self.k.textopsx.keep_hf_re(pattern)
+
+    # -- emergency calls ------------------------------------------------------------------------
+    def remove_credentials(self) -> None:
+        """Every Authorization and Proxy-Authorization header, whether or not it authorised anything."""
+        self.remove_headers(["Proxy-Authorization", "Authorization"])
 
 
 def kamailio() -> Sip:

@@ -25,7 +25,11 @@ class Trunks:
             self.sip.log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
             self.sip.reply(replies.NO_TRUNK)
             return False
-        self.sip.append_headers(headers)  # the phone's own claims were stripped when the request came in
+        # Only headers SIP needs go to a carrier (routing.TRUNK_HEADERS): whatever identity, charging,
+        # diversion or priority a phone or an upstream carrier put in is gone before ours are added.
+        self.sip.keep_only_headers(routing.TRUNK_HEADERS_PATTERN)
+        self.sip.append_headers(headers)
+        self.sip.set(Var.CALLEE_CARRIER, "1")  # the dialog's later requests to the callee are filtered too
         self.sip.set(Var.DIAL_USER, user)
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(trunks))
         return True

@@ -227,8 +227,10 @@ class Peer:
     """A SIP peer on ip:port (UDP) that records every datagram; answers INVITE with `answer`
     (None: never answers, like an unreachable victim), OPTIONS/BYE/CANCEL with 200."""
 
-    def __init__(self, ip: str, port: int, answer: tuple[int, str] | None = (486, "Busy Here")):
+    def __init__(self, ip: str, port: int, answer: tuple[int, str] | None = (486, "Busy Here"),
+                 contact: bool = False):
         self.answer = answer
+        self.contact = contact  # a 2xx to INVITE names the peer as the dialog's target
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         # The trunk addresses are fixed (office.yaml), and other test sessions on this
         # machine play them too: wait for the address rather than fail on a neighbour.
@@ -277,6 +279,9 @@ class Peer:
         to = next((line for line in head[1:] if re.match(r"(To|t)\s*:", line, re.I)), "To: <sip:x@x>")
         if code > 100 and ";tag=" not in to:
             to += ";tag=peer" + uuid.uuid4().hex[:8]
+        if self.contact and 200 <= code < 300 and request.startswith("INVITE "):
+            keep += [line for line in head[1:] if re.match(r"Record-Route\s*:", line, re.I)]
+            keep.append(f"Contact: <sip:peer@{self.ip}:{self.port}>")
         text = "\r\n".join([f"SIP/2.0 {code} {reason}", *keep, to, "Content-Length: 0"]) + "\r\n\r\n"
         try:
             self.sock.sendto(text.encode(errors="replace"), addr)

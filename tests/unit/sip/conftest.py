@@ -44,15 +44,18 @@ class FakeDirectory:
     def __init__(self):
         self.companies = {"acme": ACME, "globex": GLOBEX}
         self.extensions = {"acme": {e.number: e for e in (ALICE, BRUNO, NIGHT)}, "globex": {"2001": GASTON}}
-        self.trunks = (CARRIER_A, CARRIER_B, EMERGENCY)
+        self.trunk_list = (CARRIER_A, CARRIER_B, EMERGENCY)
         self.media = (ANNOUNCER, RECEPTION)
         self.overrides: dict[str, str] = {}
         self.down = False
         self.peer_reads = 0  # round trips of peer_addresses()
+        self.faults: dict[str, Exception] = {}  # lookup name -> what it raises (broken data)
 
-    def _up(self):
+    def _up(self, lookup: str | None = None):
         if self.down:
             raise StoreUnavailable("Redis at redis://test unreachable")
+        if lookup in self.faults:
+            raise self.faults[lookup]
 
     def _co(self, domain: str) -> str | None:
         return next((c.id for c in self.companies.values() if c.domain == domain), None)
@@ -63,18 +66,18 @@ class FakeDirectory:
 
     def first_look(self, ip, port, domain):
         self._up()
-        peers = [("trunk", t) for t in self.trunks] + [("media", m) for m in self.media]
+        peers = [("trunk", t) for t in self.trunk_list] + [("media", m) for m in self.media]
         source = next((Source(kind, p.name) for kind, p in peers if (p.host, p.port) == (ip, int(port))), None)
         return source, self._co(domain)
 
     def call_context(self, domain, user, callee, co=None):
-        self._up()
+        self._up("call_context")
         co = co or self._co(domain)
         if co is None:
             return CallContext(None, None, None)
         exts = self.extensions[co]
         return CallContext(self.companies[co], exts.get(user), exts.get(callee) if callee else None,
-                           self.trunks, dict(self.overrides), self.media)
+                           self.trunk_list, dict(self.overrides), self.media)
 
     def company(self, co):
         self._up()
@@ -97,13 +100,17 @@ class FakeDirectory:
         return self.company_view(did.co, did.target if did.target != "receptionist" else None, did)
 
     def routes(self):
-        self._up()
-        return self.trunks, dict(self.overrides)
+        self._up("routes")
+        return self.trunk_list, dict(self.overrides)
+
+    def trunks(self):
+        self._up("trunks")
+        return self.trunk_list
 
     def peer_addresses(self):
         self._up()
         self.peer_reads += 1
-        return frozenset((p.host, p.port) for p in self.trunks + self.media)
+        return frozenset((p.host, p.port) for p in self.trunk_list + self.media)
 
 
 @dataclass

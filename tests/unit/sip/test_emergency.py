@@ -1,8 +1,43 @@
-"""emergency: calls that go out whatever happens to Redis or the credentials (fake KSR)."""
+"""emergency: calls that go out whatever happens to Redis, its data or the credentials, but
+only for callers who prove who they are or send from a registered address (fake KSR)."""
 
+import msgpack
+import pytest
+
+from kemi import routing
+from kemi.model import digest_ha1
+from kemi.routing import EmergencyIdentity
 from kemi.sip.shell import Table, Var
+from kemi.store import StoreRefused
 from tests.fake_ksr import FakeKSR
-from tests.unit.sip.conftest import World
+from tests.unit.sip.conftest import PASSWORD, World
+
+ALICE_HA1 = digest_ha1("2001", "acme.test", PASSWORD)
+ALICE_CACHED = routing.encode_emergency_identity(EmergencyIdentity(ALICE_HA1, "+33142685301", "Floor 3"))
+CACHED_TRUNKS = "sos@udp:127.0.0.8:5060"
+
+
+def registered(ksr: FakeKSR) -> FakeKSR:
+    """The request's source address holds a current registration."""
+    ksr.htables.setdefault(Table.REGISTERED, {})[f"{ksr.request['$si']}:{ksr.request['$sp']}"] = 1
+    return ksr
+
+
+def cached(ksr: FakeKSR, identity: str = ALICE_CACHED, trunks: str | None = CACHED_TRUNKS) -> FakeKSR:
+    """This node's cache as an earlier authenticated request of Alice left it."""
+    ksr.htables.setdefault(Table.EMERGENCY_IDS, {})["2001@acme.test"] = identity
+    if trunks:
+        ksr.htables.setdefault(Table.ROUTES, {})[Table.EMERGENCY_TRUNKS_KEY] = trunks
+    return ksr
+
+
+def wrong_password(ksr: FakeKSR) -> FakeKSR:
+    ksr.good_ha1 = "0" * 32
+    return ksr
+
+
+def claims(ksr: FakeKSR) -> list[str]:
+    return [h for h in ksr.relay.headers if h.startswith(("X-Emergency-", "P-Asserted-Identity"))]
 
 
 def test_without_credentials_the_phone_is_challenged_before_any_lookup(world: World):
@@ -17,7 +52,24 @@ def test_an_authenticated_call_carries_callback_and_location_to_the_emergency_tr
     assert relay.ruri == "sip:112@127.0.0.5:5060;transport=udp"
     assert relay.headers[:3] == ["Priority: emergency", "X-Emergency-Callback: +33142685301",
                                  "X-Emergency-Location: 12 rue de la Paix, Paris"]
-    assert ksr.consumed and ksr.dialog_managed == 1  # tracked: a record for the company
+    assert ksr.dialog_managed == 1 and Var.RECORD in ksr.vars  # tracked: a record for the company
+
+
+def test_credentials_and_every_header_a_carrier_need_not_see_are_removed(world: World):
+    ksr = world.phone_invite("112", headers=[("Proxy-Authorization", "Digest username=\"2001\""),
+                                             ("Authorization", "Digest bogus"), ("Priority", "urgent"),
+                                             ("Remote-Party-ID", "<sip:+33144556677@acme.test>")])
+    world.request(ksr)
+    assert {"Proxy-Authorization", "Authorization", "Priority", "Remote-Party-ID"} <= set(ksr.removed_headers)
+    assert ksr.header_filters == [routing.TRUNK_HEADERS_PATTERN]
+    assert [h for h in ksr.relay.headers if h.startswith("Priority")] == ["Priority: emergency"]
+
+
+def test_an_authenticated_call_caches_the_identity_with_its_ha1_and_the_trunks(world: World):
+    ksr = world.request(world.phone_invite("112"))
+    assert routing.decode_emergency_identity(ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"]) == \
+        EmergencyIdentity(ALICE_HA1, "+33142685301", "12 rue de la Paix, Paris")
+    assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "emergency@udp:127.0.0.5:5060"
 
 
 def test_national_forms_are_normalised_and_never_billed(world: World):
@@ -26,23 +78,42 @@ def test_national_forms_are_normalised_and_never_billed(world: World):
     assert ksr.relay.ruri.startswith("sip:15@127.0.0.5") and world.ledger.reservations == {}
 
 
-def test_with_redis_down_the_cached_identity_and_trunks_are_used(world: World):
-    world.request(world.phone_invite("0145678901"))  # fills the node's cache, as any authenticated call does
+def test_with_redis_down_the_cached_identity_is_used_after_its_ha1_checks_the_call(world: World):
     world.directory.down = True
-    ksr = world.phone_invite("112")
-    ksr.htables = {Table.EMERGENCY_IDS: {"2001@acme.test": "+33142685301\tFloor 3"},
-                   Table.ROUTES: {Table.EMERGENCY_TRUNKS_KEY: "udp:127.0.0.5:5060"}}
-    world.request(ksr)
-    assert ksr.relay.ruri == "sip:112@127.0.0.5:5060;transport=udp"
-    assert "X-Emergency-Callback: +33142685301" in ksr.relay.headers
+    ksr = world.request(cached(world.phone_invite("112")))
+    assert ksr.digest_checks == [("acme.test", ALICE_HA1, 1, 1)]
+    assert ksr.relay.ruri == "sip:112@127.0.0.8:5060;transport=udp"
+    assert claims(ksr) == ["X-Emergency-Callback: +33142685301", "X-Emergency-Location: Floor 3",
+                           "P-Asserted-Identity: <sip:+33142685301@127.0.0.1;user=phone>"]
     assert any("routed from cache" in line for line in ksr.logged("err"))
 
 
-def test_with_nothing_cached_the_static_trunks_carry_the_call(world: World):
+def test_with_redis_down_a_wrong_password_from_a_stranger_is_refused(world: World):
     world.directory.down = True
-    ksr = world.request(world.phone_invite("112"))
+    ksr = world.request(cached(wrong_password(world.phone_invite("112"))))
+    assert ksr.reply == (403, "Emergency Calls Need A Registered Phone") and ksr.relays == []
+    assert any("refused" in line for line in ksr.logged("warn"))
+
+
+def test_with_redis_down_a_wrong_password_from_a_registered_address_gets_no_identity(world: World):
+    world.directory.down = True
+    ksr = world.request(registered(cached(wrong_password(world.phone_invite("112")))))
+    assert ksr.relay.ruri == "sip:112@127.0.0.8:5060;transport=udp"
+    assert claims(ksr) == [] and ksr.relay.headers == ["Priority: emergency"]
+
+
+def test_an_old_cache_entry_without_ha1_proves_nothing(world: World):
+    world.directory.down = True
+    ksr = world.request(registered(cached(world.phone_invite("112"), identity="+33142685301\tFloor 3")))
+    assert ksr.digest_checks == [] and claims(ksr) == []
+
+
+def test_with_nothing_cached_the_credentials_cannot_be_checked_and_the_static_trunks_carry_the_call(world: World):
+    world.directory.down = True
+    ksr = world.request(world.phone_invite("112"))  # from an address without a registration
     assert ksr.relay.ruri == "sip:112@127.0.0.9:5060;transport=udp"
     assert ksr.relay.headers == ["Priority: emergency"]  # nothing verified, nothing claimed
+    assert any("could not be checked" in line for line in ksr.logged("warn"))
 
 
 def test_no_route_at_all_is_a_critical_log_and_503(world: World):
@@ -53,11 +124,90 @@ def test_no_route_at_all_is_a_critical_log_and_503(world: World):
     assert "HAS NO ROUTE" in ksr.logged("crit")[0]
 
 
-def test_a_wrong_password_still_gets_through_without_a_verified_callback(world: World):
-    ksr = world.phone_invite("112")
-    ksr.good_ha1 = "0" * 32
-    world.request(ksr)
-    assert ksr.relay.ruri.startswith("sip:112@127.0.0.5")
-    assert not any(h.startswith("X-Emergency-Callback") for h in ksr.relay.headers)
+@pytest.mark.parametrize("caller", ["wrong password", "unknown user", "unknown domain"])
+def test_a_caller_who_fails_the_check_is_refused_unless_the_address_is_registered(world: World, caller):
+    def invite():
+        if caller == "wrong password":
+            return wrong_password(world.phone_invite("112"))
+        if caller == "unknown user":
+            return world.phone_invite("112", user="2999")
+        return world.phone_invite("112", user="anonymous", domain="anonymous.invalid")
+
+    stranger = world.request(invite())
+    assert stranger.reply == (403, "Emergency Calls Need A Registered Phone") and stranger.relays == []
+    ksr = world.request(registered(invite()))
+    assert ksr.relay.ruri.startswith("sip:112@127.0.0.5")  # the global emergency trunks, whatever the domain
+    assert claims(ksr) == []
     assert ksr.dialog_managed == 1 and ksr.record_routed == 1  # its dialog is known, for its BYE
     assert Var.RECORD not in ksr.vars and ksr.vars[Var.CALLER] == "udp:127.0.0.10:5060"  # no company record
+
+
+def test_a_right_password_from_anywhere_is_enough(world: World):
+    ksr = world.request(world.phone_invite("112", src="192.0.2.99"))
+    assert "X-Emergency-Callback: +33142685301" in ksr.relay.headers
+
+
+BROKEN = {
+    "undecodable value": msgpack.exceptions.ExtraData(1, b"x"),
+    "wrong type": StoreRefused("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    "bad field": KeyError("domain"),
+    "bad value": ValueError("bad extension"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN))
+def test_broken_caller_data_falls_back_to_the_cached_identity_and_redis_trunks(world: World, fault):
+    world.directory.faults["call_context"] = BROKEN[fault]
+    ksr = world.request(cached(world.phone_invite("112")))
+    assert ksr.relay.ruri == "sip:112@127.0.0.5:5060;transport=udp"  # the trunk list was still readable
+    assert "X-Emergency-Callback: +33142685301" in ksr.relay.headers  # the cached HA1 checked the call
+    assert ksr.replies == []
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN))
+def test_broken_trunk_data_falls_back_to_cached_then_static_trunks(world: World, fault):
+    world.directory.faults.update(call_context=BROKEN[fault], trunks=BROKEN[fault])
+    ksr = world.request(cached(world.phone_invite("112")))
+    assert ksr.relay.ruri == "sip:112@127.0.0.8:5060;transport=udp"
+    static = world.request(cached(world.phone_invite("112"), trunks=None))
+    assert static.relay.ruri == "sip:112@127.0.0.9:5060;transport=udp"
+
+
+def test_redis_down_is_asked_once_not_twice(world: World):
+    calls = []
+    world.directory.down = True
+    original = world.directory.trunks
+    world.directory.trunks = lambda: calls.append("trunks") or original()
+    world.request(world.phone_invite("112"))
+    assert calls == []
+
+
+def test_a_from_user_that_is_not_utf8_is_routed_without_identity(world: World):
+    ksr = registered(world.phone_invite("112"))
+    ksr.request["$fU"] = b"20\xff1"
+    ksr.auth_result = -8  # pv_auth_check: the auth user (2001) is not the From user
+    world.request(ksr)
+    assert ksr.relay.ruri.startswith("sip:112@127.0.0.5") and claims(ksr) == []
+    assert ksr.replies == []
+
+
+def test_a_garbled_from_still_finds_the_global_emergency_trunks(world: World):
+    """Fuzz finding: no company could be read, so no trunks came with it, although Redis has them."""
+    ksr = registered(FakeKSR("INVITE", "sip:112@127.0.0.1"))
+    ksr.request.update({"$fU": "", "$fd": ""})  # what Kamailio reads from a From it cannot parse
+    world.request(ksr)
+    assert ksr.relay.ruri == "sip:112@127.0.0.5:5060;transport=udp"
+
+
+def test_a_bug_in_the_admission_still_routes_the_call_bare(world: World, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(routing, "emergency_admission", broken)
+    ksr = world.request(world.phone_invite("112"))
+    # the trunks this very call cached before the bug, else the static ones
+    assert ksr.relay.ruri == "sip:112@127.0.0.5:5060;transport=udp" and claims(ksr) == []
+    assert any("boom" in line for line in ksr.logged("crit"))
+    world.directory.down = True
+    bare = world.request(world.phone_invite("112"))
+    assert bare.relay.ruri == "sip:112@127.0.0.9:5060;transport=udp" and claims(bare) == []

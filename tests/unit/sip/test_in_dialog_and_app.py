@@ -1,6 +1,6 @@
 """in_dialog and the facade: what every request gets before a role decides (fake KSR)."""
 
-from kemi import records
+from kemi import records, routing
 from kemi.sip.shell import Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
@@ -164,3 +164,46 @@ def test_a_prepaid_call_never_gets_more_time_than_its_deadline(world: World):
     ksr.vars[Var.DEADLINE_MS] = str(int(time.time() * 1000) + 2500)
     world.request(ksr)
     assert ksr.vars[Var.DLG_TIMEOUT] == 3 and ksr.relay is not None  # 2.5 s left, the timer ticks in seconds
+
+
+# -- mid-call requests towards a carrier -------------------------------------------------------------
+FORGED_MID_CALL = [("P-Charge-Info", "<sip:+33144556677@acme.test>"), ("Reason", "Q.850;cause=16"),
+                   ("Refer-To", "<sip:+4915112345678@127.0.0.2>")]
+
+
+def test_a_request_to_a_carrier_inside_the_call_gets_the_in_dialog_allow_list(world: World):
+    ksr = in_dialog()
+    ksr.headers += FORGED_MID_CALL
+    ksr.vars[Var.CALLEE_CARRIER] = "1"
+    world.request(ksr)
+    assert ksr.relay is not None and ksr.header_filters == [routing.IN_DIALOG_TRUNK_HEADERS_PATTERN]
+    assert [h for h in ksr.leaving_headers() if h[0] != "Route"] == [("Reason", "Q.850;cause=16")]
+
+
+def test_a_carrier_that_called_in_gets_the_allow_list_on_requests_back_to_it(world: World):
+    ksr = in_dialog(ruri="sip:+33612345678@127.0.0.2:5060", src=("127.0.0.30", 5071), tags=("callee-tag", "caller-tag"),
+                    dialog={**DIALOG, "from_tag": "caller-tag", "from_contact": "sip:+33612345678@127.0.0.2:5060",
+                            "to_contact": "sip:2002@127.0.0.30:5071"}, callee=CALLER)
+    ksr.vars[Var.CALLER] = TRUNK
+    ksr.vars[Var.CALLER_CARRIER] = "1"
+    ksr.headers += FORGED_MID_CALL
+    world.request(ksr)
+    assert ksr.relay is not None and ksr.header_filters == [routing.IN_DIALOG_TRUNK_HEADERS_PATTERN]
+
+
+def test_requests_to_a_phone_inside_the_call_are_not_filtered(world: World):
+    towards_phone = in_dialog(ruri="sip:2001@127.0.0.30:5071", src=("127.0.0.2", 5060), tags=("callee-tag", "caller-tag"))
+    towards_phone.vars[Var.CALLEE_CARRIER] = "1"  # the carrier is the callee: this BYE goes to the caller
+    unmarked = in_dialog()  # an internal call: nobody is a carrier
+    for ksr in (towards_phone, unmarked):
+        world.request(ksr)
+        assert ksr.relay is not None and ksr.header_filters == []
+
+
+def test_dialling_out_and_calling_in_mark_the_carriers_side_of_the_dialog(world: World):
+    out = world.request(world.phone_invite("0145678901"))
+    assert out.vars[Var.CALLEE_CARRIER] == "1" and Var.CALLER_CARRIER not in out.vars
+    inbound = FakeKSR("INVITE", "sip:+33142685302@127.0.0.1", src="127.0.0.2", from_uri="sip:+33612345678@carrier.test")
+    inbound.registered["sip:2002@acme.test"] = 1
+    world.request(inbound)
+    assert inbound.vars[Var.CALLER_CARRIER] == "1" and Var.CALLEE_CARRIER not in inbound.vars

@@ -1,7 +1,9 @@
 """outbound: the numbering plan's decision carried out (fake KSR)."""
 
+from kemi import routing
 from kemi.routing import PRIVATE_HEADERS
 from kemi.sip.shell import Route, Var
+from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
 
 
@@ -29,7 +31,7 @@ def test_incomplete_number_gets_484(world: World):
 
 
 def test_no_outbound_trunk_gets_503_no_route(world: World):
-    world.directory.trunks = ()
+    world.directory.trunk_list = ()
     ksr = world.request(world.phone_invite("0145678901"))
     assert ksr.reply == (503, "No Route To Destination") and ksr.relays == []
     assert any("no trunk" in line for line in ksr.logged("err"))
@@ -54,3 +56,44 @@ def test_ops_override_to_blocked_refuses_an_included_number(world: World):
     world.directory.overrides = {"+3314567": "blocked"}
     ksr = world.request(world.phone_invite("0145678901"))
     assert ksr.reply[0] == 403 and ksr.relays == []
+
+
+FORGED = [("Remote-Party-ID", '"Bank" <sip:+33144556677@acme.test>;party=calling'),
+          ("P-Charge-Info", "<sip:+33144556677@acme.test>"), ("History-Info", "<sip:+33144556677@acme.test>;index=1"),
+          ("DIVERSION", "<sip:+33144556677@acme.test>"), ("Privacy", "id"), ("Priority", "emergency"),
+          ("Resource-Priority", "esnet.0"), ("X-Billing-Account", "9999"), ("Proxy-Authorization", "Digest x"),
+          ("P-Asserted-Identity", "<sip:+33144556677@acme.test>"), ("Supported", "timer"), ("k", "100rel")]
+
+
+def test_only_allowed_headers_leave_for_the_trunk_then_the_proxys_own(world: World):
+    ksr = world.request(world.phone_invite("0145678901", headers=FORGED))
+    assert ksr.header_filters == [routing.TRUNK_HEADERS_PATTERN]
+    assert ksr.leaving_headers() == [("Supported", "timer"), ("k", "100rel"), (
+        "P-Asserted-Identity", '"Alice Martin" <sip:+33142685301@127.0.0.1;user=phone>')]
+
+
+def test_a_forward_carries_one_diversion_the_proxys(world: World):
+    ksr = world.phone_invite("2099", headers=FORGED)
+    world.request(ksr)
+    diversions = [v for n, v in ksr.leaving_headers() if n.lower() == "diversion"]
+    assert diversions == ["<sip:+33142685399@127.0.0.1;user=phone>;reason=unconditional;counter=1"]
+    assert not any("+33144556677" in v for _, v in ksr.leaving_headers())
+
+
+def test_a_carriers_call_forwarded_back_out_loses_the_carriers_claims(world: World):
+    ksr = FakeKSR("INVITE", "sip:+33142685399@127.0.0.1", src="127.0.0.2", from_uri="sip:+33612121212@carrier.test",
+                  headers=FORGED)
+    world.request(ksr)
+    assert ksr.relay.ruri == "sip:+33612345678@127.0.0.2:5060;transport=udp"
+    leaving = ksr.leaving_headers()
+    assert [n for n, _ in leaving if n.lower() == "diversion"] == ["Diversion"]
+    assert not any("+33144556677" in v for _, v in leaving)
+    assert ("P-Asserted-Identity", "<sip:+33612121212@127.0.0.1;user=phone>") in leaving
+
+
+def test_a_phone_of_ours_rung_by_a_carrier_is_not_filtered_by_the_trunk_list(world: World):
+    """The allow-list is for carriers; a phone gets what the other phone sent (minus private headers)."""
+    ksr = world.phone_invite("2002", headers=[("Alert-Info", "<http://ring/internal>")])
+    ksr.registered["sip:2002@acme.test"] = 1
+    world.request(ksr)
+    assert ksr.header_filters == [] and ("Alert-Info", "<http://ring/internal>") in ksr.leaving_headers()

@@ -48,7 +48,8 @@ def test_stale_nonce_gets_a_new_challenge_not_a_refusal(world: World):
 def test_good_register_is_saved_and_remembered_for_emergencies(world: World):
     ksr = world.request(register())
     assert ksr.saved and ksr.replies == []  # the registrar answers 200 itself
-    assert ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"] == "+33142685301\t12 rue de la Paix, Paris"
+    assert ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"] == \
+        f"{digest_ha1('2001', 'acme.test', PASSWORD)}\t+33142685301\t12 rue de la Paix, Paris"
     assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "emergency@udp:127.0.0.5:5060"
 
 
