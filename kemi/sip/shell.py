@@ -99,7 +99,9 @@ class Timers:
     silent_ms: int
 
 
-class Sip:
+class _Request:
+    """The request being routed and the variables that carry a call across callbacks."""
+
     def __init__(self, ksr):
         self.k = ksr
 
@@ -182,6 +184,10 @@ class Sip:
 
     def set_ruri(self, uri: str) -> None:
         self.k.pv.sets("$ru", uri)
+
+
+class _Answers:
+    """Answers, headers and forwarding, and the checks every request gets first."""
 
     # -- answers ---------------------------------------------------------------------------
     def log(self, level: str, text: str) -> None:
@@ -283,6 +289,10 @@ class Sip:
     def in_dialog(self) -> bool:
         return self.k.siputils.has_totag() > 0
 
+
+class _Phones:
+    """Digest auth, registrations and the edge's floods, bans and counters (kemi.sip.gate)."""
+
     # -- phones: digest auth and registrations ------------------------------------------------
     def has_credentials(self, realm: str) -> bool:
         return self.k.auth.has_credentials(realm) > 0
@@ -305,63 +315,6 @@ class Sip:
         """Point the request at every registered contact of an AOR; the registrar's code."""
         self.set_ruri(aor_uri)
         return int(self.k.registrar.lookup("location"))
-
-    # -- dialogs -----------------------------------------------------------------------------
-    def manage_dialog(self) -> None:
-        self.k.dialog.dlg_manage()
-
-    def find_dialog(self) -> bool:
-        """Whether this in-dialog request names (Call-ID, tags, either direction) a dialog the module
-        tracks. It only looks: $dlg(...)/$dlg_var(...) then read that dialog by the message's own ids,
-        and the dialog module acts on the request only at manage_dialog()/loose_route(). (dlg_get()
-        would set the dialog context, and a set context makes the module skip the request: a BYE
-        would never end the dialog.)"""
-        return self.k.dialog.is_known_dlg() > 0
-
-    def dialog(self, field: str) -> str | None:
-        """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
-        return self.pv(f"$dlg({field})")
-
-    def routes_beyond_us(self) -> list[str] | None:
-        """The request's Route URIs after this proxy's own leading entries (None: the first Route
-        is not ours, or there is none)."""
-        routes = routing.route_uris(self.pv("$(hdr(Route)[*])"))
-        ours = 0
-        while ours < len(routes) and self.k.is_myself(routes[ours]) > 0:
-            ours += 1
-        return routes[ours:] if ours else None
-
-    def set_destination(self, uri: str) -> None:
-        self.k.pv.sets("$du", uri)
-
-    def end_call(self) -> None:
-        """The proxy hangs up both parties of the current dialog, the callee (the billed leg) first.
-
-        dlg_bye("callee") runs dialog:end inside and leaves no dialog context; the caller's
-        BYE then goes through the dialog again, or, when the callee's answer already deleted
-        it, as a BYE of tm's own built from what the dialog recorded."""
-        d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
-        self.k.dialog.dlg_bye("callee")
-        if self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
-                self.k.dialog.dlg_bye("caller") > 0:
-            return
-        if self.k.tm.t_uac_send("BYE", d["from_contact"], "", d["from_bindaddr"],
-                                routing.caller_bye_headers(d, int(time.time())), "") < 0:
-            self.log("err", f"call-id {d['callid']} ended by the proxy: no BYE could be sent to the caller")
-
-    def record_route(self) -> None:
-        self.k.rr.record_route()
-
-    def loose_route(self) -> bool:
-        return self.k.rr.loose_route() > 0
-
-    # -- this node's shared memory -------------------------------------------------------------
-    def cache_set(self, table: str, key: str, value: str) -> None:
-        self.k.htable.sht_sets(table, key, value)
-
-    def cache_get(self, table: str, key: str) -> str | None:
-        value = self.k.htable.sht_get(table, key)
-        return None if value is None else str(value)
 
     # -- the edge: floods, bans, counters, registrations (kemi.sip.gate) --------------------------
     def user_agent(self) -> str | None:
@@ -445,6 +398,67 @@ class Sip:
         self.k.pv.unset("$(branch(uri)[0])")
         return True
 
+
+class _Dialogs:
+    """Dialogs, this node's shared memory, and what leaves for a carrier."""
+
+    # -- dialogs -----------------------------------------------------------------------------
+    def manage_dialog(self) -> None:
+        self.k.dialog.dlg_manage()
+
+    def find_dialog(self) -> bool:
+        """Whether this in-dialog request names (Call-ID, tags, either direction) a dialog the module
+        tracks. It only looks: $dlg(...)/$dlg_var(...) then read that dialog by the message's own ids,
+        and the dialog module acts on the request only at manage_dialog()/loose_route(). (dlg_get()
+        would set the dialog context, and a set context makes the module skip the request: a BYE
+        would never end the dialog.)"""
+        return self.k.dialog.is_known_dlg() > 0
+
+    def dialog(self, field: str) -> str | None:
+        """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
+        return self.pv(f"$dlg({field})")
+
+    def routes_beyond_us(self) -> list[str] | None:
+        """The request's Route URIs after this proxy's own leading entries (None: the first Route
+        is not ours, or there is none)."""
+        routes = routing.route_uris(self.pv("$(hdr(Route)[*])"))
+        ours = 0
+        while ours < len(routes) and self.k.is_myself(routes[ours]) > 0:
+            ours += 1
+        return routes[ours:] if ours else None
+
+    def set_destination(self, uri: str) -> None:
+        self.k.pv.sets("$du", uri)
+
+    def end_call(self) -> None:
+        """The proxy hangs up both parties of the current dialog, the callee (the billed leg) first.
+
+        dlg_bye("callee") runs dialog:end inside and leaves no dialog context; the caller's
+        BYE then goes through the dialog again, or, when the callee's answer already deleted
+        it, as a BYE of tm's own built from what the dialog recorded."""
+        d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
+        self.k.dialog.dlg_bye("callee")
+        if self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
+                self.k.dialog.dlg_bye("caller") > 0:
+            return
+        if self.k.tm.t_uac_send("BYE", d["from_contact"], "", d["from_bindaddr"],
+                                routing.caller_bye_headers(d, int(time.time())), "") < 0:
+            self.log("err", f"call-id {d['callid']} ended by the proxy: no BYE could be sent to the caller")
+
+    def record_route(self) -> None:
+        self.k.rr.record_route()
+
+    def loose_route(self) -> bool:
+        return self.k.rr.loose_route() > 0
+
+    # -- this node's shared memory -------------------------------------------------------------
+    def cache_set(self, table: str, key: str, value: str) -> None:
+        self.k.htable.sht_sets(table, key, value)
+
+    def cache_get(self, table: str, key: str) -> str | None:
+        value = self.k.htable.sht_get(table, key)
+        return None if value is None else str(value)
+
     # -- what leaves for a carrier ------------------------------------------------------------
     def keep_only_headers(self, pattern: str) -> None:
         """Remove every header of the request whose name the pattern (POSIX, case-insensitive)
@@ -458,6 +472,10 @@ class Sip:
     def remove_credentials(self) -> None:
         """Every Authorization and Proxy-Authorization header, whether or not it authorised anything."""
         self.remove_headers(["Proxy-Authorization", "Authorization"])
+
+
+class Sip(_Request, _Answers, _Phones, _Dialogs):
+    """Kamailio as the roles see it: one object, its parts grouped by subject above."""
 
 
 def kamailio() -> Sip:
