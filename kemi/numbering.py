@@ -176,6 +176,30 @@ _TYPE_NAMES = {value: name for name, value in vars(PhoneNumberType).items()
 # its '0' is the national significant number under the region's country code.
 _OVERSEAS_CODES = tuple(phonenumbers.country_code_for_region(r) for r in OVERSEAS_REGIONS)
 _OVERSEAS_CODE_SET = frozenset(_OVERSEAS_CODES)
+_TYPE_DESCS = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip",
+               "pager", "uan", "voicemail")
+
+
+def _overseas_patterns() -> re.Pattern:
+    """Every line-type pattern of every region under the overseas country codes, as one regex.
+
+    A number is valid in a region only if one of these matches its national significant
+    number, so testing this first (about 1 us) spares the four exact look-ups (about
+    30 us) for the mainland numbers that make most calls; it is built from the
+    metadata, so it follows every phonenumbers upgrade.
+    """
+    patterns = []
+    for code in _OVERSEAS_CODES:
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]:
+            meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            for name in _TYPE_DESCS:
+                desc = getattr(meta, name, None)
+                if desc is not None and desc.national_number_pattern:
+                    patterns.append(desc.national_number_pattern)
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.ASCII)
+
+
+_OVERSEAS_NSN = _overseas_patterns()
 _DEFAULT_POLICY = Policy()
 _E164 = phonenumbers.PhoneNumberFormat.E164
 _DATA = Path(__file__).with_name("data")
@@ -398,6 +422,8 @@ def _french(national: str, dialled: str, e164: str, region: str, number_type: in
 
 def _overseas(national: str, dialled: str, allow_special: bool) -> Decision | None:
     """An overseas-department number dialled in national form, or None."""
+    if not _OVERSEAS_NSN.fullmatch(national, 1):
+        return None
     for code in _OVERSEAS_CODES:
         number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national[1:]))
         number_type = _valid_type(number)
