@@ -130,8 +130,9 @@ NON_GEO_REGION = "001"
 # (0262..., 0690...) and, like any French number, their landlines and mobiles are
 # included and their 08 ranges follow the French rules (080X free, 081X-089X
 # surcharged). phonenumbers files them under their own country codes, so a national
-# number that is invalid for FR is tried against these regions, and the
-# international forms (+262..., 00262...) get the same French decision.
+# number is tried against these regions first (FR's metadata also accepts some of
+# their blocks, which must still go out as +262..., +596...), and the international
+# forms (+262..., 00262...) get the same French decision.
 OVERSEAS_REGIONS = ("RE", "GP", "MQ", "GF")  # RE covers YT, GP covers BL/MF
 
 # --------------------------------------------------------------------------
