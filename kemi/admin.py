@@ -98,7 +98,9 @@ def cmd_override(args, directory: Directory) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0],
+                                     epilog="Amounts (prepaid topup, rate set, --fee) are "
+                                            + admin_prepaid.AMOUNT_HELP + ".")
     parser.add_argument("--redis-url", help=f"Redis to manage (default: $REDIS_URL or {Settings.redis_url})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -3,9 +3,9 @@
 Added to kemi.admin by add_commands(). Every command validates its arguments
 fully before it touches Redis; money only moves through PrepaidLedger (one
 atomic FCALL each). Refusals are kemi.cli_errors.CliError, which kemi.admin.main
-turns into exit codes. Amounts on the command line are integer minor units
-(`2550`) or a decimal with at most two places (`25.50`), parsed as text:
-never through float.
+turns into exit codes. Amounts on the command line are in the currency's main
+unit (`50`, `25.50`, `0.25`), or whole cents with an explicit unit (`2550c`),
+parsed as text by kemi.money.parse_amount: never through float, never rounded.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from kemi.model import COMPANY_ID_RE, E164_PREFIX_RE
 from kemi.store import StoreUnavailable
 from kemi.store.prepaid import PrepaidError, PrepaidLedger
 
-_AMOUNT_RE = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2}))?", re.ASCII)
 _INCREMENTS_RE = re.compile(r"([0-9]{1,5})/([0-9]{1,5})", re.ASCII)
 _CURRENCY_RE = re.compile(r"[A-Z]{3}", re.ASCII)
 MAX_COUNT = 1_000_000  # the CDR stream is capped near this length (prepaid.lua CDR_MAXLEN)
@@ -52,18 +51,14 @@ def _writing(advice: str):
 # ---------------------------------------------------------------- parsing (pure)
 
 def parse_minor(text: str, name: str, *, low: int, high: int) -> int:
-    """'2550' -> 2550, '25.50' -> 2550, '25.5' -> 2550: exact, by string arithmetic."""
-    match = _AMOUNT_RE.fullmatch(text.strip())
-    if not match:
-        raise CliError(f"{name} {text!r}: expected minor units (2550) or an amount with at most "
-                       f"2 decimals (25.50)")
-    sign, units, cents = match.groups()
-    # no decimal point: already minor units; '25.5' -> 25 * 100 + 50
-    value = int(units) if cents is None else int(units) * 100 + int(cents.ljust(2, "0"))
-    value = -value if sign else value  # parsed only to say "too low" rather than "garbage"
+    """An amount argument -> minor units, or a CliError naming the argument (see money.parse_amount)."""
+    try:
+        value = money.parse_amount(text)
+    except ValueError as exc:
+        raise CliError(f"{name} {text!r}: {exc}; expected {money.AMOUNT_FORMS}") from None
     if not low <= value <= high:
         raise CliError(f"{name} {text!r}: expected {format_minor(low)}..{format_minor(high)} "
-                       f"({low}..{high} minor units), got {value} minor units")
+                       f"({low}c..{high}c), got {format_minor(value)}")
     return value
 
 
@@ -384,7 +379,8 @@ def _leaf(sub, name: str, func: Callable, help: str, description: str) -> argpar
     return parser
 
 
-AMOUNT_HELP = "integer minor units (2550) or an amount with at most 2 decimals (25.50); never rounded"
+AMOUNT_HELP = ("in the currency's main unit: 50, 50.00 or 0.25 (at most 2 decimals); cents only with "
+               "a final c: 2550c is 25.50; anything else is refused, never rounded")
 
 
 def add_commands(sub) -> None:
@@ -411,7 +407,7 @@ def add_commands(sub) -> None:
               "the same command again credits nothing (safe to retry). The account must have been "
               "activated (that sets its currency).")
     p.add_argument("company", metavar="COMPANY", help="company id, as provisioned")
-    p.add_argument("amount", metavar="AMOUNT", help=AMOUNT_HELP + "; 25 means 0.25, write 25.00 for 25")
+    p.add_argument("amount", metavar="AMOUNT", help="the payment, " + AMOUNT_HELP + "; 50 means 50.00")
     p.add_argument("--ref", required=True, metavar="REFERENCE",
                    help="the payment's unique reference (invoice or transaction id), 1..256 bytes")
 
@@ -444,7 +440,8 @@ def add_commands(sub) -> None:
               "NEXT-second increments; the connection fee is charged once per answered call.")
     p.add_argument("prefix", metavar="PREFIX", help="'+' and 1 to 15 digits, e.g. +44 or +447")
     p.add_argument("per_minute", metavar="PER_MINUTE", help="price per minute: " + AMOUNT_HELP)
-    p.add_argument("--fee", default="0", metavar="N", help="connection fee per answered call (default 0): " + AMOUNT_HELP)
+    p.add_argument("--fee", default="0", metavar="AMOUNT",
+                   help="connection fee per answered call (default 0): " + AMOUNT_HELP)
     p.add_argument("--increments", default="60/60", metavar="FIRST/NEXT",
                    help="billing increments in seconds (default 60/60; e.g. 30/6, 1/1)")
 

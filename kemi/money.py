@@ -14,6 +14,7 @@ reserved for it (the A2Billing "60/60 vs max duration" trap).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -28,6 +29,14 @@ MAX_CAP_SECS = 86_400  # the longest single call anyone may authorise
 MAX_BALANCE = 10**13  # 60 * MAX_BALANCE < 2**53
 
 _RATE_FIELDS = ("prefix", "per_minute", "connection_fee", "first", "next")
+
+# How an operator writes an amount (kemi.admin): the currency's main unit, as every
+# invoice and billing screen shows it ('50', '50.00', '0.25'), or whole cents with
+# an explicit unit ('2550c'). A bare integer meaning cents would make '50' credit
+# 0.50. Minor units are hundredths of the main unit throughout this project.
+AMOUNT_FORMS = "50, 50.00 or 0.25 in the currency's main unit (at most 2 decimals), or 2550c in cents"
+_MAIN_UNIT_RE = re.compile(r"(0|[1-9][0-9]{0,15})(?:\.([0-9]{1,2}))?", re.ASCII)
+_CENTS_RE = re.compile(r"(0|[1-9][0-9]{0,17})c", re.ASCII)
 
 
 def is_int(value: Any) -> bool:
@@ -148,3 +157,62 @@ def rate_from_dict(data: Mapping[str, Any]) -> Rate:
     rate = Rate(**{name: data[name] for name in _RATE_FIELDS if name in data})
     rate.validate()
     return rate
+
+
+def parse_amount(text: Any) -> int:
+    """An operator's amount -> minor units: '50' -> 5000, '0.25' -> 25, '25.5' -> 2550, '2550c' -> 2550.
+
+    Exact, by string arithmetic (never through float). Anything else raises
+    ValueError saying what is wrong with it, so nothing is ever guessed or rounded:
+    '0.255', '1,5', '1e3', '-5', '', '007', '.5', '5.', '25.50c', '50 EUR'.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected text, got {type(text).__name__}")
+    body = text.strip()
+    match = _MAIN_UNIT_RE.fullmatch(body)
+    if match:
+        units, cents = match.groups()
+        return int(units) * 100 + int((cents or "").ljust(2, "0"))
+    match = _CENTS_RE.fullmatch(body)
+    if match:
+        return int(match.group(1))
+    raise ValueError(_amount_problem(body))
+
+
+def _amount_problem(body: str) -> str:
+    """Why `body` is not an amount, in the words an operator needs to fix it."""
+    if not body:
+        return "empty"
+    if body[0] in "-\u2212":
+        return "negative"
+    if not body.isascii():
+        return "only ASCII digits, '.' and a final 'c'"
+    if body[0] == "+":
+        return "no sign"
+    if body.lower() in ("nan", "inf", "infinity") or re.search(r"[0-9.][eE][-+]?[0-9]", body):
+        return "a plain decimal number: no exponent, no special value"
+    cents = body[-1] in "cC"
+    core = body[:-1] if cents else body
+    if re.search(r"[A-Za-z]", core):
+        return "no currency or letters: the amount is in the account's currency"
+    if re.search(r"[^0-9.]", core):
+        return "no decimal comma or thousands separator: use '.' for decimals, like 1500.50"
+    if not core:
+        return "digits expected before the c: 2550c"
+    if cents:
+        if body[-1] == "C":
+            return "cents take a lower-case c: 2550c"
+        if "." in core:
+            return "cents are whole: 2550c, or 25.50 in the main unit"
+    units, dot, decimals = core.partition(".")
+    if "." in decimals:
+        return "one decimal point at most"
+    if dot and not units:
+        return "write the units before the point: 0.50"
+    if dot and not decimals:
+        return "digits must follow the point: 5.00, or 5"
+    if len(decimals) > 2:
+        return f"at most 2 decimals; {body} would have to be rounded"
+    if len(units) > 1 and units[0] == "0":
+        return "no leading zeros"
+    return "too many digits"

@@ -12,11 +12,17 @@ and what type of line it is always comes from Google's libphonenumber metadata
 Where the metadata cannot settle a billing question, the answer is a named
 constant below (section "Product decisions"), each with its reason, and ops can
 override any E.164 prefix (for every company) through `overrides` without a code change.
+One exception to "never hand-written prefix lists": a country whose landlines the
+metadata cannot tell from mobiles (Denmark) gets its regulator's published series
+table, shipped as versioned data in kemi/data/ with its source and date, read once
+at import (no I/O per call).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote
 
 import phonenumbers
@@ -61,10 +67,32 @@ INCLUDED_COUNTRIES = frozenset({"AT", "BE", "DK", "DE", "IT", "IE", "LU", "NL", 
 # Vatican (VA) share +44 / +39 but phonenumbers gives them their own region: they
 # are not in the list, so they are prepaid.
 
-# Denmark (all of +45) and NANP (+1) are FIXED_LINE_OR_MOBILE: the plan cannot tell
-# a landline from a mobile. Prepaid, so a mobile is never included by accident;
-# ops can override a known landline prefix (e.g. '+453') to 'included'.
+# A number the metadata calls FIXED_LINE_OR_MOBILE (NANP +1, and Danish series
+# outside the table below) may be a mobile: prepaid, so a mobile is never included
+# by accident; ops can override a known landline prefix to 'included'.
 FIXED_LINE_OR_MOBILE_BILLING = "prepaid"
+
+# Included countries whose landlines the metadata cannot tell from mobiles get the
+# national plan's series table (kemi/data/<file>: source, date and format in its
+# header). Of the twelve, only Denmark: its landline and mobile patterns overlap,
+# while the other eleven give every number FIXED_LINE or MOBILE (the README's table;
+# tests/unit/test_numbering.py checks this against the installed metadata).
+SERIES_FILES = {"DK": "dk_series.csv"}
+# What a designation in a series table means, as the line type the rules below
+# apply. 'spare' (not designated) leaves the metadata's type as it is.
+SERIES_DESIGNATIONS = {
+    "landline": PhoneNumberType.FIXED_LINE,
+    "mobile": PhoneNumberType.MOBILE,
+    "m2m": PhoneNumberType.MOBILE,
+    "split-charge": PhoneNumberType.SHARED_COST,
+    "freephone": PhoneNumberType.TOLL_FREE,
+    "premium": PhoneNumberType.PREMIUM_RATE,
+    "spare": None,
+}
+# The table refines only these types: a number the metadata already knows as
+# premium, toll-free, VoIP... keeps that type.
+_SERIES_REFINES = frozenset({PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE,
+                             PhoneNumberType.FIXED_LINE_OR_MOBILE})
 
 # UK 03 numbers (phonenumbers type UAN) are non-geographic but Ofcom requires them
 # to be charged like 01/02 geographic calls and to count in inclusive minutes, so
@@ -96,12 +124,15 @@ SURCHARGED_TYPES = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHAR
 SATELLITE_CODES = frozenset({870, 881, 882, 883})
 NON_GEO_REGION = "001"
 
-# French overseas departments have their own country codes (+262, +590, +594,
-# +596) but are dialled from mainland France as 10-digit national numbers
-# (0262..., 0690...). phonenumbers' FR metadata does not know most of them, so a
-# national number that is invalid for FR is tried against these regions; when it
-# is valid there, the decision is that of the international form (prepaid by
-# default; ops may override '+262' etc.). Not stated by the product page.
+# French overseas departments (Reunion and Mayotte +262, Guadeloupe +590 with
+# Saint-Barthelemy and Saint-Martin, French Guiana +594, Martinique +596) are in the
+# French national plan: dialled from mainland France as 10-digit national numbers
+# (0262..., 0690...) and, like any French number, their landlines and mobiles are
+# included and their 08 ranges follow the French rules (080X free, 081X-089X
+# surcharged). phonenumbers files them under their own country codes, so a national
+# number is tried against these regions first (FR's metadata also accepts some of
+# their blocks, which must still go out as +262..., +596...), and the international
+# forms (+262..., 00262...) get the same French decision.
 OVERSEAS_REGIONS = ("RE", "GP", "MQ", "GF")  # RE covers YT, GP covers BL/MF
 
 # --------------------------------------------------------------------------
@@ -112,6 +143,7 @@ R_EMERGENCY = "Emergency call"
 R_EU_SOCIAL = "EU harmonised social number, free"
 R_TOLL_FREE = "Toll-free number"
 R_DOMESTIC = "Domestic call included"
+R_OVERSEAS = "French overseas number included"
 R_DIRECTORY = "Directory service needs Prepaid Account"
 R_SURCHARGED_BLOCKED = "Premium-rate or shared-cost number blocked"
 R_SURCHARGED_PREPAID = "Premium-rate or shared-cost number, prepaid"
@@ -121,6 +153,7 @@ R_CARRIER_SELECTION = "Carrier selection prefix not allowed"
 R_SATELLITE_BLOCKED = "Satellite or non-geographic number blocked"
 R_SATELLITE_PREPAID = "Satellite or non-geographic number, prepaid"
 R_INCLUDED_ABROAD = "Landline in included country"
+R_SERIES_LANDLINE = "Landline series of an included country"
 R_UK_03 = "UK 03 number, charged as geographic"
 R_PREPAID_ABROAD = "International call needs Prepaid Account"
 R_INCOMPLETE = "Address incomplete"
@@ -143,8 +176,94 @@ _TYPE_NAMES = {value: name for name, value in vars(PhoneNumberType).items()
 # Their trunk prefix is '0' like mainland France, so the national number minus
 # its '0' is the national significant number under the region's country code.
 _OVERSEAS_CODES = tuple(phonenumbers.country_code_for_region(r) for r in OVERSEAS_REGIONS)
+_OVERSEAS_CODE_SET = frozenset(_OVERSEAS_CODES)
+_TYPE_DESCS = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip",
+               "pager", "uan", "voicemail")
+
+
+def _overseas_patterns() -> re.Pattern:
+    """Every line-type pattern of every region under the overseas country codes, as one regex.
+
+    A number is valid in a region only if one of these matches its national significant
+    number, so testing this first (about 1 us) spares the four exact look-ups (about
+    30 us) for the mainland numbers that make most calls; it is built from the
+    metadata, so it follows every phonenumbers upgrade.
+    """
+    patterns = []
+    for code in _OVERSEAS_CODES:
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]:
+            meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            for name in _TYPE_DESCS:
+                desc = getattr(meta, name, None)
+                if desc is not None and desc.national_number_pattern:
+                    patterns.append(desc.national_number_pattern)
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.ASCII)
+
+
+_OVERSEAS_NSN = _overseas_patterns()
 _DEFAULT_POLICY = Policy()
 _E164 = phonenumbers.PhoneNumberFormat.E164
+_DATA = Path(__file__).with_name("data")
+_SERIES_RE = re.compile(r"[0-9]{1,4}", re.ASCII)
+
+
+# --------------------------------------------------------------------------
+# Series tables (read once, at import)
+# --------------------------------------------------------------------------
+
+class SeriesTableError(ValueError):
+    """A series table that cannot be trusted: the proxy must not start with it."""
+
+
+def parse_series(text: str, source: str) -> dict[str, str]:
+    """{series digits: designation} from a series table's text ('#' lines are comments).
+
+    Strict: a header, then SERIES,DESIGNATION rows; anything else (an unknown
+    designation, a series given twice, a stray column) raises, naming the line.
+    """
+    table: dict[str, str] = {}
+    header_seen = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not header_seen:
+            if line != "SERIES,DESIGNATION":
+                raise SeriesTableError(f"{source}:line {number}: expected the header 'SERIES,DESIGNATION'")
+            header_seen = True
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 2:
+            raise SeriesTableError(f"{source}:line {number}: expected SERIES,DESIGNATION, got {line!r}")
+        series, designation = fields
+        if not _SERIES_RE.fullmatch(series):
+            raise SeriesTableError(f"{source}:line {number}: series {series!r}: expected 1 to 4 digits")
+        if designation not in SERIES_DESIGNATIONS:
+            raise SeriesTableError(f"{source}:line {number}: designation {designation!r}: expected one of "
+                                   f"{', '.join(SERIES_DESIGNATIONS)}")
+        if series in table:
+            raise SeriesTableError(f"{source}:line {number}: series {series} given twice")
+        table[series] = designation
+    if not table:
+        raise SeriesTableError(f"{source}: no series")
+    return table
+
+
+def _load_series() -> dict[str, dict[str, str]]:
+    return {region: parse_series((_DATA / name).read_text(encoding="utf-8"), f"kemi/data/{name}")
+            for region, name in SERIES_FILES.items()}
+
+
+SERIES = _load_series()
+
+
+def series_designation(table: Mapping[str, str], nsn: str) -> str | None:
+    """The designation of the longest series of `table` that starts `nsn`, None if none does."""
+    for end in range(min(len(nsn), 4), 0, -1):
+        designation = table.get(nsn[:end])
+        if designation is not None:
+            return designation
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -268,21 +387,34 @@ def _national(national: str, dialled: str, allow_special: bool) -> Decision:
         return _refuse(dialled, 484, R_INCOMPLETE)
     if len(national) > NATIONAL_LENGTH:
         return _refuse(dialled, 404, R_TOO_LONG)
+    # Overseas first: FR's metadata also accepts some overseas blocks (0269, 0596,
+    # 0976...) that the overseas regions' metadata places exactly, and the E.164
+    # form must carry the right country code. 08 numbers are national (one plan
+    # for mainland and overseas): mainland, unless only an overseas region knows them.
+    if national[1] != "8":
+        overseas = _overseas(national, dialled, allow_special)
+        if overseas is not None:
+            return overseas
     # Built directly rather than parsed: the digits are already clean, and the
     # first digit after '0' is 1-9 so int() loses no leading zero.
     number = phonenumbers.PhoneNumber(country_code=33, national_number=int(national[1:]))
     number_type = _valid_type(number)
     if number_type is None:
-        overseas = _overseas(national, dialled, allow_special)
+        overseas = _overseas(national, dialled, allow_special) if national[1] == "8" else None
         return overseas if overseas is not None else _refuse(dialled, 404, R_UNALLOCATED)
-    e164 = "+33" + national[1:]
+    return _french(national, dialled, "+33" + national[1:], "FR", number_type, R_DOMESTIC, allow_special)
+
+
+def _french(national: str, dialled: str, e164: str, region: str, number_type: int, included_reason: str,
+            allow_special: bool) -> Decision:
+    """The French rules, read from the national form '0' + 9 digits of a valid number."""
     line_type = _TYPE_NAMES.get(number_type)
 
     def decide(category: str, billing: str, reason: str) -> Decision:
-        return Decision(category, billing, reason, dialled, e164, "FR", line_type)
+        return Decision(category, billing, reason, dialled, e164, region, line_type)
 
     if national[1] != "8":  # 01-05 geographic, 06/07 mobile, 09 VoIP
-        return decide("domestic", "included", R_DOMESTIC)
+        return decide("domestic", "included", included_reason)
     if national[2] == "0":  # 080X: free to the caller
         return decide("free", "included", R_TOLL_FREE)
     # 081X-089X shared-cost and premium-rate services
@@ -291,12 +423,25 @@ def _national(national: str, dialled: str, allow_special: bool) -> Decision:
 
 def _overseas(national: str, dialled: str, allow_special: bool) -> Decision | None:
     """An overseas-department number dialled in national form, or None."""
+    if not _OVERSEAS_NSN.fullmatch(national, 1):
+        return None
     for code in _OVERSEAS_CODES:
         number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national[1:]))
         number_type = _valid_type(number)
         if number_type is not None:
-            return _foreign(number, number_type, dialled, allow_special)
+            return _overseas_french(number, number_type, dialled, allow_special)
     return None
+
+
+def _overseas_french(number: phonenumbers.PhoneNumber, number_type: int, dialled: str,
+                     allow_special: bool) -> Decision:
+    """A valid overseas-department number, in whichever form it was dialled: French rules."""
+    nsn = phonenumbers.national_significant_number(number)
+    region = phonenumbers.region_code_for_number(number)
+    e164 = phonenumbers.format_number(number, _E164)
+    if len(nsn) != NATIONAL_LENGTH - 1:  # every valid one has 9 digits; anything else is not French-shaped
+        return _foreign(number, number_type, dialled, allow_special)
+    return _french("0" + nsn, dialled, e164, region, number_type, R_OVERSEAS, allow_special)
 
 
 def _valid_type(number: phonenumbers.PhoneNumber) -> int | None:
@@ -335,6 +480,8 @@ def _international(digits: str, dialled: str, allow_special: bool) -> Decision:
         return _refuse(dialled, 404, R_NOT_DIALABLE)
     number_type = _valid_type(number)
     if number_type is not None:
+        if number.country_code in _OVERSEAS_CODE_SET:
+            return _overseas_french(number, number_type, dialled, allow_special)
         return _foreign(number, number_type, dialled, allow_special)
     # Invalid: tell a truncated number (484) from an unallocated one (404).
     # Validity is tested first because a few valid numbers (e.g. Canadian
@@ -390,6 +537,11 @@ def _foreign(number: phonenumbers.PhoneNumber, number_type: int, dialled: str,
 
     if number.country_code in SATELLITE_CODES or region == NON_GEO_REGION:
         return decide(*_gate(allow_special, R_SATELLITE_BLOCKED, R_SATELLITE_PREPAID))
+    table = SERIES.get(region)
+    if table is not None and number_type in _SERIES_REFINES:
+        number_type = _series_type(table, number, number_type)
+        if number_type == PhoneNumberType.FIXED_LINE and region in INCLUDED_COUNTRIES:
+            return decide("included", R_SERIES_LANDLINE)
     if number_type in SURCHARGED_TYPES:
         return decide(*_gate(allow_special, R_SURCHARGED_BLOCKED, R_SURCHARGED_PREPAID))
     if number_type == PhoneNumberType.FIXED_LINE and region in INCLUDED_COUNTRIES:
@@ -399,6 +551,16 @@ def _foreign(number: phonenumbers.PhoneNumber, number_type: int, dialled: str,
     if number_type == PhoneNumberType.FIXED_LINE_OR_MOBILE:
         return decide(FIXED_LINE_OR_MOBILE_BILLING, FOREIGN_PREPAID_REASONS[number_type])
     return decide("prepaid", FOREIGN_PREPAID_REASONS.get(number_type, R_PREPAID_ABROAD))
+
+
+def _series_type(table: Mapping[str, str], number: phonenumbers.PhoneNumber, number_type: int) -> int:
+    """The line type a national series table gives a number the metadata could not place."""
+    resolved = SERIES_DESIGNATIONS.get(series_designation(table, phonenumbers.national_significant_number(number)))
+    if resolved is None:  # spare, or in no series: the metadata's type stands
+        return number_type
+    if resolved == PhoneNumberType.FIXED_LINE and number_type == PhoneNumberType.MOBILE:
+        return number_type  # the metadata knows a mobile range the table does not: never include a mobile
+    return resolved
 
 
 # --------------------------------------------------------------------------

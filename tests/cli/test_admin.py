@@ -132,7 +132,9 @@ def test_missing_file_is_named(fresh):
     ([], "[--redis-url REDIS_URL] COMMAND ...",
      ["load apply a YAML provisioning file", "show print what is provisioned", "trunks list the provisioned trunks",
       "override override the billing class of an E.164 prefix", "prepaid Prepaid Account of a company",
-      "rate per-minute rates of prepaid destinations", f"(default: $REDIS_URL or {Settings.redis_url})"]),
+      "rate per-minute rates of prepaid destinations", f"(default: $REDIS_URL or {Settings.redis_url})",
+      "Amounts (prepaid topup, rate set, --fee) are in the currency's main unit: 50, 50.00 or 0.25 (at most 2 "
+      "decimals); cents only with a final c: 2550c is 25.50; anything else is refused, never rounded."]),
     (["load"], "[--prune] [--dry-run] file", ["a file with any error changes nothing",
                                              "also remove companies that are not in the file"]),
     (["show"], "[company]", ["only this company id"]),

@@ -47,12 +47,12 @@ class Account:
         admin(self.url, "prepaid", "activate", "initech")
         if cents:
             self.topup(cents)
-        prefix, per_minute, increments, fee = rate
-        admin(self.url, "rate", "set", prefix, per_minute, "--increments", increments, "--fee", fee)
+        prefix, per_minute, increments, fee = rate  # in cents: the CLI's explicit 'c'
+        admin(self.url, "rate", "set", prefix, f"{per_minute}c", "--increments", increments, "--fee", f"{fee}c")
         return cents
 
     def topup(self, cents: int) -> None:
-        admin(self.url, "prepaid", "topup", "initech", str(cents), "--ref", uuid.uuid4().hex)
+        admin(self.url, "prepaid", "topup", "initech", f"{cents}c", "--ref", uuid.uuid4().hex)
         self.topups += cents
 
     @property

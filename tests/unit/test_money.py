@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 
 import msgpack
 import pytest
@@ -146,6 +147,80 @@ def test_module_has_no_float_arithmetic():
         assert not (isinstance(node, ast.Constant) and isinstance(node.value, float)), ast.dump(node)
         assert not isinstance(node, ast.Div), "true division yields floats"
         assert not (isinstance(node, ast.Name) and node.id in ("float", "round")), node.id
+
+
+# ---------------------------------------------------------------- amounts an operator writes
+
+@pytest.mark.parametrize("text, minor", [
+    ("50", 5000), ("50.00", 5000), ("50.0", 5000), ("50.5", 5050), ("0.25", 25), ("0.01", 1), ("0", 0),
+    ("0.00", 0), ("1", 100), ("19.99", 1999), ("100000000000", 10**13), (" 3.00 ", 300),
+    ("2550c", 2550), ("1c", 1), ("0c", 0), ("10000000000000c", 10**13),
+])
+def test_parse_amount_reads_the_main_unit_and_explicit_cents(text, minor):
+    assert money.parse_amount(text) == minor
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "empty"), ("   ", "empty"),
+    ("-5", "negative"), ("-0.01", "negative"), ("\u22125", "negative"), ("+5", "no sign"),
+    ("0.255", "at most 2 decimals; 0.255 would have to be rounded"), ("1.999", "at most 2 decimals"),
+    ("1,5", "no decimal comma"), ("1,000.00", "no decimal comma"), ("1 000", "thousands separator"),
+    ("1_000", "thousands separator"), ("1'000", "thousands separator"),
+    ("1e3", "no exponent"), ("1E3", "no exponent"), ("2.5e-1", "no exponent"), ("nan", "no special value"),
+    ("inf", "no special value"), ("Infinity", "no special value"),
+    ("50EUR", "no currency"), ("50 EUR", "no currency"), ("EUR50", "no currency"), ("0x10", "no currency"),
+    ("abc", "no currency"), ("\u20ac50", "only ASCII"), ("\u0663", "only ASCII"), ("\uff15\uff10", "only ASCII"),
+    ("007", "no leading zeros"), ("00.50", "no leading zeros"), ("0007c", "no leading zeros"),
+    (".5", "units before the point"), ("5.", "digits must follow the point"), ("1..2", "one decimal point"),
+    ("1.2.3", "one decimal point"),
+    ("25.50c", "cents are whole"), ("0.5c", "cents are whole"), ("2550C", "lower-case c"), ("c", "digits expected"),
+    ("2550cc", "no currency"), ("99999999999999999", "too many digits"), ("9999999999999999999c", "too many digits"),
+])
+def test_parse_amount_refuses_what_could_be_misread(text, problem):
+    with pytest.raises(ValueError) as refused:
+        money.parse_amount(text)
+    assert problem in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize("junk", [None, 50, 50.0, b"50", ["50"]])
+def test_parse_amount_takes_text_only(junk):
+    with pytest.raises(ValueError):
+        money.parse_amount(junk)
+
+
+@given(st.integers(0, money.MAX_BALANCE))
+def test_every_amount_reads_back_in_each_form(minor):
+    units, cents = divmod(minor, 100)
+    assert money.parse_amount(f"{units}.{cents:02d}") == minor
+    assert money.parse_amount(f"{minor}c") == minor
+    if cents == 0:
+        assert money.parse_amount(str(units)) == minor
+    if cents % 10 == 0:
+        assert money.parse_amount(f"{units}.{cents // 10}") == minor
+
+
+@given(st.one_of(st.text(max_size=24), st.text(alphabet="0123456789.,c-+eE _", max_size=24)))
+def test_parse_amount_accepts_only_its_two_forms(text):
+    try:
+        minor = money.parse_amount(text)
+    except ValueError as exc:
+        assert str(exc)  # always says why
+        return
+    body = text.strip()
+    assert is_plain_int(minor) and minor >= 0
+    main = re.fullmatch(r"(0|[1-9][0-9]*)(?:\.([0-9]{1,2}))?", body, re.ASCII)
+    cents = re.fullmatch(r"(0|[1-9][0-9]*)c", body, re.ASCII)
+    assert main or cents, text
+    if cents:
+        assert minor == int(cents.group(1))
+    else:
+        assert minor == int(main.group(1)) * 100 + int((main.group(2) or "0").ljust(2, "0"))
+
+
+@given(st.integers(0, 10**6), st.integers(0, 99), st.integers(0, 9))
+def test_three_decimals_are_always_refused(units, cents, extra):
+    with pytest.raises(ValueError, match="at most 2 decimals"):
+        money.parse_amount(f"{units}.{cents:02d}{extra}")
 
 
 # ---------------------------------------------------------------- properties

@@ -1,11 +1,13 @@
 """Numbering plan: table tests for every product rule, property tests for robustness."""
 import ast
+import dataclasses
 import pathlib
 import re
 
 import phonenumbers
 import pytest
-from hypothesis import example, given, settings
+from phonenumbers import PhoneNumberType
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kemi import numbering
@@ -21,6 +23,7 @@ from kemi.numbering import (
 )
 
 ALLOW = Policy(allow_special=True)
+OVERSEAS_CODES = {262, 590, 594, 596}
 DENY = Policy()
 _REASON_RE = re.compile(r"[\x20-\x7e]{1,60}")
 
@@ -120,10 +123,34 @@ ROUTABLE = [
     case("+41791234567", "international", "prepaid", "+41791234567", "MOBILE"),
     case("+442079460000", "international", "included", "+442079460000", "FIXED_LINE"),
     case("+447912345678", "international", "prepaid", "+447912345678", "MOBILE"),
-    # Denmark: the plan cannot tell landline from mobile -> prepaid (documented decision)
-    case("+4533123456", "international", "prepaid", "+4533123456", "FIXED_LINE_OR_MOBILE"),
-    case("+4520123456", "international", "prepaid", "+4520123456", "FIXED_LINE_OR_MOBILE"),
-    case("004533123456", "international", "prepaid", "+4533123456", "FIXED_LINE_OR_MOBILE"),
+    # Denmark: libphonenumber says FIXED_LINE_OR_MOBILE, the national series table (kemi/data/dk_series.csv) decides
+    case("+4533123456", "international", "included", "+4533123456", "FIXED_LINE"),  # Copenhagen landline
+    case("004533123456", "international", "included", "+4533123456", "FIXED_LINE"),
+    case("0045 33 12 34 56", "international", "included", "+4533123456", "FIXED_LINE"),
+    case("+4532123456", "international", "included", "+4532123456", "FIXED_LINE"),
+    case("+4543223456", "international", "included", "+4543223456", "FIXED_LINE"),  # 43 landline...
+    case("+4543123456", "international", "prepaid", "+4543123456", "MOBILE"),  # ...but 43-1x mobile
+    case("+4544123456", "international", "prepaid", "+4544123456", "MOBILE"),  # 441 mobile
+    case("+4549102345", "international", "included", "+4549102345", "FIXED_LINE"),  # 49-10 landline
+    case("+4549112345", "international", "prepaid", "+4549112345", "MOBILE"),  # 49-11 mobile
+    case("+4555312345", "international", "included", "+4555312345", "FIXED_LINE"),
+    case("+4555112345", "international", "prepaid", "+4555112345", "MOBILE"),  # 551 mobile
+    case("+4586123456", "international", "included", "+4586123456", "FIXED_LINE"),  # Aarhus
+    case("+4599123456", "international", "included", "+4599123456", "FIXED_LINE"),
+    case("+4520123456", "international", "prepaid", "+4520123456", "MOBILE"),
+    case("004529123456", "international", "prepaid", "+4529123456", "MOBILE"),
+    case("+4530123456", "international", "prepaid", "+4530123456", "MOBILE"),
+    case("+4540123456", "international", "prepaid", "+4540123456", "MOBILE"),
+    case("+4551123456", "international", "prepaid", "+4551123456", "MOBILE"),
+    case("+4561123456", "international", "prepaid", "+4561123456", "MOBILE"),
+    case("+4571123456", "international", "prepaid", "+4571123456", "MOBILE"),
+    case("+4581123456", "international", "prepaid", "+4581123456", "MOBILE"),
+    case("+4593123456", "international", "prepaid", "+4593123456", "MOBILE"),
+    case("+4582912345", "international", "prepaid", "+4582912345", "MOBILE"),  # 829 mobile in landline 82
+    case("+4567123456", "international", "prepaid", "+4567123456", "FIXED_LINE_OR_MOBILE"),  # spare: not a landline
+    case("+4570101155", "international", "blocked", "+4570101155", "SHARED_COST"),  # split charge
+    case("+4570101155", "international", "prepaid", "+4570101155", "SHARED_COST", ALLOW, "+4570-allow"),
+    case("+4580123456", "international", "prepaid", "+4580123456", "TOLL_FREE"),  # freephone, not free from France
     # the 00 form of included countries
     case("00442079460000", "international", "included", "+442079460000", "FIXED_LINE"),
     case("00 49 30 123456", "international", "included", "+4930123456", "FIXED_LINE"),
@@ -150,11 +177,35 @@ ROUTABLE = [
     case("+883510012345", "international", "blocked", "+883510012345", "VOIP"),
     case("+80012345678", "international", "blocked", "+80012345678", "TOLL_FREE"),  # region 001
     case("+4590123456", "international", "blocked", "+4590123456", "PREMIUM_RATE"),
-    # overseas departments dialled in national form: decision of the international form
-    case("0262123456", "international", "prepaid", "+262262123456", "FIXED_LINE"),
-    case("0692123456", "international", "prepaid", "+262692123456", "MOBILE"),
-    case("0690123456", "international", "prepaid", "+590690123456", "MOBILE"),
-    case("+262262123456", "international", "prepaid", "+262262123456", "FIXED_LINE"),
+    # French overseas departments: French numbers, national or international form, French rules
+    case("0262123456", "domestic", "included", "+262262123456", "FIXED_LINE"),  # Reunion
+    case("02 62 12 34 56", "domestic", "included", "+262262123456", "FIXED_LINE"),
+    case("+262262123456", "domestic", "included", "+262262123456", "FIXED_LINE"),
+    case("00262262123456", "domestic", "included", "+262262123456", "FIXED_LINE"),
+    case("+262 (0)262 12 34 56", "domestic", "included", "+262262123456", "FIXED_LINE"),
+    case("0692123456", "domestic", "included", "+262692123456", "MOBILE"),
+    case("+262692123456", "domestic", "included", "+262692123456", "MOBILE"),
+    case("0269601234", "domestic", "included", "+262269601234", "FIXED_LINE"),  # Mayotte
+    case("0639012345", "domestic", "included", "+262639012345", "MOBILE"),
+    case("0590201234", "domestic", "included", "+590590201234", "FIXED_LINE"),  # Guadeloupe
+    case("0690123456", "domestic", "included", "+590690123456", "MOBILE"),
+    case("00590690123456", "domestic", "included", "+590690123456", "MOBILE"),
+    case("0590271234", "domestic", "included", "+590590271234", "FIXED_LINE"),  # Saint-Barthelemy (+590)
+    case("0596301234", "domestic", "included", "+596596301234", "FIXED_LINE"),  # Martinique
+    case("0696201234", "domestic", "included", "+596696201234", "MOBILE"),
+    case("+596696201234", "domestic", "included", "+596696201234", "MOBILE"),
+    case("0594101234", "domestic", "included", "+594594101234", "FIXED_LINE"),  # French Guiana
+    case("0694201234", "domestic", "included", "+594694201234", "MOBILE"),
+    case("+594694201234", "domestic", "included", "+594694201234", "MOBILE"),
+    case("+596976612345", "domestic", "included", "+596976612345", "VOIP"),  # 09 VoIP, as in France
+    case("+262801234567", "free", "included", "+262801234567", "TOLL_FREE"),  # 080X free, as in France
+    case("+262891123456", "special", "blocked", "+262891123456", "PREMIUM_RATE"),  # 089X
+    case("+262810123456", "special", "blocked", "+262810123456", "SHARED_COST"),  # 081X
+    case("00590810123456", "special", "blocked", "+590810123456", "PREMIUM_RATE"),
+    case("+262891123456", "special", "prepaid", "+262891123456", "PREMIUM_RATE", ALLOW, "+26289-allow"),
+    # other French territories with their own country code and plan stay international
+    case("+508411234", "international", "prepaid", "+508411234", "FIXED_LINE"),  # Saint-Pierre-et-Miquelon
+    case("+68940412345", "international", "prepaid", "+68940412345", "FIXED_LINE"),  # French Polynesia
 ]
 
 
@@ -307,11 +358,22 @@ def test_override_longest_prefix_wins():
     assert (d.billing, d.overridden) == ("blocked", True)
 
 
-def test_override_danish_landline_prefix_to_included():
-    d = classify("+4533123456", overrides={"+453": "included"})
-    assert (d.category, d.billing, d.overridden) == ("international", "included", True)
-    d = classify("+4520123456", overrides={"+453": "included"})  # mobile prefix untouched
+def test_overrides_win_over_the_danish_series_table():
+    d = classify("+4533123456", overrides={"+4533": "prepaid"})  # a landline series, made prepaid by ops
+    assert (d.category, d.billing, d.line_type, d.overridden) == ("international", "prepaid", "FIXED_LINE", True)
+    d = classify("+4520123456", overrides={"+4520": "included"})  # a mobile series, included by ops
+    assert (d.billing, d.line_type, d.overridden) == ("included", "MOBILE", True)
+    d = classify("+4543123456", overrides={"+4543": "blocked"})
+    assert (d.billing, d.overridden) == ("blocked", True)
+    d = classify("+4520123456", overrides={"+453": "included"})  # another series' override: untouched
     assert (d.billing, d.overridden) == ("prepaid", False)
+
+
+def test_overrides_win_over_the_overseas_rule():
+    d = classify("0262123456", overrides={"+262": "prepaid"})
+    assert (d.category, d.billing, d.e164, d.overridden) == ("domestic", "prepaid", "+262262123456", True)
+    d = classify("+590690123456", overrides={"+59069": "blocked"})
+    assert (d.billing, d.reason) == ("blocked", "Ops override +59069: blocked")
 
 
 def test_override_applies_to_national_form_through_e164():
@@ -335,16 +397,16 @@ def test_override_never_makes_invalid_routable():
 
 
 def test_invalid_override_values_are_ignored():
-    d = classify("+4533123456", overrides={"+4533": "free", "+453": None, "+45": "included"})
+    d = classify("+4520123456", overrides={"+4520": "free", "+452": None, "+45": "included"})
     assert (d.billing, d.overridden) == ("included", True)  # falls back to the valid shorter prefix
-    d = classify("+4533123456", overrides={"+4533": "INCLUDED", 4533: "included", None: "x",
-                                           "4533": "included", "+45 33": "included"})
+    d = classify("+4520123456", overrides={"+4520": "INCLUDED", 4520: "included", None: "x",
+                                           "4520": "included", "+45 20": "included"})
     assert (d.billing, d.overridden) == ("prepaid", False)
 
 
 def test_invalid_overrides_container_is_ignored():
     for junk in (["+45", "included"], "+45", 42, {("+45",): "included"}):
-        d = classify("+4533123456", overrides=junk)  # type: ignore[arg-type]
+        d = classify("+4520123456", overrides=junk)  # type: ignore[arg-type]
         assert (d.billing, d.overridden) == ("prepaid", False)
 
 
@@ -355,8 +417,10 @@ def test_documented_decisions():
     assert numbering.FIXED_LINE_OR_MOBILE_BILLING == "prepaid"
     assert numbering.INCLUDED_COUNTRIES == {"AT", "BE", "DK", "DE", "IT", "IE", "LU", "NL", "PT", "ES", "CH", "GB"}
     assert numbering.SATELLITE_CODES == {870, 881, 882, 883}
-    # Denmark is in the included list yet nothing Danish is included by default
-    assert classify("+4533123456").billing == "prepaid"
+    assert numbering.SERIES_FILES == {"DK": "dk_series.csv"}
+    assert set(numbering.OVERSEAS_REGIONS) == {"RE", "GP", "MQ", "GF"}
+    # NANP stays FIXED_LINE_OR_MOBILE: prepaid
+    assert classify("+12125551234").billing == "prepaid"
 
 
 def test_every_metadata_example_number_is_routable_and_follows_the_rules():
@@ -372,9 +436,12 @@ def test_every_metadata_example_number_is_routable_and_follows_the_rules():
             assert_well_formed(d)
             assert d.category != "invalid", (region, e164, d)
             seen += 1
-            if example.country_code == 33:
+            if example.country_code == 33 or example.country_code in OVERSEAS_CODES:
+                assert d.category in ("domestic", "free", "special"), (e164, d)  # French rules
                 continue
             assert d.category == "international"
+            if d.country in numbering.SERIES:
+                continue  # the series table decides: see the Danish tests below
             real_type = phonenumbers.number_type(example)
             if real_type in numbering.SURCHARGED_TYPES:
                 assert d.billing == "blocked", (e164, d)
@@ -402,7 +469,7 @@ def test_module_is_pure():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
     assert {name.split(".")[0] for name in imported} <= {
-        "__future__", "collections", "dataclasses", "urllib", "phonenumbers", "kemi"}
+        "__future__", "collections", "dataclasses", "pathlib", "re", "urllib", "phonenumbers", "kemi"}
     assert {name for name in imported if name.split(".")[0] == "kemi"} <= {"kemi.model"}
 
 
@@ -485,3 +552,194 @@ def test_property_normalise_idempotent(text):
     n = normalise(text)
     if n is not None:
         assert normalise(n) == n
+
+
+# ---------------------------------------------------------------------------
+# Danish series table (kemi/data/dk_series.csv) against its sources and the metadata
+# ---------------------------------------------------------------------------
+DK_TABLE = numbering.SERIES["DK"]
+DK_FILE = pathlib.Path(numbering.__file__).with_name("data") / "dk_series.csv"
+# Copied from the sources the file's header names, so that a wrong or lost row shows here.
+SDFI_MOBILE = "2, 30, 31, 40, 41, 42, 50, 51, 52, 53, 60, 61, 71, 81, 91, 92, 93"
+SDFI_MOBILE_IN_LANDLINE = (
+    "342, 344-349, 356-357, 359, 362, 365-366, 389, 398, 431, 441, 462, 466, 468, 472, 474, 476, 478, 485-486, "
+    "488-489, 493-496, 498-499, 542-543, 545, 551-552, 556, 571-574, 577, 579, 584, 586-587, 589, 597-598, 627, "
+    "629, 641, 649, 658, 662-665, 667, 692-694, 697, 771-772, 782-783, 785-786, 788-789, 826-827, 829")
+WIKIPEDIA_LANDLINE = "32-36, 38-39, 43-49, 54-59, 62-66, 69, 72-79, 82, 86-89, 96-99"
+WIKIPEDIA_OTHER = {"37": "m2m", "70": "split-charge", "80": "freephone", "90": "premium", "4911": "mobile",
+                   **{s: "spare" for s in ("67", "68", "83", "84", "85", "94", "95")}}
+
+
+def expand(ranges: str) -> list[str]:
+    """'342, 344-346' -> ['342', '344', '345', '346']."""
+    out = []
+    for part in ranges.split(", "):
+        low, _, high = part.partition("-")
+        out += [str(n) for n in range(int(low), int(high or low) + 1)]
+    return out
+
+
+def test_dk_table_is_the_published_plan():
+    mobile = expand(SDFI_MOBILE) + expand(SDFI_MOBILE_IN_LANDLINE) + ["4911"]
+    expected = {**{s: "landline" for s in expand(WIKIPEDIA_LANDLINE)}, **{s: "mobile" for s in mobile},
+                **WIKIPEDIA_OTHER}
+    assert DK_TABLE == expected
+    # every 8-digit series 2-9 is designated
+    assert all(numbering.series_designation(DK_TABLE, f"{n}000000") for n in range(20, 100))
+
+
+def test_dk_table_file_names_its_source_and_date():
+    header = "\n".join(line for line in DK_FILE.read_text().splitlines() if line.startswith("#"))
+    assert "https://sdfi.dk/digital-infrastruktur/telefoni/numre/den-samlede-danske-nummerplan" in header
+    assert "Telephone numbers in Denmark" in header and "Energistyrelsen" in header
+    assert re.search(r"consulted \d{4}-\d{2}-\d{2}, data version \d{4}-\d{2}-\d{2}", header)
+
+
+def test_dk_table_agrees_with_the_metadata():
+    """Every series the metadata knows as mobile only is mobile in the table, and no landline series of
+    the table is a mobile-only range of the metadata (a phonenumbers upgrade that changes this shows here)."""
+    mobile_only = PhoneNumberType.MOBILE
+    for head in range(200, 1000):
+        types = {phonenumbers.number_type(phonenumbers.PhoneNumber(country_code=45, national_number=int(f"{head}{tail}")))
+                 for tail in ("00000", "12345", "99999")}
+        designation = numbering.series_designation(DK_TABLE, f"{head}12345")
+        if types == {mobile_only}:
+            assert designation in ("mobile", "m2m"), head
+        if designation == "landline":
+            assert mobile_only not in types, head
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "no series"),
+    ("# only comments\n", "no series"),
+    ("SERIES,DESIGNATION\n", "no series"),
+    ("32,landline\n", "line 1: expected the header"),
+    ("SERIES,DESIGNATION\n32,fixed\n", "line 2: designation 'fixed'"),
+    ("SERIES,DESIGNATION\n32\n", "line 2: expected SERIES,DESIGNATION"),
+    ("SERIES,DESIGNATION\n32,landline,x\n", "line 2: expected SERIES,DESIGNATION"),
+    ("SERIES,DESIGNATION\n+4532,landline\n", "line 2: series '+4532'"),
+    ("SERIES,DESIGNATION\n32345,landline\n", "line 2: series '32345'"),
+    ("SERIES,DESIGNATION\n,landline\n", "line 2: series ''"),
+    ("SERIES,DESIGNATION\n32,landline\n# x\n32,mobile\n", "line 4: series 32 given twice"),
+])
+def test_a_broken_series_table_is_refused_naming_the_line(text, problem):
+    with pytest.raises(numbering.SeriesTableError) as raised:
+        numbering.parse_series(text, "t.csv")
+    assert problem in str(raised.value) and str(raised.value).startswith("t.csv")
+
+
+def test_series_table_tolerates_comments_blank_lines_and_spaces():
+    assert numbering.parse_series("# a\n\nSERIES,DESIGNATION\n 32 , landline \n\n# b\n321,mobile\n", "t") == {
+        "32": "landline", "321": "mobile"}
+
+
+@pytest.mark.parametrize("region", sorted(numbering.INCLUDED_COUNTRIES))
+def test_only_denmark_needs_a_series_table(region):
+    """The README's table: in the other eleven countries every number of the metadata's landline and mobile
+    patterns is FIXED_LINE or MOBILE, so the metadata tells them apart; in Denmark it cannot."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    code = meta.country_code
+    seen = set()
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from([meta.fixed_line.national_number_pattern, meta.mobile.national_number_pattern])
+           .flatmap(lambda pattern: st.from_regex(re.compile(pattern, re.ASCII), fullmatch=True)))
+    def sample(nsn):
+        number = phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))
+        if nsn.startswith("0"):  # Italian landlines keep their leading zero
+            number.italian_leading_zero = True
+            number.number_of_leading_zeros = len(nsn) - len(nsn.lstrip("0"))
+        seen.add(phonenumbers.number_type(number))
+
+    sample()
+    ambiguous = PhoneNumberType.FIXED_LINE_OR_MOBILE in seen
+    assert ambiguous == (region in numbering.SERIES), (region, seen)
+
+
+dk_numbers = st.integers(20_000_000, 99_999_999).map(str)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(dk_numbers, st.booleans())
+@example("33123456", False)
+@example("43123456", False)
+@example("49112345", False)
+@example("70101155", True)
+def test_property_danish_numbers_follow_the_series_table(national, allow):
+    policy = Policy(allow_special=allow)
+    d = check_properties("+45" + national, policy)
+    same = dataclasses.replace(d, dialled="")
+    assert dataclasses.replace(classify("0045" + national, policy), dialled="") == same
+    assert dataclasses.replace(classify("0045 " + national, policy), dialled="") == same
+    metadata_type = phonenumbers.number_type(phonenumbers.parse("+45" + national))
+    if metadata_type == PhoneNumberType.UNKNOWN:
+        assert d.category == "invalid"
+        return
+    designation = numbering.series_designation(DK_TABLE, national)
+    landline = designation == "landline" and metadata_type != PhoneNumberType.MOBILE
+    assert (d.billing == "included") == landline, (national, designation, d)
+    if landline:
+        assert (d.line_type, d.reason) == ("FIXED_LINE", numbering.R_SERIES_LANDLINE)
+    if designation in ("mobile", "m2m"):
+        assert (d.billing, d.line_type) == ("prepaid", "MOBILE")
+    if designation in ("split-charge", "premium"):
+        assert d.billing == ("prepaid" if allow else "blocked")
+
+
+@settings(max_examples=400, deadline=None)
+@given(dk_numbers, st.integers(3, 11), st.sampled_from(BILLING_CLASSES))
+def test_property_ops_overrides_win_over_the_series_table(national, length, billing):
+    e164 = "+45" + national
+    d = classify(e164, overrides={e164[:length]: billing})
+    if d.category != "invalid":
+        assert (d.billing, d.overridden) == (billing, True)
+
+
+# ---------------------------------------------------------------------------
+# French overseas departments: every form, French rules
+# ---------------------------------------------------------------------------
+def overseas_numbers(kinds):
+    """(region, kind, 9-digit NSN) drawn from the overseas regions' own metadata patterns."""
+    choices = []
+    for region in ("RE", "YT", "GP", "BL", "MF", "MQ", "GF"):
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        for kind in kinds:
+            desc = getattr(meta, kind)
+            if desc is not None and desc.national_number_pattern:
+                choices.append((region, kind, desc.national_number_pattern))
+    return st.sampled_from(choices).flatmap(lambda c: st.tuples(
+        st.just(c[0]), st.just(c[1]), st.from_regex(re.compile(c[2], re.ASCII), fullmatch=True)))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(overseas_numbers(("fixed_line", "mobile", "voip")), st.booleans())
+def test_property_overseas_lines_are_included_in_every_form(drawn, allow):
+    region, kind, nsn = drawn
+    code = phonenumbers.country_code_for_region(region)
+    policy = Policy(allow_special=allow)
+    international = [check_properties(form, policy) for form in (f"+{code}{nsn}", f"00{code}{nsn}",
+                                                                 f"+{code} (0){nsn}")]
+    national = check_properties("0" + nsn, policy)
+    for d in international + [national]:
+        if nsn[0] == "8":  # 0806-0809 landlines: 080X, free as in France
+            assert (d.category, d.billing, d.reason) == ("free", "included", numbering.R_TOLL_FREE), d
+        else:
+            assert (d.category, d.billing, d.reason) == ("domestic", "included", numbering.R_OVERSEAS), d
+    assert {d.e164 for d in international} == {f"+{code}{nsn}"}
+    if nsn[0] != "8":
+        # a block two regions' metadata both claim goes to the first of OVERSEAS_REGIONS, never to France
+        assert national.e164.endswith(nsn) and national.e164[:4] in ("+262", "+590", "+594", "+596"), national
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(overseas_numbers(("toll_free", "premium_rate", "shared_cost")), st.booleans())
+def test_property_overseas_special_ranges_follow_the_french_rules(drawn, allow):
+    region, kind, nsn = drawn
+    code = phonenumbers.country_code_for_region(region)
+    d = check_properties(f"+{code}{nsn}", Policy(allow_special=allow))
+    mainland = classify(f"0{nsn}", Policy(allow_special=allow))  # the same digits dialled in France
+    assert (d.category, d.billing) == (mainland.category, mainland.billing), (d, mainland)
+    if nsn[:2] == "80":
+        assert (d.category, d.billing) == ("free", "included")
+    else:
+        assert (d.category, d.billing) == ("special", "prepaid" if allow else "blocked")
