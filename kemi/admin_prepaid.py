@@ -385,6 +385,11 @@ AMOUNT_HELP = ("in the currency's main unit: 50, 50.00 or 0.25 (at most 2 decima
 
 def add_commands(sub) -> None:
     """Add `prepaid ...` and `rate ...` to the subparsers of kemi.admin.build_parser()."""
+    _add_prepaid_commands(sub)
+    _add_rate_commands(sub)
+
+
+def _add_prepaid_commands(sub) -> None:
     prepaid = sub.add_parser(
         "prepaid", help="Prepaid Account of a company: activate, top up, show, export records",
         description="Prepaid Account of a company. Money moves only through the atomic `prepaid` Redis "
@@ -428,6 +433,8 @@ def add_commands(sub) -> None:
                    help=f"how many of the most recent records (default 100, at most {MAX_COUNT})")
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
 
+
+def _add_rate_commands(sub) -> None:
     rate = sub.add_parser(
         "rate", help="per-minute rates of prepaid destinations, by E.164 prefix",
         description="Rates of prepaid destinations, shared by every company. A call is priced by the "
