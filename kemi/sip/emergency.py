@@ -177,5 +177,4 @@ class Emergency:
             self.calls.track(self.calls.record(company_id, user, callback, code, "emergency", "included", "outbound"))
         else:
             self.calls.track(None)  # no company to record the call for (unverified, or identified from cache)
-        if self.trunks.dial(code, trunks, headers + ([pai] if pai else [])):
-            self.trunks.relay_next()
+        self.trunks.dial(code, trunks, headers + ([pai] if pai else []))

@@ -66,14 +66,14 @@ class Outbound:
         target = decision.e164 or decision.dialled
         if decision.billing != "prepaid":
             self.calls.track(rec)
-            if self.trunks.dial(target, trunks, headers):
-                self.trunks.relay_next()
+            self.trunks.dial(target, trunks, headers)
             return
         held = self.prepaid.reserve(company, decision, rec)
         if held is None:
             return
         self.calls.track(rec)
-        if self.trunks.dial(target, trunks, headers) and not self.prepaid.announce(company, held, media):
+        if self.trunks.dial(target, trunks, headers, relay_now=False) and \
+                not self.prepaid.announce(company, held, media):
             self.trunks.relay_next()
 
     def forward(self, company: Company, ext: Extension, diversion: str | None, caller: str | None,

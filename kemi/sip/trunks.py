@@ -18,9 +18,10 @@ class Trunks:
         self.sip = sip
         self.settings = settings
 
-    def dial(self, user: str, trunks: list[Trunk], headers: list[str]) -> bool:
-        """Add the proxy's headers and dial user on the first trunk; False when there is none
-        (the caller has been answered)."""
+    def dial(self, user: str, trunks: list[Trunk], headers: list[str], relay_now: bool = True) -> bool:
+        """Add the proxy's headers and dial user on the first trunk (relay_now False: keep the
+        trunks for relay_next, after an announcement); False when there is none (the caller
+        has been answered)."""
         if not trunks:
             self.sip.log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
             self.sip.reply(replies.NO_TRUNK)
@@ -31,15 +32,19 @@ class Trunks:
         self.sip.append_headers(headers)
         self.sip.set(Var.CALLEE_CARRIER, "1")  # the dialog's later requests to the callee are filtered too
         self.sip.set(Var.DIAL_USER, user)
-        self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(trunks))
+        if relay_now:
+            self.relay(user, trunks)
+        else:
+            self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(trunks))
         return True
 
     def relay_next(self) -> None:
-        """Relay to the first trunk left, arming failover to the rest."""
-        left = routing.decode_peers(self.sip.get(Var.TRUNKS_LEFT))
-        trunk, rest = left[0], left[1:]
+        """Relay to the first trunk left (failure routes), arming failover to the rest."""
+        self.relay(self.sip.get(Var.DIAL_USER), routing.decode_peers(self.sip.get(Var.TRUNKS_LEFT)))
+
+    def relay(self, user: str, trunks: list) -> None:
+        trunk, rest = trunks[0], trunks[1:]
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(rest))
-        user = self.sip.get(Var.DIAL_USER)
         self.sip.relay(f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}", Route.FAILURE_TRUNK,
                        Timers(120000, self.settings.trunk_timeout_ms))
 
