@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 
 import pytest
@@ -20,8 +21,9 @@ CLI_DB = 3          # tests/cli/test_admin.py
 
 # The SIP tests' trunks and media servers listen on fixed addresses (127.0.0.2:5060, ...), so two
 # test sessions on one machine (two checkouts) would answer each other's calls. A session that runs
-# SIP tests waits for this lock; CI runs one session and never waits.
-SIP_LOCK = "/tmp/cowork-proxy-sip-tests.lock"
+# SIP tests waits for this lock; CI runs one session and never waits. A session in a network
+# namespace of its own (`unshare -n`) shares no address and may name a lock of its own.
+SIP_LOCK = os.environ.get("SIP_TESTS_LOCK", "/tmp/cowork-proxy-sip-tests.lock")
 
 
 @pytest.fixture(scope="session", autouse=True)
