@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kemi import replies
 from kemi.replies import Reply
-from kemi.routing import uri_key
+from kemi.routing import split_uri, uri_key
 
 # A (source IP, user) pair is blocked after AUTH_FAIL_MAX failures; a source IP, for every user,
 # after this many times that: a guesser who rotates user names (one try each) never reaches the
@@ -39,7 +39,6 @@ STAR = "*"
 # them equal): how long a saved contact lasts, for the record of where phones register from.
 REGISTRAR_EXPIRES = (600, 60, 3600)
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "sctp": 5060, "tls": 5061, "ws": 80, "wss": 443}
-_URI = re.compile(r"(sips?):(?:[^@;>?]*@)?(\[[0-9a-fA-F:.]+\]|[^;>?:\s]+)(?::([0-9]{1,5}))?([^>?]*)", re.I)
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,10 @@ def source_address(ip: str, port: int, transport: str) -> Address:
 
 def address(uri: str | None) -> Address | None:
     """sip:user@host:port;transport=x (in <> or not) -> Address; None when it is not a SIP URI."""
-    if not uri:
+    parts = split_uri(uri)
+    if parts is None:
         return None
-    inner = uri[uri.index("<") + 1:] if "<" in uri else uri
-    match = _URI.match(inner.strip())
-    if not match:
-        return None
-    scheme, host, port, params = match.groups()
+    scheme, _, host, port, params = parts
     # maddr overrides the host as the place requests are sent (RFC 3261 19.1.1)
     maddr = re.search(r";\s*maddr=([^;>?\s]+)", params or "", re.I)
     if maddr:

@@ -265,11 +265,13 @@ def external_caller(user: str | None) -> str | None:
 
 
 # -- in-dialog requests ---------------------------------------------------------------------------
-_URI_PARTS = re.compile(r"(sips?):(?:([^@;>?]*)@)?([^;>?:]+)(?::([0-9]+))?([^>?]*)", re.IGNORECASE)
+_URI_PARTS = re.compile(r"(sips?):(?:([^@;>?]*)@)?(\[[0-9a-fA-F:.]+\]|[^;>?:\s]+)(?::([0-9]{1,5}))?([^>?]*)",
+                        re.IGNORECASE)
 
 
-def uri_key(uri: str | None) -> tuple | None:
-    """What identifies a SIP URI as a target: scheme, user, host, port, transport (None if unparsable)."""
+def split_uri(uri: str | None) -> tuple[str, str, str, str | None, str] | None:
+    """A SIP URI (in <> or not, after a display name or not) -> scheme, user, host, port, params;
+    None when it is not one. The one parser of URIs the proxy compares (kemi.edge too)."""
     if not uri:
         return None
     inner = uri[uri.index("<") + 1:] if "<" in uri else uri
@@ -277,6 +279,15 @@ def uri_key(uri: str | None) -> tuple | None:
     if not match:
         return None
     scheme, user, host, port, params = match.groups()
+    return scheme, user or "", host, port, params or ""
+
+
+def uri_key(uri: str | None) -> tuple | None:
+    """What identifies a SIP URI as a target: scheme, user, host, port, transport (None if unparsable)."""
+    parts = split_uri(uri)
+    if parts is None:
+        return None
+    scheme, user, host, port, params = parts
     transport = re.search(r";transport=([a-z]+)", params or "", re.IGNORECASE)
     return (scheme.lower(), user or "", host.lower(), int(port) if port else None,
             transport.group(1).lower() if transport else "udp")
