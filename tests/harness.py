@@ -158,8 +158,9 @@ class Proxy:
 
     def start(self, wait: bool = True) -> "Proxy":
         self.log = open(self.log_path, "ab")
+        # scripts/kamailio.sh, as scripts/run.sh: Debian's embedded Python and the venv, whatever PATH says
         self.proc = subprocess.Popen(
-            ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E",
+            [str(ROOT / "scripts" / "kamailio.sh"), "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E",
              "-m", self.env().get("KAMAILIO_SHM_MB", "128"), "-M", self.env().get("KAMAILIO_PKG_MB", "16"),
              "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
             env=self.env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)

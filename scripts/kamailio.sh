@@ -1,0 +1,34 @@
+#!/bin/bash
+# Start Kamailio (arguments as for kamailio itself) so that its embedded Python is Debian's
+# /usr/bin/python3 with the project's venv, whatever the caller's environment says. Used by
+# scripts/run.sh and by the tests (tests/harness.py, Proxy): the one way the product starts Kamailio.
+#
+# Why: app_python3 links Debian's libpython3.11, and an embedded libpython finds its standard
+# library through the first `python3` on PATH (Python's getpath). With a pyenv or conda Python 3.11
+# first on PATH it takes that installation's lib/python3.11 and lib-dynload: `import ssl` fails
+# (that _ssl was built against another libpython) and `import redis` dies with
+# "AttributeError: 'NoneType' object has no attribute 'VerifyMode'". A PYTHONHOME or PYTHONPATH
+# exported by the caller points it at a foreign standard library too. So Kamailio gets a PATH of
+# the system directories only and no PYTHON* variable; the venv (KEMI_VENV) is added to sys.path
+# by kemi/kamailio_entry.py, and must have been made by Debian's interpreter.
+set -euo pipefail
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}
+
+# A venv of another interpreter has packages compiled for another libpython (msgpack, ...).
+home=$(sed -n 's/^home *= *//p' "$KEMI_VENV/pyvenv.cfg" 2>/dev/null || true)
+if [ "$home" != /usr/bin ]; then
+  echo "kamailio.sh: KEMI_VENV=$KEMI_VENV is not a venv of Debian's /usr/bin/python3" \
+       "(pyvenv.cfg home: ${home:-none}); Kamailio embeds that interpreter and could not load" \
+       "its packages. Build it with: /usr/bin/python3 -m venv $KEMI_VENV (scripts/setup.sh does)" >&2
+  exit 2
+fi
+export KEMI_VENV
+
+while IFS= read -r var; do
+  case $var in PYTHON*) unset "$var" ;; esac
+done < <(compgen -e)
+# The venv decides which packages the proxy imports, not a user's ~/.local.
+export PYTHONNOUSERSITE=1
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+exec /usr/sbin/kamailio "$@"
