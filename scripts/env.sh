@@ -14,7 +14,12 @@ export REDIS_PORT=${REDIS_PORT:-6379}           # port of the local redis-server
 export PROVISION_FILE=${PROVISION_FILE:-$ROOT/redis-schema/demo-office.yaml}  # loaded by scripts/run.sh at start
 export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}
 export KEMI_VENV=${KEMI_VENV:-$ROOT/.venv}      # venv of Debian's /usr/bin/python3 (the one app_python3 embeds)
-export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the control socket
+export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the control socket, logs
+# scripts/run.sh only: stand-ins (sipp-scenarios/standin-*.xml) for the provisioning file's trunks and
+# media servers on loopback addresses, so that outside calls get an answer (0: start none).
+export STANDINS=${STANDINS:-1}
+export STANDIN_EXTENSION=${STANDIN_EXTENSION:-2002}  # where the receptionist stand-in sends every caller
+export START_TIMEOUT_S=${START_TIMEOUT_S:-30}    # scripts/run.sh gives up when the proxy does not answer by then
 export KAMAILIO_CTL=${KAMAILIO_CTL:-unix:$RUN_DIR/kamailio-$SIP_PORT.ctl}
 # Abuse limits that Kamailio's own modules enforce (kamailio.cfg reads them with #!defenv, so they
 # must be set). Requests per source address: more than PIKE_REQS in PIKE_WINDOW_S seconds makes

@@ -1,35 +1,161 @@
 #!/usr/bin/env bash
-# Run the product: a local redis-server with the demo office loaded, and the
-# proxy on $SIP_ADDR:$SIP_PORT (UDP and TCP), both in the foreground.
-# Ctrl-C (or SIGTERM) stops both.
+# Run the product: a local redis-server with the demo office loaded, stand-ins for the provisioned
+# trunks and media servers that have loopback addresses (STANDINS=0: none), and the proxy on
+# $SIP_ADDR:$SIP_PORT (UDP and TCP), all in the foreground. Ctrl-C (or SIGTERM) stops everything.
+# "run: proxy on ..." is printed only once the proxy answers an OPTIONS; when the proxy, Redis or
+# a stand-in does not come up, or one of them dies later, the script says which, shows the end of
+# its log, stops the rest and exits non-zero.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 "$ROOT/scripts/setup.sh"
 
-redis_pid=""; kam_pid=""
+mkdir -p "$RUN_DIR/redis-$REDIS_PORT"
+kam_log="$RUN_DIR/kamailio-$SIP_PORT.log"
+redis_log="$RUN_DIR/redis-$REDIS_PORT.log"
+
+redis_pid=""; kam_pid=""; standin_pids=(); declare -A what=() logs=()
+stopped=""
 stop() {
-  trap - INT TERM EXIT
-  [ -n "$kam_pid" ] && kill "$kam_pid" 2>/dev/null && wait "$kam_pid" 2>/dev/null
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
-  echo "run: stopped"
+  [ -n "$stopped" ] && return; stopped=1
+  # the proxy first, so that its last writes reach Redis
+  for pid in $kam_pid ${standin_pids[@]+"${standin_pids[@]}"} $redis_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
 }
-trap stop INT TERM EXIT
+trap 'stop; echo "run: stopped"; exit 0' INT TERM
+trap stop EXIT
+
+fail() {  # fail MESSAGE [LOG]: the reason, the end of the log that explains it, exit 1
+  echo "run: $1" >&2
+  if [ -n "${2:-}" ] && [ -s "$2" ]; then
+    echo "run: the end of $2:" >&2
+    tail -n 25 "$2" | sed 's/^/  | /' >&2
+  fi
+  exit 1
+}
+
+# Whether something listens on IP PORT [udp|tcp] (read from /proc: no iproute2 needed).
+listening() {
+  local a b c d hex; IFS=. read -r a b c d <<< "$1"
+  hex=$(printf '%02X%02X%02X%02X:%04X' "$d" "$c" "$b" "$a" "$2")
+  if [ "${3:-udp}" = tcp ]; then
+    awk -v h="$hex" '$2 == h && $4 == "0A" {f=1} END {exit !f}' /proc/net/tcp
+  else
+    awk -v h="$hex" '$2 == h {f=1} END {exit !f}' /proc/net/udp
+  fi
+}
 
 # The proxy and the CLI use the Redis started below, unless told otherwise.
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 
-mkdir -p "$RUN_DIR/redis-$REDIS_PORT"
 # AOF: money lives here (see redis-schema/SCHEMA.md)
+# Output goes to the terminal and to a log (tail shown on failure). The tee is opened here, not as
+# `cmd > >(tee ...)`: that tee would become the child of the command, and Kamailio waits for all
+# its children before it exits, the tee included, which waits for Kamailio: it never stops.
+exec {redis_out}> >(tee "$redis_log")
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis-$REDIS_PORT" \
-  --appendonly yes --save "" --daemonize no --loglevel warning &
+  --appendonly yes --save "" --daemonize no --loglevel warning >&"$redis_out" 2>&1 &
 redis_pid=$!
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  kill -0 "$redis_pid" 2>/dev/null || break
+  sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 ||
+  fail "redis-server did not come up on 127.0.0.1:$REDIS_PORT (another one there? REDIS_PORT picks another port)" \
+       "$redis_log"
 
 cd "$ROOT"
 "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
 
-kamailio -f "$ROOT/kamailio.cfg" -DD -E -m "$KAMAILIO_SHM_MB" -M "$KAMAILIO_PKG_MB" \
-  -P "$RUN_DIR/kamailio-$SIP_PORT.pid" &
+# Stand-ins: only for peers on loopback, so that a production file never gets a fake carrier.
+if [ "$STANDINS" != 0 ]; then
+  peers=$("$KEMI_VENV/bin/python" - "$PROVISION_FILE" <<'EOF'
+import sys
+from pathlib import Path
+from kemi.provisioning import parse
+p = parse(Path(sys.argv[1]).read_text(encoding="utf-8"), sys.argv[1])
+for kind, peers in (("trunk", p.trunks), ("media", p.media_servers)):
+    for peer in peers or ():
+        if peer.host.startswith("127."):
+            role = "carrier" if kind == "trunk" else peer.role
+            print(role, peer.name, peer.host, peer.port, peer.transport)
+EOF
+)
+  n=0
+  while read -r role name host port transport; do
+    [ -n "$role" ] || continue
+    case $role in
+      carrier) scenario=standin-carrier.xml; extra=() ;;
+      receptionist) scenario=standin-reception.xml; extra=(-set ext "$STANDIN_EXTENSION") ;;
+      announcement) scenario=standin-announce.xml; extra=() ;;
+      *) continue ;;
+    esac
+    log="$RUN_DIR/standin-$name.log"
+    rm -f "$log" "$RUN_DIR/standin-$name.errors"
+    # SIPp binds -mp and -mp+2 (audio, video): one block of four ports per stand-in, in case two of them share an address
+    sipp -sf "$ROOT/sipp-scenarios/$scenario" -i "$host" -p "$port" -mi "$host" -mp $((20000 + 4 * n)) -ci "$host" \
+      -t "$([ "$transport" = tcp ] && echo t1 || echo u1)" -nostdin \
+      -trace_logs -log_file "$log" -trace_err -error_file "$RUN_DIR/standin-$name.errors" \
+      ${extra[@]+"${extra[@]}"} > /dev/null 2>> "$RUN_DIR/standin-$name.errors" &
+    pid=$!
+    standin_pids+=("$pid"); what[$pid]="stand-in $name ($role) on $transport:$host:$port"
+    logs[$pid]="$RUN_DIR/standin-$name.errors"
+    for _ in $(seq 100); do
+      listening "$host" "$port" "$transport" && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    listening "$host" "$port" "$transport" ||
+      fail "the ${what[$pid]} did not come up (address in use? STANDINS=0 starts none)" "${logs[$pid]}"
+    echo "run: ${what[$pid]}, log $log"
+    n=$((n + 1))
+  done <<< "$peers"
+fi
+
+: > "$kam_log"
+exec {kam_out}> >(tee -a "$kam_log")
+# scripts/kamailio.sh: Debian's Python and the venv, whatever PATH says
+"$ROOT/scripts/kamailio.sh" -f "$ROOT/kamailio.cfg" -DD -E -m "$KAMAILIO_SHM_MB" -M "$KAMAILIO_PKG_MB" \
+  -P "$RUN_DIR/kamailio-$SIP_PORT.pid" >&"$kam_out" 2>&1 &
 kam_pid=$!
-echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp), Redis on 127.0.0.1:$REDIS_PORT; Ctrl-C stops both"
-wait -n "$kam_pid" "$redis_pid"
+what[$kam_pid]="proxy"; logs[$kam_pid]=$kam_log
+
+# Up means answering SIP: one OPTIONS to the proxy, 200 expected within a second. (Not SIPp: it
+# takes 5060 and the ports above it for itself when free, and would race the proxy for its port.)
+answers_options() {
+  "$KEMI_VENV/bin/python" - "$SIP_ADDR" "$SIP_PORT" <<'EOF'
+import socket, sys, uuid
+ip, port = sys.argv[1], int(sys.argv[2])
+tag = uuid.uuid4().hex
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.bind((ip, 0))
+    s.settimeout(1)
+    me = s.getsockname()[1]
+    s.sendto((f"OPTIONS sip:{ip}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{me};branch=z9hG4bK{tag[:16]};rport\r\n"
+              f"From: <sip:run@{ip}>;tag={tag[:8]}\r\nTo: <sip:{ip}:{port}>\r\nCall-ID: {tag}\r\n"
+              f"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), (ip, port))
+    try:
+        sys.exit(0 if s.recv(65535).startswith(b"SIP/2.0 200") else 1)
+    except OSError:
+        sys.exit(1)
+EOF
+}
+deadline=$((SECONDS + START_TIMEOUT_S))
+until answers_options 2>/dev/null; do
+  if ! kill -0 "$kam_pid" 2>/dev/null; then
+    status=0; wait "$kam_pid" || status=$?; kam_pid=""
+    fail "the proxy exited while starting (status $status)" "$kam_log"
+  fi
+  [ "$SECONDS" -lt "$deadline" ] ||
+    fail "the proxy did not answer OPTIONS on $SIP_ADDR:$SIP_PORT within ${START_TIMEOUT_S}s (START_TIMEOUT_S)" \
+         "$kam_log"
+  sleep 0.2
+done
+echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp), Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
+
+status=0
+wait -n -p ended "$kam_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?
+[ "${ended:-}" = "$redis_pid" ] && fail "redis-server exited (status $status)" "$redis_log"
+fail "the ${what[$ended]:-proxy} exited (status $status)" "${logs[$ended]:-$kam_log}"
