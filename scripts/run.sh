@@ -69,20 +69,9 @@ redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 ||
 cd "$ROOT"
 "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
 
-# Stand-ins: only for peers on loopback, so that a production file never gets a fake carrier.
+# Stand-ins (sipp-scenarios/standin-*.xml) for the peers on loopback addresses.
 if [ "$STANDINS" != 0 ]; then
-  peers=$("$KEMI_VENV/bin/python" - "$PROVISION_FILE" <<'EOF'
-import sys
-from pathlib import Path
-from kemi.provisioning import parse
-p = parse(Path(sys.argv[1]).read_text(encoding="utf-8"), sys.argv[1])
-for kind, peers in (("trunk", p.trunks), ("media", p.media_servers)):
-    for peer in peers or ():
-        if peer.host.startswith("127."):
-            role = "carrier" if kind == "trunk" else peer.role
-            print(role, peer.name, peer.host, peer.port, peer.transport)
-EOF
-)
+  peers=$("$ROOT/scripts/standin-peers.sh" "$PROVISION_FILE")
   n=0
   while read -r role name host port transport; do
     [ -n "$role" ] || continue
@@ -94,7 +83,8 @@ EOF
     esac
     log="$RUN_DIR/standin-$name.log"
     rm -f "$log" "$RUN_DIR/standin-$name.errors"
-    # SIPp binds -mp and -mp+2 (audio, video): one block of four ports per stand-in, in case two of them share an address
+    # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address;
+    # -ci: its control socket on that address too, not on every interface
     sipp -sf "$ROOT/sipp-scenarios/$scenario" -i "$host" -p "$port" -mi "$host" -mp $((20000 + 4 * n)) -ci "$host" \
       -t "$([ "$transport" = tcp ] && echo t1 || echo u1)" -nostdin \
       -trace_logs -log_file "$log" -trace_err -error_file "$RUN_DIR/standin-$name.errors" \
