@@ -4,7 +4,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 DEBS=(kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
-      redis-server sip-tester python3-venv python3-dev gcc)
+      redis-server sip-tester baresip python3-venv python3-dev gcc)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
