@@ -49,6 +49,15 @@ listening() {
 # The proxy and the CLI use the Redis started below, unless told otherwise.
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 
+# Something else on a port would be taken for ours (the demo loaded into another Redis, OPTIONS
+# answered by another proxy): refuse at once instead.
+in_use() { fail "$1 is in use: $2"; }
+listening 127.0.0.1 "$REDIS_PORT" tcp &&
+  in_use "127.0.0.1:$REDIS_PORT (Redis)" "another Redis? REDIS_PORT=... picks another port"
+if listening "$SIP_ADDR" "$SIP_PORT" udp || listening "$SIP_ADDR" "$SIP_PORT" tcp; then
+  in_use "$SIP_ADDR:$SIP_PORT (SIP)" "another proxy? SIP_PORT=... picks another port"
+fi
+
 # AOF: money lives here (see redis-schema/SCHEMA.md)
 # Output goes to the terminal and to a log (tail shown on failure). The tee is opened here, not as
 # `cmd > >(tee ...)`: that tee would become the child of the command, and Kamailio waits for all
@@ -57,14 +66,16 @@ exec {redis_out}> >(tee "$redis_log")
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis-$REDIS_PORT" \
   --appendonly yes --save "" --daemonize no --loglevel warning >&"$redis_out" 2>&1 &
 redis_pid=$!
+ours() {  # the Redis that answers is the one started here
+  [ "$(timeout 2 redis-cli -p "$REDIS_PORT" info server 2>/dev/null |
+       sed -n 's/^process_id:\([0-9]*\).*/\1/p')" = "$redis_pid" ]
+}
 for _ in $(seq 100); do
-  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
   kill -0 "$redis_pid" 2>/dev/null || break
+  ours && break
   sleep 0.1
 done
-redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 ||
-  fail "redis-server did not come up on 127.0.0.1:$REDIS_PORT (another one there? REDIS_PORT picks another port)" \
-       "$redis_log"
+ours || fail "redis-server did not come up on 127.0.0.1:$REDIS_PORT" "$redis_log"
 
 cd "$ROOT"
 "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
@@ -81,6 +92,8 @@ if [ "$STANDINS" != 0 ]; then
       announcement) scenario=standin-announce.xml; extra=() ;;
       *) continue ;;
     esac
+    listening "$host" "$port" "$transport" &&
+      in_use "$transport:$host:$port (stand-in $name)" "another run.sh? STANDINS=0 starts no stand-ins"
     log="$RUN_DIR/standin-$name.log"
     rm -f "$log" "$RUN_DIR/standin-$name.errors"
     # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address;
@@ -98,7 +111,7 @@ if [ "$STANDINS" != 0 ]; then
       sleep 0.05
     done
     listening "$host" "$port" "$transport" ||
-      fail "the ${what[$pid]} did not come up (address in use? STANDINS=0 starts none)" "${logs[$pid]}"
+      fail "the ${what[$pid]} did not come up" "${logs[$pid]}"
     echo "run: ${what[$pid]}, log $log"
     n=$((n + 1))
   done <<< "$peers"

@@ -1,0 +1,210 @@
+"""Starting the product: whatever python3 comes first on PATH, and with a clear refusal when it cannot.
+
+Kamailio's app_python3 embeds Debian's libpython, which finds its standard library through the first
+`python3` on PATH. With a pyenv or conda Python of the same version first on PATH the proxy loaded
+that installation's library, `ssl` failed and `redis` died with AttributeError 'VerifyMode', while
+run.sh announced "proxy on". scripts/kamailio.sh starts Kamailio with a clean PATH and no PYTHON*
+variables; tests/harness.py and scripts/run.sh go through it.
+
+The run.sh tests bind the demo's fixed addresses: run them in a private network namespace,
+    unshare -n sh -c 'ip link set lo up && ./scripts/test.sh -q tests/sip/test_startup.py'
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import OFFICE, SIP_DB
+from tests.harness import ROOT, Proxy, admin, bound, options_request, send_raw, status_line
+from tests.sip.product import DEMO_PEERS, PROXY, RunSh, demo_addresses_free, foreign_python
+
+
+def real_foreign_pythons() -> list[Path]:
+    """pyenv or conda installations of the embedded interpreter's version on this machine, if any:
+    the fake of foreign_python() is checked against the real thing where it exists."""
+    import sys
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = sorted(Path.home().glob(f".pyenv/versions/{version}*/bin"))
+    found += [p for p in (Path("/opt/conda/bin"), Path.home() / "miniconda3" / "bin", Path.home() / "anaconda3" / "bin")
+              if (p / f"python{version}").exists()]
+    return [p for p in found if (p / "python3").exists()]
+
+
+FOREIGN = [pytest.param("fake", id="fake-install")] + [pytest.param(str(p), id=f"real-{p.parent.name}")
+                                                        for p in real_foreign_pythons()]
+
+
+@pytest.fixture(scope="module")
+def fake_foreign(tmp_path_factory) -> Path:
+    return foreign_python(tmp_path_factory.mktemp("foreign-python"))
+
+
+@pytest.fixture
+def foreign_bin(request, fake_foreign) -> Path:
+    return fake_foreign if request.param == "fake" else Path(request.param)
+
+
+@pytest.fixture(scope="module")
+def office_url(redis_server) -> str:
+    url = redis_server.url_of(SIP_DB)
+    admin(url, "load", str(OFFICE))
+    return url
+
+
+def kamailio_args(workdir: Path, port: int) -> list[str]:
+    return ["-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "16",
+            "-P", str(workdir / f"kamailio-{port}.pid")]
+
+
+@pytest.mark.parametrize("foreign_bin", FOREIGN, indirect=True)
+def test_a_bare_kamailio_breaks_with_a_foreign_python_first_on_path(workdir, office_url, foreign_bin):
+    """The failure this file is about, reproduced: without scripts/kamailio.sh the proxy dies at start.
+    (If this ever passes without the error, the other tests here no longer prove anything.)"""
+    proxy = Proxy(workdir, office_url, PATH=f"{foreign_bin}:{os.environ['PATH']}")
+    proc = subprocess.Popen(["kamailio", *kamailio_args(workdir, proxy.port)], env=proxy.env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        pytest.fail("Kamailio started with a foreign python3 first on PATH: the reproduction is gone")
+    assert proc.returncode != 0
+    assert "AttributeError: 'NoneType' object has no attribute 'VerifyMode'" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("foreign_bin", FOREIGN, indirect=True)
+@pytest.mark.parametrize("how", ["PATH", "PATH+PYTHONHOME+PYTHONPATH"])
+def test_the_harness_proxy_starts_with_a_foreign_python_first_on_path(workdir, office_url, foreign_bin, how):
+    env = {"PATH": f"{foreign_bin}:{os.environ['PATH']}"}
+    if "PYTHONHOME" in how:
+        home = foreign_bin.parent
+        env.update(PYTHONHOME=str(home), PYTHONPATH=str(next((home / "lib").glob("python3*"))))
+    proxy = Proxy(workdir, office_url, **env)
+    mark = proxy.log_path.stat().st_size if proxy.log_path.exists() else 0
+    try:
+        proxy.start()  # waits for the 200 to an OPTIONS
+        log = proxy.log_since(mark)
+        assert f"Redis at {office_url} ready" in log, log[-3000:]
+        assert "Traceback" not in log and "VerifyMode" not in log
+        assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
+    finally:
+        proxy.stop()
+
+
+def test_kamailio_sh_refuses_a_venv_of_another_python(workdir, office_url, tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /root/.pyenv/versions/3.11.7/bin\nversion = 3.11.7\n")
+    proxy = Proxy(workdir, office_url, KEMI_VENV=str(venv))
+    with pytest.raises(RuntimeError) as refused:
+        proxy.start()
+    proxy.stop()
+    message = str(refused.value)
+    assert f"KEMI_VENV={venv} is not a venv of Debian's /usr/bin/python3" in message
+    assert "(pyvenv.cfg home: /root/.pyenv/versions/3.11.7/bin)" in message
+
+
+# -- scripts/run.sh ------------------------------------------------------------------------------
+@pytest.fixture
+def run_sh(tmp_path):
+    demo_addresses_free()
+    made: list[RunSh] = []
+
+    def make(**env: str) -> RunSh:
+        made.append(RunSh(tmp_path, **env))
+        return made[-1]
+
+    yield make
+    for run in made:
+        run.kill()
+
+
+def nothing_left(run: RunSh) -> None:
+    """run.sh stopped everything it started: its processes and every address it bound."""
+    assert run.group_gone(), "processes of run.sh still running"
+    held = [f"{ip}:{port}" for ip, port in [PROXY, *DEMO_PEERS.values()] if bound(ip, port)]
+    assert not held and not bound("127.0.0.1", run.redis_port, tcp=True), held
+
+
+def test_run_sh_with_a_foreign_python_first_on_path(run_sh, fake_foreign):
+    run = run_sh(PATH=f"{fake_foreign}:{os.environ['PATH']}").start().up()
+    # "proxy on" only once it answers: it answers right now
+    probe = SimpleNamespace(ip=PROXY[0], port=PROXY[1])
+    assert status_line(send_raw(probe, options_request(probe))) == (200, "OK")
+    for name, (ip, port) in DEMO_PEERS.items():
+        assert bound(ip, port), f"no stand-in for {name} on {ip}:{port}"
+        assert f"run: stand-in {name} " in run.output
+    log = (run.run_dir / "kamailio-5060.log").read_text(errors="replace")
+    assert "Traceback" not in log and "Redis at redis://127.0.0.1:" in log
+    assert run.stop() == 0
+    assert "run: stopped" in run.output
+    nothing_left(run)
+
+
+def test_run_sh_says_why_the_proxy_did_not_come_up(run_sh):
+    run = run_sh(SIP_ADDR="192.0.2.1").start()  # TEST-NET-1: not an address of this machine
+    assert run.finish() == 1
+    out = run.output
+    assert "run: proxy on" not in out
+    assert "run: the proxy exited while starting (status " in out
+    assert f"run: the end of {run.run_dir}/kamailio-5060.log:" in out
+    assert "bind(" in out and "on 192.0.2.1: Cannot assign requested address" in out
+    nothing_left(run)
+
+
+def test_run_sh_refuses_a_setting_out_of_range_before_starting_anything(run_sh):
+    run = run_sh(REDIS_TIMEOUT_MS="0").start()
+    assert run.finish() == 2
+    assert "REDIS_TIMEOUT_MS=0: expected 1..60000" in run.output
+    assert "run: proxy on" not in run.output and "run: stand-in" not in run.output
+    nothing_left(run)
+
+
+def test_run_sh_refuses_a_redis_port_in_use(run_sh):
+    """Another server on REDIS_PORT (a system Redis on 6379) must not be taken for ours."""
+    run = run_sh()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", run.redis_port))
+        squatter.listen()
+        run.start()
+        assert run.finish() == 1
+    assert (f"run: 127.0.0.1:{run.redis_port} (Redis) is in use: another Redis? REDIS_PORT=... picks another port"
+            in run.output)
+    assert "run: proxy on" not in run.output and "Redis is starting" not in run.output
+    nothing_left(run)
+
+
+def test_run_sh_refuses_a_sip_port_in_use(run_sh):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(PROXY)
+        run = run_sh().start()
+        assert run.finish() == 1
+    assert "run: 127.0.0.1:5060 (SIP) is in use: another proxy? SIP_PORT=... picks another port" in run.output
+    assert "run: proxy on" not in run.output
+    nothing_left(run)
+
+
+def test_a_taken_stand_in_address_stops_run_sh_and_standins_0_starts_none(run_sh):
+    ip, port = DEMO_PEERS["carrier-a"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind((ip, port))
+        run = run_sh().start()
+        assert run.finish() == 1
+        assert (f"run: udp:{ip}:{port} (stand-in carrier-a) is in use: another run.sh? STANDINS=0 starts no "
+                f"stand-ins") in run.output
+        assert "run: proxy on" not in run.output
+        assert run.group_gone()
+
+        quiet = run_sh(STANDINS="0").start().up()
+        assert "run: stand-in" not in quiet.output
+        assert not any(bound(*where) for name, where in DEMO_PEERS.items() if name != "carrier-a")
+        assert quiet.stop() == 0
+    nothing_left(quiet)
