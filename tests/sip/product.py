@@ -157,3 +157,90 @@ def foreign_python(root: Path) -> Path:
     exe.write_text("#!/bin/sh\necho 'a foreign python3' >&2\nexit 1\n")
     exe.chmod(0o755)
     return bin_dir
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_accounts() -> dict[str, str]:
+    """The baresip account lines of the README's First call section, by extension."""
+    lines = [line for line in readme_section("First call").splitlines() if line.startswith("<sip:")]
+    return {re.match(r"<sip:([^@]+)@", line).group(1): line for line in lines}
+
+
+class Baresip:
+    """baresip from Debian, as the README's First call section sets it up, without a terminal or a
+    sound card: the account line is the README's; the microphone is a WAV file of `talk_s` seconds (at
+    its end baresip hangs up, so a call lasts that long); the speaker is aubridge, which plays to
+    nothing; the phone has its own loopback address. `-t` bounds its life whatever happens."""
+
+    LIFETIME_S = 120
+
+    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float):
+        import math
+        import struct
+        import wave
+        self.dir = workdir / f"baresip-{ip}-{time.monotonic_ns()}"
+        self.dir.mkdir(parents=True)
+        tone = self.dir / "talk.wav"
+        with wave.open(str(tone), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(b"".join(struct.pack("<h", int(6000 * math.sin(2 * math.pi * 440 * i / 8000)))
+                                     for i in range(int(8000 * talk_s))))
+        (self.dir / "config").write_text(
+            f"poll_method epoll\nnet_interface {ip}\nsip_listen {ip}:5060\n"
+            f"audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source aufile,{tone}\n"
+            "rtp_stats yes\nmodule_path /usr/lib/baresip/modules\n"
+            "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n")
+        (self.dir / "accounts").write_text(account + "\n")
+        self.ip = ip
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *commands: str) -> "Baresip":
+        args = ["baresip", "-f", str(self.dir), "-t", str(self.LIFETIME_S)]
+        for command in commands:
+            args += ["-e", command]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     errors="replace", start_new_session=True, cwd=self.dir)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return self.output
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        tail = "\n".join(line for line in self.output.splitlines() if not line.startswith("["))[-3000:]
+        raise AssertionError(f"baresip {self.ip}: no {text!r} within {timeout}s:\n{tail}")
+
+    def packets(self) -> tuple[int, int]:
+        """RTP packets (sent, received) of the last call, from baresip's summary at its end."""
+        found = re.findall(r"^packets:\s+(\d+)\s+(\d+)", self.output, re.M)
+        assert found, f"baresip {self.ip}: no RTP summary"
+        return int(found[-1][0]), int(found[-1][1])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)

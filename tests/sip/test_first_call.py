@@ -1,0 +1,147 @@
+"""The README's First call, followed with baresip from Debian against scripts/run.sh and its stand-ins.
+
+A phone registers with the README's account line and dials what the README says; the demo's
+carrier, emergency centre, receptionist and announcement server are run.sh's SIPp stand-ins.
+Media flows phone <-> stand-in directly (the proxy relays SIP only), so received RTP packets
+prove the call really connected. run.sh binds the demo's fixed addresses: run in a private network
+namespace, unshare -n sh -c 'ip link set lo up && ./scripts/test.sh -q tests/sip/test_first_call.py'
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.harness import ROOT, admin
+from tests.sip.product import Baresip, RunSh, demo_addresses_free, readme_accounts, readme_section
+
+# SIPp's sample recording that the stand-ins play: 236 RTP packets (7 s of G.711 A-law).
+RECORDING_PACKETS = 236
+# Each phone on its own loopback address, clear of the 127.0.0.10-59 the other SIP tests use.
+ALICE_IP, BRUNO_IP = "127.0.0.61", "127.0.0.62"
+FIRST_CALL = readme_section("First call")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """scripts/run.sh as the README starts it: the demo office, its stand-ins, the proxy on 127.0.0.1:5060."""
+    demo_addresses_free()
+    run = RunSh(tmp_path_factory.mktemp("first-call")).start()
+    try:
+        yield run.up()
+        assert run.stop() == 0
+        assert run.group_gone()
+    finally:
+        run.kill()
+
+
+@pytest.fixture
+def phones(tmp_path):
+    made: list[Baresip] = []
+
+    def phone(user: str, ip: str, talk_s: float, *commands: str, auto_answer: bool = False) -> Baresip:
+        # a person would type /accept; the test lets baresip answer by itself
+        account = readme_accounts()[user] + (";answermode=auto" if auto_answer else "")
+        made.append(Baresip(tmp_path, account, ip, talk_s).start(*commands))
+        return made[-1]
+
+    yield phone
+    for p in made:
+        p.stop()
+
+
+def standin_log(demo: RunSh, name: str) -> str:
+    path = demo.run_dir / f"standin-{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def registered(phone: Baresip, user: str) -> None:
+    phone.wait_for(f"{user}@acme.cowork.example: {{0/UDP/v4}} 200 OK () [1 binding]", 15)
+
+
+def test_the_readme_gives_one_account_line_per_demo_phone():
+    accounts = readme_accounts()
+    assert accounts["2001"] == '<sip:2001@acme.cowork.example>;auth_pass=alice-demo-secret;outbound="sip:127.0.0.1:5060"'
+    assert set(accounts) == {"2001", "2002"}
+
+
+def test_an_outside_call_is_answered_by_the_carrier_with_its_recording(demo, phones):
+    assert "`/dial 0123456789`" in FIRST_CALL
+    alice = phones("2001", ALICE_IP, 9, "/dial 0123456789")
+    registered(alice, "2001")
+    alice.wait_for("Call established: sip:0123456789@acme.cowork.example", 20)
+    alice.wait_for("terminated (duration:", 20)  # the 9 s of talk are over: baresip hangs up
+    sent, received = alice.packets()
+    assert received >= RECORDING_PACKETS - 5, (sent, received)
+    assert sent >= 8 * 50, (sent, received)  # 20 ms packets
+    carrier = standin_log(demo, "carrier-a")
+    assert "ANSWERED sip:+33123456789@127.0.0.2:5060;transport=udp" in carrier and "HUNGUP" in carrier
+
+
+def test_an_internal_call_connects_both_ways(demo, phones):
+    assert "`/dial 2002`" in FIRST_CALL
+    bruno = phones("2002", BRUNO_IP, 30, auto_answer=True)
+    registered(bruno, "2002")
+    alice = phones("2001", ALICE_IP, 5, "/dial 2002")
+    alice.wait_for("Call established: sip:2002@acme.cowork.example", 20)
+    bruno.wait_for("Call established: sip:2001@acme.cowork.example", 5)
+    alice.wait_for("terminated (duration:", 20)
+    bruno.wait_for("terminated (duration:", 10)
+    for phone in (alice, bruno):
+        sent, received = phone.packets()
+        assert sent >= 4 * 50 and received >= 4 * 50, (phone.ip, sent, received)
+
+
+def test_112_is_answered_by_the_emergency_stand_in(demo, phones):
+    assert "`/dial 112`" in FIRST_CALL
+    alice = phones("2001", ALICE_IP, 3, "/dial 112")
+    alice.wait_for("Call established: sip:112@acme.cowork.example", 20)
+    alice.wait_for("terminated (duration:", 15)
+    assert alice.packets()[1] >= 2 * 50
+    assert "ANSWERED sip:112@127.0.0.5:5060" in standin_log(demo, "emergency")
+
+
+def test_refusals_reach_the_phone_with_their_reason(demo, phones):
+    alice = phones("2001", ALICE_IP, 3, "/dial 0899123456")
+    alice.wait_for("session closed: 403 Premium-rate or shared-cost number blocked", 15)
+
+
+def test_a_prepaid_call_hears_the_announcement_then_the_carrier(demo, phones):
+    assert "`/dial 004915112345678`" in FIRST_CALL
+    refused = phones("2001", ALICE_IP, 3, "/dial 004915112345678")
+    refused.wait_for("session closed: 403 Prepaid Account Not Activated", 15)
+    refused.stop()
+    # the administrator's commands, as the README writes them
+    for command in (["prepaid", "activate", "acme"], ["prepaid", "topup", "acme", "50.00", "--ref", "demo-1"],
+                    ["rate", "set", "+4915", "0.60"]):
+        assert f".venv/bin/python -m kemi.admin {' '.join(command)}" in FIRST_CALL
+        admin(demo.redis_url, *command)
+    alice = phones("2001", ALICE_IP, 11, "/dial 004915112345678")
+    alice.wait_for("183 Session Progress", 20)
+    alice.wait_for("Call established: sip:004915112345678@acme.cowork.example", 20)
+    alice.wait_for("terminated (duration:", 20)
+    # the announcement's early media, then the carrier's recording
+    assert alice.packets()[1] >= 2 * RECORDING_PACKETS - 10
+    assert "BALANCE 5000 EUR acme" in standin_log(demo, "announcer")
+    assert "ANSWERED sip:+4915112345678@127.0.0.2:5060;transport=udp" in standin_log(demo, "carrier-a")
+    shown = admin(demo.redis_url, "prepaid", "show", "acme").stdout
+    assert "2001 -> +4915112345678  answered" in shown and "cost 0.60" in shown
+
+
+@pytest.mark.parametrize("number, via_receptionist", [("+33142685302", False), ("+33142685300", True)])
+def test_a_call_from_outside_rings_2002(demo, phones, number, via_receptionist):
+    """scripts/call-in.sh, as the README shows it: 2002's own number, and the main number, which the
+    receptionist stand-in redirects to 2002."""
+    assert f"`scripts/call-in.sh {number}`" in FIRST_CALL
+    bruno = phones("2002", BRUNO_IP, 30, auto_answer=True)
+    registered(bruno, "2002")
+    call = subprocess.run([str(ROOT / "scripts" / "call-in.sh"), number, "3"], env=demo.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert call.returncode == 0, call.stdout + call.stderr
+    assert "call-in: answered; the carrier hung up after 3s (BYE: 200 OK)" in call.stdout
+    bruno.wait_for("Call established: sip:+33612345678@127.0.0.2", 5)
+    bruno.wait_for("terminated (duration:", 10)
+    assert bruno.packets()[1] >= 2 * 50  # the carrier's recording reached the phone
+    redirected = f"REDIRECTED acme {number} to 2002"
+    assert (redirected in standin_log(demo, "reception")) == via_receptionist
