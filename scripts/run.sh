@@ -160,5 +160,8 @@ echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp), Redis on 127.0.0.1:$REDIS_POR
 
 status=0
 wait -n -p ended "$kam_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?
+# Ctrl-C reaches the whole process group: a stand-in may exit before this shell runs its trap (a
+# clean stop, exit 0). Give the trap that moment before calling the exit a failure.
+sleep 0.5
 [ "${ended:-}" = "$redis_pid" ] && fail "redis-server exited (status $status)" "$redis_log"
 fail "the ${what[$ended]:-proxy} exited (status $status)" "${logs[$ended]:-$kam_log}"

@@ -110,6 +110,11 @@ class RunSh:
         self.proc.send_signal(signal.SIGTERM)
         return self.finish(timeout)
 
+    def interrupt(self, timeout: float = 30) -> int:
+        """Ctrl-C in run.sh's terminal: SIGINT to its whole process group. run.sh's exit status."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.finish(timeout)
+
     def group_gone(self, timeout: float = 10) -> bool:
         """Whether every process run.sh started has exited (they share its process group)."""
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ The run.sh tests bind the demo's fixed addresses: run them in a private network 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -144,8 +145,19 @@ def test_run_sh_with_a_foreign_python_first_on_path(run_sh, fake_foreign):
         assert f"run: stand-in {name} " in run.output
     log = (run.run_dir / "kamailio-5060.log").read_text(errors="replace")
     assert "Traceback" not in log and "Redis at redis://127.0.0.1:" in log
-    assert run.stop() == 0
+    assert run.interrupt() == 0  # Ctrl-C
     assert "run: stopped" in run.output
+    nothing_left(run)
+
+
+def test_run_sh_stops_everything_and_says_so_when_the_proxy_dies(run_sh):
+    run = run_sh().start().up()
+    kamailio = int((run.run_dir / "kamailio-5060.pid").read_text())
+    os.kill(kamailio, signal.SIGTERM)
+    assert run.finish() == 1
+    assert "run: the proxy exited (status 0)" in run.output
+    assert f"run: the end of {run.run_dir}/kamailio-5060.log:" in run.output
+    assert "run: stopped" not in run.output
     nothing_left(run)
 
 
