@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kemi import replies
 from kemi.replies import Reply
-from kemi.routing import split_uri, uri_key
+from kemi.routing import split_uri, uri_key, uri_transport
 
 # A (source IP, user) pair is blocked after AUTH_FAIL_MAX failures; a source IP, for every user,
 # after this many times that: a guesser who rotates user names (one try each) never reaches the
@@ -76,8 +76,7 @@ def address(uri: str | None) -> Address | None:
     maddr = re.search(r";\s*maddr=([^;>?\s]+)", params or "", re.I)
     if maddr:
         host = maddr.group(1)
-    transport = re.search(r";\s*transport=([a-z]+)", params or "", re.I)
-    proto = transport.group(1).lower() if transport else ("tls" if scheme.lower() == "sips" else "udp")
+    proto = uri_transport(scheme, params)
     number = int(port) if port else DEFAULT_PORTS.get(proto, 5060)
     if not 0 < number < 65536:
         return None

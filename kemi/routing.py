@@ -282,15 +282,19 @@ def split_uri(uri: str | None) -> tuple[str, str, str, str | None, str] | None:
     return scheme, user or "", host, port, params or ""
 
 
+def uri_transport(scheme: str, params: str) -> str:
+    """The transport a URI names: its transport parameter, else tls for sips, else udp."""
+    transport = re.search(r";\s*transport=([a-z]+)", params, re.IGNORECASE)
+    return transport.group(1).lower() if transport else ("tls" if scheme.lower() == "sips" else "udp")
+
+
 def uri_key(uri: str | None) -> tuple | None:
     """What identifies a SIP URI as a target: scheme, user, host, port, transport (None if unparsable)."""
     parts = split_uri(uri)
     if parts is None:
         return None
     scheme, user, host, port, params = parts
-    transport = re.search(r";transport=([a-z]+)", params or "", re.IGNORECASE)
-    return (scheme.lower(), user or "", host.lower(), int(port) if port else None,
-            transport.group(1).lower() if transport else "udp")
+    return scheme.lower(), user, host.lower(), int(port) if port else None, uri_transport(scheme, params)
 
 
 def same_peer(expected: str, source: str) -> bool:

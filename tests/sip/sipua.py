@@ -268,7 +268,12 @@ def response(req: Msg, code: int, reason: str, to_tag: str | None = None, contac
         lines += [f"Record-Route: {rr}" for rr in req.all("record-route")]
     if contact:
         lines.append(f"Contact: <{contact}>")
-    lines += list(extra)
+    return finish(lines, extra, body)
+
+
+def finish(lines: list[str], extra, body: str) -> str:
+    """A message from its first lines, extra headers and an SDP body (or none)."""
+    lines = lines + list(extra)
     if body:
         lines.append("Content-Type: application/sdp")
     lines.append(f"Content-Length: {len(body.encode())}")
@@ -411,11 +416,7 @@ class UA(Endpoint):
                  f"Call-ID: {call_id}", f"CSeq: {cseq} {method}"]
         if own_contact and method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER", "UPDATE"):
             lines.append(f"Contact: <{self.contact}>")
-        lines += list(extra)
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body.encode())}")
-        return "\r\n".join(lines) + "\r\n\r\n" + body
+        return finish(lines, extra, body)
 
     # -- transactions --------------------------------------------------------------------------------
     def transact(self, text: str, call_id: str, cseq: int, method: str, timeout: float = 4.0,
