@@ -3,8 +3,12 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+# rtpengine, TLS, ndb_redis (native benchmark baseline), promtool, the Redis exporter and Ansible are
+# what the edge, monitoring, load and deployment tests start for real.
 DEBS=(kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
-      redis-server sip-tester baresip python3-venv python3-dev gcc)
+      kamailio-tls-modules kamailio-redis-modules rtpengine-daemon
+      redis-server sip-tester baresip python3-venv python3-dev gcc
+      prometheus prometheus-redis-exporter ansible ansible-lint yamllint nftables iproute2 openssl)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
