@@ -112,6 +112,11 @@ class Peer(Stored):
     def uri(self) -> str:
         return f"sip:{self.host}:{self.port};transport={self.transport}"
 
+    @property
+    def label(self) -> str:
+        """The peer as a log line names it: what ops called it, and where it is."""
+        return f"{self.name} ({self.transport}:{self.host}:{self.port})"
+
 
 @dataclass(frozen=True)
 class MediaServer(Peer):

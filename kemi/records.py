@@ -33,6 +33,14 @@ def decode(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def summary(record: dict[str, Any] | None) -> str:
+    """A call in a few words for a log line."""
+    if not record:
+        return "call without a record (unverified emergency call)"
+    who = f"{record.get('extension') or record.get('from') or '?'}@{record.get('company', '?')}"
+    return f"{record.get('direction', '?')} {record.get('category', '?')} call {who} -> {record.get('to') or '?'}"
+
+
 def answered_seconds(answer_ms: int | None, end_ms: int) -> int:
     """Whole seconds of conversation, rounded up: a call of 10.2 s is 11 s (billing rounds up anyway)."""
     if not answer_ms or end_ms <= answer_ms:
@@ -40,10 +48,14 @@ def answered_seconds(answer_ms: int | None, end_ms: int) -> int:
     return (end_ms - answer_ms + 999) // 1000
 
 
-def finish(record: dict[str, Any], *, answer_ms: int | None, end_ms: int, failed: bool) -> tuple[dict, int]:
-    """The final record and the answered seconds to settle."""
+def finish(record: dict[str, Any], *, answer_ms: int | None, end_ms: int, failed: bool,
+           trunks_failed: bool = False) -> tuple[dict, int]:
+    """The final record and the answered seconds to settle. trunks_failed: no trunk took the
+    call (silent, or 5xx), as opposed to a callee that did not answer or said busy."""
     secs = 0 if failed else answered_seconds(answer_ms, end_ms)
-    if failed or not answer_ms:
+    if failed and trunks_failed:
+        disposition = "trunks-failed"
+    elif failed or not answer_ms:
         disposition = "unanswered"
     elif record.get("max_secs") and secs >= record["max_secs"]:
         disposition = "cut-at-max-duration"

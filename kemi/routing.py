@@ -30,6 +30,14 @@ def trunk_failed(code: int, replied: bool) -> bool:
     return code in FAILOVER_CODES
 
 
+def trunk_outcome(trunk: str, code: int, replied: bool, waited_ms: int) -> str:
+    """What a trunk did with a call, for the log: a 408 that tm made up because the trunk sent
+    nothing is the trunk's silence, not its answer."""
+    if code == 408 and not replied:
+        return f"no reply from {trunk} in {waited_ms} ms"
+    return f"{trunk} answered {code}"
+
+
 def refusal(decision: Decision) -> Reply | None:
     """The answer for a call the numbering plan does not let through, or None to route it."""
     if decision.category == "invalid":

@@ -124,6 +124,8 @@ class Calls:
         # the event runs on the answer: its source is where the callee really is
         self.sip.set(Var.CALLEE, self.sip.source_address())
         rec = records.decode(self.sip.get(Var.RECORD))
+        self.sip.log("info", f"call-id {self.sip.call_id} connected: {records.summary(rec)} "
+                             f"answered from {self.sip.source_address()}")
         if rec is None:
             return
         answered_ms = now_ms()
@@ -138,7 +140,8 @@ class Calls:
         if rec is None:
             return
         answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)
-        final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(), failed=event == "dialog:failed")
+        final, secs = records.finish(rec, answer_ms=answer_ms, end_ms=now_ms(), failed=event == "dialog:failed",
+                                     trunks_failed=bool(self.sip.get(Var.TRUNKS_FAILED)))
         if rec.get("prepaid"):
             prepaid.ended(rec, secs, final)
         else:

@@ -177,4 +177,4 @@ class Emergency:
             self.calls.track(self.calls.record(company_id, user, callback, code, "emergency", "included", "outbound"))
         else:
             self.calls.track(None)  # no company to record the call for (unverified, or identified from cache)
-        self.trunks.dial(code, trunks, headers + ([pai] if pai else []))
+        self.trunks.dial(code, trunks, headers + ([pai] if pai else []), emergency=True)

@@ -97,7 +97,11 @@ class Phones:
             sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} not saved by the registrar")
             return
         if contacts is not None:
-            self.gate.registered(edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES))
+            seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
+            self.gate.registered(seconds)
+            ip, port = sip.source
+            sip.log("info", f"registered {ctx.caller.number}@{ctx.company.domain} from {sip.transport}:{ip}:{port} "
+                            f"for {seconds} s (call-id {sip.call_id})")
 
     def contact_refusal(self, contacts: str | None, expires: str | None) -> Reply | None:
         """Why this REGISTER's contacts may not be saved: they must be its own source address

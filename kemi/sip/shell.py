@@ -54,6 +54,10 @@ class Var:
     FALLBACK = "$avp(fallback)"        # the receptionist an unanswered extension falls back to
     COMPANY = "$avp(co)"               # the company a receptionist call belongs to
     DID = "$avp(did)"                  # the DID that was called
+    TRUNK_NOW = "$avp(trunk_now)"      # the trunk the current branch went to, and when (ms)
+    TRUNK_SENT_MS = "$avp(trunk_sent_ms)"
+    TRUNKS_TRIED = "$avp(trunks_tried)"  # what each trunk tried did, for the log line of the last failure
+    EMERGENCY = "$avp(emergency)"      # "1": an emergency call; its failure is logged at crit
     # dialog (live from set-up to the end of the call)
     RECORD = "$dlg_var(rec)"           # the call record (records.encode)
     ANSWER_MS = "$dlg_var(answer_ms)"  # when the call was answered
@@ -61,6 +65,7 @@ class Var:
     CALLEE = "$dlg_var(callee)"        # transport:ip:port the answer came from
     DEADLINE_MS = "$dlg_var(deadline_ms)"  # a prepaid call ends by then (answer + max duration)
     FINISHED = "$dlg_var(finished)"    # the event that wrote the record (timeout, end, failed): once
+    TRUNKS_FAILED = "$dlg_var(trunks_failed)"  # "1": no trunk took the call (records: trunks-failed)
     TIMEOUT_ROUTE = "$dlg_ctx(timeout_route)"  # set: the timeout runs dialog:timeout before any BYE
     CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
     CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks

@@ -7,10 +7,16 @@ process the failure route runs.
 
 from __future__ import annotations
 
+import time
+
 from kemi import replies, routing
 from kemi.model import Trunk
 from kemi.settings import Settings
 from kemi.sip.shell import Route, Sip, Timers, Var
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Trunks:
@@ -18,7 +24,8 @@ class Trunks:
         self.sip = sip
         self.settings = settings
 
-    def dial(self, user: str, trunks: list[Trunk], headers: list[str], relay_now: bool = True) -> bool:
+    def dial(self, user: str, trunks: list[Trunk], headers: list[str], relay_now: bool = True,
+             emergency: bool = False) -> bool:
         """Add the proxy's headers and dial user on the first trunk (relay_now False: keep the
         trunks for relay_next, after an announcement); False when there is none (the caller
         has been answered)."""
@@ -32,6 +39,8 @@ class Trunks:
         self.sip.append_headers(headers)
         self.sip.set(Var.CALLEE_CARRIER, "1")  # the dialog's later requests to the callee are filtered too
         self.sip.set(Var.DIAL_USER, user)
+        if emergency:
+            self.sip.set(Var.EMERGENCY, "1")
         if relay_now:
             self.relay(user, trunks)
         else:
@@ -45,19 +54,43 @@ class Trunks:
     def relay(self, user: str, trunks: list) -> None:
         trunk, rest = trunks[0], trunks[1:]
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(rest))
+        self.sip.set(Var.TRUNK_NOW, trunk.label)
+        self.sip.set(Var.TRUNK_SENT_MS, str(now_ms()))
         self.sip.relay(f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}", Route.FAILURE_TRUNK,
                        Timers(120000, self.settings.trunk_timeout_ms))
 
     def failed(self) -> None:
         """Failure route of a trunk branch: the next trunk, or the caller gets the answer."""
-        code = self.sip.status_code()
-        rest = routing.decode_peers(self.sip.get(Var.TRUNKS_LEFT))
+        sip = self.sip
+        code, replied = sip.status_code(), sip.branch_replied()
+        if sip.canceled():
+            return  # the caller hung up: nothing failed
+        waited = now_ms() - int(sip.get(Var.TRUNK_SENT_MS) or now_ms())
+        outcome = routing.trunk_outcome(sip.get(Var.TRUNK_NOW) or "?", code, replied, waited)
+        tried = "; ".join(filter(None, [sip.get(Var.TRUNKS_TRIED), outcome]))
+        sip.set(Var.TRUNKS_TRIED, tried)
+        rest = routing.decode_peers(sip.get(Var.TRUNKS_LEFT))
         # a 408 after ringing is the callee not answering, not the trunk failing
-        if not routing.trunk_failed(code, replied=self.sip.branch_replied()):
-            return
-        if rest:
-            self.sip.log("warn", f"trunk answered {code} for call-id {self.sip.call_id}: trying {rest[0].uri}")
+        trunk_failed = routing.trunk_failed(code, replied=replied)
+        if trunk_failed and rest:
+            sip.log("warn", f"call-id {sip.call_id} to {sip.get(Var.DIAL_USER)}: {outcome}: trying {rest[0].label}")
             self.relay_next()
-        elif code == 503:
+            return
+        if trunk_failed:
+            sip.set(Var.TRUNKS_FAILED, "1")
+        self.log_last_failure(trunk_failed, tried)
+        if trunk_failed and code == 503:
             # RFC 3261 16.7: a proxy does not pass a 503 on (it would say the proxy itself is down)
-            self.sip.reply_in_failure(replies.TRUNKS_UNAVAILABLE)
+            sip.reply_in_failure(replies.TRUNKS_UNAVAILABLE)
+
+    def log_last_failure(self, trunk_failed: bool, tried: str) -> None:
+        sip = self.sip
+        user = sip.get(Var.DIAL_USER)
+        if sip.get(Var.EMERGENCY):
+            # whatever the reason, an emergency call that ends here did not reach anyone
+            sip.log("crit", f"EMERGENCY CALL {user} call-id {sip.call_id} from {sip.source[0]}:{sip.source[1]} "
+                            f"FAILED on every route: {tried}")
+        elif trunk_failed:
+            sip.log("err", f"call-id {sip.call_id} to {user}: every trunk failed: {tried}")
+        else:
+            sip.log("info", f"call-id {sip.call_id} to {user}: not connected: {tried}")

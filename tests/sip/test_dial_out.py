@@ -6,11 +6,24 @@ primary 127.0.0.2, backup 127.0.0.4, emergency 127.0.0.5, all on port 5060.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from tests.conftest import OFFICE
-from tests.harness import Proxy, RedisServer, admin
+from kemi.store.prepaid import PrepaidLedger
+from tests.conftest import OFFICE, SIP_DB
+from tests.harness import Proxy, RedisServer, admin, wait_for
 from tests.sip.conftest import BACKUP, EMERGENCY, PRIMARY, Phones, header, ruri, trunk
+
+
+def call_id_of(call) -> str:
+    """The Call-ID SIPp used (its message log of the call)."""
+    return re.search(r"^Call-ID:\s*(\S+)", call.messages, re.M | re.I).group(1)
+
+
+def record_of(redis_server, call_id: str) -> dict | None:
+    ledger = PrepaidLedger(redis_server.store(SIP_DB))
+    return next((r for _, r in ledger.cdrs("acme") if r.get("call_id") == call_id), None)
 
 
 @pytest.mark.parametrize("dialled, e164", [
@@ -60,11 +73,56 @@ def test_failover_on_silent_trunk(phones):
     assert ruri(backup.wait().received("INVITE")[0]).startswith("sip:+33612345678@127.0.0.4:5060")
 
 
-def test_all_trunks_fail_caller_gets_the_last_error(phones):
+def test_all_trunks_fail_caller_gets_the_last_error(phones, proxy, redis_server):
     alice = phones.phone("2001")
     trunk(phones, PRIMARY, (503, "Overloaded"))
     trunk(phones, BACKUP, (502, "Bad Gateway"))
-    assert phones.call(alice, "0612345678").wait().final == (502, "Bad Gateway")
+    mark = proxy.mark()
+    call = phones.call(alice, "0612345678").wait()
+    assert call.final == (502, "Bad Gateway")
+    call_id = call_id_of(call)
+    # the record says no trunk took the call, not that it rang out
+    record = wait_for(lambda: record_of(redis_server, call_id), 5, "the call record")
+    assert record["disposition"] == "trunks-failed" and record["cost"] == 0
+    log = proxy.log_since(mark)
+    failed = [line for line in log.splitlines() if "every trunk failed" in line]
+    assert len(failed) == 1 and call_id in failed[0], log[-3000:]
+    assert "127.0.0.2:5060) answered 503" in failed[0] and "127.0.0.4:5060) answered 502" in failed[0]
+
+
+def test_a_call_that_rings_out_is_unanswered_not_trunks_failed(phones, redis_server):
+    alice = phones.phone("2001")
+    trunk(phones, PRIMARY, (486, "Busy Here"))
+    call = phones.call(alice, "0612345679").wait()
+    assert call.final == (486, "Busy Here")
+    record = wait_for(lambda: record_of(redis_server, call_id_of(call)), 5, "the call record")
+    assert record["disposition"] == "unanswered"
+
+
+def test_a_silent_trunk_is_logged_as_silence(phones, proxy):
+    alice = phones.phone("2001")  # nothing listens on the primary
+    backup = trunk(phones, BACKUP)
+    mark = proxy.mark()
+    call = phones.call(alice, "0612345678").wait()
+    assert call.final == (200, "OK"), call.log
+    backup.wait()
+    log = proxy.log_since(mark)
+    assert re.search(r"no reply from \S+ \(udp:127\.0\.0\.2:5060\) in \d+ ms: trying \S+ \(udp:127\.0\.0\.4:5060\)", log), log[-3000:]
+    assert "answered 408" not in log
+
+
+def test_registration_and_connected_call_each_get_one_info_line(phones, proxy):
+    mark = proxy.mark()
+    bruno = phones.registered(phones.phone("2002"))
+    answering = phones.answer(bruno)
+    call = phones.call(phones.phone("2001"), "2002").wait()
+    assert call.final == (200, "OK"), call.log
+    answering.wait()
+    log = proxy.log_since(mark)
+    registered = [line for line in log.splitlines() if "registered 2002@acme.test from udp:" in line]
+    assert len(registered) == 1 and "INFO" in registered[0], log[-3000:]
+    connected = [line for line in log.splitlines() if f"call-id {call_id_of(call)} connected" in line]
+    assert len(connected) == 1 and "internal call 2001@acme -> 2002" in connected[0], log[-3000:]
 
 
 def test_callee_busy_is_not_retried_on_the_backup(phones):
@@ -162,6 +220,18 @@ def test_emergency_call_from_a_proxy_that_never_saw_data(workdir, store):
         phones.cleanup()
         proxy.stop()
         redis.stop()
+
+
+def test_emergency_call_failing_on_every_route_is_logged_at_crit(isolated):
+    _, proxy, phones = isolated  # nothing answers on the emergency trunk: it stays silent
+    alice = phones.phone("2001")
+    mark = proxy.mark()
+    call = phones.call(alice, "112", hold_ms=100).wait()
+    assert call.final[0] == 408, call.log
+    log = proxy.log_since(mark)
+    crit = [line for line in log.splitlines() if "EMERGENCY CALL 112" in line and "FAILED" in line]
+    assert len(crit) == 1 and "CRIT" in crit[0] and call_id_of(call) in crit[0], log[-3000:]
+    assert re.search(r"no reply from \S+ \(udp:127\.0\.0\.5:5060\) in \d+ ms", crit[0])
 
 
 def test_phone_cannot_fake_the_emergency_location(phones):

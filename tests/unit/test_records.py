@@ -26,6 +26,19 @@ def test_unanswered_and_failed_calls_are_zero_seconds():
         assert secs == 0 and final["disposition"] == "unanswered"
 
 
+def test_a_call_no_trunk_took_is_told_apart_from_one_that_rang_out():
+    final, secs = records.finish(base(), answer_ms=0, end_ms=5_000, failed=True, trunks_failed=True)
+    assert secs == 0 and final["disposition"] == "trunks-failed" and final["cost"] == 0
+    # the flag only ever describes a call that failed: an answered call stays answered
+    final, _ = records.finish(base(), answer_ms=2_000, end_ms=5_000, failed=False, trunks_failed=True)
+    assert final["disposition"] == "answered"
+
+
+def test_summary_names_the_call_for_a_log_line():
+    assert records.summary(base()) == "outbound domestic call 2001@acme -> +33612345678"
+    assert "unverified emergency" in records.summary(None)
+
+
 def test_prepaid_call_cut_at_its_maximum_leaves_cost_to_the_ledger():
     final, secs = records.finish(base(prepaid=True, max_secs=3), answer_ms=1_000, end_ms=4_001, failed=False)
     assert secs == 4 and final["disposition"] == "cut-at-max-duration"

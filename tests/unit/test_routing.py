@@ -143,3 +143,13 @@ def test_forwarding_headers():
 ])
 def test_trunk_failed(code, replied, failover):
     assert routing.trunk_failed(code, replied) is failover
+
+
+@pytest.mark.parametrize("code, replied, said", [
+    (408, False, "no reply from t@udp:1.2.3.4:5060 in 6000 ms"),
+    (408, True, "t@udp:1.2.3.4:5060 answered 408"),      # it rang: the callee did not answer
+    (503, False, "t@udp:1.2.3.4:5060 answered 503"),
+    (486, True, "t@udp:1.2.3.4:5060 answered 486"),
+])
+def test_trunk_outcome_says_silence_when_the_trunk_said_nothing(code, replied, said):
+    assert routing.trunk_outcome("t@udp:1.2.3.4:5060", code, replied, 6000) == said

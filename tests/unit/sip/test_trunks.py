@@ -37,3 +37,47 @@ def test_a_cancelled_call_tries_no_other_trunk(world: World):
     ksr.failure_code, ksr.canceled = 487, True
     world.router(ksr).ksr_failure_trunk(None)
     assert ksr.relays == [] and ksr.replies == []
+
+
+def test_a_silent_trunk_is_logged_as_silence_with_the_time_waited(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "b@udp:127.0.0.4:5060", Var.DIAL_USER: "+33145678901",
+                     Var.TRUNK_NOW: "a@udp:127.0.0.2:5060"})
+    ksr.failure_code = 408
+    world.router(ksr).ksr_failure_trunk(None)
+    (warning,) = [text for level, text in ksr.logs if level == "warn"]
+    assert "no reply from a@udp:127.0.0.2:5060 in " in warning and " ms" in warning
+    assert "answered 408" not in warning and "call-1" in warning
+
+
+def test_the_last_trunk_failing_is_logged_with_every_trunk_tried_and_marks_the_record(world: World):
+    ksr = failure(world, 502, "")
+    assert ksr.vars[Var.TRUNKS_FAILED] == "1"
+    (error,) = [text for level, text in ksr.logs if level == "err"]
+    assert "every trunk failed" in error and "call-1" in error and "answered 502" in error
+
+
+def test_a_callee_refusing_is_not_a_trunk_failure_in_the_record(world: World):
+    ksr = failure(world, 486, "")
+    assert Var.TRUNKS_FAILED not in ksr.vars
+    assert not [text for level, text in ksr.logs if level in ("err", "crit")]
+
+
+def test_an_emergency_call_failing_on_every_route_is_logged_at_crit_with_the_routes_tried(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "112", Var.EMERGENCY: "1",
+                     Var.TRUNK_NOW: "emergency@udp:127.0.0.5:5060",
+                     Var.TRUNKS_TRIED: "no reply from backup@udp:127.0.0.9:5060 in 6000 ms"})
+    ksr.failure_code = 408
+    world.router(ksr).ksr_failure_trunk(None)
+    (crit,) = [text for level, text in ksr.logs if level == "crit"]
+    assert "EMERGENCY CALL 112" in crit and "call-1" in crit
+    assert "backup@udp:127.0.0.9:5060" in crit and "no reply from emergency@udp:127.0.0.5:5060" in crit
+
+
+def test_an_emergency_call_the_caller_cancels_is_no_failure(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "112", Var.EMERGENCY: "1"})
+    ksr.failure_code, ksr.canceled = 487, True
+    world.router(ksr).ksr_failure_trunk(None)
+    assert not [text for level, text in ksr.logs if level == "crit"]
