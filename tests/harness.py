@@ -314,7 +314,8 @@ class Sipp:
 
     def command(self, target: str | None) -> list[str]:
         cmd = ["sipp"] + ([target] if target else []) + [
-            "-sf", self.scenario_file(), "-i", self.ip, "-p", str(self.port), "-m", str(self.calls),
+            # -ci: SIPp's control socket on the peer's own address, not on every interface
+            "-sf", self.scenario_file(), "-i", self.ip, "-ci", self.ip, "-p", str(self.port), "-m", str(self.calls),
             "-r", str(self.rate), "-l", str(max(self.calls, 1)),
             "-nostdin", "-trace_logs", "-log_file", str(self.log_path),
             "-trace_msg", "-message_file", str(self.msg_path), "-timeout_error"]

@@ -46,7 +46,9 @@ class PrepaidCalls:
             held = ledger.reserve(company.id, key, rate, cap_secs=cap, ttl_ms=ttl,
                                   ext=rec["extension"], to=target, meta={"call_id": rec["call_id"]})
         except PrepaidError as exc:
-            self.sip.log("info", f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
+            # the caller's account says no: info; the ledger itself says it is broken: ops must look
+            level = "info" if exc.code in ("NOT_ACTIVE", "NO_RATE", "INSUFFICIENT_FUNDS") else "err"
+            self.sip.log(level, f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
             self.calls.refuse(routing.prepaid_refusal(exc.code), rec)
             return None
         rec.update(prepaid=True, max_secs=held.max_secs, reservation=key)

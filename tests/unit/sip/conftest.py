@@ -125,6 +125,7 @@ class FakeLedger:
     records: list[dict] = field(default_factory=list)
     renewed: list[tuple[str, int]] = field(default_factory=list)
     settled: list[tuple[str, int]] = field(default_factory=list)
+    broken: bool = False  # the ledger's data is damaged (LEDGER_BROKEN)
 
     def rate_for(self, e164):
         return money.longest_prefix_rate(e164, self.rates)
@@ -134,6 +135,8 @@ class FakeLedger:
         return AccountStatus(self.active, self.balance, self.currency, sum(self.reservations.values()))
 
     def reserve(self, co, call_id, rate, *, cap_secs, ttl_ms, ext="", to="", meta=None):
+        if self.broken:
+            raise PrepaidError("LEDGER_BROKEN", "balance of acme is not an integer")
         if not self.active:
             raise PrepaidError("NOT_ACTIVE", "")
         available = self.balance - sum(self.reservations.values())
