@@ -8,6 +8,13 @@ ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 export ROOT
 export SIP_ADDR=${SIP_ADDR:-127.0.0.1}          # address the proxy listens on (UDP and TCP)
 export SIP_PORT=${SIP_PORT:-5060}               # SIP port (UDP and TCP)
+# SIP over TLS for phones: the listener and its certificate chain and key (PEM). With both unset,
+# scripts/run.sh makes a self-signed demo certificate for SIP_ADDR under $RUN_DIR/tls/ (and says so);
+# a real deployment gives its own.
+export TLS_ADDR=${TLS_ADDR:-$SIP_ADDR}          # address of the TLS listener
+export TLS_PORT=${TLS_PORT:-5061}               # its port (TCP)
+export TLS_CERT=${TLS_CERT:-}                   # certificate (chain) file; empty: the demo certificate
+export TLS_KEY=${TLS_KEY:-}                     # its private key file; empty: the demo key
 export SIP_CHILDREN=${SIP_CHILDREN:-4}          # worker processes per transport
 export LOG_LEVEL=${LOG_LEVEL:-2}                # Kamailio debug level: 0 warn, 1 notice, 2 info, 3 debug
 export REDIS_PORT=${REDIS_PORT:-6379}           # port of the local redis-server that scripts/run.sh starts

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the product: a local redis-server with the demo office loaded, stand-ins for the provisioned
 # trunks and media servers that have loopback addresses (STANDINS=0: none), and the proxy on
-# $SIP_ADDR:$SIP_PORT (UDP and TCP), all in the foreground. Ctrl-C (or SIGTERM) stops everything.
+# $SIP_ADDR:$SIP_PORT (UDP and TCP) and $TLS_ADDR:$TLS_PORT (TLS), all in the foreground. Ctrl-C (or SIGTERM) stops everything.
 # "run: proxy on ..." is printed only once the proxy answers an OPTIONS; when the proxy, Redis or
 # a stand-in does not come up, or one of them dies later, the script says which, shows the end of
 # its log, stops the rest and exits non-zero.
@@ -57,6 +57,23 @@ listening 127.0.0.1 "$REDIS_PORT" tcp &&
 if listening "$SIP_ADDR" "$SIP_PORT" udp || listening "$SIP_ADDR" "$SIP_PORT" tcp; then
   in_use "$SIP_ADDR:$SIP_PORT (SIP)" "another proxy? SIP_PORT=... picks another port"
 fi
+listening "$TLS_ADDR" "$TLS_PORT" tcp &&
+  in_use "$TLS_ADDR:$TLS_PORT (SIP over TLS)" "another proxy? TLS_PORT=... picks another port"
+
+# TLS: the operator's certificate and key, or (neither given) a self-signed demo pair. Kamailio reads
+# relative paths from kamailio.cfg's directory: hand it absolute ones.
+if [ -z "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; then
+  read -r TLS_CERT TLS_KEY < <("$ROOT/scripts/demo-cert.sh" "$RUN_DIR/tls" "$TLS_ADDR") ||
+    fail "no demo certificate could be made in $RUN_DIR/tls (openssl)"
+  echo "run: TLS with the self-signed demo certificate $TLS_CERT (key $TLS_KEY); phones must be told to trust it"
+else
+  for file in TLS_CERT TLS_KEY; do
+    [ -n "${!file}" ] || fail "$file is empty: give both TLS_CERT and TLS_KEY, or neither for the demo certificate"
+    [ -r "${!file}" ] || fail "$file=${!file}: no such readable file"
+  done
+  TLS_CERT=$(realpath "$TLS_CERT"); TLS_KEY=$(realpath "$TLS_KEY")
+fi
+export TLS_CERT TLS_KEY
 
 # AOF: money lives here (see redis-schema/SCHEMA.md)
 # Output goes to the terminal and to a log (tail shown on failure). The tee is opened here, not as
@@ -156,7 +173,7 @@ until answers_options 2>/dev/null; do
          "$kam_log"
   sleep 0.2
 done
-echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp), Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
+echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp) and $TLS_ADDR:$TLS_PORT (tls), Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
 
 status=0
 wait -n -p ended "$kam_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?

@@ -388,6 +388,7 @@ class FakeKSR:
         self.dlg_bye_result = 1
         self.uac_sent: list[tuple] = []
         self.record_routed = 0
+        self.no_connect = False                  # set_forward_no_connect()
         self.logs: list[tuple[str, str]] = []
         # the modules
         self.pv, self.hdr, self.sl, self.tm = _PV(self), _Hdr(self), _SL(self), _TM(self)
@@ -408,6 +409,10 @@ class FakeKSR:
         return known
 
     # -- core --------------------------------------------------------------------------------
+    def set_forward_no_connect(self) -> bool:
+        self.no_connect = True
+        return True
+
     def is_myself(self, uri: str) -> int:
         """Whether the URI names the receiving socket ($Ri:$Rp; no port means 5060)."""
         match = re.match(r"<?sips?:(?:[^@;>]+@)?([^;>:]+)(?::([0-9]+))?", uri or "")

@@ -131,12 +131,24 @@ def admin(redis_url: str, *args: str, check: bool = True) -> subprocess.Complete
     return proc
 
 
+def demo_cert(workdir: Path, ip: str) -> tuple[str, str]:
+    """(certificate, key) of the self-signed demo pair scripts/run.sh makes, for a proxy on ip."""
+    out = subprocess.run([str(ROOT / "scripts" / "demo-cert.sh"), str(workdir / f"tls-{ip}"), ip],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    return out[0], out[1]
+
+
 class Proxy:
-    """Kamailio with the project's kamailio.cfg and kemi/, on a free port of 127.0.0.1."""
+    """Kamailio with the project's kamailio.cfg and kemi/, on a free port of 127.0.0.1 (UDP and TCP)
+    and another one for TLS (tls_port), with the demo certificate (tls_cert)."""
 
     def __init__(self, workdir: Path, redis_url: str, ip: str = "127.0.0.1", **env: str):
         self.ip = ip
         self.port = free_port(ip)
+        self.tls_port = free_port(ip)
+        while self.tls_port == self.port:
+            self.tls_port = free_port(ip)
+        self.tls_cert, self.tls_key = demo_cert(workdir, ip)
         self.workdir = workdir
         self.redis_url = redis_url
         self.log_path = workdir / f"kamailio-{self.port}.log"
@@ -152,6 +164,7 @@ class Proxy:
             # the venv running the tests is the one the proxy must import from
             "KEMI_VENV": sys.prefix if sys.prefix != sys.base_prefix else str(ROOT / ".venv"),
             "KAMAILIO_CTL": self.ctl, "SCHEMA_RECHECK_S": "1",
+            "TLS_ADDR": self.ip, "TLS_PORT": str(self.tls_port), "TLS_CERT": self.tls_cert, "TLS_KEY": self.tls_key,
         })
         env.update(self.extra_env)
         return env

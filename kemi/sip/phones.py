@@ -147,7 +147,11 @@ class Phones:
         if fallback is not None:
             self.calls.remember_receptionist(company.id, did, fallback)
             failure_route = Route.FAILURE_EXTENSION
-        self.sip.relay(failure_route=failure_route, timers=Timers(ext.ring_timeout * 1000, RING_SILENT_MS))
+        # A phone on TCP or TLS is reached only through the connection it registered on: its
+        # Contact names that connection's source port, where nothing listens once it is closed.
+        self.sip.connections_only()
+        self.sip.relay(failure_route=failure_route, timers=Timers(ext.ring_timeout * 1000, RING_SILENT_MS),
+                       unsent=replies.PHONE_NOT_CONNECTED)
 
     def only_safe_targets(self, aor: str) -> bool:
         """Drop every registered contact that names this proxy or a trusted peer (edge.unsafe_target),

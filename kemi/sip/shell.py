@@ -228,9 +228,9 @@ class _Answers:
 
     # -- forwarding ------------------------------------------------------------------------
     def relay(self, uri: str | None = None, failure_route: str | None = None, timers: Timers | None = None,
-              branch_route: str | None = None) -> bool:
+              branch_route: str | None = None, unsent: Reply | None = None) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
-        the error itself when tm cannot send. True when sent."""
+        the error itself when tm cannot send (unsent: with that answer, else tm's own). True when sent."""
         if uri is not None:
             self.set_ruri(uri)
         if failure_route is not None:
@@ -240,7 +240,10 @@ class _Answers:
         if timers is not None:
             self.k.tm.t_set_fr(timers.ring_ms, timers.silent_ms)
         if self.k.tm.t_relay() < 0:
-            self.k.sl.sl_reply_error()
+            if unsent is not None:
+                self.reply(unsent)
+            else:
+                self.k.sl.sl_reply_error()
             return False
         return True
 
@@ -315,6 +318,11 @@ class _Phones:
 
     def save_contact(self) -> bool:
         return self.k.registrar.save("location", 0) >= 0
+
+    def connections_only(self) -> None:
+        """Requests forwarded from here on go over TCP/TLS only through a connection that is
+        already open (UDP is unaffected): a phone on TCP or TLS listens on no port of its own."""
+        self.k.set_forward_no_connect()
 
     def lookup(self, aor_uri: str) -> int:
         """Point the request at every registered contact of an AOR; the registrar's code."""

@@ -6,7 +6,7 @@ call, reuse a Call-ID, or prove that a peer received *nothing*. Here:
 - `Peer` is a trunk, media server or any other listener on its own loopback address: it
   records every message it receives (UDP, optionally TCP) and answers like a carrier
   (INVITE: 100, 200 with SDP; other requests: 200; or a chosen refusal).
-- `UA` is a phone or an attacker: it registers and calls with digest authentication, keeps
+- `UA` is a phone or an attacker (on UDP, TCP or TLS): it registers and calls with digest authentication, keeps
   the dialog (tags, route set, remote target) and can send any in-dialog request with any
   Request-URI and Route set. Requests the proxy sends to it (a BYE at the maximum duration)
   are answered 200 and recorded.
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import select
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -116,9 +118,12 @@ def digest(user: str, password: str, realm: str, nonce: str, method: str, uri: s
 
 
 class Endpoint:
-    """A socket (UDP, a TCP client connection, or a TCP listener) with a receiver thread."""
+    """A socket (UDP, a TCP or TLS client connection, or a TCP listener) with a receiver thread.
 
-    def __init__(self, ip: str, port: int = 0, tcp_to: tuple[str, int] | None = None, tcp_listen: bool = False):
+    tls: the client context of a TLS connection to tcp_to (its handshake is done here)."""
+
+    def __init__(self, ip: str, port: int = 0, tcp_to: tuple[str, int] | None = None, tcp_listen: bool = False,
+                 tls: ssl.SSLContext | None = None):
         self.ip = ip
         self.inbox: list[Msg] = []
         self.cond = threading.Condition()
@@ -126,12 +131,16 @@ class Endpoint:
         self.threads: list[threading.Thread] = []
         self.conns: list[socket.socket] = []
         self.tcp_server = None
-        self.transport = "TCP" if tcp_to else "UDP"
+        # one OpenSSL connection must not be read and written by two threads at once
+        self.stream_lock = threading.Lock()
+        self.transport = ("TLS" if tls else "TCP") if tcp_to else "UDP"
         if tcp_to:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock.bind((ip, port))
             self.sock.settimeout(3)
             self.sock.connect(tcp_to)
+            if tls is not None:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=tcp_to[0])
             self.conns.append(self.sock)
             self._spawn(self._read_stream, self.sock, tcp_to)
         else:
@@ -180,7 +189,14 @@ class Endpoint:
         buf = b""
         while not self.closed:
             try:
-                chunk = conn.recv(65535)
+                if isinstance(conn, ssl.SSLSocket):
+                    # wait outside the lock, so that a send is never held up by an idle read
+                    if not conn.pending() and not select.select([conn], [], [], 0.2)[0]:
+                        continue
+                    with self.stream_lock:
+                        chunk = conn.recv(65535)
+                else:
+                    chunk = conn.recv(65535)
             except socket.timeout:
                 continue
             except OSError:
@@ -216,10 +232,9 @@ class Endpoint:
 
     def send(self, text: str, dest: tuple[str, int] | None = None, conn=None) -> None:
         data = text.encode()
-        if conn is not None:
-            conn.sendall(data)
-        elif self.transport == "TCP":
-            self.sock.sendall(data)
+        if conn is not None or self.transport != "UDP":
+            with self.stream_lock:
+                (conn or self.sock).sendall(data)
         else:
             self.sock.sendto(data, dest)
 
@@ -393,17 +408,23 @@ class UA(Endpoint):
     """A phone (or an attacker) talking to the proxy."""
 
     def __init__(self, ip: str, proxy: tuple[str, int], user: str = "mallory", domain: str = "example.net",
-                 password: str = "", tcp: bool = False, answer_invites="answer", port: int = 0):
-        super().__init__(ip, port, tcp_to=proxy if tcp else None)
+                 password: str = "", tcp: bool = False, answer_invites="answer", port: int = 0,
+                 tls: ssl.SSLContext | None = None):
+        """tcp or tls (a client context): a connection to proxy, which then must be its TCP or TLS port."""
+        super().__init__(ip, port, tcp_to=proxy if tcp or tls else None, tls=tls)
         self.proxy = proxy
         self.user, self.domain, self.password = user, domain, password
         self.answer_invites = answer_invites
+        self.ring_first = False  # answer an INVITE with 180 Ringing before the 200
         self.sent_answers: dict[str, str] = {}
+        self.answered: dict[str, tuple[Msg, str]] = {}  # Call-ID -> (INVITE answered 200, our To tag)
 
     # -- building ------------------------------------------------------------------------------------
     @property
     def contact(self) -> str:
-        return f"sip:{self.user}@{self.ip}:{self.port}" + (";transport=tcp" if self.transport == "TCP" else "")
+        # on TCP and TLS this is the connection's own source port: where the proxy reaches the phone
+        transport = "" if self.transport == "UDP" else f";transport={self.transport.lower()}"
+        return f"sip:{self.user}@{self.ip}:{self.port}{transport}"
 
     def build(self, method: str, ruri: str, call_id: str, from_tag: str, to_uri: str, to_tag: str | None,
               cseq: int, extra: list[str] = (), body: str = "", branch: str | None = None,
@@ -527,7 +548,14 @@ class UA(Endpoint):
             if self.answer_invites == "silent":
                 return
             if self.answer_invites == "answer":
-                answer = response(msg, 200, "OK", token(), contact, SDP.format(ip=self.ip))
+                tag = token()
+                if self.ring_first:
+                    self.send(response(msg, 180, "Ringing", tag, contact), msg.src, msg.conn)
+                    # two proxy workers may take the 180 and the 200 at once: a 180 handled after
+                    # the 200 is dropped (the transaction is over), as it would be from a real phone
+                    time.sleep(0.05)
+                answer = response(msg, 200, "OK", tag, contact, SDP.format(ip=self.ip))
+                self.answered[msg.call_id] = (msg, tag)
             else:
                 answer = response(msg, self.answer_invites[0], self.answer_invites[1], token())
         elif msg.method == "INVITE":
@@ -536,6 +564,22 @@ class UA(Endpoint):
             answer = response(msg, 200, "OK")
         self.sent_answers[key] = answer
         self.send(answer, msg.src, msg.conn)
+
+    def bye_as_callee(self, call_id: str, wait: float = 4.0) -> Msg | None:
+        """Hang up a call this UA answered: a BYE to the caller's Contact along the INVITE's
+        Record-Route (RFC 3261 12.1.1: the callee's route set is the Record-Route in order)."""
+        invite, tag = self.answered[call_id]
+        caller = invite.uris("contact")[0]
+        to_uri = re.search(r"<([^>]+)>", invite.header("to") or "").group(1)
+        from_uri = re.search(r"<([^>]+)>", invite.header("from") or "").group(1)
+        cseq = 1000
+        text = self.build("BYE", caller, call_id, tag, from_uri, invite.tag("from"), cseq,
+                          [f"Route: <{r}>" for r in invite.uris("record-route")], from_uri=to_uri)
+        return self.transact(text, call_id, cseq, "BYE", wait)
+
+    def callee_invites(self) -> list[Msg]:
+        """Initial INVITEs the proxy sent this UA."""
+        return [m for m in self.requests("INVITE") if not m.tag("to")]
 
 
 def raw_request(method: str, ruri: str, *, via_host: str, call_id: str | None = None, from_uri: str,

@@ -205,3 +205,15 @@ def test_when_the_peers_cannot_be_read_only_the_proxy_itself_is_refused(world: W
     world.directory.peer_addresses = unreachable
     ksr = world.request(ring_2002(["sip:x@127.0.0.2:5060", "sip:y@127.0.0.1:5060"]))
     assert ksr.relay.ruri == "sip:x@127.0.0.2:5060" and ksr.dropped_branches == ["sip:y@127.0.0.1:5060"]
+
+
+def test_phones_are_rung_only_over_open_connections(world: World):
+    ksr = world.request(ring_2002(["sip:2002@127.0.0.30:40312;transport=tls"]))
+    assert ksr.no_connect and ksr.relay.ruri == "sip:2002@127.0.0.30:40312;transport=tls"
+
+
+def test_a_phone_whose_connection_is_gone_gets_480_not_connected(world: World):
+    ksr = ring_2002(["sip:2002@127.0.0.30:40312;transport=tls"])
+    ksr.relay_result = -1  # tm could send on no branch: no open connection to the phone
+    world.request(ksr)
+    assert ksr.reply == (480, "Extension Not Connected") and ksr.relays == []

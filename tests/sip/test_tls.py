@@ -1,0 +1,261 @@
+"""SIP over TLS for phones, through the real Kamailio (its tls module, the demo certificate).
+
+A phone on TLS registers with the same digest credentials as on UDP, is reached over its own
+TLS connection (never over UDP or a new connection to a port nobody listens on), and calls
+cross UDP/TCP <-> TLS with both of the proxy's sockets in the Record-Route, so that each
+side's in-dialog requests stay on its own transport. Old protocol versions and ciphers without
+forward secrecy are refused at the handshake. Every assertion is on what the peer received.
+
+The phones are tests/sip/sipua.py UAs (Debian's SIPp has no TLS): the TLS one verifies the
+proxy's demo certificate (tests/harness.demo_cert, made by scripts/demo-cert.sh as run.sh does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+import ssl
+import time
+
+import pytest
+
+from tests.harness import wait_for
+from tests.sip.conftest import PASSWORDS
+from tests.sip.sipua import UA, Msg
+
+_ips = itertools.cycle(f"127.0.0.{n}" for n in range(200, 240))
+# cipher_list of kamailio.cfg: TLS 1.2 with forward secrecy and AEAD only
+MODERN_TLS12 = re.compile(r"^ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$")
+
+
+def client_context(proxy, **versions) -> ssl.SSLContext:
+    """A phone's TLS client that trusts the proxy's demo certificate (and checks its address)."""
+    ctx = ssl.create_default_context(cafile=proxy.tls_cert)
+    for name, value in versions.items():
+        setattr(ctx, name, value)
+    return ctx
+
+
+def handshake(proxy, ctx: ssl.SSLContext) -> tuple[str, str]:
+    """(protocol version, cipher) the proxy's TLS port agrees to with this client; ssl.SSLError if none."""
+    with socket.create_connection((proxy.ip, proxy.tls_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=proxy.ip) as tls:
+            return tls.version(), tls.cipher()[0]
+
+
+class Phones:
+    """UAs of one test on UDP, TCP or TLS; closed and unregistered afterwards."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.made: list[UA] = []
+
+    def phone(self, user: str, transport: str = "udp", domain: str = "acme.test") -> UA:
+        proxy = self.proxy
+        where = (proxy.ip, proxy.tls_port if transport == "tls" else proxy.port)
+        ua = UA(next(_ips), where, user, domain, PASSWORDS[(user, domain)], tcp=transport == "tcp",
+                tls=client_context(proxy) if transport == "tls" else None)
+        ua.ring_first = True
+        self.made.append(ua)
+        return ua
+
+    def registered(self, user: str, transport: str = "udp") -> UA:
+        ua = self.phone(user, transport)
+        answer = ua.register()
+        assert answer is not None and answer.status == 200, answer and answer.raw
+        return ua
+
+    def close(self) -> None:
+        time.sleep(0.1)
+        for ua in self.made:
+            ua.close()
+        for ua in self.made:
+            self.proxy.unregister(f"{ua.user}@{ua.domain}")
+
+
+@pytest.fixture
+def phones(proxy):
+    made = Phones(proxy)
+    yield made
+    made.close()
+
+
+def record_routes(proxy, msg: Msg) -> list[tuple[str, int, str]]:
+    """(host, port, transport) of each of the proxy's own Record-Route entries in msg."""
+    found = []
+    for uri in msg.uris("record-route"):
+        match = re.match(r"sips?:([^:;>]+):(\d+)", uri)
+        transport = re.search(r";transport=(\w+)", uri)
+        if match and match.group(1) == proxy.ip:
+            found.append((match.group(1), int(match.group(2)), transport.group(1).lower() if transport else "udp"))
+    return found
+
+
+def came_over(ua: UA, msg: Msg) -> str:
+    """The transport msg reached ua on, as the ua's socket tells."""
+    if msg.conn is None:
+        return "udp"
+    return "tls" if isinstance(msg.conn, ssl.SSLSocket) else "tcp"
+
+
+def invite_for(ua: UA, timeout: float = 5) -> Msg:
+    got = ua.wait(lambda m: m.is_request and m.method == "INVITE" and not m.tag("to"), timeout)
+    assert got is not None, f"{ua.user} on {ua.transport} received no INVITE"
+    return got
+
+
+def ringing_seen(ua: UA, call_id: str) -> bool:
+    return any(not m.is_request and m.call_id == call_id and m.status == 180 for m in ua.inbox)
+
+
+# -- the handshake -----------------------------------------------------------------------------------
+def test_tls_listener_speaks_tls_1_3_with_the_demo_certificate(proxy):
+    version, _ = handshake(proxy, client_context(proxy))
+    assert version == "TLSv1.3"
+
+
+def test_tls_1_2_only_with_forward_secret_aead_ciphers(proxy):
+    version, cipher = handshake(proxy, client_context(proxy, maximum_version=ssl.TLSVersion.TLSv1_2))
+    assert version == "TLSv1.2" and MODERN_TLS12.match(cipher), cipher
+    # a TLS 1.2 client offering only CBC suites (no AEAD; these would fit the demo's ECDSA key) gets nothing
+    weak = client_context(proxy, maximum_version=ssl.TLSVersion.TLSv1_2)
+    weak.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:"
+                     "ECDHE-ECDSA-AES256-SHA384")
+    with pytest.raises(ssl.SSLError):
+        handshake(proxy, weak)
+
+
+@pytest.mark.parametrize("old", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+def test_old_tls_versions_are_refused_at_the_handshake(proxy, old):
+    ctx = client_context(proxy, minimum_version=old, maximum_version=old)
+    # OpenSSL 3 clients disable TLS 1.0/1.1 at the default security level: level 0 makes this
+    # client really offer them, as an old phone would
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError) as refused:
+        handshake(proxy, ctx)
+    assert "protocol version" in str(refused.value).lower() or "unsupported protocol" in str(refused.value).lower(), \
+        refused.value
+    # the same client allowed TLS 1.2 is let in: the refusal is the version, not the client
+    ctx = client_context(proxy, minimum_version=old, maximum_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    assert handshake(proxy, ctx)[0] == "TLSv1.2"
+
+
+# -- registration --------------------------------------------------------------------------------------
+def test_tls_phone_registers_with_its_digest_and_is_saved_on_the_tls_socket(proxy, phones):
+    alice = phones.registered("2001", "tls")
+    assert alice.sock.version() == "TLSv1.3"
+    contacts = proxy.contacts("2001@acme.test")
+    assert contacts == [f"sip:2001@{alice.ip}:{alice.port};transport=tls"], contacts
+    lookup = proxy.kamcmd("ul.lookup", "location", "2001@acme.test")
+    assert f"Socket: tls:{proxy.ip}:{proxy.tls_port}" in lookup, lookup
+    # the challenge and realm are the ones a UDP phone gets: the company's domain
+    challenge = next(m for m in alice.inbox if not m.is_request and m.status == 401)
+    assert 'realm="acme.test"' in challenge.header("www-authenticate")
+
+
+def test_tls_phone_with_a_wrong_password_or_a_contact_elsewhere_is_refused(proxy, phones):
+    mallory = phones.phone("2001", "tls")
+    mallory.password = "not-alice"
+    answer = mallory.register()
+    assert answer is not None and answer.status == 403, answer
+    alice = phones.phone("2002", "tls")
+    # its own address and port, but claiming UDP: calls would go where no TLS connection is
+    answer = alice.register(contacts=[f"<sip:2002@{alice.ip}:{alice.port}>"])
+    assert answer is not None and answer.status == 403, answer
+    assert "Contact" in answer.first, answer.first
+    assert proxy.contacts("2002@acme.test") == [] and proxy.contacts("2001@acme.test") == []
+
+
+# -- calls across transports ---------------------------------------------------------------------------
+def test_tls_phone_calls_a_udp_phone_and_the_callee_hangs_up(proxy, phones):
+    bruno = phones.registered("2002", "udp")
+    alice = phones.registered("2001", "tls")
+    call = alice.invite("2002")
+    assert call.code == 200, call.final
+    invite = invite_for(bruno)
+    assert came_over(bruno, invite) == "udp" and invite.header("via").startswith("SIP/2.0/UDP")
+    # both of the proxy's sockets, the one towards each side
+    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "udp"),
+                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert ringing_seen(alice, call.call_id)
+    # the callee's BYE reaches the caller over its TLS connection
+    bye_answer = bruno.bye_as_callee(call.call_id)
+    assert bye_answer is not None and bye_answer.status == 200, bye_answer
+    bye = call.ended_by_peer()
+    assert bye is not None and came_over(alice, bye) == "tls"
+    assert bye.first.startswith(f"BYE sip:2001@{alice.ip}:{alice.port};transport=tls ")
+
+
+def test_udp_phone_calls_a_tls_phone_and_the_caller_hangs_up(proxy, phones):
+    alice = phones.registered("2001", "tls")
+    bruno = phones.registered("2002", "udp")
+    call = bruno.invite("2001")
+    assert call.code == 200, call.final
+    invite = invite_for(alice)
+    assert came_over(alice, invite) == "tls" and invite.header("via").startswith("SIP/2.0/TLS")
+    assert invite.first.startswith(f"INVITE sip:2001@{alice.ip}:{alice.port};transport=tls ")
+    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "udp"),
+                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert ringing_seen(bruno, call.call_id)
+    # the ACK of the 200 too: it follows the route set, the proxy sends it on over TLS
+    assert alice.wait(lambda m: m.is_request and m.method == "ACK" and m.call_id == call.call_id, 3) is not None
+    answer = call.bye()
+    assert answer is not None and answer.status == 200, answer
+    bye = alice.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
+    assert bye is not None and came_over(alice, bye) == "tls"
+
+
+def test_tls_phone_hangs_up_a_call_it_answered(proxy, phones):
+    alice = phones.registered("2001", "tls")
+    bruno = phones.registered("2002", "udp")
+    call = bruno.invite("2001")
+    assert call.code == 200, call.final
+    answer = alice.bye_as_callee(call.call_id)
+    assert answer is not None and answer.status == 200, answer
+    bye = call.ended_by_peer()
+    assert bye is not None and came_over(bruno, bye) == "udp"
+
+
+def test_plain_tcp_phone_is_unaffected_and_reaches_a_tls_phone(proxy, phones):
+    carol = phones.registered("2002", "tcp")
+    assert proxy.contacts("2002@acme.test") == [f"sip:2002@{carol.ip}:{carol.port};transport=tcp"]
+    alice = phones.registered("2001", "tls")
+    # TLS -> TCP: the TCP phone gets it over its TCP connection, as before TLS existed
+    call = alice.invite("2002")
+    assert call.code == 200, call.final
+    invite = invite_for(carol)
+    assert came_over(carol, invite) == "tcp" and invite.header("via").startswith("SIP/2.0/TCP")
+    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "tcp"),
+                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert call.bye().status == 200
+    assert carol.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3) is not None
+    # TCP -> TLS
+    back = carol.invite("2001")
+    assert back.code == 200, back.final
+    assert came_over(alice, invite_for(alice)) == "tls"
+    assert alice.bye_as_callee(back.call_id).status == 200
+    bye = back.ended_by_peer()
+    assert bye is not None and came_over(carol, bye) == "tcp"
+
+
+def test_a_tls_phone_whose_connection_is_gone_is_not_rung_over_anything_else(proxy, phones):
+    alice = phones.registered("2001", "tls")
+    bruno = phones.registered("2002", "udp")
+    assert alice.port in connected_ports(proxy)
+    alice.close()  # the phone's TLS connection closes (it left the network without unregistering)
+    wait_for(lambda: alice.port not in connected_ports(proxy), 5, "the proxy to see the connection closed")
+    mark = proxy.mark()
+    call = bruno.invite("2001")
+    # nothing listens at the phone's old source port: a clear answer at once, and no connection
+    # attempt to that port (nor a datagram: the UA's socket is closed, a UDP relay would time out)
+    assert (call.code, call.final.first.split(" ", 2)[2]) == (480, "Extension Not Connected"), call.final
+    log = proxy.log_since(mark)
+    assert f"{alice.ip}:{alice.port}" not in log.replace(f"{alice.ip}:{alice.port};transport=tls", ""), log
+
+
+def connected_ports(proxy) -> set[int]:
+    """Source ports of the TLS/TCP connections the proxy has open (kamcmd core.tcp_list)."""
+    listing = proxy.kamcmd("core.tcp_list")
+    return {int(port) for port in re.findall(r"src_port:\s*(\d+)", listing)}
