@@ -137,6 +137,33 @@ def contact_refusal(contacts: str | None, expires: str | None, source: Address) 
     return None
 
 
+def tls_contact_refusal(contacts: str | None, expires: str | None) -> Reply | None:
+    """Why the Contacts of a REGISTER that came over TLS may not be saved, or None.
+
+    A phone on TLS is reached only through its TLS connection: the registrar saves the
+    connection's source as each contact's "received" and every request for the phone goes
+    there. Phones write their listening address in the Contact (an address behind a NAT, a port
+    nobody can connect to from outside), not the connection's source port, and the Contact is
+    the Request-URI they expect back: it is kept as written, and its host and port never decide
+    where anything is sent. It must ask for TLS (sips: or ;transport=tls), so that nobody takes
+    the phone's answer for a plain-text registration. `*` and a query as in contact_refusal."""
+    if contacts is None or not contacts.strip():
+        return None
+    try:
+        items = split_contacts(contacts)
+    except ValueError:
+        return replies.UNREADABLE_CONTACT
+    if STAR in items:
+        return replies.STAR_NEEDS_EXPIRES_0 if items != [STAR] or (expires or "").strip() != "0" else None
+    for item in items:
+        where = address(item)
+        if where is None:
+            return replies.UNREADABLE_CONTACT
+        if where.transport != "tls":
+            return replies.CONTACT_NOT_TLS
+    return None
+
+
 def registration_seconds(contacts: str | None, expires: str | None, default: int, low: int, high: int) -> int:
     """How long a REGISTER keeps its contacts, as the registrar computes it: each contact's
     ;expires, else the Expires header, else `default`; kept within low..high; 0 removes. The

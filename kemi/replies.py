@@ -84,6 +84,9 @@ DIGEST_URI_MISMATCH = Reply(403, "Digest URI Does Not Match Request")
 CONTACT_NOT_SOURCE = Reply(403, "Contact Must Be The Registering Address")
 CONTACT_IS_TRUSTED_PEER = Reply(403, "Contact Names A Trusted Peer")
 CONTACT_IS_PROXY = Reply(403, "Contact Names This Proxy")
+# A REGISTER over TLS whose Contact does not ask for TLS: the proxy would reach the phone over its
+# TLS connection, never at the address the Contact gives (kemi.edge.tls_contact_refusal)
+CONTACT_NOT_TLS = Reply(403, "Contact Must Use TLS")
 STAR_NEEDS_EXPIRES_0 = Reply(400, "Contact * Needs Expires 0")
 UNREADABLE_CONTACT = Reply(400, "Unreadable Contact")
 

@@ -92,6 +92,8 @@ class Phones:
                               f"Contact {contacts!r}")
             sip.reply(refused)
             return
+        if sip.transport == "tls":
+            sip.reach_through_source()
         if not sip.save_contact():
             # the registrar has answered (e.g. 503 Too many registered contacts)
             sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} not saved by the registrar")
@@ -110,7 +112,10 @@ class Phones:
         if contacts is None:
             return replies.UNREADABLE_CONTACT if sip.contact_headers() else None
         ip, port = sip.source
-        refused = edge.contact_refusal(contacts, expires, edge.source_address(ip, port, sip.transport))
+        if sip.transport == "tls":
+            refused = edge.tls_contact_refusal(contacts, expires)
+        else:
+            refused = edge.contact_refusal(contacts, expires, edge.source_address(ip, port, sip.transport))
         if refused is not None or contacts.strip() == edge.STAR:
             return refused
         if sip.is_myself(f"sip:{ip}:{port};transport={sip.transport}"):
@@ -147,11 +152,19 @@ class Phones:
         if fallback is not None:
             self.calls.remember_receptionist(company.id, did, fallback)
             failure_route = Route.FAILURE_EXTENSION
-        # A phone on TCP or TLS is reached only through the connection it registered on: its
-        # Contact names that connection's source port, where nothing listens once it is closed.
-        self.sip.connections_only()
+        if self.all_on_tls():
+            # reached only through the connection it registered on (its "received"): the port it
+            # came from is no listening port, so once that connection is gone nobody is there
+            self.sip.connections_only()
         self.sip.relay(failure_route=failure_route, timers=Timers(ext.ring_timeout * 1000, RING_SILENT_MS),
                        unsent=replies.PHONE_NOT_CONNECTED)
+
+    def all_on_tls(self) -> bool:
+        """Whether every phone about to be rung registered over TLS (its destination is its TLS
+        connection). TCP phones keep being connected to when their connection is gone: the ones
+        that write their source port in the Contact may listen on it (SIPp does)."""
+        places = [edge.address(uri) for uri in self.sip.targets()]
+        return all(where is not None and where.transport == "tls" for where in places)
 
     def only_safe_targets(self, aor: str) -> bool:
         """Drop every registered contact that names this proxy or a trusted peer (edge.unsafe_target),

@@ -58,6 +58,8 @@ class Var:
     TRUNK_SENT_MS = "$avp(trunk_sent_ms)"
     TRUNKS_TRIED = "$avp(trunks_tried)"  # what each trunk tried did, for the log line of the last failure
     EMERGENCY = "$avp(emergency)"      # "1": an emergency call; its failure is logged at crit
+    # kamailio.cfg: the registrar's received_avp (nathelper's too): where a contact is really reached
+    RECEIVED = "$avp(nat_received)"
     # dialog (live from set-up to the end of the call)
     RECORD = "$dlg_var(rec)"           # the call record (records.encode)
     ANSWER_MS = "$dlg_var(answer_ms)"  # when the call was answered
@@ -319,9 +321,15 @@ class _Phones:
     def save_contact(self) -> bool:
         return self.k.registrar.save("location", 0) >= 0
 
+    def reach_through_source(self) -> None:
+        """The contacts save_contact() saves next are reached at this request's source (transport,
+        address, port: its connection), whatever host they name (registrar received_avp)."""
+        ip, port = self.source
+        self.set(Var.RECEIVED, f"sip:{ip}:{port};transport={self.transport}")
+
     def connections_only(self) -> None:
         """Requests forwarded from here on go over TCP/TLS only through a connection that is
-        already open (UDP is unaffected): a phone on TCP or TLS listens on no port of its own."""
+        already open (UDP is unaffected)."""
         self.k.set_forward_no_connect()
 
     def lookup(self, aor_uri: str) -> int:

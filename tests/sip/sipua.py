@@ -416,12 +416,15 @@ class UA(Endpoint):
         self.user, self.domain, self.password = user, domain, password
         self.answer_invites = answer_invites
         self.ring_first = False  # answer an INVITE with 180 Ringing before the 200
+        self.own_contact: str | None = None  # a Contact of its choosing (default: where it sends from)
         self.sent_answers: dict[str, str] = {}
         self.answered: dict[str, tuple[Msg, str]] = {}  # Call-ID -> (INVITE answered 200, our To tag)
 
     # -- building ------------------------------------------------------------------------------------
     @property
     def contact(self) -> str:
+        if self.own_contact:
+            return self.own_contact
         # on TCP and TLS this is the connection's own source port: where the proxy reaches the phone
         transport = "" if self.transport == "UDP" else f";transport={self.transport.lower()}"
         return f"sip:{self.user}@{self.ip}:{self.port}{transport}"

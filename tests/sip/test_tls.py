@@ -150,22 +150,46 @@ def test_tls_phone_registers_with_its_digest_and_is_saved_on_the_tls_socket(prox
     assert contacts == [f"sip:2001@{alice.ip}:{alice.port};transport=tls"], contacts
     lookup = proxy.kamcmd("ul.lookup", "location", "2001@acme.test")
     assert f"Socket: tls:{proxy.ip}:{proxy.tls_port}" in lookup, lookup
+    assert f"Received: sip:{alice.ip}:{alice.port};transport=tls" in lookup, lookup
     # the challenge and realm are the ones a UDP phone gets: the company's domain
     challenge = next(m for m in alice.inbox if not m.is_request and m.status == 401)
     assert 'realm="acme.test"' in challenge.header("www-authenticate")
 
 
-def test_tls_phone_with_a_wrong_password_or_a_contact_elsewhere_is_refused(proxy, phones):
+def test_tls_phone_with_a_wrong_password_or_a_contact_without_tls_is_refused(proxy, phones):
     mallory = phones.phone("2001", "tls")
     mallory.password = "not-alice"
     answer = mallory.register()
     assert answer is not None and answer.status == 403, answer
     alice = phones.phone("2002", "tls")
-    # its own address and port, but claiming UDP: calls would go where no TLS connection is
+    # its own address and port, but not asking for TLS: the phone would expect plain SIP there
     answer = alice.register(contacts=[f"<sip:2002@{alice.ip}:{alice.port}>"])
-    assert answer is not None and answer.status == 403, answer
-    assert "Contact" in answer.first, answer.first
+    assert answer is not None and (answer.status, answer.first.split(" ", 2)[2]) == (403, "Contact Must Use TLS")
     assert proxy.contacts("2002@acme.test") == [] and proxy.contacts("2001@acme.test") == []
+
+
+def test_tls_phone_with_its_listening_address_as_contact_is_reached_through_its_connection(proxy, phones):
+    """As baresip (and phones behind a NAT) register: the Contact names where the phone listens,
+    not the connection's source port. The proxy keeps the Contact as the Request-URI and sends
+    over the connection the REGISTER came on; nothing is sent to the address the Contact names."""
+    elsewhere = UA(next(_ips), (proxy.ip, proxy.port), "nobody")  # a UDP listener where the Contact points
+    phones.made.append(elsewhere)
+    alice = phones.phone("2001", "tls")
+    alice.own_contact = f"sip:2001-0x5e1f@{elsewhere.ip}:{elsewhere.port};transport=tls"
+    assert alice.register().status == 200
+    lookup = proxy.kamcmd("ul.lookup", "location", "2001@acme.test")
+    assert f"Address: {alice.own_contact}" in lookup and \
+        f"Received: sip:{alice.ip}:{alice.port};transport=tls" in lookup, lookup
+    bruno = phones.registered("2002", "udp")
+    call = bruno.invite("2001")
+    assert call.code == 200, call.final
+    invite = invite_for(alice)
+    assert came_over(alice, invite) == "tls" and invite.ruri == alice.own_contact
+    assert call.target == alice.own_contact  # the callee's Contact: in-dialog requests name it...
+    assert call.bye().status == 200          # ...and still reach it over its connection
+    bye = alice.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
+    assert bye is not None and came_over(alice, bye) == "tls"
+    assert elsewhere.inbox == []
 
 
 # -- calls across transports ---------------------------------------------------------------------------

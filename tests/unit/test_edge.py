@@ -100,6 +100,25 @@ def test_any_contact_elsewhere_among_own_ones_refuses_the_whole_register(own, st
     assert edge.contact_refusal(", ".join(contacts), "60", SOURCE) == expected
 
 
+@pytest.mark.parametrize("contacts, expires, refusal", [
+    (None, None, None),
+    # where a TLS phone listens (baresip: its TLS port; behind a NAT: a private address): kept as
+    # written, reached through the connection
+    ("<sip:2001-0x55d1@192.168.1.20:5061;transport=tls>;expires=3600", None, None),
+    ("<sips:2001@192.168.1.20:5061>", None, None),
+    ("<sip:2001@phone.acme.test;transport=TLS>, <sips:2001@10.0.0.7>", "300", None),
+    ("*", "0", None),
+    ("*", "300", replies.STAR_NEEDS_EXPIRES_0),
+    ("<sip:2001@192.168.1.20:5061>", None, replies.CONTACT_NOT_TLS),  # UDP: not over the connection
+    ("<sip:2001@192.168.1.20:5061;transport=tcp>", None, replies.CONTACT_NOT_TLS),
+    ("<sips:2001@192.168.1.20:5061>, <sip:2001@192.168.1.20:5060>", None, replies.CONTACT_NOT_TLS),
+    ("<tel:+33142685301>", None, replies.UNREADABLE_CONTACT),
+    ('"open <sips:2001@192.168.1.20:5061>', None, replies.UNREADABLE_CONTACT),
+])
+def test_a_tls_contact_must_ask_for_tls(contacts, expires, refusal):
+    assert edge.tls_contact_refusal(contacts, expires) == refusal
+
+
 def test_source_address_is_canonical():
     assert edge.source_address("127.0.0.30", "5071", "TCP") == Address("127.0.0.30", 5071, "tcp")
     assert edge.contact_refusal("<sip:a@[0:0::1]:5071>", None, edge.source_address("::1", 5071, "udp")) is None

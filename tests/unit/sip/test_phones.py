@@ -207,9 +207,34 @@ def test_when_the_peers_cannot_be_read_only_the_proxy_itself_is_refused(world: W
     assert ksr.relay.ruri == "sip:x@127.0.0.2:5060" and ksr.dropped_branches == ["sip:y@127.0.0.1:5060"]
 
 
-def test_phones_are_rung_only_over_open_connections(world: World):
+def test_a_tls_phone_is_saved_with_its_connection_as_received(world: World):
+    ksr = world.request(register_from("<sip:2001-0x55d1@192.168.1.20:5061;transport=tls>", src=("203.0.113.7", 40312),
+                                      transport="tls"))
+    assert ksr.saved and ksr.replies == []
+    assert ksr.vars[Var.RECEIVED] == "sip:203.0.113.7:40312;transport=tls"
+
+
+def test_a_tls_register_whose_contact_does_not_ask_for_tls_is_refused(world: World):
+    ksr = world.request(register_from("<sip:2001@203.0.113.7:40312>", src=("203.0.113.7", 40312), transport="tls"))
+    assert ksr.reply == (403, "Contact Must Use TLS") and ksr.saved == [] and Var.RECEIVED not in ksr.vars
+
+
+def test_udp_and_tcp_phones_get_no_received(world: World):
+    for transport in ("udp", "tcp"):
+        ksr = world.request(register_from(f"<sip:2001@127.0.0.30:5071;transport={transport}>", transport=transport))
+        assert ksr.saved and Var.RECEIVED not in ksr.vars
+
+
+def test_phones_on_tls_are_rung_only_over_open_connections(world: World):
     ksr = world.request(ring_2002(["sip:2002@127.0.0.30:40312;transport=tls"]))
     assert ksr.no_connect and ksr.relay.ruri == "sip:2002@127.0.0.30:40312;transport=tls"
+
+
+@pytest.mark.parametrize("bindings", [["sip:2002@127.0.0.30:5071;transport=tcp"],
+                                      ["sip:2002@127.0.0.30:40312;transport=tls", "sip:2002@127.0.0.31:5071"]])
+def test_phones_not_all_on_tls_may_be_connected_to(world: World, bindings):
+    ksr = world.request(ring_2002(bindings))
+    assert not ksr.no_connect and ksr.relays
 
 
 def test_a_phone_whose_connection_is_gone_gets_480_not_connected(world: World):
