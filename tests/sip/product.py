@@ -169,6 +169,14 @@ def readme_section(title: str) -> str:
     return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
+def readme_tls_setup() -> tuple[str, str]:
+    """(account line, baresip config line) of the README's SIP over TLS section."""
+    section = readme_section("SIP over TLS")
+    account = next(line for line in section.splitlines() if line.startswith("<sip:"))
+    config = next(line for line in section.splitlines() if line.startswith("sip_cafile "))
+    return account, config
+
+
 def readme_accounts() -> dict[str, str]:
     """The baresip account lines of the README's First call section, by extension."""
     lines = [line for line in readme_section("First call").splitlines() if line.startswith("<sip:")]
@@ -179,11 +187,12 @@ class Baresip:
     """baresip from Debian, as the README's First call section sets it up, without a terminal or a
     sound card: the account line is the README's; the microphone is a WAV file of `talk_s` seconds (at
     its end baresip hangs up, so a call lasts that long); the speaker is aubridge, which plays to
-    nothing; the phone has its own loopback address. `-t` bounds its life whatever happens."""
+    nothing; the phone has its own loopback address. `-t` bounds its life whatever happens.
+    config: more lines for its config file (e.g. the README's sip_cafile for TLS)."""
 
     LIFETIME_S = 120
 
-    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float):
+    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float, config: str = ""):
         import math
         import struct
         import wave
@@ -200,7 +209,8 @@ class Baresip:
             f"poll_method epoll\nnet_interface {ip}\nsip_listen {ip}:5060\n"
             f"audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source aufile,{tone}\n"
             "rtp_stats yes\nmodule_path /usr/lib/baresip/modules\n"
-            "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n")
+            "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n"
+            + (config + "\n" if config else ""))
         (self.dir / "accounts").write_text(account + "\n")
         self.ip = ip
         self.lines: list[str] = []

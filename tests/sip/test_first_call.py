@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.harness import ROOT, admin
-from tests.sip.product import Baresip, RunSh, demo_addresses_free, readme_accounts, readme_section
+from tests.sip.product import Baresip, RunSh, demo_addresses_free, readme_accounts, readme_section, readme_tls_setup
 
 # SIPp's sample recording that the stand-ins play: 236 RTP packets (7 s of G.711 A-law).
 RECORDING_PACKETS = 236
@@ -40,10 +40,11 @@ def demo(tmp_path_factory):
 def phones(tmp_path):
     made: list[Baresip] = []
 
-    def phone(user: str, ip: str, talk_s: float, *commands: str, auto_answer: bool = False) -> Baresip:
+    def phone(user: str, ip: str, talk_s: float, *commands: str, auto_answer: bool = False,
+              account: str | None = None, config: str = "") -> Baresip:
         # a person would type /accept; the test lets baresip answer by itself
-        account = readme_accounts()[user] + (";answermode=auto" if auto_answer else "")
-        made.append(Baresip(tmp_path, account, ip, talk_s).start(*commands))
+        account = (account or readme_accounts()[user]) + (";answermode=auto" if auto_answer else "")
+        made.append(Baresip(tmp_path, account, ip, talk_s, config).start(*commands))
         return made[-1]
 
     yield phone
@@ -145,3 +146,43 @@ def test_a_call_from_outside_rings_2002(demo, phones, number, via_receptionist):
     assert bruno.packets()[1] >= 2 * 50  # the carrier's recording reached the phone
     redirected = f"REDIRECTED acme {number} to 2002"
     assert (redirected in standin_log(demo, "reception")) == via_receptionist
+
+
+# -- SIP over TLS (the README's section): baresip's account line with ;transport=tls ------------------
+def tls_phone(demo: RunSh, phones, talk_s: float, *commands: str, auto_answer: bool = False) -> Baresip:
+    """2001 over TLS as the README sets it up, trusting run.sh's demo certificate (from run.sh's
+    own announcement, with the README's .run/ replaced by this run's RUN_DIR)."""
+    account, config = readme_tls_setup()
+    assert account.startswith("<sip:2001@") and ";transport=tls" in account and "5061;transport=tls" in account
+    cert = f"{demo.run_dir}/tls/demo-cert.pem"
+    assert f"run: TLS with the self-signed demo certificate {cert} " in demo.output
+    assert config == "sip_cafile .run/tls/demo-cert.pem"
+    return phones("2001", ALICE_IP, talk_s, *commands, auto_answer=auto_answer, account=account,
+                  config=f"sip_cafile {cert}")
+
+
+def test_a_tls_phone_calls_a_udp_phone_and_hangs_up(demo, phones):
+    bruno = phones("2002", BRUNO_IP, 30, auto_answer=True)
+    registered(bruno, "2002")
+    alice = tls_phone(demo, phones, 4, "/dial 2002")
+    alice.wait_for("2001@acme.cowork.example: {0/TLS/v4} 200 OK () [1 binding]", 15)
+    alice.wait_for("Call established: sip:2002@acme.cowork.example", 20)
+    bruno.wait_for("Call established: sip:2001@acme.cowork.example", 5)
+    alice.wait_for("terminated (duration:", 20)  # alice's BYE, over TLS, reaches bruno on UDP
+    bruno.wait_for("terminated (duration:", 10)
+    for phone in (alice, bruno):
+        sent, received = phone.packets()
+        assert sent >= 3 * 50 and received >= 3 * 50, (phone.ip, sent, received)
+
+
+def test_a_udp_phone_calls_a_tls_phone_and_hangs_up(demo, phones):
+    alice = tls_phone(demo, phones, 30, auto_answer=True)
+    alice.wait_for("2001@acme.cowork.example: {0/TLS/v4} 200 OK () [1 binding]", 15)
+    bruno = phones("2002", BRUNO_IP, 4, "/dial 2001")
+    alice.wait_for("Call established: sip:2002@acme.cowork.example", 20)  # rung over its TLS connection
+    bruno.wait_for("Call established: sip:2001@acme.cowork.example", 5)
+    bruno.wait_for("terminated (duration:", 20)  # bruno's BYE reaches alice over TLS
+    alice.wait_for("terminated (duration:", 10)
+    for phone in (alice, bruno):
+        sent, received = phone.packets()
+        assert sent >= 3 * 50 and received >= 3 * 50, (phone.ip, sent, received)
