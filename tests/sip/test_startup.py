@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,8 @@ import pytest
 from tests.conftest import OFFICE, SIP_DB
 from tests.harness import ROOT, Proxy, admin, bound, options_request, send_raw, status_line
 from tests.sip.product import DEMO_PEERS, PROXY, RunSh, demo_addresses_free, foreign_python
+
+TLS = (PROXY[0], 5061)  # scripts/env.sh's TLS_ADDR (SIP_ADDR) and TLS_PORT
 
 
 def real_foreign_pythons() -> list[Path]:
@@ -132,6 +135,7 @@ def nothing_left(run: RunSh) -> None:
     """run.sh stopped everything it started: its processes and every address it bound."""
     assert run.group_gone(), "processes of run.sh still running"
     held = [f"{ip}:{port}" for ip, port in [PROXY, *DEMO_PEERS.values()] if bound(ip, port)]
+    held += [f"tls {ip}:{port}" for ip, port in [TLS] if bound(ip, port, tcp=True)]
     assert not held and not bound("127.0.0.1", run.redis_port, tcp=True), held
 
 
@@ -220,3 +224,48 @@ def test_a_taken_stand_in_address_stops_run_sh_and_standins_0_starts_none(run_sh
         assert not any(bound(*where) for name, where in DEMO_PEERS.items() if name != "carrier-a")
         assert quiet.stop() == 0
     nothing_left(quiet)
+
+
+# -- TLS: the demo certificate, or the operator's -------------------------------------------------------
+def test_run_sh_makes_a_demo_certificate_says_where_and_keeps_it(run_sh):
+    run = run_sh().start().up()
+    cert, key = run.run_dir / "tls" / "demo-cert.pem", run.run_dir / "tls" / "demo-key.pem"
+    assert (f"run: TLS with the self-signed demo certificate {cert} (key {key}); phones must be told to trust it"
+            in run.output)
+    assert f"run: proxy on 127.0.0.1:5060 (udp+tcp) and {TLS[0]}:{TLS[1]} (tls)" in run.output
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    # a phone that trusts that file (and checks the address) completes a TLS 1.3 handshake
+    ctx = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(TLS, timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=TLS[0]) as tls:
+        assert tls.version() == "TLSv1.3"
+    first = cert.read_bytes()
+    assert run.stop() == 0
+    nothing_left(run)
+    again = run_sh(RUN_DIR=str(run.run_dir)).start().up()  # a restart keeps the phones' trusted certificate
+    assert cert.read_bytes() == first
+    assert again.stop() == 0
+    nothing_left(again)
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"TLS_CERT": "/nonexistent/cert.pem", "TLS_KEY": "/nonexistent/key.pem"},
+     "run: TLS_CERT=/nonexistent/cert.pem: no such readable file"),
+    ({"TLS_CERT": "/etc/hostname"}, "run: TLS_KEY is empty: give both TLS_CERT and TLS_KEY, or neither for the "
+                                    "demo certificate"),
+])
+def test_run_sh_refuses_a_tls_setting_it_cannot_use_before_starting_anything(run_sh, env, words):
+    run = run_sh(**env).start()
+    assert run.finish() == 1
+    assert words in run.output, run.output
+    assert "run: proxy on" not in run.output and "run: stand-in" not in run.output
+    nothing_left(run)
+
+
+def test_run_sh_refuses_a_tls_port_in_use(run_sh):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(TLS)
+        squatter.listen()
+        run = run_sh().start()
+        assert run.finish() == 1
+    assert "run: 127.0.0.1:5061 (SIP over TLS) is in use: another proxy? TLS_PORT=... picks another port" in run.output
+    nothing_left(run)
