@@ -1,5 +1,6 @@
 #!/bin/bash
-# Start Kamailio (arguments as for kamailio itself) so that its embedded Python is Debian's
+# Start Kamailio (arguments as for kamailio itself; the settings of scripts/env.sh in the
+# environment, TLS_CERT and TLS_KEY naming readable files) so that its embedded Python is Debian's
 # /usr/bin/python3 with the project's venv, whatever the caller's environment says. Used by
 # scripts/run.sh and by the tests (tests/harness.py, Proxy): the one way the product starts Kamailio.
 #
@@ -24,6 +25,19 @@ if [ "$home" != /usr/bin ]; then
   exit 2
 fi
 export KEMI_VENV
+
+# The TLS listener without its certificate and key still starts, and then fails every handshake
+# without a word in the log: refuse instead. Kamailio would read a relative path from
+# kamailio.cfg's directory; the caller meant its own.
+for var in TLS_CERT TLS_KEY; do
+  if [ -z "${!var:-}" ] || [ ! -r "${!var}" ]; then
+    echo "kamailio.sh: $var=${!var:-} is not a readable file: the TLS listener needs its certificate" \
+         "and key (TLS_CERT, TLS_KEY; scripts/run.sh makes a self-signed demo pair when neither is given," \
+         "with scripts/demo-cert.sh)" >&2
+    exit 2
+  fi
+  export "$var=$(realpath "${!var}")"
+done
 
 while IFS= read -r var; do
   case $var in PYTHON*) unset "$var" ;; esac

@@ -60,8 +60,7 @@ fi
 listening "$TLS_ADDR" "$TLS_PORT" tcp &&
   in_use "$TLS_ADDR:$TLS_PORT (SIP over TLS)" "another proxy? TLS_PORT=... picks another port"
 
-# TLS: the operator's certificate and key, or (neither given) a self-signed demo pair. Kamailio reads
-# relative paths from kamailio.cfg's directory: hand it absolute ones.
+# TLS: the operator's certificate and key, or (neither given) a self-signed demo pair.
 if [ -z "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; then
   read -r TLS_CERT TLS_KEY < <("$ROOT/scripts/demo-cert.sh" "$RUN_DIR/tls" "$TLS_ADDR") ||
     fail "no demo certificate could be made in $RUN_DIR/tls (openssl)"
@@ -71,7 +70,6 @@ else
     [ -n "${!file}" ] || fail "$file is empty: give both TLS_CERT and TLS_KEY, or neither for the demo certificate"
     [ -r "${!file}" ] || fail "$file=${!file}: no such readable file"
   done
-  TLS_CERT=$(realpath "$TLS_CERT"); TLS_KEY=$(realpath "$TLS_KEY")
 fi
 export TLS_CERT TLS_KEY
 

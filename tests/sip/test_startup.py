@@ -103,6 +103,16 @@ def test_the_harness_proxy_starts_with_a_foreign_python_first_on_path(workdir, o
         proxy.stop()
 
 
+@pytest.mark.parametrize("cert", ["", "/nonexistent/cert.pem"])
+def test_kamailio_sh_refuses_to_start_tls_without_its_certificate(workdir, office_url, cert):
+    proxy = Proxy(workdir, office_url, TLS_CERT=cert)
+    with pytest.raises(RuntimeError) as refused:
+        proxy.start()
+    proxy.stop()
+    assert f"kamailio.sh: TLS_CERT={cert} is not a readable file: the TLS listener needs its certificate" \
+        in str(refused.value)
+
+
 def test_kamailio_sh_refuses_a_venv_of_another_python(workdir, office_url, tmp_path):
     venv = tmp_path / "venv"
     venv.mkdir()
