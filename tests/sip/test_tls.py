@@ -189,6 +189,12 @@ def test_tls_phone_with_its_listening_address_as_contact_is_reached_through_its_
     assert call.bye().status == 200          # ...and still reach it over its connection
     bye = alice.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
     assert bye is not None and came_over(alice, bye) == "tls"
+    # as the caller: the callee's BYE names alice's Contact and comes through her connection
+    out = alice.invite("2002")
+    assert out.code == 200, out.final
+    assert bruno.bye_as_callee(out.call_id).status == 200
+    bye = out.ended_by_peer()
+    assert bye is not None and came_over(alice, bye) == "tls" and bye.ruri == alice.own_contact
     assert elsewhere.inbox == []
 
 
