@@ -22,7 +22,7 @@ EXTENSION_NOT_FOUND = Reply(404, "Extension Not Found")
 NOT_HERE = Reply(404, "Not Here")
 METHOD_NOT_ALLOWED = Reply(405, "Method Not Allowed")
 NOT_REGISTERED = Reply(480, "Extension Not Registered")
-# Registered over TCP or TLS, but the phone's connection is gone: the proxy reaches such a phone
+# Registered over TLS, but the phone's connection is gone: the proxy reaches such a phone
 # only through the connection it registered on (kemi.sip.phones.ring)
 PHONE_NOT_CONNECTED = Reply(480, "Extension Not Connected")
 TOO_MANY_HOPS = Reply(483, "Too Many Hops")

@@ -7,7 +7,7 @@
 #
 # Why these choices: an EC P-256 key is made in milliseconds and every TLS 1.2/1.3 phone speaks
 # ECDSA; the address goes in subjectAltName because that, not the CN, is what a verifying client
-# matches; 825 days is the longest validity clients still accept for a leaf certificate.
+# matches; 825 days is the longest validity Apple's TLS clients accept for a server certificate.
 set -euo pipefail
 dir=${1:?usage: demo-cert.sh DIR ADDRESS}
 addr=${2:?usage: demo-cert.sh DIR ADDRESS}

@@ -9,7 +9,7 @@ export ROOT
 export SIP_ADDR=${SIP_ADDR:-127.0.0.1}          # address the proxy listens on (UDP and TCP)
 export SIP_PORT=${SIP_PORT:-5060}               # SIP port (UDP and TCP)
 # SIP over TLS for phones: the listener and its certificate chain and key (PEM). With both unset,
-# scripts/run.sh makes a self-signed demo certificate for SIP_ADDR under $RUN_DIR/tls/ (and says so);
+# scripts/run.sh makes a self-signed demo certificate for TLS_ADDR under $RUN_DIR/tls/ (and says so);
 # a real deployment gives its own.
 export TLS_ADDR=${TLS_ADDR:-$SIP_ADDR}          # address of the TLS listener
 export TLS_PORT=${TLS_PORT:-5061}               # its port (TCP)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the product: a local redis-server with the demo office loaded, stand-ins for the provisioned
 # trunks and media servers that have loopback addresses (STANDINS=0: none), and the proxy on
-# $SIP_ADDR:$SIP_PORT (UDP and TCP) and $TLS_ADDR:$TLS_PORT (TLS), all in the foreground. Ctrl-C (or SIGTERM) stops everything.
+# $SIP_ADDR:$SIP_PORT (UDP and TCP) and $TLS_ADDR:$TLS_PORT (TLS), all in the foreground. Ctrl-C (or
+# SIGTERM) stops everything.
 # "run: proxy on ..." is printed only once the proxy answers an OPTIONS; when the proxy, Redis or
 # a stand-in does not come up, or one of them dies later, the script says which, shows the end of
 # its log, stops the rest and exits non-zero.
