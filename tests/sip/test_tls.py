@@ -21,8 +21,8 @@ import time
 import pytest
 
 from tests.harness import wait_for
-from tests.sip.conftest import PASSWORDS
-from tests.sip.sipua import UA, Msg
+from tests.sip.conftest import PASSWORDS, PRIMARY
+from tests.sip.sipua import UA, Msg, Peer
 
 _ips = itertools.cycle(f"127.0.0.{n}" for n in range(200, 240))
 # cipher_list of kamailio.cfg: TLS 1.2 with forward secrecy and AEAD only
@@ -45,11 +45,11 @@ def handshake(proxy, ctx: ssl.SSLContext) -> tuple[str, str]:
 
 
 class Phones:
-    """UAs of one test on UDP, TCP or TLS; closed and unregistered afterwards."""
+    """UAs of one test on UDP, TCP or TLS (and the peers it made); closed and unregistered afterwards."""
 
     def __init__(self, proxy):
         self.proxy = proxy
-        self.made: list[UA] = []
+        self.made: list[UA | Peer] = []
 
     def phone(self, user: str, transport: str = "udp", domain: str = "acme.test") -> UA:
         proxy = self.proxy
@@ -71,7 +71,8 @@ class Phones:
         for ua in self.made:
             ua.close()
         for ua in self.made:
-            self.proxy.unregister(f"{ua.user}@{ua.domain}")
+            if isinstance(ua, UA):
+                self.proxy.unregister(f"{ua.user}@{ua.domain}")
 
 
 @pytest.fixture
@@ -268,6 +269,20 @@ def test_plain_tcp_phone_is_unaffected_and_reaches_a_tls_phone(proxy, phones):
     assert alice.bye_as_callee(back.call_id).status == 200
     bye = back.ended_by_peer()
     assert bye is not None and came_over(carol, bye) == "tcp"
+
+
+def test_tls_phone_calls_out_through_the_udp_trunk(proxy, phones):
+    trunk = Peer(*PRIMARY)
+    phones.made.append(trunk)
+    alice = phones.registered("2001", "tls")
+    call = alice.invite("0612345678")
+    assert call.code == 200, call.final
+    (invite,) = trunk.invites()
+    assert invite.ruri.startswith("sip:+33612345678@") and invite.conn is None  # UDP, as the trunk is
+    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "udp"),
+                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert call.bye().status == 200
+    assert trunk.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == invite.call_id, 3) is not None
 
 
 def test_a_tls_phone_whose_connection_is_gone_is_not_rung_over_anything_else(proxy, phones):
