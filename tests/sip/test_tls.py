@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.harness import wait_for
+from tests.harness import Proxy, wait_for
 from tests.sip.conftest import PASSWORDS, PRIMARY
 from tests.sip.sipua import UA, Msg, Peer
 
@@ -304,3 +304,49 @@ def connected_ports(proxy) -> set[int]:
     """Source ports of the TLS/TCP connections the proxy has open (kamcmd core.tcp_list)."""
     listing = proxy.kamcmd("core.tcp_list")
     return {int(port) for port in re.findall(r"src_port:\s*(\d+)", listing)}
+
+
+# -- connections that never speak ----------------------------------------------------------------------
+def test_silent_tls_connections_are_closed_and_do_not_lock_phones_out(workdir, redis_server, proxy):
+    """Class 10 of SECURITY.md on the TLS port: connections that never even start a handshake
+    fill the connection limit (TCP_MAX_CONNECTIONS, TCP and TLS together) for no longer than
+    TCP_IDLE_S (tls connection_timeout; the module's default would be 10 minutes)."""
+    kam = Proxy(workdir, redis_server.url_of(0), TCP_MAX_CONNECTIONS="16", TCP_IDLE_S="3").start()
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(16 + 4):
+            s = socket.socket()
+            s.bind(("127.0.0.241", 0))
+            s.settimeout(2)
+            try:
+                s.connect((kam.ip, kam.tls_port))
+            except OSError:
+                s.close()
+                continue
+            silent.append(s)
+        with pytest.raises((ssl.SSLError, OSError)):  # control: the limit is full
+            handshake(kam, client_context(kam))
+        started = time.monotonic()
+        wait_for(lambda: _handshakes(kam), 3 + 8, "a phone to get a TLS handshake again")
+        assert time.monotonic() - started >= 1  # not at once: the silent ones had to time out first
+        closed = 0
+        for s in silent:
+            s.settimeout(0.05)
+            try:
+                closed += s.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+            except OSError:
+                pass
+        assert closed >= 16, f"only {closed} of {len(silent)} silent connections closed by the proxy"
+    finally:
+        for s in silent:
+            s.close()
+        kam.stop()
+
+
+def _handshakes(proxy) -> bool:
+    try:
+        return handshake(proxy, client_context(proxy))[0] == "TLSv1.3"
+    except (ssl.SSLError, OSError):
+        return False
