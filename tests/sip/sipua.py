@@ -419,6 +419,7 @@ class UA(Endpoint):
         self.own_contact: str | None = None  # a Contact of its choosing (default: where it sends from)
         self.sent_answers: dict[str, str] = {}
         self.answered: dict[str, tuple[Msg, str]] = {}  # Call-ID -> (INVITE answered 200, our To tag)
+        self.ringing: dict[str, tuple[Msg, str]] = {}   # Call-ID -> (INVITE left ringing, our To tag)
 
     # -- building ------------------------------------------------------------------------------------
     @property
@@ -539,7 +540,8 @@ class UA(Endpoint):
 
     def on_message(self, msg: Msg) -> None:
         """Requests the proxy sends this UA: BYE/INFO/OPTIONS get 200; a new INVITE is answered
-        per answer_invites ('answer', a (code, reason) refusal, or 'silent')."""
+        per answer_invites ('answer', a (code, reason) refusal, 'ring': 180 until a CANCEL, which
+        gets 200 and the INVITE 487, or 'silent')."""
         if not msg.is_request or msg.method == "ACK":
             return
         key = (msg.header("via") or "") + msg.header("cseq")
@@ -547,10 +549,19 @@ class UA(Endpoint):
             self.send(self.sent_answers[key], msg.src, msg.conn)
             return
         contact = self.contact
+        if msg.method == "CANCEL" and msg.call_id in self.ringing:
+            invite, tag = self.ringing.pop(msg.call_id)
+            self.send(response(msg, 200, "OK", tag), msg.src, msg.conn)
+            self.send(response(invite, 487, "Request Terminated", tag), invite.src, invite.conn)
+            return
         if msg.method == "INVITE" and not msg.tag("to"):
             if self.answer_invites == "silent":
                 return
-            if self.answer_invites == "answer":
+            if self.answer_invites == "ring":
+                tag = token()
+                self.ringing[msg.call_id] = (msg, tag)
+                answer = response(msg, 180, "Ringing", tag, contact)
+            elif self.answer_invites == "answer":
                 tag = token()
                 if self.ring_first:
                     self.send(response(msg, 180, "Ringing", tag, contact), msg.src, msg.conn)

@@ -22,6 +22,7 @@ import pytest
 
 from tests.harness import Proxy, wait_for
 from tests.sip.conftest import PASSWORDS, PRIMARY
+from tests.sip.conftest import Phones as SippPhones
 from tests.sip.sipua import UA, Msg, Peer
 
 _ips = itertools.cycle(f"127.0.0.{n}" for n in range(200, 240))
@@ -236,6 +237,28 @@ def test_udp_phone_calls_a_tls_phone_and_the_caller_hangs_up(proxy, phones):
     assert answer is not None and answer.status == 200, answer
     bye = alice.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
     assert bye is not None and came_over(alice, bye) == "tls"
+
+
+def test_a_udp_caller_cancels_while_a_tls_phone_rings(proxy, workdir):
+    """SIPp's call-cancel.xml (UDP) hangs up on 180: the CANCEL reaches the TLS phone over its
+    connection, the phone's 487 reaches SIPp."""
+    sipp_phones = SippPhones(proxy, workdir)
+    alice = None
+    try:
+        alice = UA(next(_ips), (proxy.ip, proxy.tls_port), "2001", "acme.test", PASSWORDS[("2001", "acme.test")],
+                   tls=client_context(proxy), answer_invites="ring")
+        assert alice.register().status == 200
+        bruno = sipp_phones.phone("2002")
+        call = sipp_phones.sipp("call-cancel.xml", bruno, *bruno.auth_args(), "-set", "dial", "2001") \
+            .start(sipp_phones.target).wait()
+        assert "FINAL 487" in call.log, call.log + call.stdout
+        cancel = alice.wait(lambda m: m.is_request and m.method == "CANCEL", 3)
+        assert cancel is not None and came_over(alice, cancel) == "tls"
+    finally:
+        sipp_phones.cleanup()
+        if alice is not None:
+            alice.close()
+        proxy.unregister("2001@acme.test")
 
 
 def test_tls_phone_hangs_up_a_call_it_answered(proxy, phones):
