@@ -164,6 +164,9 @@ class _TM(_Module):
         ksr = self.ksr
         if ksr.relay_result < 0:
             return ksr.relay_result
+        if ksr.unsendable > 0:  # the first relays find no way to send (the phone's connection is gone)
+            ksr.unsendable -= 1
+            return -1
         ksr.relays.append(Relay(ksr.request.get("$ru"), ksr.armed.get("failure"), ksr.armed.get("branch"),
                                 ksr.armed.get("timers"), list(ksr.added_headers)))
         return 1
@@ -190,6 +193,10 @@ class _TM(_Module):
 
     def t_precheck_trans(self) -> int:
         return -1
+
+    def t_set_disable_internal_reply(self, state: int) -> int:
+        self.ksr.armed["keep_unsent"] = state
+        return 1
 
     def t_newtran(self) -> int:
         self.ksr.new_transactions += 1
@@ -389,6 +396,7 @@ class FakeKSR:
         self.uac_sent: list[tuple] = []
         self.record_routed = 0
         self.no_connect = False                  # set_forward_no_connect()
+        self.unsendable = 0                      # so many t_relay() calls fail to send first
         self.logs: list[tuple[str, str]] = []
         # the modules
         self.pv, self.hdr, self.sl, self.tm = _PV(self), _Hdr(self), _SL(self), _TM(self)
@@ -409,6 +417,9 @@ class FakeKSR:
         return known
 
     # -- core --------------------------------------------------------------------------------
+    def resetdsturi(self) -> None:
+        self.request.pop("$du", None)
+
     def set_forward_no_connect(self) -> bool:
         self.no_connect = True
         return True

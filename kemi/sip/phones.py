@@ -152,12 +152,27 @@ class Phones:
         if fallback is not None:
             self.calls.remember_receptionist(company.id, did, fallback)
             failure_route = Route.FAILURE_EXTENSION
-        if self.all_on_tls():
-            # reached only through the connection it registered on (its "received"): the port it
-            # came from is no listening port, so once that connection is gone nobody is there
-            self.sip.connections_only()
-        self.sip.relay(failure_route=failure_route, timers=Timers(ext.ring_timeout * 1000, RING_SILENT_MS),
-                       unsent=replies.PHONE_NOT_CONNECTED)
+        self.relay_to_phones(company, did, fallback, failure_route, Timers(ext.ring_timeout * 1000, RING_SILENT_MS))
+
+    def relay_to_phones(self, company: Company, did: str | None, fallback: MediaServer | None,
+                        failure_route: str | None, timers: Timers) -> None:
+        """Send the call to the phones the lookup found. A phone on TLS is reached only through the
+        connection it registered on (its "received"): the port it came from is no listening port, so
+        once that connection is gone nobody is there, and the call is answered at once."""
+        sip = self.sip
+        if not self.all_on_tls():
+            sip.relay(failure_route=failure_route, timers=timers)
+        elif fallback is None:
+            sip.connections_only()
+            sip.relay(failure_route=failure_route, timers=timers, unsent=replies.PHONE_NOT_CONNECTED)
+        else:
+            # the receptionist takes the call, as when no phone is registered; no connections_only()
+            # here: it would hold for the receptionist's branch too (a TCP media server)
+            sip.keep_transaction_when_unsent()
+            if not sip.relay(failure_route=failure_route, timers=timers, answer_unsent=False):
+                sip.log("info", f"no connection to the TLS phones of {company.id}'s DID {did}: to the receptionist")
+                sip.clear_destination()
+                self.calls.to_receptionist(company.id, did, fallback)
 
     def all_on_tls(self) -> bool:
         """Whether every phone about to be rung registered over TLS (its destination is its TLS

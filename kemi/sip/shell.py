@@ -230,9 +230,10 @@ class _Answers:
 
     # -- forwarding ------------------------------------------------------------------------
     def relay(self, uri: str | None = None, failure_route: str | None = None, timers: Timers | None = None,
-              branch_route: str | None = None, unsent: Reply | None = None) -> bool:
+              branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
-        the error itself when tm cannot send (unsent: with that answer, else tm's own). True when sent."""
+        the error itself when tm cannot send (unsent: with that answer, else tm's own; answer_unsent
+        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent."""
         if uri is not None:
             self.set_ruri(uri)
         if failure_route is not None:
@@ -242,6 +243,8 @@ class _Answers:
         if timers is not None:
             self.k.tm.t_set_fr(timers.ring_ms, timers.silent_ms)
         if self.k.tm.t_relay() < 0:
+            if not answer_unsent:
+                return False
             if unsent is not None:
                 self.reply(unsent)
             else:
@@ -326,6 +329,15 @@ class _Phones:
         address, port: its connection), whatever host they name (registrar received_avp)."""
         ip, port = self.source
         self.set(Var.RECEIVED, f"sip:{ip}:{port};transport={self.transport}")
+
+    def keep_transaction_when_unsent(self) -> None:
+        """A relay() that can send on no branch leaves the transaction open, unanswered, for
+        another relay() (tm: t_set_disable_internal_reply)."""
+        self.k.tm.t_set_disable_internal_reply(1)
+
+    def clear_destination(self) -> None:
+        """Forget the destination URI ($du) a lookup set: the next relay() goes to its own URI."""
+        self.k.resetdsturi()
 
     def connections_only(self) -> None:
         """Requests forwarded from here on go over TCP/TLS only through a connection that is

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from tests.harness import Proxy, wait_for
-from tests.sip.conftest import PASSWORDS, PRIMARY
+from tests.sip.conftest import CARRIER_IN, PASSWORDS, PRIMARY, RECEPTION
 from tests.sip.conftest import Phones as SippPhones
 from tests.sip.sipua import UA, Msg, Peer
 
@@ -321,6 +321,22 @@ def test_a_tls_phone_whose_connection_is_gone_is_not_rung_over_anything_else(pro
     assert (call.code, call.final.first.split(" ", 2)[2]) == (480, "Extension Not Connected"), call.final
     log = proxy.log_since(mark)
     assert f"{alice.ip}:{alice.port}" not in log.replace(f"{alice.ip}:{alice.port};transport=tls", ""), log
+
+
+def test_a_did_whose_tls_phone_is_gone_goes_to_the_receptionist(proxy, phones):
+    """+33142685304 rings 2004 and falls back to the receptionist (tests/sip/office.yaml): a TLS
+    phone that cannot be reached is treated as not registered, not as a failed call."""
+    reception = Peer(*RECEPTION)
+    carrier = UA(CARRIER_IN[0], (proxy.ip, proxy.port), "+33698000001", "carrier.example", port=CARRIER_IN[1])
+    phones.made += [reception, carrier]
+    denis = phones.registered("2004", "tls")
+    denis.close()
+    wait_for(lambda: denis.port not in connected_ports(proxy), 5, "the proxy to see the connection closed")
+    call = carrier.invite(f"sip:+33142685304@{proxy.ip}:{proxy.port}")
+    assert call.code == 200, call.final
+    (invite,) = reception.invites()
+    assert invite.ruri.startswith(f"sip:+33142685304@{RECEPTION[0]}:{RECEPTION[1]}")
+    assert call.bye().status == 200
 
 
 def connected_ports(proxy) -> set[int]:

@@ -47,6 +47,27 @@ def test_a_registered_extension_with_a_fallback_arms_it(world: World):
     assert ksr.vars[Var.FALLBACK] == "reception@udp:127.0.0.3:5060" and ksr.vars[Var.DID] == "+33142685301"
 
 
+def test_a_did_whose_tls_phones_cannot_be_reached_goes_to_the_receptionist(world: World):
+    ksr = from_trunk("+33142685301")
+    ksr.registered["sip:2001@acme.test"] = 1
+    ksr.bindings["sip:2001@acme.test"] = ["sip:2001@127.0.0.30:40312;transport=tls"]
+    ksr.request["$du"] = "sip:127.0.0.30:40312;transport=tls"  # the registration's received
+    ksr.unsendable = 1  # the phone's connection is gone (and nothing listens at its old port)
+    world.request(ksr)
+    assert ksr.armed["keep_unsent"] == 1 and ksr.replies == [] and not ksr.no_connect
+    assert [r.ruri for r in ksr.relays] == ["sip:+33142685301@127.0.0.3:5060;transport=udp"]
+    assert ksr.relay.failure_route == Route.FAILURE_RECEPTIONIST and "$du" not in ksr.request
+
+
+def test_a_did_whose_tls_phone_is_reached_rings_it_with_the_fallback_armed(world: World):
+    ksr = from_trunk("+33142685301")
+    ksr.registered["sip:2001@acme.test"] = 1
+    ksr.bindings["sip:2001@acme.test"] = ["sip:2001@127.0.0.30:40312;transport=tls"]
+    world.request(ksr)
+    assert [r.ruri for r in ksr.relays] == ["sip:2001@127.0.0.30:40312;transport=tls"]
+    assert ksr.relay.failure_route == Route.FAILURE_EXTENSION and ksr.replies == []
+
+
 def test_no_answer_from_the_extension_falls_back_busy_too_but_not_a_decline(world: World):
     for code, falls_back in ((408, True), (480, True), (486, True), (603, False)):
         ksr = FakeKSR()
