@@ -111,13 +111,31 @@ def split_contacts(text: str) -> list[str]:
     return [part for part in parts if part]
 
 
-def contact_refusal(contacts: str | None, expires: str | None, source: Address) -> Reply | None:
+def is_private(host: str) -> bool:
+    """An address a phone behind a NAT writes in its Contact: RFC 1918 or RFC 6598 (carrier-grade
+    NAT), the ranges nathelper's nat_uac_test calls private (kamailio.cfg: nat_addr_mode 0)."""
+    ip = _ip(host)
+    return ip is not None and any(ipaddress.ip_address(ip) in net for net in PRIVATE_NETS)
+
+
+PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                       "100.64.0.0/10"))
+
+
+def contact_refusal(contacts: str | None, expires: str | None, source: Address,
+                    behind_nat: bool = False) -> Reply | None:
     """Why a REGISTER's Contacts may not be saved, or None.
 
     A contact must be where the phone really is: the REGISTER's own source address, port and
     transport. Anything else would let a stolen or replayed registration point an extension's
     calls at a victim or a carrier. `*` (remove every contact) only with Expires: 0 (RFC 3261
-    10.3). No Contact at all is a query of the bindings, which changes nothing."""
+    10.3). No Contact at all is a query of the bindings, which changes nothing.
+
+    behind_nat: nathelper found the REGISTER came through a NAT. Then a contact may name a private
+    address on the same transport: the proxy saves the source address as that contact's
+    "received" (fix_nated_register) and sends every request for it there, so calls still go
+    where the phone really is; a private address reaches nobody from the proxy's side. A public
+    address other than the source stays refused: that would be somebody else."""
     if contacts is None or not contacts.strip():
         return None
     try:
@@ -132,7 +150,7 @@ def contact_refusal(contacts: str | None, expires: str | None, source: Address) 
         where = address(item)
         if where is None:
             return replies.UNREADABLE_CONTACT
-        if where != source:
+        if where != source and not (behind_nat and is_private(where.host) and where.transport == source.transport):
             return replies.CONTACT_NOT_SOURCE
     return None
 
