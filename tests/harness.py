@@ -44,7 +44,8 @@ def free_port(ip: str = "127.0.0.1", kind=socket.SOCK_DGRAM) -> int:
 def bound(ip: str, port: int, tcp: bool = False) -> bool:
     """Whether some process listens on ip:port (read from /proc, so it never races the binder)."""
     wanted = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
-    with open("/proc/net/tcp" if tcp else "/proc/net/udp") as table:
+    # thread-self: the namespace of this thread (tests/netns.py run_in), which is the process's otherwise
+    with open("/proc/thread-self/net/tcp" if tcp else "/proc/thread-self/net/udp") as table:
         rows = [line.split() for line in table.readlines()[1:]]
     # TCP state 0A is LISTEN
     return any(row[1] == wanted and (not tcp or row[3] == "0A") for row in rows)
@@ -69,11 +70,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False):
         self.port = port or free_port(kind=socket.SOCK_STREAM)
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # a proxy in another network namespace reaches Redis through the file system (tests/netns.py)
+        self.socket = self.dir / "redis.sock" if unix_socket else None
         self.proc: subprocess.Popen | None = None
+
+    def socket_url(self, db: int = 0) -> str:
+        return f"unix://{self.socket}?db={db}"
 
     @property
     def url(self) -> str:
@@ -85,7 +91,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+             "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+            + (["--unixsocket", str(self.socket), "--unixsocketperm", "700"] if self.socket else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, 10, f"redis-server on {self.port}")
         return self
@@ -365,6 +372,7 @@ class Sipp:
     edits: tuple = ()                       # (old, new) text replacements: a variant of the scenario
     calls: int = 1                          # -m: calls before SIPp stops
     rate: int = 10                          # -r: new calls per second (UAC side)
+    netns: str | None = None                # run in that network namespace (tests/netns.py)
 
     def __post_init__(self):
         self.port = self.port or free_port(self.ip)
@@ -388,7 +396,7 @@ class Sipp:
         return str(variant)
 
     def command(self, target: str | None) -> list[str]:
-        cmd = ["sipp"] + ([target] if target else []) + [
+        cmd = in_netns(self.netns) + ["sipp"] + ([target] if target else []) + [
             # -ci: SIPp's control socket on the peer's own address, not on every interface
             "-sf", self.scenario_file(), "-i", self.ip, "-ci", self.ip, "-p", str(self.port), "-m", str(self.calls),
             "-r", str(self.rate), "-l", str(max(self.calls, 1)),
@@ -407,7 +415,7 @@ class Sipp:
         if self.proc.poll() is not None:
             raise RuntimeError(f"SIPp {self.scenario} exited: {self.proc.stdout.read()[-1500:]}")
         tcp = "-t" in self.args and self.args[self.args.index("-t") + 1].startswith("t")
-        return bound(self.ip, self.port, tcp)
+        return run_in_netns(self.netns, lambda: bound(self.ip, self.port, tcp))
 
     def wait(self, timeout: float = 40) -> SippResult:
         try:

@@ -183,7 +183,7 @@ class Baresip:
 
     LIFETIME_S = 120
 
-    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float):
+    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float, netns: str | None = None):
         import math
         import struct
         import wave
@@ -203,11 +203,12 @@ class Baresip:
             "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n")
         (self.dir / "accounts").write_text(account + "\n")
         self.ip = ip
+        self.netns = netns  # run in that network namespace (tests/netns.py)
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
 
     def start(self, *commands: str) -> "Baresip":
-        args = ["baresip", "-f", str(self.dir), "-t", str(self.LIFETIME_S)]
+        args = (["ip", "netns", "exec", self.netns] if self.netns else []) + ["baresip", "-f", str(self.dir), "-t", str(self.LIFETIME_S)]
         for command in commands:
             args += ["-e", command]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
