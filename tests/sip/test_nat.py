@@ -238,6 +238,7 @@ def baresip(net, workdir, phone: Phone, proxy: Proxy, talk_s: float) -> Baresip:
 
 
 def test_baresip_behind_the_nat_registers_answers_a_call_and_places_one(net, office, workdir, proxy):
+    proxy.unregister(ALICE.aor)  # the SIPp phone of the tests above had the same address
     phone = baresip(net, workdir, ALICE, proxy, 12).start()
     try:
         phone.wait_for(f"2001@acme.test: {{0/UDP/v4}} 200 OK () [1 binding]", 15)
@@ -246,7 +247,7 @@ def test_baresip_behind_the_nat_registers_answers_a_call_and_places_one(net, off
                             "carrier.example", "-set", "dial", "+33142685301", "-set", "company", "",
                             "-d", str(HOLD_MS), edits=[CALLER_PLAYS]).start(office.target, timeout=40)
         result = trunk.wait(60)
-        assert result.final == (200, "OK"), result.log + phone.output[-2000:]
+        assert result.final and result.final[0] == 200, result.log + phone.output[-2000:]  # baresip: "200 Answering"
         phone.wait_for("terminated", 15)
         sent, received = phone.packets()
         print(f"\nbaresip answered through the NAT: it received {received}, sent {sent}; "
