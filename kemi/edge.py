@@ -176,6 +176,20 @@ def _seconds(text: str | None) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def next_hop(contact: str | None, source: str | None) -> str:
+    """Where a request the proxy itself sends to a dialog party must go: "" (its Contact, as
+    usual) when the Contact is where that party's messages came from (source: transport:ip:port,
+    kemi.sip.shell.Var.CALLER), else that source. A phone behind a NAT has a private Contact only
+    its own router can reach; its NAT binding is where it sent from."""
+    if not source or source.count(":") < 2:
+        return ""
+    transport, rest = source.split(":", 1)
+    ip, port = rest.rsplit(":", 1)
+    if not port.isdigit() or address(contact) == source_address(ip, int(port), transport):
+        return ""
+    return f"sip:{ip}:{port};transport={transport}"
+
+
 # -- digest ------------------------------------------------------------------------------------------
 def digest_uri_matches(digest_uri: str | None, ruri: str | None) -> bool:
     """Whether credentials were computed for this request's target: scheme, user and host of the

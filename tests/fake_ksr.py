@@ -173,6 +173,7 @@ class _TM(_Module):
 
     def t_uac_send(self, method: str, ruri: str, dst: str, socket: str, headers: str, body: str) -> int:
         self.ksr.uac_sent.append((method, ruri, socket, headers))
+        self.ksr.uac_next_hops.append(dst)
         return 1
 
     def t_reply(self, code: int, reason: str) -> int:
@@ -394,6 +395,7 @@ class FakeKSR:
         self.dialog_byes: list[str] = []
         self.dlg_bye_result = 1
         self.uac_sent: list[tuple] = []
+        self.uac_next_hops: list[str] = []      # t_uac_send's next hop ("" : the R-URI)
         self.record_routed = 0
         self.logs: list[tuple[str, str]] = []
         self.rport_forced = False

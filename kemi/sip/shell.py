@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kemi import routing
+from kemi import edge, routing
 from kemi.replies import Reply
 
 MAX_FORWARDS = 70
@@ -445,11 +445,13 @@ class _Dialogs:
         BYE then goes through the dialog again, or, when the callee's answer already deleted
         it, as a BYE of tm's own built from what the dialog recorded."""
         d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
+        # dlg_bye sends to the Contact: a caller behind a NAT gets tm's BYE, through its binding
+        nat_hop = edge.next_hop(d["from_contact"], self.get(Var.CALLER))
         self.k.dialog.dlg_bye("callee")
-        if self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
+        if not nat_hop and self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
                 self.k.dialog.dlg_bye("caller") > 0:
             return
-        if self.k.tm.t_uac_send("BYE", d["from_contact"], "", d["from_bindaddr"],
+        if self.k.tm.t_uac_send("BYE", d["from_contact"], nat_hop, d["from_bindaddr"],
                                 routing.caller_bye_headers(d, int(time.time())), "") < 0:
             self.log("err", f"call-id {d['callid']} ended by the proxy: no BYE could be sent to the caller")
 
