@@ -272,3 +272,36 @@ def test_baresip_behind_the_nat_registers_answers_a_call_and_places_one(net, off
         assert seen and not any(PRIVATE.search(line) for line in seen), seen
     finally:
         caller.stop()
+
+
+def test_early_media_reaches_a_phone_behind_the_nat_and_the_proxys_bye_too(net, office, workdir, redis):
+    """A prepaid call: the balance announcement as early media (183), then the trunk; at its maximum
+    duration the proxy cuts it, and its BYE must reach the caller through its NAT binding."""
+    admin(redis.url, "prepaid", "activate", "acme")
+    admin(redis.url, "prepaid", "topup", "acme", "500c", "--ref", "nat-early-media")
+    admin(redis.url, "rate", "set", "+4915", "60c", "--increments", "1/1", "--fee", "0c")
+    kam = start_proxy(net, workdir, redis, 5090, NATPING_S="3600", PREPAID_MAX_CALL_S="3")
+    try:
+        office.proxy = kam
+        office.register(ALICE)
+        to_alice = net.count_udp(net.office, CORE, PHONE_A, MEDIA_PORT)
+        to_announcer = net.count_udp(net.carrier, CORE, MEDIA, MEDIA_PORT)
+        # the announcement lasts 4 s of the recording; the phone talks as soon as it has early media
+        # (as baresip does): that is how rtpengine learns its NAT binding before the answer
+        announcer = office.sipp("announce.xml", net.carrier, MEDIA,
+                                edits=[('<pause milliseconds="600"/>', '<pause milliseconds="4000"/>')]).start(timeout=40)
+        trunk = office.sipp("answer.xml", net.carrier, TRUNK, "-set", "ring", "1500").start(timeout=40)
+        caller = office.sipp("call-cut.xml", net.office, ALICE.ip, *ALICE.auth_args(), "-set", "dial",
+                             "004915112345678",
+                             edits=[('<recv response="183" optional="true"/>',
+                                     f'<recv response="183" optional="true">\n    <action><exec play_pcap_audio="{PCAP}"/></action>\n  </recv>')]
+                             ).start(kam.ip + ":5090", timeout=40)
+        assert "BALANCE 500 EUR" in announcer.wait(30).log
+        early = to_alice.packets()  # the trunk is still ringing: all of this was the announcement
+        print(f"\nearly media through the NAT: to the phone {early}, to the announcer {to_announcer.packets()}")
+        assert early >= 100 and to_announcer.packets() >= 100, (early, to_announcer.packets())
+        result = caller.wait(40)
+        assert result.final == (200, "OK") and "CUT" in result.log, result.log + result.stdout
+        assert "HUNGUP" in trunk.wait(10).log
+    finally:
+        kam.stop()
