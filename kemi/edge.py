@@ -111,15 +111,16 @@ def split_contacts(text: str) -> list[str]:
     return [part for part in parts if part]
 
 
+# What nathelper's nat_uac_test calls private with nat_addr_mode 0 (kamailio.cfg): RFC 1918, RFC 6598
+# (carrier-grade NAT) and RFC 7335's 192.0.0.0/29.
+PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                       "100.64.0.0/10", "192.0.0.0/29"))
+
+
 def is_private(host: str) -> bool:
-    """An address a phone behind a NAT writes in its Contact: RFC 1918 or RFC 6598 (carrier-grade
-    NAT), the ranges nathelper's nat_uac_test calls private (kamailio.cfg: nat_addr_mode 0)."""
+    """An address a phone behind a NAT writes in its Contact, one of PRIVATE_NETS."""
     ip = _ip(host)
     return ip is not None and any(ipaddress.ip_address(ip) in net for net in PRIVATE_NETS)
-
-
-PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-                                                       "100.64.0.0/10"))
 
 
 def contact_refusal(contacts: str | None, expires: str | None, source: Address,
