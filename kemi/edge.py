@@ -111,13 +111,32 @@ def split_contacts(text: str) -> list[str]:
     return [part for part in parts if part]
 
 
-def contact_refusal(contacts: str | None, expires: str | None, source: Address) -> Reply | None:
+# What nathelper's nat_uac_test calls private with nat_addr_mode 0 (kamailio.cfg): RFC 1918, RFC 6598
+# (carrier-grade NAT) and RFC 7335's 192.0.0.0/29.
+PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                       "100.64.0.0/10", "192.0.0.0/29"))
+
+
+def is_private(host: str) -> bool:
+    """An address a phone behind a NAT writes in its Contact, one of PRIVATE_NETS."""
+    ip = _ip(host)
+    return ip is not None and any(ipaddress.ip_address(ip) in net for net in PRIVATE_NETS)
+
+
+def contact_refusal(contacts: str | None, expires: str | None, source: Address,
+                    behind_nat: bool = False) -> Reply | None:
     """Why a REGISTER's Contacts may not be saved, or None.
 
     A contact must be where the phone really is: the REGISTER's own source address, port and
     transport. Anything else would let a stolen or replayed registration point an extension's
     calls at a victim or a carrier. `*` (remove every contact) only with Expires: 0 (RFC 3261
-    10.3). No Contact at all is a query of the bindings, which changes nothing."""
+    10.3). No Contact at all is a query of the bindings, which changes nothing.
+
+    behind_nat: nathelper found the REGISTER came through a NAT. Then a contact may name a private
+    address on the same transport: the proxy saves the source address as that contact's
+    "received" (fix_nated_register) and sends every request for it there, so calls still go
+    where the phone really is; a private address reaches nobody from the proxy's side. A public
+    address other than the source stays refused: that would be somebody else."""
     if contacts is None or not contacts.strip():
         return None
     try:
@@ -132,7 +151,7 @@ def contact_refusal(contacts: str | None, expires: str | None, source: Address) 
         where = address(item)
         if where is None:
             return replies.UNREADABLE_CONTACT
-        if where != source:
+        if where != source and not (behind_nat and is_private(where.host) and where.transport == source.transport):
             return replies.CONTACT_NOT_SOURCE
     return None
 
@@ -183,6 +202,20 @@ def registration_seconds(contacts: str | None, expires: str | None, default: int
 def _seconds(text: str | None) -> int | None:
     text = (text or "").strip()
     return int(text) if text.isdigit() else None
+
+
+def next_hop(contact: str | None, source: str | None) -> str:
+    """Where a request the proxy itself sends to a dialog party must go: "" (its Contact, as
+    usual) when the Contact is where that party's messages came from (source: transport:ip:port,
+    kemi.sip.shell.Var.CALLER), else that source. A phone behind a NAT has a private Contact only
+    its own router can reach; its NAT binding is where it sent from."""
+    if not source or source.count(":") < 2:
+        return ""
+    transport, rest = source.split(":", 1)
+    ip, port = rest.rsplit(":", 1)
+    if not port.isdigit() or address(contact) == source_address(ip, int(port), transport):
+        return ""
+    return f"sip:{ip}:{port};transport={transport}"
 
 
 # -- digest ------------------------------------------------------------------------------------------

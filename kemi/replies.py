@@ -47,6 +47,9 @@ EMERGENCY_NEEDS_REGISTRATION = Reply(403, "Emergency Calls Need A Registered Pho
 UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
 REDIRECT_REFUSED = Reply(403, "Redirect Outside Company Refused")
 NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
+# rtpengine did not answer the SDP offer: the call would have no audio through a NAT, so it is not
+# set up at all (kemi.sip.media; emergency calls go out unanchored instead).
+MEDIA_RELAY_DOWN = Reply(503, "Media Relay Unavailable")
 FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, NOTIFY"

@@ -36,5 +36,21 @@ export PIKE_WINDOW_S=${PIKE_WINDOW_S:-2}
 export MAX_CONTACTS=${MAX_CONTACTS:-4}            # registrations per extension; one DID call rings at most this many
 export TCP_MAX_CONNECTIONS=${TCP_MAX_CONNECTIONS:-2048}  # open TCP connections, all sources together
 export TCP_IDLE_S=${TCP_IDLE_S:-60}               # a TCP connection silent this long is closed: phones on TCP keep alive more often
+# NAT traversal (kamailio.cfg, nathelper): phones registered from behind a NAT get an OPTIONS every
+# NATPING_S seconds (keeps the NAT's UDP binding open: many routers drop it after 30 s), and are
+# removed when they answered none for NAT_KEEPALIVE_TIMEOUT_S.
+export NATPING_S=${NATPING_S:-20}
+export NAT_KEEPALIVE_TIMEOUT_S=${NAT_KEEPALIVE_TIMEOUT_S:-120}
+# Media relay (rtpengine, started by scripts/run.sh; docs/deploying-behind-nat.md). RTP_ADDR is the
+# address rtpengine relays on and writes into every SDP: the proxy's public address in production.
+# Behind a 1:1 NAT (a cloud VM) write PRIVATE!PUBLIC: it binds PRIVATE and advertises PUBLIC.
+# RTP_PORT_MIN..RTP_PORT_MAX (UDP) must be open inbound: two ports (RTP, RTCP) per party per call.
+# RTPENGINE_NG_PORT: its control port (NG protocol), on 127.0.0.1 only; kamailio.cfg reaches it at
+# RTPENGINE_SOCK.
+export RTP_ADDR=${RTP_ADDR:-$SIP_ADDR}
+export RTP_PORT_MIN=${RTP_PORT_MIN:-30000}
+export RTP_PORT_MAX=${RTP_PORT_MAX:-39999}
+export RTPENGINE_NG_PORT=${RTPENGINE_NG_PORT:-2223}
+export RTPENGINE_SOCK=${RTPENGINE_SOCK:-udp:127.0.0.1:$RTPENGINE_NG_PORT}
 export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
 export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)

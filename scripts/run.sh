@@ -14,12 +14,12 @@ mkdir -p "$RUN_DIR/redis-$REDIS_PORT"
 kam_log="$RUN_DIR/kamailio-$SIP_PORT.log"
 redis_log="$RUN_DIR/redis-$REDIS_PORT.log"
 
-redis_pid=""; kam_pid=""; standin_pids=(); declare -A what=() logs=()
+redis_pid=""; kam_pid=""; rtp_pid=""; standin_pids=(); declare -A what=() logs=()
 stopped=""
 stop() {
   [ -n "$stopped" ] && return; stopped=1
   # the proxy first, so that its last writes reach Redis
-  for pid in $kam_pid ${standin_pids[@]+"${standin_pids[@]}"} $redis_pid; do
+  for pid in $kam_pid $rtp_pid ${standin_pids[@]+"${standin_pids[@]}"} $redis_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -58,6 +58,8 @@ listening 127.0.0.1 "$REDIS_PORT" tcp &&
 if listening "$SIP_ADDR" "$SIP_PORT" udp || listening "$SIP_ADDR" "$SIP_PORT" tcp; then
   in_use "$SIP_ADDR:$SIP_PORT (SIP)" "another proxy? SIP_PORT=... picks another port"
 fi
+listening 127.0.0.1 "$RTPENGINE_NG_PORT" udp &&
+  in_use "127.0.0.1:$RTPENGINE_NG_PORT (rtpengine control)" "another rtpengine? RTPENGINE_NG_PORT=... picks another port"
 listening "$TLS_ADDR" "$TLS_PORT" tcp &&
   in_use "$TLS_ADDR:$TLS_PORT (SIP over TLS)" "another proxy? TLS_PORT=... picks another port"
 
@@ -133,6 +135,23 @@ if [ "$STANDINS" != 0 ]; then
   done <<< "$peers"
 fi
 
+# rtpengine: the media relay of every call (kemi/sip/media.py). Userspace forwarding only
+# (--table=-1: no kernel module); no config file, every setting is here and in scripts/env.sh.
+rtp_log="$RUN_DIR/rtpengine.log"
+: > "$rtp_log"
+rtpengine --config-file=none --foreground --table=-1 --interface="$RTP_ADDR" \
+  --listen-ng="127.0.0.1:$RTPENGINE_NG_PORT" --port-min="$RTP_PORT_MIN" --port-max="$RTP_PORT_MAX" \
+  --timeout=60 --silent-timeout=3600 --final-timeout=14400 --log-stderr --log-level=6 >> "$rtp_log" 2>&1 &
+rtp_pid=$!
+what[$rtp_pid]="media relay (rtpengine)"; logs[$rtp_pid]=$rtp_log
+for _ in $(seq 100); do
+  grep -q "Startup complete" "$rtp_log" && break
+  kill -0 "$rtp_pid" 2>/dev/null || break
+  sleep 0.1
+done
+grep -q "Startup complete" "$rtp_log" || fail "rtpengine did not come up on $RTP_ADDR" "$rtp_log"
+echo "run: media relay (rtpengine) on $RTP_ADDR, RTP ports $RTP_PORT_MIN-$RTP_PORT_MAX, log $rtp_log"
+
 : > "$kam_log"
 exec {kam_out}> >(tee -a "$kam_log")
 # scripts/kamailio.sh: Debian's Python and the venv, whatever PATH says
@@ -175,7 +194,7 @@ done
 echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp) and $TLS_ADDR:$TLS_PORT (tls), Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
 
 status=0
-wait -n -p ended "$kam_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?
+wait -n -p ended "$kam_pid" "$rtp_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?
 # Ctrl-C reaches the whole process group: a stand-in may exit before this shell runs its trap (a
 # clean stop, exit 0). Give the trap that moment before calling the exit a failure.
 sleep 0.5

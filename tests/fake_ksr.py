@@ -153,6 +153,9 @@ class _TM(_Module):
     def t_on_failure(self, name: str) -> None:
         self.ksr.armed["failure"] = name
 
+    def t_on_reply(self, name: str) -> None:
+        self.ksr.armed["on_reply"] = name
+
     def t_on_branch(self, name: str) -> None:
         self.ksr.armed["branch"] = name
 
@@ -173,6 +176,7 @@ class _TM(_Module):
 
     def t_uac_send(self, method: str, ruri: str, dst: str, socket: str, headers: str, body: str) -> int:
         self.ksr.uac_sent.append((method, ruri, socket, headers))
+        self.ksr.uac_next_hops.append(dst)
         return 1
 
     def t_reply(self, code: int, reason: str) -> int:
@@ -370,6 +374,10 @@ class FakeKSR:
         self.in_dialog = to_tag is not None         # has_totag()
         self.sane = True
         self.hops = True
+        self.nated = False                          # nat_uac_test() finds a NAT
+        self.sdp = method == "INVITE"               # the message carries an SDP body
+        self.media_up = True                        # rtpengine answers
+        self.reply_status = 0                       # $rs, in a reply route
         # what the script did
         self.vars: dict[str, object] = {}
         self.added_headers: list[str] = []
@@ -394,10 +402,15 @@ class FakeKSR:
         self.dialog_byes: list[str] = []
         self.dlg_bye_result = 1
         self.uac_sent: list[tuple] = []
+        self.uac_next_hops: list[str] = []      # t_uac_send's next hop ("" : the R-URI)
         self.record_routed = 0
         self.no_connect = False                  # set_forward_no_connect()
         self.unsendable = 0                      # so many t_relay() calls fail to send first
         self.logs: list[tuple[str, str]] = []
+        self.rport_forced = False
+        self.bflags: set[int] = set()
+        self.nat_registered = 0                     # fix_nated_register() calls
+        self.media_ops: list[tuple[str, str]] = []  # (offer|answer|delete, flags) sent to rtpengine
         # the modules
         self.pv, self.hdr, self.sl, self.tm = _PV(self), _Hdr(self), _SL(self), _TM(self)
         self.auth, self.registrar, self.htable = _Auth(self), _Registrar(self), _Htable(self)
@@ -407,6 +420,28 @@ class FakeKSR:
         self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
         self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
         self.maxfwd = _Simple(process_maxfwd=lambda limit: 1 if self.hops else -1)
+        self.nathelper = _Simple(nat_uac_test=lambda flags: 1 if self.nated else -1,
+                                 fix_nated_register=self._fix_nated_register)
+        self.textops = _Simple(has_body_type=lambda kind: 1 if self.sdp and kind == "application/sdp" else -1)
+        self.rtpengine = _Simple(rtpengine_offer=lambda flags: self._media("offer", flags),
+                                 rtpengine_answer=lambda flags: self._media("answer", flags),
+                                 rtpengine_delete0=lambda: self._media("delete", ""))
+
+    def _fix_nated_register(self) -> int:
+        self.nat_registered += 1
+        return 1
+
+    def _media(self, op: str, flags: str) -> int:
+        self.media_ops.append((op, flags))
+        return 1 if self.media_up else -1
+
+    def force_rport(self) -> bool:
+        self.rport_forced = True
+        return True
+
+    def setbflag(self, flag: int) -> bool:
+        self.bflags.add(flag)
+        return True
 
     def message_dialog(self) -> dict | None:
         """known_dialog when the request's Call-ID and both tags name it, in either direction."""

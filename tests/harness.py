@@ -44,10 +44,19 @@ def free_port(ip: str = "127.0.0.1", kind=socket.SOCK_DGRAM) -> int:
 def bound(ip: str, port: int, tcp: bool = False) -> bool:
     """Whether some process listens on ip:port (read from /proc, so it never races the binder)."""
     wanted = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
-    with open("/proc/net/tcp" if tcp else "/proc/net/udp") as table:
+    # thread-self: the namespace of this thread (tests/netns.py run_in), which is the process's otherwise
+    with open("/proc/thread-self/net/tcp" if tcp else "/proc/thread-self/net/udp") as table:
         rows = [line.split() for line in table.readlines()[1:]]
     # TCP state 0A is LISTEN
     return any(row[1] == wanted and (not tcp or row[3] == "0A") for row in rows)
+
+
+def run_in_netns(netns: str | None, action):
+    """action() with its sockets in that network namespace (tests/netns.py); here when None."""
+    if netns is None:
+        return action()
+    from tests.netns import run_in
+    return run_in(netns, action)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -61,11 +70,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False):
         self.port = port or free_port(kind=socket.SOCK_STREAM)
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # a proxy in another network namespace reaches Redis through the file system (tests/netns.py)
+        self.socket = self.dir / "redis.sock" if unix_socket else None
         self.proc: subprocess.Popen | None = None
+
+    def socket_url(self, db: int = 0) -> str:
+        return f"unix://{self.socket}?db={db}"
 
     @property
     def url(self) -> str:
@@ -77,7 +91,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+             "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+            + (["--unixsocket", str(self.socket), "--unixsocketperm", "700"] if self.socket else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, 10, f"redis-server on {self.port}")
         return self
@@ -138,14 +153,72 @@ def demo_cert(workdir: Path, ip: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def in_netns(netns: str | None) -> list[str]:
+    """The command prefix that runs a program in a network namespace (none: here)."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+class MediaRelay:
+    """rtpengine as scripts/run.sh starts it: userspace forwarding only (--table=-1, no kernel
+    module), RTP on `ip` in a port range, its NG control protocol on ip:ng_port."""
+
+    def __init__(self, workdir: Path, ip: str = "127.0.0.1", netns: str | None = None, ng_port: int | None = None,
+                 ports: tuple[int, int] = (30000, 30999)):
+        self.ip = ip
+        self.netns = netns
+        self.ng_port = ng_port or free_port(ip)
+        self.ports = ports
+        self.log_path = workdir / f"rtpengine-{self.ng_port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def sock(self) -> str:
+        """kamailio.cfg's RTPENGINE_SOCK."""
+        return f"udp:{self.ip}:{self.ng_port}"
+
+    def command(self) -> list[str]:
+        return in_netns(self.netns) + [
+            "rtpengine", "--config-file=none", "--foreground", "--table=-1", f"--interface={self.ip}",
+            f"--listen-ng={self.ip}:{self.ng_port}", f"--port-min={self.ports[0]}", f"--port-max={self.ports[1]}",
+            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--log-stderr", "--log-level=6"]
+
+    def start(self) -> "MediaRelay":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self.started, 10, f"rtpengine on {self.ip}:{self.ng_port} (log: {self.log_path})")
+        return self
+
+    def started(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"rtpengine exited with {self.proc.returncode}:\n{self.log_text()[-2000:]}")
+        return "Startup complete" in self.log_text()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+
 class Proxy:
     """Kamailio with the project's kamailio.cfg and kemi/, on a free port of 127.0.0.1 (UDP and TCP)
-    and another one for TLS (tls_port), with the demo certificate (tls_cert)."""
+    and another one for TLS (tls_port, with the demo certificate tls_cert), with an rtpengine of
+    its own (unless RTPENGINE_SOCK names one). netns: both run in that network namespace
+    (tests/netns.py), on `ip` and `port` there (TLS on port + 2: port + 1 is rtpengine's)."""
 
-    def __init__(self, workdir: Path, redis_url: str, ip: str = "127.0.0.1", **env: str):
+    def __init__(self, workdir: Path, redis_url: str, ip: str = "127.0.0.1", netns: str | None = None,
+                 port: int | None = None, **env: str):
         self.ip = ip
-        self.port = free_port(ip)
-        self.tls_port = free_port(ip)
+        self.netns = netns
+        self.port = port or free_port(ip)
+        self.tls_port = self.port + 2 if netns else free_port(ip)
         while self.tls_port == self.port:
             self.tls_port = free_port(ip)
         self.tls_cert, self.tls_key = demo_cert(workdir, ip)
@@ -155,6 +228,8 @@ class Proxy:
         self.ctl = f"unix:{workdir}/kamailio-{self.port}.ctl"
         self.extra_env = env
         self.proc: subprocess.Popen | None = None
+        self.media = None if "RTPENGINE_SOCK" in env else \
+            MediaRelay(workdir, ip, netns, ng_port=self.port + 1 if netns else None)
 
     def env(self) -> dict:
         env = dict(os.environ)
@@ -164,16 +239,21 @@ class Proxy:
             # the venv running the tests is the one the proxy must import from
             "KEMI_VENV": sys.prefix if sys.prefix != sys.base_prefix else str(ROOT / ".venv"),
             "KAMAILIO_CTL": self.ctl, "SCHEMA_RECHECK_S": "1",
+            "NATPING_S": "20", "NAT_KEEPALIVE_TIMEOUT_S": "120",
             "TLS_ADDR": self.ip, "TLS_PORT": str(self.tls_port), "TLS_CERT": self.tls_cert, "TLS_KEY": self.tls_key,
         })
+        if self.media is not None:
+            env["RTPENGINE_SOCK"] = self.media.sock
         env.update(self.extra_env)
         return env
 
     def start(self, wait: bool = True) -> "Proxy":
+        if self.media is not None and self.media.proc is None:
+            self.media.start()
         self.log = open(self.log_path, "ab")
         # scripts/kamailio.sh, as scripts/run.sh: Debian's embedded Python and the venv, whatever PATH says
         self.proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "kamailio.sh"), "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E",
+            in_netns(self.netns) + [str(ROOT / "scripts" / "kamailio.sh"), "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E",
              "-m", self.env().get("KAMAILIO_SHM_MB", "128"), "-M", self.env().get("KAMAILIO_PKG_MB", "16"),
              "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
             env=self.env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
@@ -185,7 +265,7 @@ class Proxy:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"Kamailio exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
         try:
-            answer = send_raw(self, options_request(self), timeout=0.3)
+            answer = run_in_netns(self.netns, lambda: send_raw(self, options_request(self), timeout=0.3))
         except (OSError, TimeoutError):
             return False
         return answer is not None and answer.startswith("SIP/2.0 200")
@@ -220,6 +300,8 @@ class Proxy:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+        if self.media is not None:
+            self.media.stop()
 
 
 # -- raw SIP, for what SIPp cannot send (malformed requests, exact headers) ---------------------
@@ -303,6 +385,7 @@ class Sipp:
     edits: tuple = ()                       # (old, new) text replacements: a variant of the scenario
     calls: int = 1                          # -m: calls before SIPp stops
     rate: int = 10                          # -r: new calls per second (UAC side)
+    netns: str | None = None                # run in that network namespace (tests/netns.py)
 
     def __post_init__(self):
         self.port = self.port or free_port(self.ip)
@@ -326,7 +409,7 @@ class Sipp:
         return str(variant)
 
     def command(self, target: str | None) -> list[str]:
-        cmd = ["sipp"] + ([target] if target else []) + [
+        cmd = in_netns(self.netns) + ["sipp"] + ([target] if target else []) + [
             # -ci: SIPp's control socket on the peer's own address, not on every interface
             "-sf", self.scenario_file(), "-i", self.ip, "-ci", self.ip, "-p", str(self.port), "-m", str(self.calls),
             "-r", str(self.rate), "-l", str(max(self.calls, 1)),
@@ -345,7 +428,7 @@ class Sipp:
         if self.proc.poll() is not None:
             raise RuntimeError(f"SIPp {self.scenario} exited: {self.proc.stdout.read()[-1500:]}")
         tcp = "-t" in self.args and self.args[self.args.index("-t") + 1].startswith("t")
-        return bound(self.ip, self.port, tcp)
+        return run_in_netns(self.netns, lambda: bound(self.ip, self.port, tcp))
 
     def wait(self, timeout: float = 40) -> SippResult:
         try:

@@ -19,6 +19,7 @@ from kemi.sip.emergency import Emergency, EmergencyCache
 from kemi.sip.gate import Gate, TrustedPeers
 from kemi.sip.in_dialog import InDialog
 from kemi.sip.inbound import Inbound
+from kemi.sip.media import Media
 from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
@@ -38,7 +39,8 @@ class Router:
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
-        self.calls = Calls(sip, settings, self.ready_ledger)
+        self.media = Media(sip)
+        self.calls = Calls(sip, settings, self.ready_ledger, self.media)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
         self.peers = TrustedPeers(self.directory)
@@ -49,7 +51,7 @@ class Router:
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
                                    routing.parse_static_trunks(settings.emergency_trunks),
                                    self.gate.registered_source)
-        self.in_dialog = InDialog(sip)
+        self.in_dialog = InDialog(sip, self.media)
 
     def ready_ledger(self) -> PrepaidLedger:
         self.conn.ready()  # the schema check, as before every use of the store
@@ -104,6 +106,13 @@ class Router:
     def ksr_failure_receptionist(self, msg) -> int:
         return self._in_failure_route(self.inbound.receptionist_redirected)
 
+    def ksr_reply_media(self, msg) -> int:
+        try:
+            self.media.reply()
+        except Exception as exc:  # the reply goes on as it is: a call without anchored media, logged
+            self.sip.log("err", f"reply route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
+
     def ksr_branch_media(self, msg) -> int:
         try:
             self.calls.media_branch()
@@ -136,6 +145,7 @@ class Router:
         sip = self.sip
         if not self.gate.admit():
             return  # a scanner, a flood or a banned address: no answer at all
+        sip.reply_to_source_port()  # a phone behind a NAT hears its answers only there
         if not sip.sane():
             ip, port = sip.source
             sip.log("notice", f"malformed {sip.method} from {ip}:{port} refused")

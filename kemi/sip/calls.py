@@ -13,6 +13,7 @@ from typing import Callable
 from kemi import records, replies, routing
 from kemi.replies import Reply
 from kemi.settings import Settings
+from kemi.sip.media import Media
 from kemi.sip.shell import Route, Sip, Table, Timers, Var
 from kemi.store.prepaid import PrepaidLedger
 
@@ -24,10 +25,11 @@ def now_ms() -> int:
 
 
 class Calls:
-    def __init__(self, sip: Sip, settings: Settings, ledger: Ledgers):
+    def __init__(self, sip: Sip, settings: Settings, ledger: Ledgers, media: Media | None = None):
         self.sip = sip
         self.settings = settings
         self.ledger = ledger
+        self.media = media or Media(sip)
 
     def record(self, co: str, ext: str | None, caller: str | None, to: str | None, category: str,
                billing: str, direction: str) -> dict:
@@ -35,21 +37,31 @@ class Calls:
         return records.start(company=co, extension=ext, caller=caller, to=to, category=category,
                              billing=billing, direction=direction, call_id=self.sip.call_id, setup_ms=now_ms())
 
-    def refuse(self, answer: Reply, rec: dict | None) -> None:
+    def refuse(self, answer: Reply, rec: dict | None, *headers: str) -> None:
         """Answer a call the proxy will not connect, and record it: refused calls are calls too."""
-        self.sip.reply(answer)
+        self.sip.reply(answer, *headers)
         if rec is None:
             return
         try:
-            self.ledger().record(rec["company"], records.refused(rec, answer.code, now_ms()))
+            final = records.refused(rec, answer.code, now_ms())
+            if rec.get("reservation"):
+                # refused after its money was held: settled at nothing, which writes the record
+                self.ledger().settle(rec["company"], rec["reservation"], 0, final)
+            else:
+                self.ledger().record(rec["company"], final)
         except Exception as exc:
             self.sip.log("err", f"record of refused call-id {rec['call_id']} not written: {type(exc).__name__}: {exc}")
 
-    def track(self, rec: dict | None) -> None:
-        """Follow the call with a dialog (its parties, its record, its maximum duration) and stay in
-        its path. rec None: a call without a company to record it for (an unverified emergency call)."""
+    def track(self, rec: dict | None, emergency: bool = False) -> bool:
+        """Anchor the call's media at rtpengine, follow the call with a dialog (its parties, its
+        record, its maximum duration) and stay in its path. rec None: a call without a company to
+        record it for (an unverified emergency call). False when the call was refused (answered
+        and recorded) because rtpengine is down; an emergency call never is (kemi.sip.media)."""
         if self.sip.get(Var.TRACKED):
-            return
+            return True
+        if not self.media.anchor(emergency):
+            self.refuse(replies.MEDIA_RELAY_DOWN, rec, "Retry-After: 10")
+            return False
         self.sip.set(Var.TRACKED, "1")
         if rec and rec.get("max_secs"):
             # the dialog's lifetime, counted from the answer (timeout_avp in kamailio.cfg);
@@ -62,6 +74,7 @@ class Calls:
         if rec is not None:
             self.sip.set(Var.RECORD, records.encode(rec))
         self.sip.record_route()
+        return True
 
     def call_id_reused(self) -> bool:
         """A new call with the Call-ID of a call relayed in the last 24 h: refused, never merged with
@@ -116,6 +129,7 @@ class Calls:
         elif event in ("dialog:end", "dialog:failed", "dialog:timeout"):
             if not self.sip.get(Var.FINISHED):
                 self.sip.set(Var.FINISHED, event)
+                self.media.release()
                 self.finished(event, prepaid)
             if event == "dialog:timeout":
                 self.sip.end_call()

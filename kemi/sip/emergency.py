@@ -174,7 +174,8 @@ class Emergency:
         headers = routing.emergency_headers(callback, identity.location if identity else None)
         pai = routing.pai_header(callback, None, sip.local_ip)
         if company_id:
-            self.calls.track(self.calls.record(company_id, user, callback, code, "emergency", "included", "outbound"))
+            self.calls.track(self.calls.record(company_id, user, callback, code, "emergency", "included", "outbound"),
+                             emergency=True)
         else:
-            self.calls.track(None)  # no company to record the call for (unverified, or identified from cache)
+            self.calls.track(None, emergency=True)  # no company to record the call for (unverified, or identified from cache)
         self.trunks.dial(code, trunks, headers + ([pai] if pai else []), emergency=True)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from kemi import replies, routing
 from kemi.sip.calls import now_ms
+from kemi.sip.media import Media
 from kemi.sip.shell import Sip, Var
 
 DELETED = "5"  # $dlg(state) of a dialog that has ended
 
 
 class InDialog:
-    def __init__(self, sip: Sip):
+    def __init__(self, sip: Sip, media: Media):
         self.sip = sip
+        self.media = media
 
     def route(self) -> None:
         sip = self.sip
@@ -53,7 +55,9 @@ class InDialog:
         if sip.get(Var.CALLEE_CARRIER if towards_callee else Var.CALLER_CARRIER) == "1":
             # a carrier bills and shows identities from mid-call requests too (routing.TRUNK_HEADERS)
             sip.keep_only_headers(routing.IN_DIALOG_TRUNK_HEADERS_PATTERN)
+        # next_hop is where that party's requests came from: through its NAT, whatever its Contact says
         sip.set_destination(next_hop)
+        self.media.in_dialog()
         sip.relay()
 
     def refuse(self, answer, why: str) -> None:

@@ -40,7 +40,8 @@ class Inbound:
         sip.set(Var.CALLER_CARRIER, "1")  # requests back to the carrier inside the call get the allow-list
         caller = routing.external_caller(sip.pv("$fU"))
         if did.target == RECEPTIONIST:
-            self.calls.track(self.incoming(company.id, None, caller, did.number))
+            if not self.calls.track(self.incoming(company.id, None, caller, did.number)):
+                return
             self.calls.to_receptionist(company.id, did.number, inbound.receptionist)
             return
         ext = inbound.extension

@@ -65,13 +65,14 @@ class Outbound:
         """An external call: straight to the trunks, or through the Prepaid Account first."""
         target = decision.e164 or decision.dialled
         if decision.billing != "prepaid":
-            self.calls.track(rec)
-            self.trunks.dial(target, trunks, headers)
+            if self.calls.track(rec):
+                self.trunks.dial(target, trunks, headers)
             return
         held = self.prepaid.reserve(company, decision, rec)
         if held is None:
             return
-        self.calls.track(rec)
+        if not self.calls.track(rec):
+            return  # refused: Calls.refuse settled the reservation at nothing
         if self.trunks.dial(target, trunks, headers, relay_now=False) and \
                 not self.prepaid.announce(company, held, media):
             self.trunks.relay_next()

@@ -84,7 +84,8 @@ class Phones:
         if ctx is None:
             return
         contacts, expires = sip.contacts(), sip.header("Expires")
-        refused = self.contact_refusal(contacts, expires)
+        nated = sip.behind_nat()
+        refused = self.contact_refusal(contacts, expires, nated)
         if refused is not None:
             ip, port = sip.source
             sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} from "
@@ -93,7 +94,13 @@ class Phones:
             sip.reply(refused)
             return
         if sip.transport == "tls":
+            # reached through its TLS connection, behind a NAT or not (kemi.edge.tls_contact_refusal);
+            # keeping that connection open is the phone's part (README, SIP over TLS)
             sip.reach_through_source()
+        elif nated:
+            # calls go to the source address (the contact's "received"), and the proxy keeps the
+            # NAT's binding open with OPTIONS pings (kamailio.cfg, nathelper)
+            sip.save_behind_nat()
         if not sip.save_contact():
             # the registrar has answered (e.g. 503 Too many registered contacts)
             sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} not saved by the registrar")
@@ -105,9 +112,11 @@ class Phones:
             sip.log("info", f"registered {ctx.caller.number}@{ctx.company.domain} from {sip.transport}:{ip}:{port} "
                             f"for {seconds} s (call-id {sip.call_id})")
 
-    def contact_refusal(self, contacts: str | None, expires: str | None) -> Reply | None:
-        """Why this REGISTER's contacts may not be saved: they must be its own source address
-        (kemi.edge.contact_refusal), which must be neither this proxy nor a trusted peer."""
+    def contact_refusal(self, contacts: str | None, expires: str | None, nated: bool = False) -> Reply | None:
+        """Why this REGISTER's contacts may not be saved: they must be its own source address, or a
+        private one when it came through a NAT (kemi.edge.contact_refusal), or over TLS any address
+        that asks for TLS (kemi.edge.tls_contact_refusal); that source must be neither this proxy
+        nor a trusted peer."""
         sip = self.sip
         if contacts is None:
             return replies.UNREADABLE_CONTACT if sip.contact_headers() else None
@@ -115,7 +124,7 @@ class Phones:
         if sip.transport == "tls":
             refused = edge.tls_contact_refusal(contacts, expires)
         else:
-            refused = edge.contact_refusal(contacts, expires, edge.source_address(ip, port, sip.transport))
+            refused = edge.contact_refusal(contacts, expires, edge.source_address(ip, port, sip.transport), nated)
         if refused is not None or contacts.strip() == edge.STAR:
             return refused
         if sip.is_myself(f"sip:{ip}:{port};transport={sip.transport}"):
@@ -140,14 +149,14 @@ class Phones:
             rc = -1  # nothing left to ring: as if no phone were registered
         if rc < 0:
             if fallback is not None:
-                if rec is not None:
-                    self.calls.track(rec)
+                if rec is not None and not self.calls.track(rec):
+                    return
                 self.calls.to_receptionist(company.id, did, fallback)
             else:
                 self.calls.refuse(replies.NOT_REGISTERED if rc in (-1, -2) else replies.INTERNAL_ERROR, rec)
             return
-        if rec is not None:
-            self.calls.track(rec)
+        if rec is not None and not self.calls.track(rec):
+            return
         failure_route = None
         if fallback is not None:
             self.calls.remember_receptionist(company.id, did, fallback)

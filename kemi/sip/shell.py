@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kemi import routing
+from kemi import edge, routing
 from kemi.replies import Reply
 
 MAX_FORWARDS = 70
@@ -71,6 +71,8 @@ class Var:
     TIMEOUT_ROUTE = "$dlg_ctx(timeout_route)"  # set: the timeout runs dialog:timeout before any BYE
     CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
     CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
+    MEDIA = "$avp(media)"              # this transaction's SDP goes through rtpengine (kemi.sip.media)
+    DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
 
 
 class Table:
@@ -96,6 +98,7 @@ class Route:
     FAILURE_EXTENSION = "ksr_failure_extension"
     FAILURE_RECEPTIONIST = "ksr_failure_receptionist"
     BRANCH_MEDIA = "ksr_branch_media"
+    REPLY_MEDIA = "ksr_reply_media"    # replies of a transaction whose SDP goes through rtpengine
 
 
 @dataclass(frozen=True)
@@ -470,11 +473,13 @@ class _Dialogs:
         BYE then goes through the dialog again, or, when the callee's answer already deleted
         it, as a BYE of tm's own built from what the dialog recorded."""
         d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
+        # dlg_bye sends to the Contact: a caller behind a NAT gets tm's BYE, through its binding
+        nat_hop = edge.next_hop(d["from_contact"], self.get(Var.CALLER))
         self.k.dialog.dlg_bye("callee")
-        if self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
+        if not nat_hop and self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
                 self.k.dialog.dlg_bye("caller") > 0:
             return
-        if self.k.tm.t_uac_send("BYE", d["from_contact"], "", d["from_bindaddr"],
+        if self.k.tm.t_uac_send("BYE", d["from_contact"], nat_hop, d["from_bindaddr"],
                                 routing.caller_bye_headers(d, int(time.time())), "") < 0:
             self.log("err", f"call-id {d['callid']} ended by the proxy: no BYE could be sent to the caller")
 
@@ -507,7 +512,55 @@ class _Dialogs:
         self.remove_headers(["Proxy-Authorization", "Authorization"])
 
 
-class Sip(_Request, _Answers, _Phones, _Dialogs):
+# nat_uac_test flags (nathelper): 1 the Contact names a private address, 2 the top Via's address
+# is not the source address, 16 its port is not the source port.
+NAT_TEST = 1 | 2 | 16
+NAT_BFLAG = 6      # kamailio.cfg: usrloc nat_bflag, the contact is behind a NAT
+SIPPING_BFLAG = 7  # kamailio.cfg: nathelper sipping_bflag, the proxy pings it with OPTIONS
+
+
+class _Media:
+    """NAT traversal (nathelper, rport) and the media relay (rtpengine)."""
+
+    def reply_to_source_port(self) -> None:
+        """Answers go back to the address and port the request came from (a NAT's binding), not
+        to the Via's private address (force_rport: as if the Via carried ;rport)."""
+        self.k.force_rport()
+
+    def behind_nat(self) -> bool:
+        return self.k.nathelper.nat_uac_test(NAT_TEST) > 0
+
+    def save_behind_nat(self) -> None:
+        """The next save_contact() stores the source address as the contact's "received" (where
+        lookup() sends), marks it behind a NAT and has nathelper ping it."""
+        self.k.nathelper.fix_nated_register()
+        self.k.setbflag(NAT_BFLAG)
+        self.k.setbflag(SIPPING_BFLAG)
+
+    def has_sdp(self) -> bool:
+        return self.k.textops.has_body_type("application/sdp") > 0
+
+    def reply_code(self) -> int:
+        """In a reply route: the reply's status code."""
+        return int(self.pv("$rs") or 0)
+
+    def media_offer(self, flags: str) -> bool:
+        """rtpengine rewrites the SDP offer to its own address and ports; False when it failed or
+        did not answer (then the message is unchanged)."""
+        return self.k.rtpengine.rtpengine_offer(flags) > 0
+
+    def media_answer(self, flags: str) -> bool:
+        return self.k.rtpengine.rtpengine_answer(flags) > 0
+
+    def media_delete(self) -> bool:
+        """rtpengine frees the ports of the call this message belongs to (its Call-ID)."""
+        return self.k.rtpengine.rtpengine_delete0() > 0
+
+    def on_reply(self, route: str) -> None:
+        self.k.tm.t_on_reply(route)
+
+
+class Sip(_Request, _Answers, _Phones, _Dialogs, _Media):
     """Kamailio as the roles see it: one object, its parts grouped by subject above."""
 
 

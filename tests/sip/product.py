@@ -192,7 +192,8 @@ class Baresip:
 
     LIFETIME_S = 120
 
-    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float, config: str = ""):
+    def __init__(self, workdir: Path, account: str, ip: str, talk_s: float, netns: str | None = None,
+                 config: str = ""):
         import math
         import struct
         import wave
@@ -213,11 +214,12 @@ class Baresip:
             + (config + "\n" if config else ""))
         (self.dir / "accounts").write_text(account + "\n")
         self.ip = ip
+        self.netns = netns  # run in that network namespace (tests/netns.py)
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
 
     def start(self, *commands: str) -> "Baresip":
-        args = ["baresip", "-f", str(self.dir), "-t", str(self.LIFETIME_S)]
+        args = (["ip", "netns", "exec", self.netns] if self.netns else []) + ["baresip", "-f", str(self.dir), "-t", str(self.LIFETIME_S)]
         for command in commands:
             args += ["-e", command]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

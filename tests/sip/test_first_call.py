@@ -2,7 +2,7 @@
 
 A phone registers with the README's account line and dials what the README says; the demo's
 carrier, emergency centre, receptionist and announcement server are run.sh's SIPp stand-ins.
-Media flows phone <-> stand-in directly (the proxy relays SIP only), so received RTP packets
+Media flows phone <-> rtpengine <-> stand-in (the proxy anchors every call), so received RTP packets
 prove the call really connected. run.sh binds the demo's fixed addresses: run in a private network
 namespace, unshare -n sh -c 'ip link set lo up && ./scripts/test.sh -q tests/sip/test_first_call.py'
 """
@@ -44,7 +44,7 @@ def phones(tmp_path):
               account: str | None = None, config: str = "") -> Baresip:
         # a person would type /accept; the test lets baresip answer by itself
         account = (account or readme_accounts()[user]) + (";answermode=auto" if auto_answer else "")
-        made.append(Baresip(tmp_path, account, ip, talk_s, config).start(*commands))
+        made.append(Baresip(tmp_path, account, ip, talk_s, config=config).start(*commands))
         return made[-1]
 
     yield phone

@@ -184,3 +184,12 @@ PEERS = frozenset({("127.0.0.2", 5060), ("127.0.0.3", 5060)})
 ])
 def test_unsafe_ring_targets(uri, peers, why):
     assert edge.unsafe_target(uri, peers) == why
+
+
+def test_the_next_hop_of_a_party_is_its_contact_unless_a_nat_stands_between():
+    assert edge.next_hop("sip:2001@127.0.0.30:5071", "udp:127.0.0.30:5071") == ""
+    assert edge.next_hop("<sip:2001@192.168.50.10:5060>", "udp:198.51.100.2:24012") == \
+        "sip:198.51.100.2:24012;transport=udp"
+    assert edge.next_hop("sip:2001@192.168.50.10:5060;transport=tcp", "tcp:198.51.100.2:40001") == \
+        "sip:198.51.100.2:40001;transport=tcp"
+    assert edge.next_hop("sip:2001@192.168.50.10", None) == "" and edge.next_hop("sip:x@h", "bogus") == ""

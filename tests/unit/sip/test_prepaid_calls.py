@@ -141,7 +141,7 @@ DIALOG = {"callid": "c-20", "from_tag": "ft", "to_tag": "tt", "from_uri": "sip:2
           "from_rs": None, "from_bindaddr": "udp:127.0.0.1:5060"}
 
 
-def timed_out(world: World, dlg_bye_result: int) -> tuple[FakeKSR, dict]:
+def timed_out(world: World, dlg_bye_result: int, caller: str = "udp:127.0.0.30:5071") -> tuple[FakeKSR, dict]:
     rec = records.start(company="acme", extension="2001", caller=None, to="+4915112345678", category="x",
                         billing="prepaid", direction="outbound", call_id="c-20", setup_ms=1, prepaid=True,
                         max_secs=60)
@@ -149,7 +149,8 @@ def timed_out(world: World, dlg_bye_result: int) -> tuple[FakeKSR, dict]:
     ksr = FakeKSR("BYE", call_id="c-20", from_tag="ft", to_tag="tt")
     ksr.known_dialog, ksr.dlg_bye_result = dict(DIALOG), dlg_bye_result
     # answered 59.5 s ago: 60 s once rounded up, however slow the test runs
-    ksr.vars.update({Var.RECORD: records.encode(rec), Var.ANSWER_MS: str(records_now() - 59_500)})
+    ksr.vars.update({Var.RECORD: records.encode(rec), Var.ANSWER_MS: str(records_now() - 59_500),
+                     Var.CALLER: caller})
     world.router(ksr).ksr_dialog_event(None, "dialog:timeout")
     return ksr, rec
 
@@ -166,6 +167,14 @@ def test_at_its_maximum_duration_the_call_is_settled_then_cut_callee_first(world
     # the BYEs' own dialog:end then finds the call finished: nothing is settled twice
     world.router(ksr).ksr_dialog_event(None, "dialog:end")
     assert len(world.ledger.settled) == 1
+
+
+def test_a_caller_behind_a_nat_gets_the_bye_through_its_binding_not_at_its_contact(world: World):
+    ksr, _ = timed_out(world, 1, caller="udp:198.51.100.2:24012")
+    assert ksr.dialog_byes == ["callee"]  # dlg_bye would send to sip:2001@127.0.0.30:5071, its Contact
+    ((method, ruri, socket, _),) = ksr.uac_sent
+    assert (method, ruri) == ("BYE", "sip:2001@127.0.0.30:5071")
+    assert ksr.uac_next_hops == ["sip:198.51.100.2:24012;transport=udp"]
 
 
 def test_when_the_dialog_is_gone_the_caller_gets_a_bye_built_from_the_dialog(world: World):
