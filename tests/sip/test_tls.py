@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from tests.harness import Proxy, wait_for
+from tests.conftest import OFFICE
+from tests.harness import Proxy, RedisServer, admin, wait_for
 from tests.sip.conftest import CARRIER_IN, PASSWORDS, PRIMARY, RECEPTION
 from tests.sip.conftest import Phones as SippPhones
 from tests.sip.sipua import UA, Msg, Peer
@@ -337,6 +338,43 @@ def test_a_did_whose_tls_phone_is_gone_goes_to_the_receptionist(proxy, phones):
     (invite,) = reception.invites()
     assert invite.ruri.startswith(f"sip:+33142685304@{RECEPTION[0]}:{RECEPTION[1]}")
     assert call.bye().status == 200
+
+
+def test_the_proxys_bye_at_a_prepaid_maximum_reaches_a_tls_caller_through_its_connection(workdir):
+    """A prepaid call from a TLS phone whose Contact is its listening address: at the maximum
+    duration the proxy hangs up both legs itself, and the caller's BYE goes through the TLS
+    connection (kemi.edge.next_hop), not to the Contact's address."""
+    office = workdir / "office-tls-prepaid.yaml"
+    office.write_text("\n".join(line for line in OFFICE.read_text().splitlines() if "name: announcer" not in line)
+                      + "\n")  # no balance announcement: the call goes straight to the trunk
+    redis = RedisServer(workdir).start()
+    kam = None
+    opened: list = []
+    try:
+        admin(redis.url, "load", str(office))
+        admin(redis.url, "prepaid", "activate", "acme")
+        admin(redis.url, "prepaid", "topup", "acme", "500c", "--ref", "tls-prepaid")
+        admin(redis.url, "rate", "set", "+4915", "60c", "--increments", "1/1", "--fee", "0c")
+        kam = Proxy(workdir, redis.url, PREPAID_MAX_CALL_S="3").start()
+        trunk = Peer(*PRIMARY)
+        elsewhere = UA(next(_ips), (kam.ip, kam.port), "nobody")
+        alice = UA(next(_ips), (kam.ip, kam.tls_port), "2001", "acme.test", PASSWORDS[("2001", "acme.test")],
+                   tls=client_context(kam))
+        opened += [trunk, elsewhere, alice]
+        alice.own_contact = f"sip:2001@{elsewhere.ip}:{elsewhere.port};transport=tls"
+        assert alice.register().status == 200
+        call = alice.invite("004915112345678")
+        assert call.code == 200, call.final
+        bye = wait_for(call.ended_by_peer, 10, "the proxy's BYE at the maximum duration")
+        assert came_over(alice, bye) == "tls" and bye.ruri == alice.own_contact
+        assert trunk.wait(lambda m: m.is_request and m.method == "BYE", 3) is not None
+        assert elsewhere.inbox == []
+    finally:
+        for item in opened:
+            item.close()
+        if kam is not None:
+            kam.stop()
+        redis.stop()
 
 
 def connected_ports(proxy) -> set[int]:
