@@ -270,8 +270,10 @@ def call(caller: Phone, callee: Phone, workdir: Path, hold_ms: int, timeout: flo
 
 def metric(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
-        if re.match(rf"{name}[{{ ]", line) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
+        # name{labels} value [timestamp] (xhttp_prom adds the timestamp)
+        sample = re.match(rf"{name}(\{{[^}}]*\}})? (\S+)", line)
+        if sample and all(f'{k}="{v}"' in (sample.group(1) or "") for k, v in labels.items()):
+            return float(sample.group(2))
     raise AssertionError(f"no {name}{labels} in the metrics:\n{text[:3000]}")
 
 
@@ -351,6 +353,29 @@ def test_the_metrics_endpoint_answers(deployed):
     assert "kamailio_calls_routed_total" in text and "kamailio_dialog_active_dialogs" in text
 
 
+def test_a_crashed_proxy_is_restarted_by_its_supervisor(deployed):
+    # Restart=on-failure, as cowork-supervise does it where systemd is not PID 1: a worker that dies
+    # makes Kamailio's main process exit with an error, and the supervisor starts it again.
+    proxy = DeployedProxy(deployed)
+    before = proxy.pid()
+    workers = run(["pgrep", "-P", str(before)], timeout=10).stdout.split()
+    assert workers, "Kamailio has no worker processes"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+
+    def back() -> bool:
+        try:
+            if proxy.pid() == before:
+                return False
+        except (OSError, ValueError):
+            return False
+        with inside(deployed.netns):
+            answer = send_raw(proxy, options_request(proxy), timeout=0.5)
+        return status_line(answer) == (200, "OK")
+
+    wait_for(back, 60, "the proxy restarted by cowork-supervise", interval=0.5)
+    assert "cowork-proxy exited with status" in deployed.log("cowork-proxy/kamailio.log")
+
+
 def test_a_second_run_changes_nothing(deployed):
     proc = deployed.playbook()
     counts = recap(proc.stdout)
@@ -367,6 +392,9 @@ def test_a_change_to_kemi_alone_reloads_without_dropping_a_call(deployed, office
     hold_s = max(30, int(1.5 * deployed.runs[-1][0]) + 20)
     with inside(deployed.netns):
         pid = proxy.pid()
+        # registrations live in the proxy's memory, and a test above restarted it
+        register(alice, deployed.work, proxy)
+        register(bruno, deployed.work, proxy)
         calling, answering = call(alice, bruno, deployed.work, hold_ms=hold_s * 1000, timeout=hold_s + 60)
         wait_for(lambda: "200 OK" in Path(calling.msg_path).read_text(errors="replace")
                  if Path(calling.msg_path).exists() else False, 20, "the call answered")
