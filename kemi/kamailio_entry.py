@@ -17,4 +17,10 @@ for _site in sorted(glob.glob(os.path.join(_VENV, "lib", "python3*", "site-packa
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+# `kamcmd app_python.reload` makes every process run this file again before its next message
+# (then mod_init): drop the kemi modules imported the previous time, or the old code of kemi/
+# would keep running and only this file would be new (ansible/ reloads instead of restarting).
+for _name in [name for name in sys.modules if name == "kemi" or name.startswith("kemi.")]:
+    del sys.modules[_name]
+
 from kemi.sip.app import mod_init  # noqa: E402,F401  (app_python3 calls it)

@@ -34,11 +34,29 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def redacted_url(url: str) -> str:
+    """The URL without its password (REDIS_URL carries the ACL user's): what logs and errors show."""
+    try:
+        parsed = urlparse(url)
+        password = parsed.password
+    except ValueError:
+        return "<unparseable URL>"
+    if not password:
+        return url
+    user, _, host = parsed.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return parsed._replace(netloc=f"{name}:***@{host}").geturl()
+
+
 def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name) or default
-    parsed = urlparse(raw)
-    if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
-        raise SettingsError(f"{name}={raw!r}: expected redis://host:port/db")
+    try:
+        parsed = urlparse(raw)
+        ok = parsed.scheme in ("redis", "rediss", "unix") and bool(parsed.hostname or parsed.path)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SettingsError(f"{name}={redacted_url(raw)!r}: expected redis://host:port/db")
     return raw
 
 
@@ -98,6 +116,11 @@ class Settings:
         "SCANNER_USER_AGENTS",
         "friendly-scanner,friendly-request,sipcli,sipvicious,sip-scan,VaxSIPUserAgent,pplsip,iWar,SIVuS,smap",
         _agents)
+
+    @property
+    def redis_where(self) -> str:
+        """REDIS_URL without its password, for logs and error messages."""
+        return redacted_url(self.redis_url)
 
     @property
     def scanner_agents(self) -> tuple[str, ...]:

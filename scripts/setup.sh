@@ -8,7 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 DEBS=(kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
       kamailio-tls-modules kamailio-redis-modules rtpengine-daemon
       redis-server sip-tester baresip python3-venv python3-dev gcc
-      prometheus prometheus-redis-exporter ansible ansible-lint yamllint nftables iproute2 openssl)
+      prometheus prometheus-redis-exporter ansible ansible-lint yamllint nftables iproute2 openssl
+      logrotate procps)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

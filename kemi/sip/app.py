@@ -211,7 +211,7 @@ def mod_init(sip: Sip | None = None, env=None) -> Router | None:
     router = Router(sip, settings)
     try:
         router.conn.ready()
-        sip.log("info", f"Redis at {settings.redis_url} ready")
+        sip.log("info", f"Redis at {settings.redis_where} ready")
     except SchemaMismatch as exc:
         if exc.version is not None:
             sip.log("crit", f"refusing to start: {exc}")

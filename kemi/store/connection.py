@@ -86,7 +86,7 @@ class Connection:
             version = unpack(found)
             if version != SCHEMA_VERSION:
                 raise SchemaMismatch(
-                    f"Redis at {self.settings.redis_url} has {keys.SCHEMA_VERSION}={version!r}, "
+                    f"Redis at {self.settings.redis_where} has {keys.SCHEMA_VERSION}={version!r}, "
                     f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
                     f"'python3 -m kemi.admin load FILE' or migrate the data",
                     version,
@@ -100,7 +100,7 @@ class Connection:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._schema_checked_at = float("-inf")  # it may come back empty
-            raise StoreUnavailable(f"Redis at {self.settings.redis_url} unreachable: {exc}") from exc
+            raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         except redis.ResponseError as exc:
             raise StoreRefused(str(exc)) from exc
 

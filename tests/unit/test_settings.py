@@ -101,3 +101,23 @@ def test_env_sh_leaves_the_core_settings_to_settings():
     assigned = set(re.findall(r"^\s*(?:export\s+)?([A-Z0-9_]+)=", env_sh, re.M))
     assert "SIP_PORT" in assigned  # the pattern reads env.sh's assignments
     assert assigned & {f.metadata["env"] for f in FIELDS.values()} == set()
+
+
+def test_the_redis_password_is_never_shown():
+    # REDIS_URL carries the proxy's ACL user and password (ansible/): logs and errors show neither secret.
+    settings = Settings.from_env({"REDIS_URL": "redis://cowork-proxy:s3cret%2Fx@10.0.0.21:6379/0"})
+    assert settings.redis_url == "redis://cowork-proxy:s3cret%2Fx@10.0.0.21:6379/0"
+    assert settings.redis_where == "redis://cowork-proxy:***@10.0.0.21:6379/0"
+    assert Settings.from_env({"REDIS_URL": "redis://10.0.0.9:6390/4"}).redis_where == "redis://10.0.0.9:6390/4"
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"REDIS_URL": "http://cowork-proxy:s3cret@10.0.0.21:6379/0"})
+    assert "s3cret" not in str(refused.value) and "cowork-proxy:***@" in str(refused.value)
+
+
+def test_store_errors_name_redis_without_its_password():
+    from kemi.store import Connection, StoreUnavailable
+    conn = Connection(Settings.from_env({"REDIS_URL": "redis://cowork-proxy:s3cret@127.0.0.1:1/0",
+                                         "REDIS_TIMEOUT_MS": "200"}))
+    with pytest.raises(StoreUnavailable) as down:
+        conn.ping()
+    assert "s3cret" not in str(down.value) and "cowork-proxy:***@127.0.0.1:1" in str(down.value)
