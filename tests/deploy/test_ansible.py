@@ -292,6 +292,22 @@ def test_the_deployed_proxy_answers_options(deployed):
     assert status_line(answer) == (200, "OK"), answer
 
 
+def test_the_deployed_tls_listener_answers_with_the_roles_certificate(deployed):
+    import socket
+    import ssl
+
+    def handshake(version: ssl.TLSVersion) -> str:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the role's self-signed one
+        context.minimum_version = context.maximum_version = version
+        with socket.create_connection(("127.0.0.1", 5061), timeout=5) as raw:
+            with context.wrap_socket(raw) as tls:
+                return tls.version()
+
+    with inside(deployed.netns):
+        assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"  # which versions are refused: tests/sip/test_tls.py
+
+
 def test_a_provisioned_phone_registers_and_calls_another(deployed, office):
     proxy = DeployedProxy(deployed)
     alice, bruno = phones_of(office, deployed.work)
