@@ -1,16 +1,26 @@
-"""Kamailio CPU per call through the real proxy, by kind of call.
+"""Kamailio CPU per call through the real proxy and through the native baseline, same run, by kind.
 
-    .venv/bin/python bench/cpu_per_call.py [--calls 1000] [--rate 100] [--kind internal|outbound|all]
+    bench/.venv/bin/python bench/cpu_per_call.py [--calls 1000] [--rate 100] [--rounds 2]
+                                                 [--kind outbound,internal,inbound,prepaid,register]
+    (any Python with the project's requirements works: .venv/bin/python too)
 
-Starts its own redis-server and Kamailio (the project's kamailio.cfg) on free loopback ports with the
-demo office. For each kind, an answering SIPp plays the callee (extension 2002 registered, or the trunk
-carrier-a on 127.0.0.2:5060) and a SIPp caller (2001, digest auth) places --calls calls at --rate
-calls/s: INVITE, 407, authenticated INVITE, 180, 200, ACK, BYE.
+Starts its own redis-server, the product's Kamailio (kamailio.cfg + kemi/) and the native baseline
+(bench/native/kamailio-native.cfg, see the comment at its top) on free loopback ports with the demo
+office, plus the native:* keys (bench/native/provision.py). For each kind and round the same SIPp
+traffic goes through the product, then through the native config (interleaved, so both see the same
+machine load):
+- outbound: 2001 (digest auth) calls 0145678901; the trunk carrier-a (127.0.0.2:5060) answers;
+- internal: 2001 calls 2002 (registered with that proxy);
+- inbound: the trunk calls the DID +33142685302 of 2002 (no auth);
+- prepaid: 2001 calls a German mobile on acme's Prepaid Account: balance announcement by the
+  announcer (127.0.0.7:5060), then the trunk (the native config relays it straight to the trunk:
+  it has no money);
+- register: 2002 registers (401, authenticated REGISTER, 200), once per "call".
+Calls: INVITE, 407, authenticated INVITE, 180, 200, ACK, BYE.
 
-The figure is CPU time (user + system, from /proc) of every process of the Kamailio process group,
-taken before and after the caller's run, divided by the calls completed. CPU time, unlike wall time,
-hardly depends on what else the machine runs, so before/after comparisons of a change hold on a busy
-machine too (still: compare figures of one run, or runs on an idle machine). Stops by itself.
+The figure is CPU time (user + system, from /proc) of every process of each Kamailio's process
+group, taken before and after the run, divided by the calls completed; ratio = product / native.
+CPU time, unlike wall time, hardly depends on what else the machine runs. Stops by itself.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.native.provision import provision  # noqa: E402
+from bench.native.proxy import NativeProxy  # noqa: E402
 from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -31,7 +43,9 @@ CALLER = ("2001", "alice-demo-secret", "127.0.0.20")
 CALLEE = ("2002", "bruno-demo-secret", "127.0.0.21")
 DOMAIN = "acme.cowork.example"
 TRUNK = ("127.0.0.2", 5060)
-KINDS = {"internal": "2002", "outbound": "0145678901"}
+ANNOUNCER = ("127.0.0.7", 5060)
+KINDS = {"outbound": "0145678901", "internal": "2002", "inbound": "+33142685302",
+         "prepaid": "004915112345678", "register": None}
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -50,55 +64,124 @@ def group_cpu_s(pgid: int) -> float:
     return total / TICK
 
 
-def run_kind(kind: str, work: Path, proxy: Proxy, calls: int, rate: int) -> tuple[int, float]:
-    budget = calls / rate + 60
-    if kind == "internal":
-        user, password, ip = CALLEE
-        callee = Phone(user, DOMAIN, password, ip, free_port(ip))
-        reg = Sipp("register.xml", [*callee.auth_args(), "-set", "expires", "600"], work,
-                   ip=callee.ip, port=callee.port).start(f"{proxy.ip}:{proxy.port}").wait()
-        assert "FINAL 200" in reg.log, reg.log + reg.stdout
-        answer = Sipp("answer.xml", ["-set", "ring", "0"], work, ip=callee.ip, port=callee.port, calls=calls)
+def phone(who: tuple[str, str, str]) -> Phone:
+    user, password, ip = who
+    return Phone(user, DOMAIN, password, ip, free_port(ip))
+
+
+def register(work: Path, proxy: Proxy, who: Phone, calls: int = 1, rate: int = 10, timeout: float = 30) -> int:
+    """REGISTERs of one phone (401, then 200); the number answered 200."""
+    reg = Sipp("register.xml", [*who.auth_args(), "-set", "expires", "600"], work,
+               ip=who.ip, port=who.port, calls=calls, rate=rate).start(f"{proxy.ip}:{proxy.port}", timeout)
+    return reg.wait(timeout + 30).log.count("FINAL 200")
+
+
+def peers(kind: str, work: Path, proxy: Proxy, calls: int, budget: float) -> tuple[list[Sipp], Phone | None]:
+    """The answering side of a kind of call (started), and the phone that answers, if any."""
+    answer = ["-set", "ring", "0"]
+    if kind in ("internal", "inbound"):
+        callee = phone(CALLEE)
+        assert register(work, proxy, callee) == 1, f"2002 could not register with {proxy.log_path}"
+        started = [Sipp("answer.xml", answer, work, ip=callee.ip, port=callee.port, calls=calls)]
     else:
-        answer = Sipp("answer.xml", ["-set", "ring", "0"], work, ip=TRUNK[0], port=TRUNK[1], calls=calls)
-    answer.start(timeout=budget)
-    user, password, ip = CALLER
-    caller = Phone(user, DOMAIN, password, ip, free_port(ip))
+        started = [Sipp("answer.xml", answer, work, ip=TRUNK[0], port=TRUNK[1], calls=calls)]
+        if kind == "prepaid" and not isinstance(proxy, NativeProxy):
+            started.append(Sipp("announce.xml", [], work, ip=ANNOUNCER[0], port=ANNOUNCER[1], calls=calls))
+    for peer in started:
+        peer.start(timeout=budget)
+    return started, None
+
+
+def traffic(kind: str, work: Path, proxy: Proxy, calls: int, rate: int, budget: float) -> Sipp:
+    """The calling side of one run (started)."""
+    if kind == "inbound":
+        args = ["-s", "+33698000001", "-set", "from_domain", "carrier.example", "-set", "dial", KINDS[kind],
+                "-set", "company", "", "-d", "0"]
+        return Sipp("inbound.xml", args, work, ip=TRUNK[0], port=TRUNK[1], calls=calls, rate=rate) \
+            .start(f"{proxy.ip}:{proxy.port}", timeout=budget)
+    caller = phone(CALLER)
+    if kind == "register":
+        caller = phone(CALLEE)
+        return Sipp("register.xml", [*caller.auth_args(), "-set", "expires", "600"], work, ip=caller.ip,
+                    port=caller.port, calls=calls, rate=rate).start(f"{proxy.ip}:{proxy.port}", timeout=budget)
+    return Sipp("call.xml", [*caller.auth_args(), "-set", "dial", KINDS[kind], "-d", "0"], work,
+                ip=caller.ip, port=caller.port, calls=calls, rate=rate).start(f"{proxy.ip}:{proxy.port}",
+                                                                             timeout=budget)
+
+
+def run(kind: str, work: Path, proxy: Proxy, calls: int, rate: int) -> tuple[int, float]:
+    """(calls completed, Kamailio CPU seconds) of one kind through one proxy."""
+    budget = calls / rate + 60
+    answering, _ = ([], None) if kind == "register" else peers(kind, work, proxy, calls, budget)
     time.sleep(0.5)
     before = group_cpu_s(proxy.proc.pid)
-    result = Sipp("call.xml", [*caller.auth_args(), "-set", "dial", KINDS[kind], "-d", "0"], work,
-                  ip=caller.ip, port=caller.port, calls=calls, rate=rate) \
-        .start(f"{proxy.ip}:{proxy.port}", timeout=budget).wait(budget + 30)
+    result = traffic(kind, work, proxy, calls, rate, budget).wait(budget + 30)
     time.sleep(1.0)  # let the dialog-end events (call records) run before reading the CPU
     used = group_cpu_s(proxy.proc.pid) - before
-    answer.stop()
-    return result.log.count("BYE 200"), used
+    for peer in answering:
+        peer.stop()
+    done = result.log.count("FINAL 200") if kind == "register" else result.log.count("BYE 200")
+    return done, used
+
+
+def project_env() -> None:
+    """The defaults of scripts/env.sh (what scripts/test.sh exports), for a bench run by hand."""
+    import subprocess
+    out = subprocess.run(["bash", "-c", f"source {ROOT}/scripts/env.sh && env -0"], capture_output=True,
+                         check=True, env=os.environ).stdout.decode()
+    for item in filter(None, out.split("\0")):
+        name, _, value = item.partition("=")
+        os.environ.setdefault(name, value)
+
+
+def prepare(work: Path) -> tuple[RedisServer, list[Proxy]]:
+    project_env()
+    redis = RedisServer(work).start()
+    admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))
+    admin(redis.url, "prepaid", "activate", "acme")
+    admin(redis.url, "prepaid", "topup", "acme", "100000.00", "--ref", "bench-cpu")
+    admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
+    provision(redis.url)
+    # every call comes from one phone's address: a load run, not a flood (pike would ban it)
+    common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512"}
+    product = Proxy(work, redis.url, PIKE_REQS="1000000", **common).start()
+    native = NativeProxy(work, redis.url, TRUNK, **common).start()
+    return redis, [product, native]
+
+
+CHILDREN = "4"
 
 
 def main() -> int:
+    global CHILDREN
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=100, help="new calls per second offered")
-    parser.add_argument("--kind", choices=[*KINDS, "all"], default="all")
-    parser.add_argument("--children", default="4", help="SIP_CHILDREN of the proxy")
+    parser.add_argument("--rounds", type=int, default=1, help="product/native alternations per kind")
+    parser.add_argument("--kind", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS))
+    parser.add_argument("--children", default="4", help="SIP_CHILDREN of both proxies")
     args = parser.parse_args()
+    CHILDREN = args.children
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis = RedisServer(work).start()
-    admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))
-    # every call comes from one phone's address: a load run, not a flood (pike would ban it)
-    proxy = Proxy(work, redis.url, SIP_CHILDREN=args.children, LOG_LEVEL="0", KAMAILIO_SHM_MB="512",
-                  PIKE_REQS="1000000").start()
+    redis, proxies = prepare(work)
     failed = False
     try:
-        for kind in KINDS if args.kind == "all" else [args.kind]:
-            ok, used = run_kind(kind, work, proxy, args.calls, args.rate)
-            per_call = used / ok * 1000 if ok else float("nan")
-            print(f"{kind}: {ok}/{args.calls} calls completed at {args.rate}/s, Kamailio CPU {used:.2f} s "
-                  f"= {per_call:.2f} ms per call")
-            failed |= ok != args.calls
+        for kind in args.kind.split(","):
+            totals = {"product": [0, 0.0], "native": [0, 0.0]}
+            for _ in range(args.rounds):
+                for name, proxy in zip(totals, proxies):
+                    ok, used = run(kind, work, proxy, args.calls, args.rate)
+                    totals[name][0] += ok
+                    totals[name][1] += used
+                    failed |= ok != args.calls
+            per = {name: (used / ok * 1000 if ok else float("nan")) for name, (ok, used) in totals.items()}
+            print(f"{kind:9s} product {per['product']:.3f} ms/call ({totals['product'][0]} done)  "
+                  f"native {per['native']:.3f} ms/call ({totals['native'][0]} done)  "
+                  f"ratio {per['product'] / per['native']:.2f}", flush=True)
         return 1 if failed else 0
     finally:
-        proxy.stop()
+        for proxy in proxies:
+            proxy.stop()
         redis.stop()
 
 

@@ -1,0 +1,42 @@
+"""The native baseline (bench/native/kamailio-native.cfg) started like the product's Proxy.
+
+    from bench.native.proxy import NativeProxy
+    native = NativeProxy(workdir, redis_url, trunk=("127.0.0.2", 5060)).start()
+
+Same harness as the product (tests.harness.Proxy: free port on 127.0.0.1, its own log, process group,
+kamcmd socket), another config. Call bench.native.provision.provision(redis_url) after loading the
+office so that the native:* keys exist.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tests.harness import ROOT, Proxy, wait_for
+
+CONFIG = ROOT / "bench" / "native" / "kamailio-native.cfg"
+
+
+class NativeProxy(Proxy):
+    def __init__(self, workdir: Path, redis_url: str, trunk: tuple[str, int] = ("127.0.0.2", 5060),
+                 ip: str = "127.0.0.1", **env: str):
+        url = urlparse(redis_url)
+        db = (url.path or "/0").lstrip("/") or "0"
+        env.setdefault("NATIVE_REDIS", f"name=r;addr={url.hostname};port={url.port or 6379};db={db}")
+        env.setdefault("TRUNK_URI", f"sip:{trunk[0]}:{trunk[1]}")
+        env.setdefault("TRUNK_IP", trunk[0])
+        super().__init__(workdir, redis_url, ip, **env)
+        self.log_path = workdir / f"kamailio-native-{self.port}.log"
+
+    def start(self, wait: bool = True) -> "NativeProxy":
+        self.log = open(self.log_path, "ab")
+        env = self.env()
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/kamailio", "-f", str(CONFIG), "-DD", "-E", "-m", env.get("KAMAILIO_SHM_MB", "128"),
+             "-M", env.get("KAMAILIO_PKG_MB", "16"), "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        if wait:
+            wait_for(self.answers_options, 20, f"native Kamailio on {self.ip}:{self.port} (log: {self.log_path})")
+        return self
