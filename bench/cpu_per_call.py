@@ -134,6 +134,11 @@ def project_env() -> None:
         os.environ.setdefault(name, value)
 
 
+def kemi_venv() -> str:
+    """The embedded interpreter's venv (KEMI_VENV, else the checkout's .venv), whatever runs the bench."""
+    return os.environ.get("KEMI_VENV") or str(ROOT / ".venv")
+
+
 def prepare(work: Path) -> tuple[RedisServer, list[Proxy]]:
     project_env()
     redis = RedisServer(work).start()
@@ -143,7 +148,7 @@ def prepare(work: Path) -> tuple[RedisServer, list[Proxy]]:
     admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
     provision(redis.url)
     # every call comes from one phone's address: a load run, not a flood (pike would ban it)
-    common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512"}
+    common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv()}
     product = Proxy(work, redis.url, PIKE_REQS="1000000", **common).start()
     native = NativeProxy(work, redis.url, TRUNK, **common).start()
     return redis, [product, native]

@@ -128,6 +128,18 @@ def header_names_pattern(names: Iterable[str]) -> str:
 
 
 TRUNK_HEADERS_PATTERN = header_names_pattern(TRUNK_HEADERS)
+_HEADER_NAME = re.compile(r"([A-Za-z0-9!%*_+`'~.-]+)[ \t]*:")
+
+
+def headers_outside(block: str, names: frozenset[str]) -> list[str]:
+    """The header names of a message's header block ($msg(hdrs)) that are not in names, each once,
+    as written: what a carrier must not get. Folded lines and the start line name no header."""
+    found: dict[str, None] = {}
+    for line in block.split("\n"):
+        match = _HEADER_NAME.match(line)
+        if match and match.group(1).lower() not in names:
+            found.setdefault(match.group(1))
+    return list(found)
 # Inside a dialog a carrier also gets what mid-call requests carry: PRACK's RAck, BYE's Reason,
 # NOTIFY's Event and Subscription-State, INFO's packages. Never Refer-To/Referred-By/Replaces: a
 # REFER would have the carrier place a new call, on our account, wherever the phone says.

@@ -53,6 +53,8 @@ class _PV(_Module):
         ksr = self.ksr
         if name in ksr.vars:  # what the script set, or what a test says Kamailio would answer
             return ksr.vars[name]
+        if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
+            return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":
             return len(ksr.branches)
         match = self._BRANCH.fullmatch(name)
@@ -525,6 +527,13 @@ class FakeKSR:
         removed = {name.lower() for name in self.removed_headers}
         kept = [(name, value) for name, value in self.headers if name.lower() not in removed]
         return kept + [tuple(part.strip() for part in h.split(":", 1)) for h in self.added_headers]
+
+    def filtered_to(self, names: frozenset[str]) -> bool:
+        """Whether every received header outside names was removed, and every one inside leaves."""
+        outside = {n for n, _ in self.headers if n.lower() not in names}
+        inside = [(n, v) for n, v in self.headers if n.lower() in names]
+        leaving = self.leaving_headers()
+        return outside <= set(self.removed_headers) and all(h in leaving for h in inside)
 
     def logged(self, level: str) -> list[str]:
         return [text for lvl, text in self.logs if lvl == level]

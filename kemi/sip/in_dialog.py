@@ -54,7 +54,7 @@ class InDialog:
         towards_callee = (sip.pv("$ft") or "") == parties.caller_tag
         if sip.get(Var.CALLEE_CARRIER if towards_callee else Var.CALLER_CARRIER) == "1":
             # a carrier bills and shows identities from mid-call requests too (routing.TRUNK_HEADERS)
-            sip.keep_only_headers(routing.IN_DIALOG_TRUNK_HEADERS_PATTERN)
+            sip.keep_only_headers(routing.IN_DIALOG_TRUNK_HEADERS)
         # next_hop is where that party's requests came from: through its NAT, whatever its Contact says
         sip.set_destination(next_hop)
         self.media.in_dialog()

@@ -35,7 +35,7 @@ class Trunks:
             return False
         # Only headers SIP needs go to a carrier (routing.TRUNK_HEADERS): whatever identity, charging,
         # diversion or priority a phone or an upstream carrier put in is gone before ours are added.
-        self.sip.keep_only_headers(routing.TRUNK_HEADERS_PATTERN)
+        self.sip.keep_only_headers(routing.TRUNK_HEADERS)
         self.sip.append_headers(headers)
         self.sip.set(Var.CALLEE_CARRIER, "1")  # the dialog's later requests to the callee are filtered too
         self.sip.set(Var.DIAL_USER, user)

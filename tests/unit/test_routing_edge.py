@@ -104,3 +104,12 @@ def test_in_dialog_allow_list(name, allowed):
     assert (name.lower() in routing.IN_DIALOG_TRUNK_HEADERS) is allowed
     assert _posix_matcher(routing.IN_DIALOG_TRUNK_HEADERS_PATTERN)(name) is allowed
     assert routing.TRUNK_HEADERS <= routing.IN_DIALOG_TRUNK_HEADERS
+
+
+def test_headers_outside_the_allow_list_are_named_once_as_written():
+    block = ("Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:2001@acme.test>;tag=1\r\n"
+             "P-Asserted-Identity: <sip:+33144556677@acme.test>\r\n  ;continued=1\r\nk: 100rel\r\n"
+             "DIVERSION: <sip:a@b>\r\nDiversion : <sip:c@d>\r\nX-Billing-Account:9\r\np-asserted-identity: x\r\n")
+    assert routing.headers_outside(block, routing.TRUNK_HEADERS) == \
+        ["P-Asserted-Identity", "DIVERSION", "Diversion", "X-Billing-Account", "p-asserted-identity"]
+    assert routing.headers_outside("INVITE sip:1@a SIP/2.0\r\nTo: <sip:1@a>\r\n", routing.TRUNK_HEADERS) == []

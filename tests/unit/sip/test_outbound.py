@@ -67,7 +67,7 @@ FORGED = [("Remote-Party-ID", '"Bank" <sip:+33144556677@acme.test>;party=calling
 
 def test_only_allowed_headers_leave_for_the_trunk_then_the_proxys_own(world: World):
     ksr = world.request(world.phone_invite("0145678901", headers=FORGED))
-    assert ksr.header_filters == [routing.TRUNK_HEADERS_PATTERN]
+    assert ksr.filtered_to(routing.TRUNK_HEADERS)
     assert ksr.leaving_headers() == [("Supported", "timer"), ("k", "100rel"), (
         "P-Asserted-Identity", '"Alice Martin" <sip:+33142685301@127.0.0.1;user=phone>')]
 
@@ -96,4 +96,4 @@ def test_a_phone_of_ours_rung_by_a_carrier_is_not_filtered_by_the_trunk_list(wor
     ksr = world.phone_invite("2002", headers=[("Alert-Info", "<http://ring/internal>")])
     ksr.registered["sip:2002@acme.test"] = 1
     world.request(ksr)
-    assert ksr.header_filters == [] and ("Alert-Info", "<http://ring/internal>") in ksr.leaving_headers()
+    assert "Alert-Info" not in ksr.removed_headers and ("Alert-Info", "<http://ring/internal>") in ksr.leaving_headers()
