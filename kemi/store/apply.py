@@ -45,6 +45,7 @@ def apply_file(pipe: redis.client.Pipeline, prov: Provisioning, prune: bool) -> 
         [MediaServer.from_dict(unpack(v)) for v in pipe.hgetall(keys.MEDIA_SERVERS).values()]
     pipe.multi()
     pipe.set(keys.SCHEMA_VERSION, pack(SCHEMA_VERSION))
+    pipe.incr(keys.DIRECTORY_VERSION)  # every proxy process re-reads its copy (kemi.store.cache)
     summary = write_peers(pipe, prov)
     write_sources(pipe, stored.sources, trunks, media)
     summary += [write_company(pipe, company, stored) for company in prov.companies]

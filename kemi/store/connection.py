@@ -73,6 +73,22 @@ class Connection:
             self._schema_checked_at = float("-inf")
         return self._client
 
+    def now(self) -> float:
+        return self._clock()
+
+    def schema_read(self, found) -> None:
+        """schema:version as a lookup's own round trip read it: SchemaMismatch unless ours; counts as
+        the periodic check."""
+        version = unpack(found)
+        if version != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"Redis at {self.settings.redis_where} has {keys.SCHEMA_VERSION}={version!r}, "
+                f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
+                f"'python3 -m kemi.admin load FILE' or migrate the data",
+                version,
+            )
+        self._schema_checked_at = self._clock()
+
     def ready(self, force_check: bool = False) -> redis.Redis:
         """The client, after making sure (at most every few seconds) that the schema is ours.
 
@@ -82,16 +98,7 @@ class Connection:
         client = self.client()
         now = self._clock()
         if force_check or now - self._schema_checked_at >= self.settings.schema_recheck_s:
-            found = self.call(client.get, keys.SCHEMA_VERSION)
-            version = unpack(found)
-            if version != SCHEMA_VERSION:
-                raise SchemaMismatch(
-                    f"Redis at {self.settings.redis_where} has {keys.SCHEMA_VERSION}={version!r}, "
-                    f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
-                    f"'python3 -m kemi.admin load FILE' or migrate the data",
-                    version,
-                )
-            self._schema_checked_at = now
+            self.schema_read(self.call(client.get, keys.SCHEMA_VERSION))
         return client
 
     def call(self, fn, *args, **kwargs):

@@ -10,6 +10,7 @@ from kemi.model import RECEPTIONIST, Company, Did, Extension, MediaServer, Trunk
 from kemi.provisioning import Provisioning
 from kemi.store import keys
 from kemi.store.apply import apply_file, sorted_trunks
+from kemi.store.cache import RoutingCache, Snapshot
 from kemi.store.connection import Connection, pack, unpack
 
 
@@ -44,103 +45,113 @@ class Inbound:
 
 
 class Directory:
+    """The lookups of the hot path make one round trip each, which also reads the schema and
+    directory versions; trunks, overrides, media servers, trusted sources and domain owners come
+    from this process's checked copy (kemi.store.cache.RoutingCache)."""
+
     def __init__(self, conn: Connection):
         self.conn = conn
+        self.cache = RoutingCache(conn)
 
-    # -- per-request lookups (the hot path: two round trips at most) ------------------
+    def _round_trip(self, queue) -> tuple[Snapshot, list]:
+        """One pipeline: the versions, then what queue(pipe) adds; (checked copy, the added replies)."""
+        pipe = self.conn.client().pipeline(transaction=False)
+        self.cache.head(pipe)
+        queue(pipe)
+        schema, version, *found = self.conn.call(pipe.execute)
+        return self.cache.checked(schema, version), found
+
+    # -- per-request lookups (the hot path: one round trip each, none from a fresh copy) ------
     def domain_known(self, sip_domain: str) -> bool:
-        """Whether a SIP domain belongs to one of our companies (one round trip)."""
-        client = self.conn.ready()
-        if self.conn.call(client.exists, keys.domain(sip_domain)):
-            return True
-        self.conn.ready(force_check=True)
-        return False
+        """Whether a SIP domain belongs to one of our companies (no round trip when this process
+        knows it from a fresh copy; else one)."""
+        return self._owner(sip_domain) is not None
+
+    def _owner(self, sip_domain: str) -> str | None:
+        if self.cache.fresh() and sip_domain in self.cache.domains:
+            return self.cache.domains[sip_domain]
+        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.domain(sip_domain)))
+        co = unpack(raw)
+        if co is not None:
+            self.cache.remember_domain(sip_domain, co)
+        return co
 
     def company(self, co: str) -> Company | None:
-        client = self.conn.ready()
-        data = unpack(self.conn.call(client.get, keys.company(co)))
+        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.company(co)))
+        data = unpack(raw)
         return None if data is None else Company.from_dict(data)
 
     def first_look(self, ip: str, port: int, sip_domain: str) -> tuple[Source | None, str | None]:
-        """Who sends an INVITE: a trusted peer by its address, and the company of its From domain,
-        in one round trip (the company id is handed on to call_context)."""
-        client = self.conn.ready()
-        pipe = client.pipeline(transaction=False)
-        pipe.get(keys.source(ip, port))
-        pipe.get(keys.domain(sip_domain))
-        source, co = (unpack(v) for v in self.conn.call(pipe.execute))
-        if source is None and co is None:
-            self.conn.ready(force_check=True)
+        """Who sends an INVITE: a trusted peer by its address, and the company of its From domain
+        (handed on to call_context). From a fresh copy when it knows either; else one round trip."""
+        cache = self.cache
+        if cache.fresh():
+            source, co = cache.snapshot.sources.get((ip, int(port))), cache.domains.get(sip_domain)
+            if source is not None or co is not None:
+                return (Source(**source) if source else None), co
+        snapshot, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.domain(sip_domain)))
+        co = unpack(raw)
+        if co is not None:
+            cache.remember_domain(sip_domain, co)
+        source = snapshot.sources.get((ip, int(port)))
         return (Source(**source) if source else None), co
 
     def call_context(self, sip_domain: str, user: str, callee: str | None, co: str | None = None) -> CallContext:
-        """A caller's company, extension, callee and routes; co skips the domain lookup when known."""
-        client = self.conn.ready()
-        if co is None:
-            co = unpack(self.conn.call(client.get, keys.domain(sip_domain)))
-        if co is None:
-            self.conn.ready(force_check=True)
+        """A caller's company, extension, callee and routes, in one round trip when the company of
+        the domain is known (co, or this process's copy), two otherwise."""
+        co = co or self.cache.domains.get(sip_domain)
+        if co is None and (co := self._owner(sip_domain)) is None:
             return CallContext(None, None, None)
-        pipe = client.pipeline(transaction=False)
-        pipe.mget([keys.company(co), keys.extension(co, user)] + ([keys.extension(co, callee)] if callee else []))
-        pipe.hgetall(keys.TRUNKS)
-        pipe.hgetall(keys.NUMBERING_OVERRIDES)
-        pipe.hgetall(keys.MEDIA_SERVERS)
-        found, trunks, overrides, media = self.conn.call(pipe.execute)
+        names = [keys.company(co), keys.extension(co, user)] + ([keys.extension(co, callee)] if callee else [])
+        snapshot, (found,) = self._round_trip(lambda pipe: pipe.mget(names))
         company, caller, *rest = [unpack(r) for r in found]
+        if company is None or company.get("domain") != sip_domain:
+            # the copy named a company that no longer owns the domain: ask Redis who does
+            self.cache.forget_domain(sip_domain)
+            owner = self._owner_now(sip_domain)
+            return self.call_context(sip_domain, user, callee, owner) if owner not in (None, co) \
+                else CallContext(None, None, None)
         return CallContext(
-            company=Company.from_dict(company) if company else None,
+            company=Company.from_dict(company),
             caller=Extension.from_dict(caller) if caller else None,
             callee=Extension.from_dict(rest[0]) if rest and rest[0] else None,
-            trunks=sorted_trunks(trunks),
-            overrides={k.decode(): unpack(v) for k, v in overrides.items()},
-            media=tuple(sorted((MediaServer.from_dict(unpack(v)) for v in media.values()), key=lambda m: m.name)),
-        )
+            trunks=snapshot.trunks, overrides=dict(snapshot.overrides), media=snapshot.media)
+
+    def _owner_now(self, sip_domain: str) -> str | None:
+        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.domain(sip_domain)))
+        co = unpack(raw)
+        if co is not None:
+            self.cache.remember_domain(sip_domain, co)
+        return co
 
     def inbound(self, e164: str) -> Inbound:
         """A DID's company, target extension and receptionist, in two round trips."""
-        client = self.conn.ready()
-        raw = unpack(self.conn.call(client.get, keys.did(e164)))
+        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.did(e164)))
         if raw is None:
-            self.conn.ready(force_check=True)
             return Inbound(None)
-        did = Did.from_dict(raw)
+        did = Did.from_dict(unpack(raw))
         return self.company_view(did.co, did.target if did.target != RECEPTIONIST else None, did)
 
     def company_view(self, co: str, extension: str | None, did: Did | None = None) -> Inbound:
-        client = self.conn.ready()
-        pipe = client.pipeline(transaction=False)
-        pipe.mget([keys.company(co)] + ([keys.extension(co, extension)] if extension else []))
-        pipe.hgetall(keys.MEDIA_SERVERS)
-        (company, *ext), media = self.conn.call(pipe.execute)
+        names = [keys.company(co)] + ([keys.extension(co, extension)] if extension else [])
+        snapshot, ((company, *ext),) = self._round_trip(lambda pipe: pipe.mget(names))
         if company is None:
             return Inbound(did)
         company = Company.from_dict(unpack(company))
-        servers = {k.decode(): MediaServer.from_dict(unpack(v)) for k, v in media.items()}
+        servers = {m.name: m for m in snapshot.media}
         return Inbound(did, company,
                        Extension.from_dict(unpack(ext[0])) if ext and ext[0] else None,
                        servers.get(company.receptionist) if company.receptionist else None)
 
     def routes(self) -> tuple[tuple[Trunk, ...], dict[str, str]]:
         """Trunks and numbering overrides, for a call that did not come from a phone."""
-        client = self.conn.ready()
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(keys.TRUNKS)
-        pipe.hgetall(keys.NUMBERING_OVERRIDES)
-        trunks, overrides = self.conn.call(pipe.execute)
-        return sorted_trunks(trunks), {k.decode(): unpack(v) for k, v in overrides.items()}
+        snapshot = self.cache.current()
+        return snapshot.trunks, dict(snapshot.overrides)
 
     def peer_addresses(self) -> frozenset[tuple[str, int]]:
-        """(ip, port) of every trunk and media server, the trusted sources, in one round trip
-        (the `sources` index `load` writes; no peer record is decoded)."""
-        client = self.conn.ready()
-        found = set()
-        for member in self.conn.call(client.smembers, keys.SOURCES):
-            text = member.decode(errors="replace") if isinstance(member, bytes) else str(member)
-            host, _, port = text.removeprefix(keys.SOURCE_PREFIX).rpartition(":")
-            if host and port.isdigit():
-                found.add((host, int(port)))
-        return frozenset(found)
+        """(ip, port) of every trunk and media server, the trusted sources (this process's copy,
+        checked as every copy is: the same addresses as the `sources` index `load` writes)."""
+        return frozenset(self.cache.current().sources)
 
     def trunks(self) -> tuple[Trunk, ...]:
         client = self.conn.ready()
@@ -152,12 +163,17 @@ class Directory:
         return {k.decode(): unpack(v) for k, v in self.conn.call(client.hgetall, keys.NUMBERING_OVERRIDES).items()}
 
     def set_override(self, prefix: str, billing: str) -> None:
-        client = self.conn.client()
-        self.conn.call(client.hset, keys.NUMBERING_OVERRIDES, prefix, pack(billing))
+        pipe = self.conn.client().pipeline(transaction=True)
+        pipe.hset(keys.NUMBERING_OVERRIDES, prefix, pack(billing))
+        pipe.incr(keys.DIRECTORY_VERSION)  # the proxies' copies are out of date (kemi.store.cache)
+        self.conn.call(pipe.execute)
 
     def remove_override(self, prefix: str) -> bool:
-        client = self.conn.client()
-        return bool(self.conn.call(client.hdel, keys.NUMBERING_OVERRIDES, prefix))
+        pipe = self.conn.client().pipeline(transaction=True)
+        pipe.hdel(keys.NUMBERING_OVERRIDES, prefix)
+        pipe.incr(keys.DIRECTORY_VERSION)
+        removed, _ = self.conn.call(pipe.execute)
+        return bool(removed)
 
     # -- ops ------------------------------------------------------------------------------
     def is_provisioned(self, co: str) -> bool:

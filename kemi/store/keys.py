@@ -5,6 +5,8 @@ them in one slot and a script or transaction may touch them together.
 """
 
 SCHEMA_VERSION = "schema:version"
+# bumped (INCR) with every change of trunks, media servers, sources, domains or overrides
+DIRECTORY_VERSION = "directory:version"
 COMPANIES = "companies"
 TRUNKS = "trunks"
 MEDIA_SERVERS = "media_servers"

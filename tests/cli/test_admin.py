@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kemi.settings import Settings
-from kemi.store import Directory
+from kemi.store import Connection, Directory
 from tests.conftest import CLI_DB, OFFICE
 from tests.harness import admin
 
@@ -149,8 +149,10 @@ def test_help_everywhere(args, usage, says, redis_server):
 
 
 def test_the_proxys_trusted_addresses_follow_every_load(fresh, redis_server, tmp_path):
-    """Directory.peer_addresses (what the proxy never bans nor rings) reads the index `load` writes."""
-    directory = Directory(redis_server.store(CLI_DB))
+    """Directory.peer_addresses (what the proxy never bans nor rings): the addresses `load` writes, as
+    the process's copy holds them, which is checked again at most SCHEMA_RECHECK_S after its last check."""
+    now = [0.0]
+    directory = Directory(Connection(Settings(redis_url=fresh.url, redis_timeout_ms=10_000), clock=lambda: now[0]))
     admin(fresh.url, "load", str(OFFICE))
     media = {("127.0.0.3", 5060), ("127.0.0.7", 5060)}
     assert directory.peer_addresses() == {("127.0.0.2", 5060), ("127.0.0.4", 5060), ("127.0.0.5", 5060),
@@ -158,4 +160,7 @@ def test_the_proxys_trusted_addresses_follow_every_load(fresh, redis_server, tmp
     only = tmp_path / "trunks.yaml"
     only.write_text("trunks:\n  - {name: solo, host: 192.0.2.10, port: 5070}\n")
     admin(fresh.url, "load", str(only))
+    now[0] += directory.conn.settings.schema_recheck_s - 0.5
+    assert ("127.0.0.2", 5060) in directory.peer_addresses()  # within the bound: the copy
+    now[0] += 0.5
     assert directory.peer_addresses() == {("192.0.2.10", 5070)} | media
