@@ -1,0 +1,83 @@
+"""Redis round trips per request, through the real Kamailio and a Redis of this module's own.
+
+A round trip is one read the Redis server processes (INFO stats total_reads_processed): a pipeline
+sent at once is one. Between the two INFO reads only the proxy talks to this Redis (the second INFO
+counts itself). One SIP worker, and a warm-up of the same traffic first: the per-process copies
+(kemi.store.cache) are then filled, as in a proxy that has been running, and SCHEMA_RECHECK_S is long
+enough that no periodic check falls in the measured window.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import OFFICE
+from tests.harness import Phone, Proxy, RedisServer, Sipp, admin, free_port, passwords
+from tests.sip.conftest import PRIMARY
+
+DOMAIN = "initech.test"
+
+
+@pytest.fixture(scope="module")
+def lone(workdir):
+    redis = RedisServer(workdir).start()
+    admin(redis.url, "load", str(OFFICE))
+    proxy = Proxy(workdir, redis.url, SIP_CHILDREN="1", SCHEMA_RECHECK_S="60").start()
+    yield proxy, redis
+    proxy.stop()
+    redis.stop()
+
+
+class Reads:
+    """Reads processed by the Redis server, through one connection opened beforehand."""
+
+    def __init__(self, redis):
+        self.client = redis.client()
+        self.client.ping()
+
+    def __call__(self) -> int:
+        return int(self.client.info("stats")["total_reads_processed"])
+
+    def around(self, action) -> int:
+        """Reads made by others while action() runs (this counter's own INFO excluded)."""
+        before = self()
+        action()
+        return self() - before - 1
+
+
+def caller(user: str) -> Phone:
+    ip = "127.0.0.31"
+    return Phone(user, DOMAIN, passwords(OFFICE)[(user, DOMAIN)], ip, free_port(ip))
+
+
+def included_call(proxy: Proxy, workdir, phone: Phone) -> None:
+    carrier = Sipp("answer.xml", ["-set", "ring", "0"], workdir, ip=PRIMARY[0], port=PRIMARY[1]).start(timeout=30)
+    call = Sipp("call.xml", [*phone.auth_args(), "-set", "dial", "0612345678", "-d", "100"], workdir,
+                ip=phone.ip, port=phone.port).start(f"{proxy.ip}:{proxy.port}").wait()
+    carrier.wait()
+    assert "BYE 200" in call.log, call.log + call.stdout
+    time.sleep(0.5)  # the record is written at the BYE's end of the dialog
+
+
+def register(proxy: Proxy, workdir, phone: Phone) -> None:
+    reg = Sipp("register.xml", [*phone.auth_args(), "-set", "expires", "300"], workdir,
+               ip=phone.ip, port=phone.port).start(f"{proxy.ip}:{proxy.port}").wait()
+    assert "FINAL 200" in reg.log, reg.log + reg.stdout
+
+
+def test_an_included_call_costs_two_round_trips_over_its_life(lone, workdir):
+    """None at the challenge, one at the authenticated set-up, one for the record."""
+    proxy, redis = lone
+    included_call(proxy, workdir, caller("2001"))  # warm-up: the worker's copies
+    reads = Reads(redis)
+    assert reads.around(lambda: None) == 0
+    assert reads.around(lambda: included_call(proxy, workdir, caller("2001"))) == 2
+
+
+def test_a_register_costs_one_round_trip_and_its_challenge_none(lone, workdir):
+    proxy, redis = lone
+    register(proxy, workdir, caller("2002"))
+    reads = Reads(redis)
+    assert reads.around(lambda: register(proxy, workdir, caller("2002"))) == 1
