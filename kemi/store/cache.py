@@ -30,6 +30,11 @@ class Snapshot:
     sources: dict[tuple[str, int], dict] = field(default_factory=dict)  # (ip, port) -> {kind, name}
 
 
+def pairs(reply) -> dict:
+    """An HGETALL reply as a dict (redis-py already makes one; RESP2 is a flat list)."""
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
+
+
 def sources_of(trunks, media) -> dict[tuple[str, int], dict]:
     """The trusted-source index `load` writes (kemi.store.apply.write_sources): a media server
     wins over a trunk at the same address and port."""
@@ -52,10 +57,7 @@ class RoutingCache:
         return self.snapshot is not None and \
             self.conn.now() - self._checked_at < self.conn.settings.schema_recheck_s
 
-    def head(self, pipe) -> None:
-        """Queue what validates the copy: the schema and directory versions (first two replies)."""
-        pipe.get(keys.SCHEMA_VERSION)
-        pipe.get(keys.DIRECTORY_VERSION)
+    HEAD = (("GET", keys.SCHEMA_VERSION), ("GET", keys.DIRECTORY_VERSION))  # validate the copy: first two replies
 
     def checked(self, schema_raw, version_raw) -> Snapshot:
         """After a round trip that read both versions: the schema is ours (or SchemaMismatch), and
@@ -67,12 +69,8 @@ class RoutingCache:
         return self.snapshot
 
     def reload(self, version) -> None:
-        client = self.conn.client()
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(keys.TRUNKS)
-        pipe.hgetall(keys.NUMBERING_OVERRIDES)
-        pipe.hgetall(keys.MEDIA_SERVERS)
-        trunks, overrides, media = self.conn.call(pipe.execute)
+        trunks, overrides, media = (pairs(r) for r in self.conn.run(
+            [("HGETALL", keys.TRUNKS), ("HGETALL", keys.NUMBERING_OVERRIDES), ("HGETALL", keys.MEDIA_SERVERS)]))
         servers = tuple(sorted((MediaServer.from_dict(unpack(v)) for v in media.values()), key=lambda m: m.name))
         trunk_list = sorted_trunks(trunks)
         self.snapshot = Snapshot(version, trunk_list, {k.decode(): unpack(v) for k, v in overrides.items()},
@@ -83,9 +81,7 @@ class RoutingCache:
         """The copy, checked against Redis first when it is not fresh (one round trip, two if changed)."""
         if self.fresh():
             return self.snapshot
-        pipe = self.conn.client().pipeline(transaction=False)
-        self.head(pipe)
-        return self.checked(*self.conn.call(pipe.execute))
+        return self.checked(*self.conn.run(list(self.HEAD)))
 
     def remember_domain(self, sip_domain: str, co: str) -> None:
         if len(self.domains) >= MAX_DOMAINS:

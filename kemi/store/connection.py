@@ -10,15 +10,19 @@ outside kemi.store sees a redis exception: Connection.call translates them.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
+import hiredis
 import msgpack
 import redis
+from redis.connection import parse_url
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from kemi.settings import SCHEMA_VERSION, Settings
 from kemi.store import keys
+from kemi.store.wire import Wire, WireError
 
 
 class StoreUnavailable(Exception):
@@ -58,12 +62,23 @@ def make_client(settings: Settings) -> redis.Redis:
     )
 
 
+def make_wire(settings: Settings) -> Wire | None:
+    """The hot path's own connection (kemi.store.wire), for a redis:// URL; None otherwise (unix
+    sockets, TLS: those go through redis-py)."""
+    if not settings.redis_url.startswith("redis://"):
+        return None
+    where = parse_url(settings.redis_url)
+    return Wire(where.get("host", "localhost"), int(where.get("port", 6379)), int(where.get("db") or 0),
+                where.get("password"), where.get("username"), settings.redis_timeout_ms / 1000)
+
+
 class Connection:
     def __init__(self, settings: Settings, clock=time.monotonic):
         self.settings = settings
         self._clock = clock
         self._pid = -1
         self._client: redis.Redis | None = None
+        self._wires = threading.local()  # one socket per process and thread (the CLI and tests use threads)
         self._schema_checked_at = float("-inf")
 
     def client(self) -> redis.Redis:
@@ -72,6 +87,31 @@ class Connection:
             self._pid = os.getpid()
             self._schema_checked_at = float("-inf")
         return self._client
+
+    def run(self, commands: list[tuple]) -> list:
+        """Several commands in one round trip; their replies, in order. StoreUnavailable when Redis
+        cannot be reached, StoreRefused for the first command Redis refused."""
+        mine = self._wires
+        if getattr(mine, "pid", None) != os.getpid():
+            if getattr(mine, "wire", None) is not None:
+                mine.wire.sock = None  # the parent's socket: never read nor closed here
+            mine.wire, mine.pid = make_wire(self.settings), os.getpid()
+        wire = mine.wire
+        if wire is None:
+            pipe = self.client().pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = self.call(pipe.execute, raise_on_error=False)
+        else:
+            try:
+                replies = wire.run(commands)
+            except (OSError, WireError, hiredis.ProtocolError) as exc:
+                self._schema_checked_at = float("-inf")  # it may come back empty
+                raise StoreUnavailable(f"Redis at {self.settings.redis_url} unreachable: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, (hiredis.ReplyError, redis.ResponseError)):
+                raise StoreRefused(str(reply))
+        return replies
 
     def now(self) -> float:
         return self._clock()

@@ -53,12 +53,9 @@ class Directory:
         self.conn = conn
         self.cache = RoutingCache(conn)
 
-    def _round_trip(self, queue) -> tuple[Snapshot, list]:
-        """One pipeline: the versions, then what queue(pipe) adds; (checked copy, the added replies)."""
-        pipe = self.conn.client().pipeline(transaction=False)
-        self.cache.head(pipe)
-        queue(pipe)
-        schema, version, *found = self.conn.call(pipe.execute)
+    def _round_trip(self, *commands: tuple) -> tuple[Snapshot, list]:
+        """One round trip: the versions, then the commands; (checked copy, the commands' replies)."""
+        schema, version, *found = self.conn.run([*RoutingCache.HEAD, *commands])
         return self.cache.checked(schema, version), found
 
     # -- per-request lookups (the hot path: one round trip each, none from a fresh copy) ------
@@ -70,14 +67,14 @@ class Directory:
     def _owner(self, sip_domain: str) -> str | None:
         if self.cache.fresh() and sip_domain in self.cache.domains:
             return self.cache.domains[sip_domain]
-        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.domain(sip_domain)))
+        _, (raw,) = self._round_trip(("GET", keys.domain(sip_domain)))
         co = unpack(raw)
         if co is not None:
             self.cache.remember_domain(sip_domain, co)
         return co
 
     def company(self, co: str) -> Company | None:
-        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.company(co)))
+        _, (raw,) = self._round_trip(("GET", keys.company(co)))
         data = unpack(raw)
         return None if data is None else Company.from_dict(data)
 
@@ -89,7 +86,7 @@ class Directory:
             source, co = cache.snapshot.sources.get((ip, int(port))), cache.domains.get(sip_domain)
             if source is not None or co is not None:
                 return (Source(**source) if source else None), co
-        snapshot, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.domain(sip_domain)))
+        snapshot, (raw,) = self._round_trip(("GET", keys.domain(sip_domain)))
         co = unpack(raw)
         if co is not None:
             cache.remember_domain(sip_domain, co)
@@ -103,7 +100,7 @@ class Directory:
         if co is None and (co := self._owner(sip_domain)) is None:
             return CallContext(None, None, None)
         names = [keys.company(co), keys.extension(co, user)] + ([keys.extension(co, callee)] if callee else [])
-        snapshot, (found,) = self._round_trip(lambda pipe: pipe.mget(names))
+        snapshot, (found,) = self._round_trip(("MGET", *names))
         company, caller, *rest = [unpack(r) for r in found]
         if company is None or company.get("domain") != sip_domain:
             # the copy named a company that no longer owns the domain: ask Redis who does
@@ -118,7 +115,7 @@ class Directory:
             trunks=snapshot.trunks, overrides=dict(snapshot.overrides), media=snapshot.media)
 
     def _owner_now(self, sip_domain: str) -> str | None:
-        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.domain(sip_domain)))
+        _, (raw,) = self._round_trip(("GET", keys.domain(sip_domain)))
         co = unpack(raw)
         if co is not None:
             self.cache.remember_domain(sip_domain, co)
@@ -126,7 +123,7 @@ class Directory:
 
     def inbound(self, e164: str) -> Inbound:
         """A DID's company, target extension and receptionist, in two round trips."""
-        _, (raw,) = self._round_trip(lambda pipe: pipe.get(keys.did(e164)))
+        _, (raw,) = self._round_trip(("GET", keys.did(e164)))
         if raw is None:
             return Inbound(None)
         did = Did.from_dict(unpack(raw))
@@ -134,7 +131,7 @@ class Directory:
 
     def company_view(self, co: str, extension: str | None, did: Did | None = None) -> Inbound:
         names = [keys.company(co)] + ([keys.extension(co, extension)] if extension else [])
-        snapshot, ((company, *ext),) = self._round_trip(lambda pipe: pipe.mget(names))
+        snapshot, ((company, *ext),) = self._round_trip(("MGET", *names))
         if company is None:
             return Inbound(did)
         company = Company.from_dict(unpack(company))

@@ -190,9 +190,9 @@ class PrepaidLedger:
         self._redis("function_load", PREPAID_LUA.read_text(encoding="utf-8"), replace=True)
 
     def _fcall(self, name: str, keys: list[str], *args: Any, read_only: bool = False) -> Any:
-        command = "fcall_ro" if read_only else "fcall"
+        command = ("FCALL_RO" if read_only else "FCALL", name, len(keys), *keys, *args)
         try:
-            return self._redis(command, name, len(keys), *keys, *args)
+            return self.conn.run([command])[0]
         except StoreRefused as exc:
             # A fresh or restarted Redis without the library: nothing ran, so loading it
             # and calling once more cannot apply anything twice.
@@ -200,7 +200,7 @@ class PrepaidLedger:
                 raise _error(exc) from exc
         self.load_functions()
         try:
-            return self._redis(command, name, len(keys), *keys, *args)
+            return self.conn.run([command])[0]
         except StoreRefused as exc:
             raise _error(exc) from exc
 
