@@ -10,6 +10,7 @@ next command's) and surfaces as OSError or WireError for kemi.store.Connection t
 
 from __future__ import annotations
 
+import select
 import socket
 
 import hiredis
@@ -74,12 +75,22 @@ class Wire:
     def run(self, commands) -> list:
         """The replies of the commands, in order; an error reply is a hiredis.ReplyError in its place."""
         try:
+            if self.sock is not None and self._stale():
+                self.close()
             if self.sock is None:
                 self._open()
             return self._exchange(commands)
         except BaseException:
             self.close()
             raise
+
+    def _stale(self) -> bool:
+        """Whether the idle socket has something to read before anything was asked: Redis closed it
+        (restarted, timeout, CLIENT KILL) or a late answer arrived. Either way it is not usable
+        (redis-py checks the same before each command)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
 
     def _exchange(self, commands) -> list:
         self.sock.sendall(pack(commands))
