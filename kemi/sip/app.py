@@ -62,6 +62,10 @@ class Router:
         return 0
 
     def ksr_request_route(self, msg) -> int:
+        with self.sip.scope():
+            return self._request_route()
+
+    def _request_route(self) -> int:
         sip = self.sip
         try:
             self.request()
@@ -115,14 +119,16 @@ class Router:
 
     def ksr_branch_media(self, msg) -> int:
         try:
-            self.calls.media_branch()
+            with self.sip.scope():
+                self.calls.media_branch()
         except Exception as exc:
             self.sip.log("err", f"branch route: {type(exc).__name__}: {exc}")
         return 1
 
     def ksr_dialog_event(self, msg, evname: str) -> int:
         try:
-            self.calls.dialog_event(evname, self.prepaid)
+            with self.sip.scope():
+                self.calls.dialog_event(evname, self.prepaid)
         except Exception as exc:
             # Money is safe: an unsettled reservation expires by itself and is recorded then.
             self.sip.log("crit", f"{evname} of call-id {self.sip.call_id}: record/settlement not written: "
@@ -130,6 +136,10 @@ class Router:
         return 1
 
     def _in_failure_route(self, step) -> int:
+        with self.sip.scope():
+            return self._failure_step(step)
+
+    def _failure_step(self, step) -> int:
         try:
             if not self.sip.canceled():
                 step()

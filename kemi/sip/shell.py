@@ -8,6 +8,7 @@ tests. Every $avp, $dlg_var, htable and route callback name is defined here, onc
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kemi import edge, routing
@@ -109,15 +110,41 @@ class Timers:
     silent_ms: int
 
 
+# What no route changes while a message is processed (the Request-URI, $du and the variables do
+# change): kept per callback by _Request.scope.
+STABLE = frozenset({"$si", "$sp", "$pr", "$rm", "$ci", "$fU", "$fd", "$tU", "$td", "$au", "$Ri", "$Rp", "$ft",
+                    "$msg(hdrs)"})
+
+
 class _Request:
     """The request being routed and the variables that carry a call across callbacks."""
 
     def __init__(self, ksr):
         self.k = ksr
+        self._memos: list[dict] = []  # one per callback being run (callbacks nest: see scope)
+
+    @contextmanager
+    def scope(self):
+        """One Kamailio callback: the message's fixed parts (STABLE) are read from Kamailio once in
+        it. Callbacks nest (a branch route inside t_relay, dialog events inside dlg_bye), each with
+        its own message, hence a stack."""
+        self._memos.append({})
+        try:
+            yield self
+        finally:
+            self._memos.pop()
 
     # -- the request -------------------------------------------------------------------------
     def pv(self, name: str) -> str | None:
         """A pseudo-variable as text; NotText when its bytes are not UTF-8 or hold a NUL."""
+        if self._memos and name in STABLE:
+            memo = self._memos[-1]
+            if name not in memo:
+                memo[name] = self._read(name)  # NotText is not kept: it is raised at every read
+            return memo[name]
+        return self._read(name)
+
+    def _read(self, name: str) -> str | None:
         try:
             value = _text(name, self.k.pv.get(name))
         except NotText:
