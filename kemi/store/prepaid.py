@@ -359,7 +359,7 @@ class PrepaidLedger:
         not E.164 or a stored rate that cannot be read: callers fail closed.
         """
         prefixes = money.candidate_prefixes(e164)
-        for prefix, blob in zip(prefixes, self._redis("hmget", RATES, prefixes)):
+        for prefix, blob in zip(prefixes, self.conn.run([("HMGET", RATES, *prefixes)])[0]):
             if blob is not None:
                 return _decode_rate(prefix, blob)
         return None

@@ -75,11 +75,11 @@ def test_catch_all_prefix_is_the_last_resort(ledger):
 
 def test_rate_for_is_one_hmget(ledger):
     ledger.set_rate(UK)
-    client = ledger.conn.client()
-    with mock.patch.object(client, "execute_command", wraps=client.execute_command) as spy:
+    with mock.patch.object(ledger.conn, "run", wraps=ledger.conn.run) as spy:
         assert ledger.rate_for("+447700900123") == UK
-    assert [c.args[0] for c in spy.call_args_list] == ["HMGET"]
-    assert list(spy.call_args.args[2:]) == money.candidate_prefixes("+447700900123")
+    (call,) = spy.call_args_list  # one round trip ...
+    ((command, key, *prefixes),) = call.args[0]  # ... of one command
+    assert (command, key, prefixes) == ("HMGET", "rates", money.candidate_prefixes("+447700900123"))
 
 
 @pytest.mark.parametrize("bad", ["", "+", "447700900123", "+44 77", "+4477009001234567", "+44a", None])
