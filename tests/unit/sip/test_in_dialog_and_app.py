@@ -196,8 +196,10 @@ def test_requests_to_a_phone_inside_the_call_are_not_filtered(world: World):
     towards_phone.vars[Var.CALLEE_CARRIER] = "1"  # the carrier is the callee: this BYE goes to the caller
     unmarked = in_dialog()  # an internal call: nobody is a carrier
     for ksr in (towards_phone, unmarked):
+        ksr.headers += FORGED_MID_CALL
         world.request(ksr)
         assert ksr.relay is not None and ksr.header_filters == []
+        assert not {name for name, _ in FORGED_MID_CALL} & set(ksr.removed_headers)
 
 
 def test_dialling_out_and_calling_in_mark_the_carriers_side_of_the_dialog(world: World):
