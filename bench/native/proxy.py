@@ -21,7 +21,9 @@ CONFIG = ROOT / "bench" / "native" / "kamailio-native.cfg"
 
 class NativeProxy(Proxy):
     def __init__(self, workdir: Path, redis_url: str, trunk: tuple[str, int] = ("127.0.0.2", 5060),
-                 ip: str = "127.0.0.1", **env: str):
+                 ip: str = "127.0.0.1", media: bool = True, **env: str):
+        """media: anchor calls in an rtpengine of its own, as the product does (-A WITH_MEDIA)."""
+        self.with_media = media
         url = urlparse(redis_url)
         db = (url.path or "/0").lstrip("/") or "0"
         env.setdefault("NATIVE_REDIS", f"name=r;addr={url.hostname};port={url.port or 6379};db={db}")
@@ -31,10 +33,13 @@ class NativeProxy(Proxy):
         self.log_path = workdir / f"kamailio-native-{self.port}.log"
 
     def start(self, wait: bool = True) -> "NativeProxy":
+        if self.with_media and self.media is not None and self.media.proc is None:
+            self.media.start()
         self.log = open(self.log_path, "ab")
         env = self.env()
         self.proc = subprocess.Popen(
-            ["/usr/sbin/kamailio", "-f", str(CONFIG), "-DD", "-E", "-m", env.get("KAMAILIO_SHM_MB", "128"),
+            ["/usr/sbin/kamailio", "-f", str(CONFIG), "-DD", "-E"] + (["-A", "WITH_MEDIA"] if self.with_media else []) +
+            ["-m", env.get("KAMAILIO_SHM_MB", "128"),
              "-M", env.get("KAMAILIO_PKG_MB", "16"), "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         if wait:
