@@ -39,6 +39,7 @@ from bench.native.proxy import NativeProxy  # noqa: E402
 from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+MEDIA_PORTS = ((20000, 39999), (40000, 59999))
 CALLER = ("2001", "alice-demo-secret", "127.0.0.20")
 CALLEE = ("2002", "bruno-demo-secret", "127.0.0.21")
 DOMAIN = "acme.cowork.example"
@@ -149,8 +150,13 @@ def prepare(work: Path) -> tuple[RedisServer, list[Proxy]]:
     provision(redis.url)
     # every call comes from one phone's address: a load run, not a flood (pike would ban it)
     common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv()}
-    product = Proxy(work, redis.url, PIKE_REQS="1000000", **common).start()
-    native = NativeProxy(work, redis.url, TRUNK, **common).start()
+    product = Proxy(work, redis.url, PIKE_REQS="1000000", **common)
+    native = NativeProxy(work, redis.url, TRUNK, **common)
+    # rtpengine keeps a call's ports for 30 s after the delete (its delete-delay): 100 calls/s need
+    # ~12,000 of them, and each relay its own range
+    product.media.ports, native.media.ports = MEDIA_PORTS
+    product.start()
+    native.start()
     return redis, [product, native]
 
 

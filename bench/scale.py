@@ -74,8 +74,10 @@ def office(work: Path, phones: int) -> tuple[RedisServer, Path]:
 
 
 def proxy_for(work: Path, redis: RedisServer) -> Proxy:
-    return Proxy(work, redis.url, PIKE_REQS="1000000", SIP_CHILDREN=cpc.CHILDREN, LOG_LEVEL="0",
-                 KAMAILIO_SHM_MB="512", KEMI_VENV=cpc.kemi_venv()).start()
+    proxy = Proxy(work, redis.url, PIKE_REQS="1000000", SIP_CHILDREN=cpc.CHILDREN, LOG_LEVEL="0",
+                  KAMAILIO_SHM_MB="512", KEMI_VENV=cpc.kemi_venv())
+    proxy.media.ports = cpc.MEDIA_PORTS[0]
+    return proxy.start()
 
 
 def flat(work: Path, size: int, count: int, rate: int) -> None:
