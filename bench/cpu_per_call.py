@@ -189,6 +189,8 @@ def main() -> int:
             print(f"{kind:9s} product {per['product']:.3f} ms/call ({totals['product'][0]} done)  "
                   f"native {per['native']:.3f} ms/call ({totals['native'][0]} done)  "
                   f"ratio {per['product'] / per['native']:.2f}", flush=True)
+        client = redis.client()  # both wrote one record per call (the product also one per refused call)
+        print(f"call records: product {client.xlen('{co:acme}:cdr')}, native {client.xlen('native:cdr')}")
         return 1 if failed else 0
     finally:
         for proxy in proxies:
