@@ -107,7 +107,7 @@ class Connection:
                 replies = wire.run(commands)
             except (OSError, WireError, hiredis.ProtocolError) as exc:
                 self._schema_checked_at = float("-inf")  # it may come back empty
-                raise StoreUnavailable(f"Redis at {self.settings.redis_url} unreachable: {exc}") from exc
+                raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         for reply in replies:
             if isinstance(reply, (hiredis.ReplyError, redis.ResponseError)):
                 raise StoreRefused(str(reply))
