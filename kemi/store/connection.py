@@ -17,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from kemi import metrics
 from kemi.settings import SCHEMA_VERSION, Settings
 from kemi.store import keys
 
@@ -65,6 +66,16 @@ class Connection:
         self._pid = -1
         self._client: redis.Redis | None = None
         self._schema_checked_at = float("-inf")
+        # Told the kind of every failure (kemi.metrics.REDIS_ERRORS) before it is raised: the
+        # proxy counts them (kemi.sip.app); the CLI leaves it unset.
+        self.on_error = None
+
+    def _failed(self, kind: str) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(kind)
+            except Exception:  # counting must never change what the caller sees
+                pass
 
     def client(self) -> redis.Redis:
         if self._pid != os.getpid() or self._client is None:
@@ -85,6 +96,7 @@ class Connection:
             found = self.call(client.get, keys.SCHEMA_VERSION)
             version = unpack(found)
             if version != SCHEMA_VERSION:
+                self._failed(metrics.SCHEMA)
                 raise SchemaMismatch(
                     f"Redis at {self.settings.redis_where} has {keys.SCHEMA_VERSION}={version!r}, "
                     f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
@@ -100,8 +112,12 @@ class Connection:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._schema_checked_at = float("-inf")  # it may come back empty
+            timeout = isinstance(exc, (redis.TimeoutError, TimeoutError))
+            self._failed(metrics.TIMEOUT if timeout else metrics.UNREACHABLE)
             raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         except redis.ResponseError as exc:
+            if metrics.redis_refusal_is_fault(str(exc)):
+                self._failed(metrics.REFUSED)
             raise StoreRefused(str(exc)) from exc
 
     def ping(self) -> None:
