@@ -9,8 +9,13 @@ and checks what moved.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import socket
+import subprocess
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -18,8 +23,8 @@ import pytest
 import yaml
 
 from tests.conftest import OFFICE, SIP_DB
-from tests.harness import (Proxy, RedisServer, Sipp, admin, office_file, options_request, send_raw, status_line,
-                           wait_for)
+from tests.harness import (ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file, options_request, send_raw,
+                           status_line, wait_for)
 from tests.sip.conftest import EMERGENCY, PRIMARY, Phones, trunk
 from tests.sip.test_incoming import call_in
 from tests.sip.test_prepaid import GERMAN_MOBILE, Account, announcer
@@ -232,3 +237,61 @@ def test_sip_over_tcp_leaves_from_the_sip_socket_never_the_metrics_one(workdir):
         phones.cleanup()
         proxy.stop()
         redis.stop()
+
+
+# -- the sample Prometheus configuration, scraping for real ---------------------------------------
+PROM = ROOT / "monitoring" / "prometheus"
+
+
+def prometheus_query(port: int, query: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.load(answer)["data"]["result"]
+
+
+@pytest.fixture
+def scraping(proxy, redis_server, workdir):
+    """Prometheus with monitoring/prometheus/prometheus.yml and its rules, its targets pointed at the
+    session's proxy and at prometheus-redis-exporter on the session's Redis, scraping every second."""
+    run = workdir / f"prometheus-{uuid.uuid4().hex[:6]}"
+    run.mkdir()
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    exporter_port, web_port = free_port(kind=socket.SOCK_STREAM), free_port(kind=socket.SOCK_STREAM)
+    jobs["cowork-proxy"]["static_configs"][0]["targets"] = [f"{proxy.ip}:{proxy.metrics_port}"]
+    jobs["redis"]["static_configs"][0]["targets"] = [f"127.0.0.1:{exporter_port}"]
+    (run / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    shutil.copy(PROM / "cowork-proxy.rules.yml", run / "cowork-proxy.rules.yml")
+    started = [
+        subprocess.Popen(["prometheus-redis-exporter", "-redis.addr", f"redis://127.0.0.1:{redis_server.port}",
+                          "-web.listen-address", f"127.0.0.1:{exporter_port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["prometheus", f"--config.file={run / 'prometheus.yml'}", f"--storage.tsdb.path={run / 'data'}",
+                          f"--web.listen-address=127.0.0.1:{web_port}"],
+                         stdout=subprocess.DEVNULL, stderr=open(run / "prometheus.log", "wb")),
+    ]
+    try:
+        yield web_port, run
+    finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(15)
+
+
+def test_the_sample_prometheus_configuration_scrapes_the_proxy_and_redis(scraping, phones, proxy):
+    port, run = scraping
+    alice = phones.phone("2001")
+    phones.call(alice, "0899123456").wait()
+    query = lambda q: (lambda: prometheus_query(port, q))  # noqa: E731
+
+    def up(job):
+        return query(f'up{{job="{job}"}} == 1')
+    wait_for(up("cowork-proxy"), 30, f"Prometheus to scrape the proxy ({run / 'prometheus.log'})")
+    wait_for(up("redis"), 30, "Prometheus to scrape the Redis exporter")
+    assert wait_for(query('redis_up{job="redis"} == 1'), 10, "redis_up")
+    refused = wait_for(query('kamailio_call_refusals_total{reason="premium_blocked"} > 0'), 10, "a refusal")
+    assert refused[0]["metric"]["job"] == "cowork-proxy"
+    assert query("kamailio_usrloc_location_contacts")() and query("kamailio_dialog_active_dialogs")()
+    # the rules are loaded and evaluated against what was scraped
+    assert wait_for(query("cowork:sip_final_replies:rate5m"), 20, "the recording rules")
