@@ -33,12 +33,9 @@ def category(rec: dict | None) -> str:
 
 
 # -- calls the proxy could not place: every trunk failed, or none (calls_failed_total) -------------
+# An emergency call that reached nobody, whatever the reason; another call whose last trunk failed.
 EXTERNAL = "external"
 FAILED_CATEGORIES = (EMERGENCY, EXTERNAL)
-
-
-def failed_category(dialled_user: str | None) -> str:
-    return EMERGENCY if numbering.is_emergency(dialled_user or "") else EXTERNAL
 
 
 # -- refusals, by reason (call_refusals_total) --------------------------------------------------------

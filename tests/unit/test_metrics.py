@@ -92,11 +92,6 @@ def test_call_categories(rec, category):
     assert metrics.category(rec) == category
 
 
-def test_failed_categories():
-    assert metrics.failed_category("112") == "emergency" and metrics.failed_category("15") == "emergency"
-    assert metrics.failed_category("+33612345678") == "external" and metrics.failed_category(None) == "external"
-
-
 def test_the_ledgers_own_answers_are_not_redis_faults():
     assert metrics.LEDGER_DECISIONS <= CODES
     assert not metrics.redis_refusal_is_fault("INSUFFICIENT_FUNDS available=12")

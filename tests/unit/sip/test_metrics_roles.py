@@ -50,16 +50,24 @@ def test_unregistered_extension_and_no_trunk_are_refusals(world: World):
 
 def test_the_last_emergency_trunk_failing_is_a_failed_emergency_call(world: World):
     ksr = FakeKSR()
-    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "112"})
+    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "112", Var.EMERGENCY: "1"})
     ksr.failure_code = 503
     world.router(ksr).ksr_failure_trunk(None)
     assert ksr.reply == (500, "Trunks Unavailable")
     assert ksr.counted(Metric.CALLS_FAILED) == {"emergency": 1}
-    assert any(line.startswith("call call-1 failed emergency: the last trunk answered 503")
-               for line in ksr.logged("err"))
+    assert any(line.startswith("EMERGENCY CALL 112 call-id call-1") for line in ksr.logged("crit"))
+
+
+def test_the_last_trunk_failing_an_ordinary_call_is_a_failed_external_call(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "+33145678901"})
+    ksr.failure_code = 502
+    world.router(ksr).ksr_failure_trunk(None)
+    assert ksr.counted(Metric.CALLS_FAILED) == {"external": 1}
 
 
 def test_a_trunk_failing_over_or_the_callee_busy_is_no_failure(world: World):
+    """(An emergency call that ends busy is one: see the trunks' own tests.)"""
     for code, left in ((503, "b@udp:127.0.0.4:5060"), (486, "")):
         ksr = FakeKSR()
         ksr.vars.update({Var.TRUNKS_LEFT: left, Var.DIAL_USER: "+33145678901"})
