@@ -295,3 +295,17 @@ def test_the_sample_prometheus_configuration_scrapes_the_proxy_and_redis(scrapin
     assert query("kamailio_usrloc_location_contacts")() and query("kamailio_dialog_active_dialogs")()
     # the rules are loaded and evaluated against what was scraped
     assert wait_for(query("cowork:sip_final_replies:rate5m"), 20, "the recording rules")
+
+
+def test_sip_over_tcp_without_content_length_is_framed_by_its_headers(proxy):
+    """tcp_accept_no_cl (for the scrapes) applies to SIP over TCP too: a request without Content-Length
+    is one without a body, and bytes after its headers are a message of their own, refused as such."""
+    mark = proxy.mark()
+    request = options_request(proxy).replace("SIP/2.0/UDP", "SIP/2.0/TCP").replace("Content-Length: 0\r\n", "")
+    with socket.create_connection((proxy.ip, proxy.port), timeout=5) as conn:
+        conn.sendall(request.encode() + b"v=0\r\no=smuggled 1 1 IN IP4 127.0.0.9\r\n\r\n")
+        answer = conn.recv(4096).decode(errors="replace")
+    assert status_line(answer) == (200, "OK") and answer.count("SIP/2.0 ") == 1
+    wait_for(lambda: "parse_msg" in proxy.log_since(mark) or "bad message" in proxy.log_since(mark), 5,
+             "the trailing bytes refused as a message")
+    assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
