@@ -166,12 +166,6 @@ class Router:
     # -- every request -----------------------------------------------------------------------
     def request(self) -> None:
         sip = self.sip
-        if sip.on_metrics_socket():
-            # SIP has no business on the private metrics socket: whatever a dialog started there
-            # would be routed through it (Record-Route, Via). Dropped, as a scanner is.
-            ip, port = sip.source
-            sip.log("notice", f"SIP {sip.method} from {ip}:{port} on the metrics socket dropped")
-            return
         if not self.gate.admit():
             return  # a scanner, a flood or a banned address: no answer at all
         sip.reply_to_source_port()  # a phone behind a NAT hears its answers only there
@@ -193,6 +187,13 @@ class Router:
         if sip.is_ack():
             sip.relay_ack_of_transaction()
             return  # or a hop-by-hop ACK of a negative reply, absorbed by tm
+        if sip.on_metrics_socket():
+            # No call or registration starts on the private metrics socket: its dialogs would be
+            # routed through it (Record-Route, Via). Dropped, as a scanner is. (Checked here, not for
+            # every request: a request inside a dialog of ours is what it would be on the SIP socket.)
+            ip, port = sip.source
+            sip.log("notice", f"SIP {sip.method} from {ip}:{port} on the metrics socket dropped")
+            return
         # An initial request never carries our Route: dropping any preloaded
         # Route keeps the proxy from relaying to places the caller chooses.
         sip.remove_headers(["Route"])
