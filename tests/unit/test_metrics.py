@@ -58,6 +58,7 @@ def test_label_values_are_prometheus_label_values_and_few():
     (replies.NOT_REGISTERED, "not_registered"),
     (replies.EXTENSION_NOT_FOUND, "extension_not_found"),
     (replies.NO_TRUNK, "no_route"),
+    (replies.MEDIA_RELAY_DOWN, "media_relay_down"),
     (replies.EMERGENCY_NEEDS_REGISTRATION, "emergency_unregistered"),
     (replies.STORE_DOWN, "store_down"),
     (Reply(486, "Busy Here"), "other"),
