@@ -35,6 +35,11 @@ export PIKE_REQS=${PIKE_REQS:-30}
 export PIKE_WINDOW_S=${PIKE_WINDOW_S:-2}
 export MAX_CONTACTS=${MAX_CONTACTS:-4}            # registrations per extension; one DID call rings at most this many
 export TCP_MAX_CONNECTIONS=${TCP_MAX_CONNECTIONS:-2048}  # open TCP connections, all sources together
+# Prometheus metrics (xhttp_prom, GET /metrics over HTTP) on their own TCP socket: a private
+# address, never the SIP one (kamailio.cfg). Loopback by default: scrape it from the host, or set a
+# private address that only the Prometheus server reaches.
+export METRICS_ADDR=${METRICS_ADDR:-127.0.0.1}
+export METRICS_PORT=${METRICS_PORT:-9494}
 export TCP_IDLE_S=${TCP_IDLE_S:-60}               # a TCP connection silent this long is closed: phones on TCP keep alive more often
 # NAT traversal (kamailio.cfg, nathelper): phones registered from behind a NAT get an OPTIONS every
 # NATPING_S seconds (keeps the NAT's UDP binding open: many routers drop it after 30 s), and are

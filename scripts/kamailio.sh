@@ -45,4 +45,11 @@ done < <(compgen -e)
 # The venv decides which packages the proxy imports, not a user's ~/.local.
 export PYTHONNOUSERSITE=1
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-exec /usr/sbin/kamailio "$@"
+
+# Where kamailio.cfg lists the metrics socket: before the SIP one when on loopback, after it
+# otherwise, so that SIP over TCP always leaves from the SIP socket (see kamailio.cfg, listen).
+defines=()
+case ${METRICS_ADDR:-} in
+  127.*) defines=(-A METRICS_ON_LOOPBACK) ;;
+esac
+exec /usr/sbin/kamailio "${defines[@]}" "$@"

@@ -62,6 +62,8 @@ listening 127.0.0.1 "$RTPENGINE_NG_PORT" udp &&
   in_use "127.0.0.1:$RTPENGINE_NG_PORT (rtpengine control)" "another rtpengine? RTPENGINE_NG_PORT=... picks another port"
 listening "$TLS_ADDR" "$TLS_PORT" tcp &&
   in_use "$TLS_ADDR:$TLS_PORT (SIP over TLS)" "another proxy? TLS_PORT=... picks another port"
+listening "$METRICS_ADDR" "$METRICS_PORT" tcp &&
+  in_use "$METRICS_ADDR:$METRICS_PORT (metrics)" "another proxy? METRICS_PORT=... picks another port"
 
 # TLS: the operator's certificate and key, or (neither given) a self-signed demo pair.
 if [ -z "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; then
@@ -191,7 +193,8 @@ until answers_options 2>/dev/null; do
          "$kam_log"
   sleep 0.2
 done
-echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp) and $TLS_ADDR:$TLS_PORT (tls), Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
+echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp) and $TLS_ADDR:$TLS_PORT (tls)," \
+     "metrics on http://$METRICS_ADDR:$METRICS_PORT/metrics, Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
 
 status=0
 wait -n -p ended "$kam_pid" "$rtp_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?

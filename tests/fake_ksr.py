@@ -321,10 +321,46 @@ class _Dialog(_Module):
         self.ksr.dialog_byes.append(side)
         return self.ksr.dlg_bye_result
 
+    def set_dlg_profile_static(self, profile: str) -> int:
+        self.ksr.profiles.append(profile)
+        return 1
+
+    def get_profile_size_static(self, profile: str, spv: str) -> int:
+        self.ksr.vars[spv] = self.ksr.profile_sizes.get(profile, 0)
+        return 1
+
     def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
         known = self.ksr.known_dialog
         return 1 if known is not None and (call_id, from_tag, to_tag) == \
             (known["callid"], known["from_tag"], known["to_tag"]) else -1
+
+
+class _XhttpProm(_Module):
+    """Counters and gauges as xhttp_prom keeps them: by (name, label values); a page is served by dispatch()."""
+
+    def counter_inc_l1(self, name: str, number: int, label: str) -> int:
+        assert isinstance(number, int) and number >= 0 and label, (name, number, label)
+        key = (name, label)
+        self.ksr.counters[key] = self.ksr.counters.get(key, 0) + number
+        return 1
+
+    def gauge_set_l0(self, name: str, value: str) -> int:
+        assert isinstance(value, str)
+        self.ksr.gauges[name] = float(value)
+        return 1
+
+    def check_uri(self) -> int:
+        return 1 if self.ksr.request.get("$ru") == "/metrics" else 0
+
+    def dispatch(self) -> int:
+        self.ksr.http_replies.append((200, "metrics"))
+        return 1
+
+
+class _Xhttp(_Module):
+    def xhttp_reply(self, code: int, reason: str, ctype: str, body: str) -> int:
+        self.ksr.http_replies.append((code, reason))
+        return 1
 
 
 class _RR(_Module):
@@ -413,11 +449,17 @@ class FakeKSR:
         self.bflags: set[int] = set()
         self.nat_registered = 0                     # fix_nated_register() calls
         self.media_ops: list[tuple[str, str]] = []  # (offer|answer|delete, flags) sent to rtpengine
+        self.counters: dict[tuple[str, str], int] = {}  # (metric, label) -> value (xhttp_prom)
+        self.gauges: dict[str, float] = {}
+        self.profiles: list[str] = []                   # dialog profiles the call joined
+        self.profile_sizes: dict[str, int] = {}         # what get_profile_size answers
+        self.http_replies: list[tuple[int, str]] = []
         # the modules
         self.pv, self.hdr, self.sl, self.tm = _PV(self), _Hdr(self), _SL(self), _TM(self)
         self.auth, self.registrar, self.htable = _Auth(self), _Registrar(self), _Htable(self)
         self.dialog, self.rr = _Dialog(self), _RR(self)
         self.textopsx = _Textopsx(self)
+        self.xhttp_prom, self.xhttp = _XhttpProm(self), _Xhttp(self)
         self.tmx = _TM(self)
         self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
         self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
@@ -511,6 +553,10 @@ class FakeKSR:
         self.replies.append((code, reason))
 
     # -- reading what happened -----------------------------------------------------------------
+    def counted(self, metric: str) -> dict[str, int]:
+        """label -> value of a counter, the series that moved only."""
+        return {label: n for (name, label), n in self.counters.items() if name == metric and n}
+
     @property
     def reply(self) -> tuple[int, str] | None:
         """The one answer sent (an AssertionError if there were several)."""

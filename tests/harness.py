@@ -222,6 +222,8 @@ class Proxy:
         while self.tls_port == self.port:
             self.tls_port = free_port(ip)
         self.tls_cert, self.tls_key = demo_cert(workdir, ip)
+        # TCP; in a namespace of its own, beside the SIP port, rtpengine's (port + 1) and TLS's (port + 2)
+        self.metrics_port = self.port + 3 if netns else free_port(ip, socket.SOCK_STREAM)
         self.workdir = workdir
         self.redis_url = redis_url
         self.log_path = workdir / f"kamailio-{self.port}.log"
@@ -241,6 +243,7 @@ class Proxy:
             "KAMAILIO_CTL": self.ctl, "SCHEMA_RECHECK_S": "1",
             "NATPING_S": "20", "NAT_KEEPALIVE_TIMEOUT_S": "120",
             "TLS_ADDR": self.ip, "TLS_PORT": str(self.tls_port), "TLS_CERT": self.tls_cert, "TLS_KEY": self.tls_key,
+            "METRICS_ADDR": self.ip, "METRICS_PORT": str(self.metrics_port),
         })
         if self.media is not None:
             env["RTPENGINE_SOCK"] = self.media.sock
@@ -287,6 +290,32 @@ class Proxy:
 
     def contacts(self, aor: str) -> list[str]:
         return re.findall(r"Address: (\S+)", self.kamcmd("ul.lookup", "location", aor))
+
+    def http_get(self, path: str = "/metrics", port: int | None = None, timeout: float = 5) -> tuple[int, str]:
+        """(status, body) of an HTTP GET as Prometheus sends it (no Content-Length), to the metrics
+        socket or another port of the proxy."""
+        import http.client
+
+        def get() -> tuple[int, str]:
+            conn = http.client.HTTPConnection(self.ip, port or self.metrics_port, timeout=timeout)
+            try:
+                conn.request("GET", path)
+                answer = conn.getresponse()
+                return answer.status, answer.read().decode(errors="replace")
+            finally:
+                conn.close()
+        return run_in_netns(self.netns, get)
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics page as {series: value}, e.g. 'kamailio_calls_routed_total{category="internal"}'."""
+        status, body = self.http_get()
+        assert status == 200, body
+        values = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                series, value = re.match(r"(\S+(?:\s*\{[^}]*\})?)\s+(\S+)", line).groups()
+                values[re.sub(r"\s+", "", series)] = float(value)
+        return values
 
     def unregister(self, aor: str) -> None:
         self.kamcmd("ul.rm", "location", aor)

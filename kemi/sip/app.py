@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import traceback
 
-from kemi import numbering, replies, routing
+from kemi import metrics, numbering, replies, routing
 from kemi.settings import Settings
 from kemi.sip.calls import Calls
 from kemi.sip.emergency import Emergency, EmergencyCache
@@ -24,7 +24,7 @@ from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
 from kemi.sip import shell
-from kemi.sip.shell import NotText, Sip
+from kemi.sip.shell import Metric, NotText, Sip
 from kemi.sip.trunks import Trunks
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
@@ -36,6 +36,7 @@ class Router:
         self.sip = sip
         self.settings = settings
         self.conn = conn or Connection(settings)
+        self.conn.on_error = lambda kind: sip.count(Metric.REDIS_ERRORS, kind)
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
@@ -59,7 +60,18 @@ class Router:
 
     # -- Kamailio callbacks (app_python3 looks them up as methods) -------------------------------
     def child_init(self, rank: int) -> int:
+        try:
+            self.sip.metrics_ready()
+        except Exception as exc:  # metrics must never keep a process from serving calls
+            self.sip.log("err", f"metrics not initialised in process rank {rank}: {type(exc).__name__}: {exc}")
         return 0
+
+    def ksr_xhttp_event(self, msg, evname: str) -> int:
+        try:
+            self.sip.serve_metrics()
+        except Exception as exc:
+            self.sip.log("err", f"metrics page: {type(exc).__name__}: {exc}")
+        return 1
 
     def ksr_request_route(self, msg) -> int:
         with self.sip.scope():
@@ -74,14 +86,25 @@ class Router:
         except SchemaMismatch as exc:
             sip.log("err", f"refusing {sip.method} from {sip.source[0]}: {exc}")
             sip.answer_if_possible(replies.SCHEMA_UNKNOWN, "Retry-After: 30")
+            self.count_refused_call(replies.SCHEMA_UNKNOWN)
         except StoreUnavailable as exc:
             sip.log("err", f"refusing {sip.method} from {sip.source[0]}: {exc}")
             sip.answer_if_possible(replies.STORE_DOWN, "Retry-After: 5")
+            self.count_refused_call(replies.STORE_DOWN)
         except Exception as exc:  # a bug: answer, and leave the traceback for the developer
             sip.log("err", f"route failed on {sip.method} call-id {sip.call_id}: "
                            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             sip.answer_if_possible(replies.INTERNAL_ERROR)
+            self.count_refused_call(replies.INTERNAL_ERROR)
         return 1
+
+    def count_refused_call(self, answer: replies.Reply) -> None:
+        """A new call the error boundary answered (the log line above says why): a refusal too."""
+        try:
+            if self.sip.is_method("INVITE") and not self.sip.in_dialog():
+                self.sip.count(Metric.REFUSALS, metrics.refusal_reason(answer))
+        except Exception as exc:
+            self.sip.log("err", f"refusal not counted: {type(exc).__name__}: {exc}")
 
     def refuse_unreadable(self, exc: NotText) -> None:
         """Bytes that are not text where a route reads: one log line, and a 400 that names the place."""
@@ -174,6 +197,13 @@ class Router:
         if sip.is_ack():
             sip.relay_ack_of_transaction()
             return  # or a hop-by-hop ACK of a negative reply, absorbed by tm
+        if sip.on_metrics_socket():
+            # No call or registration starts on the private metrics socket: its dialogs would be
+            # routed through it (Record-Route, Via). Dropped, as a scanner is. (Checked here, not for
+            # every request: a request inside a dialog of ours is what it would be on the SIP socket.)
+            ip, port = sip.source
+            sip.log("notice", f"SIP {sip.method} from {ip}:{port} on the metrics socket dropped")
+            return
         # An initial request never carries our Route: dropping any preloaded
         # Route keeps the proxy from relaying to places the caller chooses.
         sip.remove_headers(["Route"])

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from kemi import records, replies, routing
+from kemi import metrics, records, replies, routing
 from kemi.replies import Reply
 from kemi.settings import Settings
 from kemi.sip.media import Media
-from kemi.sip.shell import Route, Sip, Table, Timers, Var
+from kemi.sip.shell import Metric, Profile, Route, Sip, Table, Timers, Var
 from kemi.store.prepaid import PrepaidLedger
 
 Ledgers = Callable[[], PrepaidLedger]
@@ -22,6 +22,21 @@ Ledgers = Callable[[], PrepaidLedger]
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def refused(sip: Sip, answer: Reply, detail: str = "", level: str = "info") -> None:
+    """Count a call the proxy refused (answered already) and write its decision line."""
+    reason = metrics.refusal_reason(answer)
+    sip.count(Metric.REFUSALS, reason)
+    text = f"{answer.code} {answer.reason}" + (f"; {detail}" if detail else "")
+    sip.log(level, metrics.decision_line(sip.call_id, "refused", reason, text))
+
+
+def _parties(rec: dict | None) -> str:
+    if rec is None:
+        return "caller not identified"
+    caller = f"{rec.get('company')}/{rec.get('extension') or rec.get('from') or '-'}"
+    return f"{caller} to {rec.get('to') or '-'} ({rec.get('direction')}, {rec.get('billing')})"
 
 
 class Calls:
@@ -37,9 +52,10 @@ class Calls:
         return records.start(company=co, extension=ext, caller=caller, to=to, category=category,
                              billing=billing, direction=direction, call_id=self.sip.call_id, setup_ms=now_ms())
 
-    def refuse(self, answer: Reply, rec: dict | None, *headers: str) -> None:
+    def refuse(self, answer: Reply, rec: dict | None, *headers: str, detail: str = "", level: str = "info") -> None:
         """Answer a call the proxy will not connect, and record it: refused calls are calls too."""
         self.sip.reply(answer, *headers)
+        refused(self.sip, answer, detail, level)
         if rec is None:
             return
         try:
@@ -63,12 +79,17 @@ class Calls:
             self.refuse(replies.MEDIA_RELAY_DOWN, rec, "Retry-After: 10")
             return False
         self.sip.set(Var.TRACKED, "1")
+        category = metrics.category(rec)
+        self.sip.count(Metric.CALLS_ROUTED, category)
+        self.sip.log("info", metrics.decision_line(self.sip.call_id, "routed", category, _parties(rec)))
         if rec and rec.get("max_secs"):
             # the dialog's lifetime, counted from the answer (timeout_avp in kamailio.cfg);
             # when it runs out the dialog module sends BYE both ways (send_bye)
             self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
         self.sip.set(Var.TIMEOUT_ROUTE, "timeout")  # the proxy ends timed-out calls itself (kamailio.cfg)
         self.sip.manage_dialog()
+        if category == metrics.PREPAID:
+            self.sip.join_profile(Profile.PREPAID)  # its reservation is in flight until the dialog is gone
         self.sip.cache_set(Table.CALL_IDS, self.sip.call_id, "1")
         self.sip.set(Var.CALLER, self.sip.source_address())  # who may speak for the caller later
         if rec is not None:
@@ -82,8 +103,7 @@ class Calls:
         if not self.sip.cache_get(Table.CALL_IDS, self.sip.call_id):
             return False
         ip, port = self.sip.source
-        self.sip.log("notice", f"new INVITE from {ip}:{port} reuses call-id {self.sip.call_id}: refused")
-        self.sip.reply(replies.CALL_ID_REUSED)
+        self.refuse(replies.CALL_ID_REUSED, None, detail=f"new INVITE from {ip}:{port} reuses it", level="notice")
         return True
 
     def to_media_server(self, server, user: str, headers: list[str], failure_route: str) -> None:
@@ -95,8 +115,8 @@ class Calls:
     def to_receptionist(self, co: str, did: str | None, server) -> None:
         """The company's Virtual Receptionist answers; its 3xx comes back to Route.FAILURE_RECEPTIONIST."""
         if server is None:
-            self.sip.log("err", f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
-            self.sip.reply(replies.NO_RECEPTIONIST)
+            self.refuse(replies.NO_RECEPTIONIST, None, level="err",
+                        detail=f"company {co} routes {did} to its receptionist, but no such media server is provisioned")
             return
         self.sip.set(Var.COMPANY, co)
         self.sip.set(Var.DID, did or "")

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from kemi import replies, routing
+from kemi import metrics, replies, routing
 from kemi.model import Peer, Trunk
 from kemi.routing import EmergencyIdentity
-from kemi.sip.calls import Calls
-from kemi.sip.shell import Sip, Table
+from kemi.sip.calls import Calls, refused
+from kemi.sip.shell import Metric, Sip, Table
 from kemi.sip.trunks import Trunks
 from kemi.store import Directory, StoreUnavailable
 from kemi.store.directory import CallContext
@@ -98,9 +98,10 @@ class Emergency:
             self.cache.remember(auth_user, domain, found.ctx)
         admission = routing.emergency_admission(verified, self.registered_source(), found.checkable)
         if admission == routing.REFUSED:
-            sip.log("warn", f"emergency call {code} from {who} refused: credentials wrong or missing and no "
-                            f"registration from that address")
             sip.reply(replies.EMERGENCY_NEEDS_REGISTRATION)
+            refused(sip, replies.EMERGENCY_NEEDS_REGISTRATION, f"emergency call {code} from {who}: credentials wrong "
+                                                               f"or missing and no registration from that address",
+                    "warn")
             return None
         if admission == routing.ANONYMOUS:
             why = "from a registered address" if found.checkable else "credentials could not be checked"
@@ -168,6 +169,7 @@ class Emergency:
             sip.log("crit", f"EMERGENCY CALL {code} from {who} HAS NO ROUTE: provision a trunk with "
                             f"emergency: true or set EMERGENCY_TRUNKS")
             sip.reply(replies.NO_TRUNK)
+            sip.count(Metric.CALLS_FAILED, metrics.EMERGENCY)
             return
         sip.remove_credentials()  # whatever they were, they are nobody else's business
         callback = identity.callback if identity else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kemi import numbering, replies, routing
 from kemi.model import EXTENSION_RE, RECEPTIONIST
-from kemi.sip.calls import Calls
+from kemi.sip.calls import Calls, refused
 from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.shell import Sip, Var
@@ -32,8 +32,8 @@ class Inbound:
         e164 = numbering.classify(dialled).e164  # +E.164 and national forms resolve alike
         inbound = self.directory.inbound(e164) if e164 else None
         if inbound is None or inbound.did is None or inbound.company is None:
-            sip.log("info", f"call from trunk {sip.source[0]} to {dialled!r}: not one of our numbers")
-            sip.reply(replies.UNKNOWN_NUMBER)
+            self.calls.refuse(replies.UNKNOWN_NUMBER, None,
+                              detail=f"call from trunk {sip.source[0]} to {dialled!r}: not one of our numbers")
             return
         did, company = inbound.did, inbound.company
         # Set before the dialog exists: the dialog module takes it over when the call creates it.
@@ -46,9 +46,9 @@ class Inbound:
             return
         ext = inbound.extension
         if ext is None:
-            sip.log("err", f"DID {did.number} points at missing extension {did.target} of {company.id}: "
-                           f"reload the provisioning")
-            sip.reply(replies.EXTENSION_NOT_FOUND)
+            self.calls.refuse(replies.EXTENSION_NOT_FOUND, None, level="err",
+                              detail=f"DID {did.number} points at missing extension {did.target} of {company.id}: "
+                                     f"reload the provisioning")
             return
         if ext.type == "virtual":
             trunks, overrides = self.directory.routes()
@@ -63,9 +63,9 @@ class Inbound:
         co = sip.header("X-Company") or ""
         inbound = self.directory.company_view(co, dialled) if EXTENSION_RE.fullmatch(dialled) and co else None
         if inbound is None or inbound.company is None or inbound.extension is None:
-            sip.log("notice", f"media server {sip.source[0]} asked for {dialled!r} of company {co!r}: "
-                              f"no such extension")
-            sip.reply(replies.EXTENSION_NOT_FOUND)
+            self.calls.refuse(replies.EXTENSION_NOT_FOUND, None, level="notice",
+                              detail=f"media server {sip.source[0]} asked for {dialled!r} of company {co!r}: "
+                                     f"no such extension")
             return
         did = sip.header("X-DID")
         sip.remove_headers(routing.PRIVATE_HEADERS)  # read above; phones and carriers get only the proxy's own
@@ -96,9 +96,9 @@ class Inbound:
         number = routing.redirect_target(contact, company.domain if company else "", sip.local_hosts())
         inbound = self.directory.company_view(co, number) if number else None
         if inbound is None or inbound.extension is None:
-            sip.log("warn", f"receptionist of {co} redirected call-id {sip.call_id} to {contact!r}: refused, "
-                            f"only extensions of the same company are followed")
             sip.reply_in_failure(replies.REDIRECT_REFUSED)
+            refused(sip, replies.REDIRECT_REFUSED, f"receptionist of {co} redirected it to {contact!r}: only "
+                                                   f"extensions of the same company are followed", "warn")
             return
         self.calls.leave_media()
         if inbound.extension.type == "virtual":

@@ -43,9 +43,8 @@ class Outbound:
                                 decision.category, decision.billing, "outbound")
         refused = routing.refusal(decision)
         if refused is not None:
-            self.sip.log("info", f"call from {ctx.caller.number}@{ctx.company.domain} to {dialled!r} refused: "
-                                 f"{decision.category}/{decision.billing}: {refused.code} {refused.reason}")
-            self.calls.refuse(refused, rec)
+            self.calls.refuse(refused, rec, detail=f"{ctx.company.id}/{ctx.caller.number} dialled {dialled!r}: "
+                                            f"{decision.category}/{decision.billing}")
             return
         headers = [h for h in [routing.pai_header(number, ctx.caller.name, self.sip.local_ip)] if h]
         self.external(ctx.company, decision, routing.trunks_for(ctx.trunks, False), headers, rec, ctx.media)
@@ -87,9 +86,7 @@ class Outbound:
         if refused is None and self.directory.inbound(decision.e164).did is not None:
             refused = replies.FORWARD_LOOP
         if refused is not None:
-            self.sip.log("info", f"forward of {company.id}/{ext.number} to {ext.forward} refused: "
-                                 f"{refused.code} {refused.reason}")
-            self.calls.refuse(refused, rec)
+            self.calls.refuse(refused, rec, detail=f"forward of {company.id}/{ext.number} to {ext.forward}")
             return
         host = self.sip.local_ip
         headers = [routing.diversion_header(diversion, host)] if diversion else []

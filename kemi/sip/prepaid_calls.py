@@ -48,8 +48,8 @@ class PrepaidCalls:
         except PrepaidError as exc:
             # the caller's account says no: info; the ledger itself says it is broken: ops must look
             level = "info" if exc.code in ("NOT_ACTIVE", "NO_RATE", "INSUFFICIENT_FUNDS") else "err"
-            self.sip.log(level, f"prepaid call of {company.id}/{rec['extension']} to {target} refused: {exc}")
-            self.calls.refuse(routing.prepaid_refusal(exc.code), rec)
+            self.calls.refuse(routing.prepaid_refusal(exc.code), rec,
+                              detail=f"prepaid call of {company.id}/{rec['extension']} to {target}: {exc}", level=level)
             return None
         rec.update(prepaid=True, max_secs=held.max_secs, reservation=key)
         return held

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from kemi import edge, routing
+from kemi import edge, metrics, routing
 from kemi.replies import Reply
 
 MAX_FORWARDS = 70
@@ -100,6 +100,31 @@ class Route:
     FAILURE_RECEPTIONIST = "ksr_failure_receptionist"
     BRANCH_MEDIA = "ksr_branch_media"
     REPLY_MEDIA = "ksr_reply_media"    # replies of a transaction whose SDP goes through rtpengine
+
+
+class Metric:
+    """The proxy's own Prometheus metrics (xhttp_prom, declared with their label in kamailio.cfg),
+    in Kamailio's shared memory: every process adds to the same counter. Label values come from
+    kemi.metrics only. Kamailio's own statistics (requests and replies by code, dialogs, contacts)
+    are on the same page under kamailio_<group>_<name> (xhttp_prom_stats "all")."""
+
+    CALLS_ROUTED = "calls_routed_total"     # category: metrics.CATEGORIES
+    REFUSALS = "call_refusals_total"        # reason: metrics.REASONS
+    CALLS_FAILED = "calls_failed_total"     # category: metrics.FAILED_CATEGORIES
+    REDIS_ERRORS = "redis_errors_total"     # kind: metrics.REDIS_ERRORS
+    PREPAID_IN_FLIGHT = "prepaid_reservations_in_flight"  # gauge: Profile.PREPAID's size at each scrape
+    COUNTERS = {CALLS_ROUTED: ("category", metrics.CATEGORIES), REFUSALS: ("reason", metrics.REASONS),
+                CALLS_FAILED: ("category", metrics.FAILED_CATEGORIES),
+                REDIS_ERRORS: ("kind", metrics.REDIS_ERRORS)}
+    GAUGES = (PREPAID_IN_FLIGHT,)
+    SOCKET = "metrics"                      # kamailio.cfg: the name of the listen socket that serves them
+    PREPAID_SIZE_VAR = "$var(prepaid_calls)"
+
+
+class Profile:
+    """Dialog profiles (kamailio.cfg, profiles_no_value): the dialog module counts their members."""
+
+    PREPAID = "prepaid"  # every prepaid call this node carries, from its reservation to its end
 
 
 @dataclass(frozen=True)
@@ -594,7 +619,40 @@ class _Media:
         self.k.tm.t_on_reply(route)
 
 
-class Sip(_Request, _Answers, _Phones, _Dialogs, _Media):
+class _Metrics:
+    """Counting what the proxy decides (one KSR call per count), and the page Prometheus scrapes."""
+
+    def count(self, metric: str, label: str) -> None:
+        """One more in a counter of Metric, for a label value of kemi.metrics."""
+        self.k.xhttp_prom.counter_inc_l1(metric, 1, label)
+
+    def metrics_ready(self) -> None:
+        """Every series of every counter exists from the start, at 0 (adding 0 never resets one):
+        a counter's first increase after a restart then shows in rate() and increase()."""
+        for metric, (_, labels) in Metric.COUNTERS.items():
+            for label in labels:
+                self.k.xhttp_prom.counter_inc_l1(metric, 0, label)
+
+    def join_profile(self, profile: str) -> None:
+        """The current call counts in a dialog profile until its dialog is gone."""
+        self.k.dialog.set_dlg_profile_static(profile)
+
+    def on_metrics_socket(self) -> bool:
+        return self.lenient("$Rn") == Metric.SOCKET
+
+    def serve_metrics(self) -> None:
+        """Answer an HTTP request (xhttp): the metrics, for GET /metrics on the metrics socket only;
+        404 for anything else, and anything on the SIP sockets."""
+        if not self.on_metrics_socket() or self.k.xhttp_prom.check_uri() <= 0:
+            self.k.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")
+            return
+        self.k.dialog.get_profile_size_static(Profile.PREPAID, Metric.PREPAID_SIZE_VAR)
+        size = self.k.pv.get(Metric.PREPAID_SIZE_VAR) or 0
+        self.k.xhttp_prom.gauge_set_l0(Metric.PREPAID_IN_FLIGHT, str(size))
+        self.k.xhttp_prom.dispatch()
+
+
+class Sip(_Request, _Answers, _Phones, _Dialogs, _Media, _Metrics):
     """Kamailio as the roles see it: one object, its parts grouped by subject above."""
 
 

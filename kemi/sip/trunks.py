@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
-from kemi import replies, routing
+from kemi import metrics, replies, routing
 from kemi.model import Trunk
 from kemi.settings import Settings
-from kemi.sip.shell import Route, Sip, Timers, Var
+from kemi.sip.calls import refused
+from kemi.sip.shell import Metric, Route, Sip, Timers, Var
 
 
 def now_ms() -> int:
@@ -30,8 +31,9 @@ class Trunks:
         trunks for relay_next, after an announcement); False when there is none (the caller
         has been answered)."""
         if not trunks:
-            self.sip.log("err", f"no trunk for a call to {user}: provision one (trunks: in the provisioning file)")
             self.sip.reply(replies.NO_TRUNK)
+            refused(self.sip, replies.NO_TRUNK, f"no trunk for a call to {user}: provision one (trunks: in the "
+                                                f"provisioning file)", "err")
             return False
         # Only headers SIP needs go to a carrier (routing.TRUNK_HEADERS): whatever identity, charging,
         # diversion or priority a phone or an upstream carrier put in is gone before ours are added.
@@ -84,13 +86,17 @@ class Trunks:
             sip.reply_in_failure(replies.TRUNKS_UNAVAILABLE)
 
     def log_last_failure(self, trunk_failed: bool, tried: str) -> None:
+        """The call's last line, and its count: an emergency call that ends here reached nobody,
+        whatever the reason; another call failed when its last trunk did (not when the callee said no)."""
         sip = self.sip
         user = sip.get(Var.DIAL_USER)
         if sip.get(Var.EMERGENCY):
+            sip.count(Metric.CALLS_FAILED, metrics.EMERGENCY)
             # whatever the reason, an emergency call that ends here did not reach anyone
             sip.log("crit", f"EMERGENCY CALL {user} call-id {sip.call_id} from {sip.source[0]}:{sip.source[1]} "
                             f"FAILED on every route: {tried}")
         elif trunk_failed:
+            sip.count(Metric.CALLS_FAILED, metrics.EXTERNAL)
             sip.log("err", f"call-id {sip.call_id} to {user}: every trunk failed: {tried}")
         else:
             sip.log("info", f"call-id {sip.call_id} to {user}: not connected: {tried}")

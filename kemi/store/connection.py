@@ -20,6 +20,7 @@ from redis.connection import parse_url
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from kemi import metrics
 from kemi.settings import SCHEMA_VERSION, Settings
 from kemi.store import keys
 from kemi.store.wire import Wire, WireError
@@ -80,6 +81,16 @@ class Connection:
         self._client: redis.Redis | None = None
         self._wires = threading.local()  # one socket per process and thread (the CLI and tests use threads)
         self._schema_checked_at = float("-inf")
+        # Told the kind of every failure (kemi.metrics.REDIS_ERRORS) before it is raised: the
+        # proxy counts them (kemi.sip.app); the CLI leaves it unset.
+        self.on_error = None
+
+    def _failed(self, kind: str) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(kind)
+            except Exception:  # counting must never change what the caller sees
+                pass
 
     def client(self) -> redis.Redis:
         if self._pid != os.getpid() or self._client is None:
@@ -107,9 +118,12 @@ class Connection:
                 replies = wire.run(commands)
             except (OSError, WireError, hiredis.ProtocolError) as exc:
                 self._schema_checked_at = float("-inf")  # it may come back empty
+                self._failed(metrics.TIMEOUT if isinstance(exc, TimeoutError) else metrics.UNREACHABLE)
                 raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         for reply in replies:
             if isinstance(reply, (hiredis.ReplyError, redis.ResponseError)):
+                if metrics.redis_refusal_is_fault(str(reply)):
+                    self._failed(metrics.REFUSED)
                 raise StoreRefused(str(reply))
         return replies
 
@@ -121,6 +135,7 @@ class Connection:
         the periodic check."""
         version = unpack(found)
         if version != SCHEMA_VERSION:
+            self._failed(metrics.SCHEMA)
             raise SchemaMismatch(
                 f"Redis at {self.settings.redis_where} has {keys.SCHEMA_VERSION}={version!r}, "
                 f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
@@ -147,8 +162,12 @@ class Connection:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._schema_checked_at = float("-inf")  # it may come back empty
+            timeout = isinstance(exc, (redis.TimeoutError, TimeoutError))
+            self._failed(metrics.TIMEOUT if timeout else metrics.UNREACHABLE)
             raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         except redis.ResponseError as exc:
+            if metrics.redis_refusal_is_fault(str(exc)):
+                self._failed(metrics.REFUSED)
             raise StoreRefused(str(exc)) from exc
 
     def ping(self) -> None:

@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -216,6 +217,24 @@ def test_run_sh_refuses_a_sip_port_in_use(run_sh):
     assert "run: 127.0.0.1:5060 (SIP) is in use: another proxy? SIP_PORT=... picks another port" in run.output
     assert "run: proxy on" not in run.output
     nothing_left(run)
+
+
+def test_run_sh_refuses_a_metrics_port_in_use_and_serves_the_metrics_when_free(run_sh):
+    metrics = ("127.0.0.1", 9494)  # scripts/env.sh's METRICS_ADDR and METRICS_PORT
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(metrics)
+        squatter.listen()
+        run = run_sh().start()
+        assert run.finish() == 1
+    assert "run: 127.0.0.1:9494 (metrics) is in use: another proxy? METRICS_PORT=... picks another port" in run.output
+    assert "run: proxy on" not in run.output
+    nothing_left(run)
+    up = run_sh().start().up()
+    assert "metrics on http://127.0.0.1:9494/metrics" in up.output
+    with urllib.request.urlopen("http://127.0.0.1:9494/metrics", timeout=5) as page:
+        assert 'kamailio_calls_routed_total{category="internal"}' in page.read().decode()
+    assert up.stop() == 0
+    nothing_left(up)
 
 
 def test_a_taken_stand_in_address_stops_run_sh_and_standins_0_starts_none(run_sh):

@@ -19,7 +19,7 @@ KSR_MAY_BE_IMPORTED_BY = ("kemi/sip/shell.py",)
 REDIS_MAY_BE_IMPORTED_BY = ("kemi/store/**/*.py",)
 PURE = ("kemi/numbering.py", "kemi/money.py", "kemi/routing.py", "kemi/edge.py", "kemi/records.py",
         "kemi/model.py", "kemi/provisioning.py", "kemi/replies.py", "kemi/settings.py", "kemi/paths.py",
-        "kemi/cli_errors.py")
+        "kemi/cli_errors.py", "kemi/metrics.py")
 STORE = "kemi.store"
 
 

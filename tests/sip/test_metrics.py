@@ -1,0 +1,312 @@
+"""The Prometheus metrics through the real proxy: what a call, a refusal, a registration and a Redis
+outage do to the page Prometheus scrapes (xhttp_prom on the proxy's private metrics socket), the
+decision lines of the log, and that neither HTTP on the SIP socket nor SIP on the metrics socket
+is served.
+
+The session's proxy is shared by every SIP test file, so each test reads the page before and after
+and checks what moved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+import yaml
+
+from tests.conftest import OFFICE, SIP_DB
+from tests.harness import (ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file, options_request, send_raw,
+                           status_line, wait_for)
+from tests.sip.conftest import EMERGENCY, PRIMARY, Phones, trunk
+from tests.sip.test_incoming import call_in
+from tests.sip.test_prepaid import GERMAN_MOBILE, Account, announcer
+
+ROUTED = 'kamailio_calls_routed_total{category="%s"}'
+REFUSED = 'kamailio_call_refusals_total{reason="%s"}'
+FAILED = 'kamailio_calls_failed_total{category="%s"}'
+REDIS_ERRORS = 'kamailio_redis_errors_total{kind="%s"}'
+ACTIVE_DIALOGS = "kamailio_dialog_active_dialogs"
+CONTACTS = "kamailio_usrloc_location_contacts"
+IN_FLIGHT = "kamailio_prepaid_reservations_in_flight"
+
+
+def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The series of the proxy's own counters that changed, and by how much."""
+    return {name: after[name] - before.get(name, 0) for name in after
+            if name.startswith(("kamailio_calls_", "kamailio_call_refusals", "kamailio_redis_errors"))
+            and after[name] != before.get(name, 0)}
+
+
+def call_id_of(messages: str) -> str:
+    return re.search(r"^Call-ID: *(\S+)", messages, re.M | re.I).group(1)
+
+
+def test_every_series_is_on_the_page_from_the_start_and_the_native_statistics_with_them(proxy):
+    page = proxy.metrics()
+    for category in ("internal", "included", "prepaid", "emergency", "inbound"):
+        assert ROUTED % category in page
+    for reason in ("premium_blocked", "prepaid_insufficient_funds", "not_registered", "store_down", "other"):
+        assert REFUSED % reason in page
+    assert FAILED % "emergency" in page and REDIS_ERRORS % "timeout" in page and IN_FLIGHT in page
+    # Kamailio's own: requests and replies by code, dialogs, registrations
+    for native in ("kamailio_core_rcv_requests_invite", "kamailio_sl_200_replies", "kamailio_tmx_5xx_transactions",
+                   ACTIVE_DIALOGS, CONTACTS):
+        assert native in page, native
+
+
+def test_an_internal_call_counts_its_category_its_dialog_while_up_and_the_contacts(phones, proxy):
+    before = proxy.metrics()
+    bruno = phones.registered(phones.phone("2002"))
+    alice = phones.phone("2001")
+    assert proxy.metrics()[CONTACTS] == before[CONTACTS] + 1
+    answering = phones.answer(bruno)
+    call = phones.call(alice, "2002", hold_ms=3000)
+    wait_for(lambda: proxy.metrics()[ACTIVE_DIALOGS] >= before[ACTIVE_DIALOGS] + 1, 10, "the call's dialog")
+    result = call.wait()
+    answering.wait()
+    assert result.final == (200, "OK"), result.log + result.stdout
+    wait_for(lambda: proxy.metrics()[ACTIVE_DIALOGS] == before[ACTIVE_DIALOGS], 10, "the dialog to end")
+    after = proxy.metrics()
+    assert moved(before, after) == {ROUTED % "internal": 1}
+    assert after["kamailio_core_rcv_requests_invite"] >= before["kamailio_core_rcv_requests_invite"] + 2
+    assert after["kamailio_tmx_2xx_transactions"] > before["kamailio_tmx_2xx_transactions"]
+    # the decision line, found by the call's Call-ID
+    cid = call_id_of(result.messages)
+    assert re.search(rf"call {re.escape(cid)} routed internal: acme/2001 to 2002", proxy.log_text())
+
+
+@pytest.mark.parametrize("dialled, reason", [
+    ("0899123456", "premium_blocked"),
+    ("004915112345678", "prepaid_not_active"),
+    ("06123", "number_incomplete"),
+    ("0712345678", "number_invalid"),
+])
+def test_a_refused_call_counts_its_reason_once_and_logs_it(phones, proxy, dialled, reason):
+    before = proxy.metrics()
+    result = phones.call(phones.phone("2001"), dialled).wait()
+    assert result.final[0] in (403, 404, 484), result.log
+    assert moved(before, proxy.metrics()) == {REFUSED % reason: 1}
+    line = re.search(rf"call {re.escape(call_id_of(result.messages))} refused {reason}: {result.final[0]} .*",
+                     proxy.log_text())
+    assert line and "acme/2001" in line.group(0), line  # who called, in the same line
+
+
+def test_included_inbound_and_emergency_calls_count_their_category(phones, proxy):
+    before = proxy.metrics()
+    alice = phones.phone("2001")
+    carrier = trunk(phones, PRIMARY)
+    assert phones.call(alice, "0612345678", hold_ms=100).wait().final == (200, "OK")
+    carrier.wait()
+    emergency = trunk(phones, EMERGENCY)
+    assert phones.call(alice, "112", hold_ms=100).wait().final == (200, "OK")
+    emergency.wait()
+    bruno = phones.registered(phones.phone("2002"))
+    answering = phones.answer(bruno)
+    assert call_in(phones, "+33142685302").wait().final == (200, "OK")
+    answering.wait()
+    assert moved(before, proxy.metrics()) == {ROUTED % "included": 1, ROUTED % "emergency": 1,
+                                              ROUTED % "inbound": 1}
+
+
+def test_an_emergency_call_whose_trunk_fails_counts_as_failed(phones, proxy):
+    before = proxy.metrics()
+    trunk(phones, EMERGENCY, (503, "Overloaded"))
+    result = phones.call(phones.phone("2001"), "112").wait()
+    assert result.final == (500, "Trunks Unavailable")
+    assert moved(before, proxy.metrics()) == {ROUTED % "emergency": 1, FAILED % "emergency": 1}
+    assert re.search(rf"EMERGENCY CALL 112 call-id {re.escape(call_id_of(result.messages))} .* FAILED on every route",
+                     proxy.log_text())
+
+
+def test_a_prepaid_call_is_in_flight_while_up_and_counted(phones, proxy, redis_server):
+    account = Account(redis_server, SIP_DB)
+    assert account.url == proxy.redis_url
+    try:
+        account.reset(500)
+        before = proxy.metrics()
+        ines = phones.phone("2001", domain="initech.test")
+        announcer(phones)
+        carrier = trunk(phones, PRIMARY)
+        call = phones.call(ines, GERMAN_MOBILE, hold_ms=3000)
+        wait_for(lambda: proxy.metrics()[IN_FLIGHT] == before[IN_FLIGHT] + 1, 15, "the reservation in flight")
+        assert call.wait().final == (200, "OK")
+        carrier.wait()
+        wait_for(lambda: proxy.metrics()[IN_FLIGHT] == before[IN_FLIGHT], 10, "the reservation to settle")
+        assert moved(before, proxy.metrics()) == {ROUTED % "prepaid": 1}
+    finally:
+        admin(proxy.redis_url, "prepaid", "deactivate", "initech")
+
+
+def test_the_metrics_are_not_served_on_the_sip_socket(proxy):
+    status, body = proxy.http_get(port=proxy.port)
+    assert status == 404 and "kamailio_" not in body
+    assert proxy.http_get("/other")[0] == 404  # only /metrics, even on the metrics socket
+    assert proxy.http_get()[0] == 200
+
+
+def test_sip_on_the_metrics_socket_is_dropped_unanswered(proxy):
+    mark = proxy.mark()
+    request = options_request(proxy).replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+    with socket.create_connection((proxy.ip, proxy.metrics_port), timeout=2) as conn:
+        conn.sendall(request.encode())
+        conn.settimeout(1.5)
+        try:
+            answer = conn.recv(4096)
+        except socket.timeout:
+            answer = b""
+    assert answer == b""
+    wait_for(lambda: "on the metrics socket dropped" in proxy.log_since(mark), 5, "the drop's log line")
+    # the SIP socket still answers over TCP, and from its own port
+    assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
+
+
+@pytest.fixture
+def outage(workdir):
+    """A proxy of its own whose Redis goes away."""
+    redis = RedisServer(workdir).start()
+    admin(redis.url, "load", str(OFFICE))
+    proxy = Proxy(workdir, redis.url).start()
+    yield redis, proxy
+    proxy.stop()
+    redis.stop()
+
+
+def test_redis_down_counts_redis_errors_and_refused_calls(outage, workdir):
+    redis, proxy = outage
+    phones = Phones(proxy, workdir)
+    try:
+        alice = phones.phone("2001")
+        assert phones.register(alice).final == (200, "OK")
+        before = proxy.metrics()
+        redis.stop()
+        assert phones.call(alice, "2002").wait().final == (503, "Subscriber Data Unavailable")
+        counted = moved(before, proxy.metrics())
+        assert counted.get(REDIS_ERRORS % "unreachable", 0) >= 1, counted
+        assert counted.get(REFUSED % "store_down") == 1, counted
+        assert set(counted) <= {REDIS_ERRORS % "unreachable", REDIS_ERRORS % "timeout", REFUSED % "store_down"}
+    finally:
+        phones.cleanup()
+
+
+def test_a_redis_with_another_schema_counts_as_a_schema_error(outage, workdir):
+    redis, proxy = outage
+    before = proxy.metrics()
+    redis.client().flushdb()
+    phones = Phones(proxy, workdir)
+    try:
+        assert phones.register(phones.phone("2001")).final == (503, "Subscriber Data Not Provisioned")
+    finally:
+        phones.cleanup()
+    assert moved(before, proxy.metrics()).get(REDIS_ERRORS % "schema", 0) >= 1
+
+
+def test_sip_over_tcp_leaves_from_the_sip_socket_never_the_metrics_one(workdir):
+    """Kamailio sends TCP from one socket it picks among the TCP listeners (kamailio.cfg, listen):
+    a call out to a TCP trunk must name the SIP port in its Via and Record-Route."""
+    office = office_file(OFFICE)
+    for peer in office["trunks"]:
+        if peer["name"] == "primary":
+            peer["transport"] = "tcp"
+    path = workdir / f"office-tcp-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(office), encoding="utf-8")
+    redis = RedisServer(workdir).start()
+    admin(redis.url, "load", str(path))
+    proxy = Proxy(workdir, redis.url).start()
+    phones = Phones(proxy, workdir)
+    try:
+        ip, port = PRIMARY
+        carrier = Sipp("answer.xml", ["-set", "ring", "100", "-t", "t1"], workdir, ip=ip, port=port)
+        phones.running.append(carrier)
+        carrier.start(timeout=20)
+        assert phones.call(phones.phone("2001"), "0612345678", hold_ms=100).wait().final == (200, "OK")
+        invite = carrier.wait().received("INVITE")[0]
+        via = re.search(r"^Via: SIP/2.0/TCP ([^;\r\n]+)", invite, re.M | re.I).group(1)
+        assert via == f"{proxy.ip}:{proxy.port}"
+        routes = re.findall(r"^Record-Route: ([^\r\n]+)", invite, re.M | re.I)
+        assert routes and all(f":{proxy.metrics_port}" not in r for r in routes), routes
+        assert any(f"{proxy.ip}:{proxy.port};transport=tcp" in r for r in routes), routes
+    finally:
+        phones.cleanup()
+        proxy.stop()
+        redis.stop()
+
+
+# -- the sample Prometheus configuration, scraping for real ---------------------------------------
+PROM = ROOT / "monitoring" / "prometheus"
+
+
+def prometheus_query(port: int, query: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.load(answer)["data"]["result"]
+
+
+@pytest.fixture
+def scraping(proxy, redis_server, workdir):
+    """Prometheus with monitoring/prometheus/prometheus.yml and its rules, its targets pointed at the
+    session's proxy and at prometheus-redis-exporter on the session's Redis, scraping every second."""
+    run = workdir / f"prometheus-{uuid.uuid4().hex[:6]}"
+    run.mkdir()
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    exporter_port, web_port = free_port(kind=socket.SOCK_STREAM), free_port(kind=socket.SOCK_STREAM)
+    jobs["cowork-proxy"]["static_configs"][0]["targets"] = [f"{proxy.ip}:{proxy.metrics_port}"]
+    jobs["redis"]["static_configs"][0]["targets"] = [f"127.0.0.1:{exporter_port}"]
+    (run / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    shutil.copy(PROM / "cowork-proxy.rules.yml", run / "cowork-proxy.rules.yml")
+    started = [
+        subprocess.Popen(["prometheus-redis-exporter", "-redis.addr", f"redis://127.0.0.1:{redis_server.port}",
+                          "-web.listen-address", f"127.0.0.1:{exporter_port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["prometheus", f"--config.file={run / 'prometheus.yml'}", f"--storage.tsdb.path={run / 'data'}",
+                          f"--web.listen-address=127.0.0.1:{web_port}"],
+                         stdout=subprocess.DEVNULL, stderr=open(run / "prometheus.log", "wb")),
+    ]
+    try:
+        yield web_port, run
+    finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(15)
+
+
+def test_the_sample_prometheus_configuration_scrapes_the_proxy_and_redis(scraping, phones, proxy):
+    port, run = scraping
+    alice = phones.phone("2001")
+    phones.call(alice, "0899123456").wait()
+    query = lambda q: (lambda: prometheus_query(port, q))  # noqa: E731
+
+    def up(job):
+        return query(f'up{{job="{job}"}} == 1')
+    # generous: Prometheus starts slowly on a loaded machine
+    wait_for(up("cowork-proxy"), 90, f"Prometheus to scrape the proxy ({run / 'prometheus.log'})")
+    wait_for(up("redis"), 60, "Prometheus to scrape the Redis exporter")
+    assert wait_for(query('redis_up{job="redis"} == 1'), 30, "redis_up")
+    refused = wait_for(query('kamailio_call_refusals_total{reason="premium_blocked"} > 0'), 30, "a refusal")
+    assert refused[0]["metric"]["job"] == "cowork-proxy"
+    assert query("kamailio_usrloc_location_contacts")() and query("kamailio_dialog_active_dialogs")()
+    # the rules are loaded and evaluated against what was scraped
+    assert wait_for(query("cowork:sip_final_replies:rate5m"), 60, "the recording rules")
+
+
+def test_sip_over_tcp_without_content_length_is_framed_by_its_headers(proxy):
+    """tcp_accept_no_cl (for the scrapes) applies to SIP over TCP too: a request without Content-Length
+    is one without a body, and bytes after its headers are a message of their own, refused as such."""
+    mark = proxy.mark()
+    request = options_request(proxy).replace("SIP/2.0/UDP", "SIP/2.0/TCP").replace("Content-Length: 0\r\n", "")
+    with socket.create_connection((proxy.ip, proxy.port), timeout=5) as conn:
+        conn.sendall(request.encode() + b"v=0\r\no=smuggled 1 1 IN IP4 127.0.0.9\r\n\r\n")
+        answer = conn.recv(4096).decode(errors="replace")
+    assert status_line(answer) == (200, "OK") and answer.count("SIP/2.0 ") == 1
+    wait_for(lambda: "parse_msg" in proxy.log_since(mark) or "bad message" in proxy.log_since(mark), 5,
+             "the trailing bytes refused as a message")
+    assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
