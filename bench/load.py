@@ -69,12 +69,12 @@ class Sizes:
     extensions: int = 20
     flat_small: int = 50           # companies in the 1,000-extension measurement
     flat_large: int = 5000         # companies in the 100,000-extension one
-    flat_calls: int = 1500
-    flat_rate: int = 150
+    flat_calls: int = 900
+    flat_rate: int = 60
     prepaid_companies: int = 3
     mix_calls: int = 100
     mix_rate: int = 50
-    register_rate: int = 1000
+    register_rate: int = 500
     rates: tuple = (50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000)
     step_s: float = 8.0
     storm_call_rate: int = 50
@@ -249,35 +249,48 @@ def call_types(b: Bench, csv_dir: Path) -> None:
 
 
 def step_rate(b: Bench, csv_dir: Path, reserve_s: float) -> None:
-    """Included domestic calls at rising rates, product and native alternately, until each fails."""
+    """Included domestic calls at rising rates, product and native alternately, until each fails.
+
+    A failing step is run once more before the system is out: one stray loss on a shared 2-core
+    machine should not decide the figure; two in a row do.
+    """
     alive = {system: True for system in b.systems}
     best = {system: 0 for system in b.systems}
-    inf = csv_dir / "domestic.csv"
     for rate in b.sizes.rates:
         for system in [s for s in b.systems if alive[s]]:
-            if b.left_s() < reserve_s + 2 * b.sizes.step_s + 5:
-                b.say(f"zero-failure rate: time budget reached at {rate}/s, stepping stops")
-                b.results.errors.append(f"step phase stopped by the time budget at {rate}/s")
-                b.results.zero_failure_rate = dict(best)
-                return
-            calls = int(rate * b.sizes.step_s)
-            before = b.cpu_s(system)
-            out = b.run(b.caller(f"step{rate}", system, "call.xml", CALLERS, inf, calls, rate),
-                        b.sizes.step_s + 90)
-            used = b.cpu_s(system) - before
-            sustained = out.failed == 0 and out.achieved_rate >= 0.95 * rate
-            alive[system] = sustained
-            best[system] = rate if sustained else best[system]
-            b.results.steps.append(summary(out) | {
-                "system": system, "offered": rate, "achieved": round(out.achieved_rate, 1),
-                "sustained": sustained, "load1": round(os.getloadavg()[0], 2),
-                "cpu_ms_per_call": round(used / out.completed * 1000, 3) if out.completed else None})
-            b.say(f"{system:7s} {rate:5d}/s offered, {out.achieved_rate:6.1f}/s achieved: "
-                  f"{out.completed}/{out.created} completed, post-dial delay p50 {out.pdd(50)} ms "
-                  f"p99 {out.pdd(99)} ms{'' if sustained else '  <- failing'}")
+            for attempt in (1, 2):
+                if b.left_s() < reserve_s + 2 * b.sizes.step_s + 5:
+                    b.say(f"zero-failure rate: time budget reached at {rate}/s, stepping stops")
+                    b.results.errors.append(f"step phase stopped by the time budget at {rate}/s")
+                    b.results.zero_failure_rate = dict(best)
+                    return
+                if one_step(b, csv_dir, system, rate, attempt):
+                    best[system] = rate
+                    break
+            else:
+                alive[system] = False
         if not any(alive.values()):
             break
     b.results.zero_failure_rate = dict(best)
+
+
+def one_step(b: Bench, csv_dir: Path, system: str, rate: int, attempt: int) -> bool:
+    """One step of included calls at `rate` through `system`: whether every call completed at that rate."""
+    calls = int(rate * b.sizes.step_s)
+    before = b.cpu_s(system)
+    out = b.run(b.caller(f"step{rate}", system, "call.xml", CALLERS, csv_dir / "domestic.csv", calls, rate),
+                b.sizes.step_s + 90)
+    used = b.cpu_s(system) - before
+    sustained = out.failed == 0 and out.achieved_rate >= 0.95 * rate
+    b.results.steps.append(summary(out) | {
+        "system": system, "offered": rate, "attempt": attempt, "achieved": round(out.achieved_rate, 1),
+        "sustained": sustained, "load1": round(os.getloadavg()[0], 2),
+        "cpu_ms_per_call": round(used / out.completed * 1000, 3) if out.completed else None})
+    b.say(f"{system:7s} {rate:5d}/s offered, {out.achieved_rate:6.1f}/s achieved: "
+          f"{out.completed}/{out.created} completed, post-dial delay p50 {out.pdd(50)} ms "
+          f"p99 {out.pdd(99)} ms, CPU {b.results.steps[-1]['cpu_ms_per_call']} ms/call"
+          f"{'' if sustained else '  <- failing' + (', once more' if attempt == 1 else '')}")
+    return sustained
 
 
 def storm(b: Bench, csv_dir: Path) -> None:
@@ -326,7 +339,7 @@ def machine() -> dict:
 def reserve_after_steps(b: Bench, users: int) -> float:
     """Seconds the phases after the step phase need: two storms and the large flat-lookup load."""
     added = max(b.sizes.flat_large - b.sizes.companies, 0) * b.sizes.extensions
-    return 2 * (users / 500 + b.sizes.restart_s) + added * 0.0009 + b.sizes.flat_calls / b.sizes.flat_rate + 10
+    return 2 * (users / 500 + b.sizes.restart_s) + added * 0.0015 + b.sizes.flat_calls / b.sizes.flat_rate + 10
 
 
 def run_all(b: Bench) -> None:
