@@ -77,7 +77,7 @@ class Sizes:
     mix_calls: int = 100
     mix_rate: int = 50
     register_rate: int = 500
-    rates: tuple = (50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000)
+    rates: tuple = (50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000)
     step_s: float = 8.0
     storm_call_rate: int = 50
     hold_ms: int = 500
@@ -366,7 +366,7 @@ def machine() -> dict:
 def flat_large_s(b: Bench) -> float:
     """Seconds the large flat-lookup phase needs: `kemi.admin load` of the added extensions, the calls."""
     added = max(b.sizes.flat_large - b.sizes.companies, 0) * b.sizes.extensions
-    return added * 0.0015 + b.sizes.flat_calls / b.sizes.flat_rate + 5
+    return added * 0.001 + b.sizes.flat_calls / b.sizes.flat_rate + 5
 
 
 def reserve_after_steps(b: Bench, users: int) -> float:
