@@ -461,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # the phases keep to the budget by themselves; this is the bound if one of them does not
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("time budget exceeded")))
+    signal.alarm(int(sizes.budget_s) + 20)
     b = Bench(sizes, out)
     b.results.meta.update(machine() | {"sizes": asdict(sizes), "argv": argv})
     b.say(f"load benchmark: {sizes.companies} x {sizes.extensions} extensions, output in {out}; "
@@ -477,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         b.results.errors.append(repr(exc))
         failed = True
     finally:
+        signal.alarm(0)
         b.stop()
     report(b)
     return 1 if failed else 0
