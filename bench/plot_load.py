@@ -22,9 +22,16 @@ STYLE = {"product": ("tab:blue", "o"), "native": ("tab:orange", "s")}
 def plot(results: dict, path: Path) -> None:
     fig, (fail_ax, pdd_ax) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     for system, (colour, marker) in STYLE.items():
-        steps = [s for s in results.get("steps", []) if s["system"] == system]
-        if not steps:
+        every = [s for s in results.get("steps", []) if s["system"] == system]
+        if not every:
             continue
+        # the line follows each rate's last run; a failed first run that was repeated is a hollow marker
+        last = {s["offered"]: s for s in every}
+        steps = [last[rate] for rate in sorted(last)]
+        for s in every:
+            if s is not last[s["offered"]]:
+                fail_ax.plot([s["offered"]], [100.0 * s["failed"] / s["created"] if s["created"] else 100.0],
+                             marker=marker, color=colour, fillstyle="none", linestyle="none")
         rates = [s["offered"] for s in steps]
         failed = [100.0 * s["failed"] / s["created"] if s["created"] else 100.0 for s in steps]
         fail_ax.plot(rates, failed, marker=marker, color=colour, label=system)
@@ -35,7 +42,7 @@ def plot(results: dict, path: Path) -> None:
                             label=f"{system} {'p50' if q == 'pdd_p50_ms' else 'p99'}")
     zf = results.get("zero_failure_rate", {})
     fail_ax.set_title("Included domestic calls: " + ", ".join(f"{s} zero-failure {r}/s" for s, r in zf.items()))
-    fail_ax.set_ylabel("failed calls (%)")
+    fail_ax.set_ylabel("failed calls (%)\n(hollow: a first run, repeated)")
     fail_ax.grid(True, alpha=0.3)
     fail_ax.legend()
     pdd_ax.set_ylabel("post-dial delay (ms)")
