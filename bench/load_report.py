@@ -49,7 +49,8 @@ def call_types(r: dict) -> list[str]:
 
 def registrations(r: dict) -> list[str]:
     rows = ["| | system | phones registered | first round: registered / elapsed (s) | all registered after (s) "
-            "| rounds | calls meanwhile: completed / started, answers |", "|---|---|---|---|---|---|---|"]
+            "| rounds | Kamailio CPU per registration (ms) | calls meanwhile: completed / started, answers |",
+            "|---|---|---|---|---|---|---|---|"]
     for label, part in (("bulk registration", r["register"]), ("storm after restart", r["storm"])):
         for system, s in part.items():
             first = s.get("first_round", {})
@@ -57,7 +58,8 @@ def registrations(r: dict) -> list[str]:
             during = (f"{calls['completed']} / {calls['created']}, "
                       + ", ".join(f"{n}x {c}" for c, n in calls["finals"].items())) if calls else "-"
             rows.append(f"| {label} | {system} | {s['registered']} / {s['phones']} | {first.get('completed')} / "
-                        f"{first.get('elapsed_s')} | {ms(s['all_registered_s'])} | {s['rounds']} | {during} |")
+                        f"{first.get('elapsed_s')} | {ms(s['all_registered_s'])} | {s['rounds']} "
+                        f"| {ms(s.get('cpu_ms_per_registration'))} | {during} |")
     return rows
 
 
