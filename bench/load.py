@@ -148,12 +148,15 @@ class Bench:
         # the product again, on a database of its own that keeps 1,000 extensions: the flat-lookup
         # measurement alternates between it and the product serving 100,000 (same time, same machine)
         self.small = Proxy(self.work, self.redis.url_of(SMALL_DB), PIKE_REQS="100000000", **common)
-        # each proxy anchors media in an rtpengine of its own (tests.harness.MediaRelay): a port range
-        # each, wide enough for every call in progress at the highest step (4 ports a call)
+        # each proxy anchors media in an rtpengine of its own (tests.harness.MediaRelay), with a port
+        # range of its own. rtpengine keeps a deleted call's ports for its delete-delay (30 s): at
+        # hundreds of calls/s that exhausts any range and calls would fail for want of ports, not of
+        # proxy, so the relays of this run free them at once (the same for both systems)
         for proxy, ports in ((self.systems["product"], (20000, 34999)), (self.small, (35000, 39999)),
-                             (self.systems["native"], (40000, 54999))):
+                             (self.systems["native"], (40000, 59999))):
             if proxy.media is not None:
                 proxy.media.ports = ports
+                proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
 
     def proxy(self, system: str) -> Proxy:
         return self.small if system == "product-small" else self.systems[system]
