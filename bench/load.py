@@ -149,11 +149,13 @@ class Bench:
         # measurement alternates between it and the product serving 100,000 (same time, same machine)
         self.small = Proxy(self.work, self.redis.url_of(SMALL_DB), PIKE_REQS="100000000", **common)
         # each proxy anchors media in an rtpengine of its own (tests.harness.MediaRelay), with a port
-        # range of its own. rtpengine keeps a deleted call's ports for its delete-delay (30 s): at
-        # hundreds of calls/s that exhausts any range and calls would fail for want of ports, not of
-        # proxy, so the relays of this run free them at once (the same for both systems)
-        for proxy, ports in ((self.systems["product"], (20000, 34999)), (self.small, (35000, 39999)),
-                             (self.systems["native"], (40000, 59999))):
+        # range of its own, below the kernel's ephemeral range (32768-60999), where free_port() picks
+        # the proxies' SIP ports: a relay that binds a proxy's SIP port takes its requests (seen).
+        # rtpengine keeps a deleted call's ports for its delete-delay (30 s): at hundreds of calls/s
+        # that exhausts any range and calls would fail for want of ports, not of proxy, so the relays
+        # of this run free them at once (the same for both systems)
+        for proxy, ports in ((self.systems["product"], (10000, 19999)), (self.small, (20000, 22999)),
+                             (self.systems["native"], (23000, 32767))):
             if proxy.media is not None:
                 proxy.media.ports = ports
                 proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
