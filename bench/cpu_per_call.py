@@ -39,7 +39,9 @@ from bench.native.proxy import NativeProxy  # noqa: E402
 from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-MEDIA_PORTS = ((20000, 39999), (40000, 59999))
+# below the kernel's ephemeral range (32768-60999), where free_port() picks the proxies' SIP ports:
+# a relay that binds a proxy's SIP port takes its requests
+MEDIA_PORTS = ((10000, 20999), (21000, 32767))
 CALLER = ("2001", "alice-demo-secret", "127.0.0.20")
 CALLEE = ("2002", "bruno-demo-secret", "127.0.0.21")
 DOMAIN = "acme.cowork.example"
