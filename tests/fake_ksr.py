@@ -233,7 +233,13 @@ class _Auth(_Module):
 class _Registrar(_Module):
     def save(self, table: str, flags: int) -> int:
         self.ksr.saved.append((table, self.ksr.request.get("$ru") or self.ksr.request.get("$tu")))
+        self.ksr.save_flags = flags
         return self.ksr.save_result
+
+    def reg_send_reply(self) -> int:
+        """The registrar's answer; what the htables held when it went out is kept with it."""
+        self.ksr.register_answers.append({table: dict(items) for table, items in self.ksr.htables.items()})
+        return 1
 
     def lookup(self, table: str) -> int:
         """The registered result of the AOR; its bindings (if the test gave some) become the
@@ -428,6 +434,8 @@ class FakeKSR:
         self.digest_checks: list[tuple] = []
         self.consumed = False
         self.saved: list[tuple] = []
+        self.save_flags: int | None = None
+        self.register_answers: list[dict] = []  # the htables as each registrar answer went out
         self.lookups: list[str] = []
         self.htables: dict[str, dict[str, str]] = {}
         self.expiries: dict[str, dict[str, float]] = {}  # table -> key -> when the item expires

@@ -102,15 +102,21 @@ class Phones:
             # NAT's binding open with OPTIONS pings (kamailio.cfg, nathelper)
             sip.save_behind_nat()
         if not sip.save_contact():
-            # the registrar has answered (e.g. 503 Too many registered contacts)
+            sip.answer_register()  # the registrar's error (e.g. 503 Too many registered contacts)
             sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} not saved by the registrar")
             return
-        if contacts is not None:
-            seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
-            self.gate.registered(seconds)
-            ip, port = sip.source
-            sip.log("info", f"registered {ctx.caller.number}@{ctx.company.domain} from {sip.transport}:{ip}:{port} "
-                            f"for {seconds} s (call-id {sip.call_id})")
+        if contacts is None:
+            sip.answer_register()  # a query of the bindings
+            return
+        # The address counts as registered before the phone hears so: it may dial 112 the moment
+        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission).
+        seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
+        self.gate.registered(seconds)
+        sip.answer_register()
+        ip, port = sip.source
+        done = f"registered for {seconds} s" if seconds else "unregistered"
+        sip.log("info", f"{ctx.caller.number}@{ctx.company.domain} {done} from {sip.transport}:{ip}:{port} "
+                        f"(call-id {sip.call_id})")
 
     def contact_refusal(self, contacts: str | None, expires: str | None, nated: bool = False) -> Reply | None:
         """Why this REGISTER's contacts may not be saved: they must be its own source address, or a

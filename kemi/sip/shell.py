@@ -377,7 +377,14 @@ class _Phones:
         self.k.auth.consume_credentials()
 
     def save_contact(self) -> bool:
-        return self.k.registrar.save("location", 0) >= 0
+        """Save the REGISTER's contacts, not answering yet (0x02): answer_register() sends the
+        registrar's answer once the proxy has done what must precede it."""
+        return self.k.registrar.save("location", 0x02) >= 0
+
+    def answer_register(self) -> None:
+        """The registrar's answer to the REGISTER save_contact() processed: 200 with the bindings,
+        or its error (e.g. 503 Too many registered contacts)."""
+        self.k.registrar.reg_send_reply()
 
     def reach_through_source(self) -> None:
         """The contacts save_contact() saves next are reached at this request's source (transport,

@@ -119,7 +119,7 @@ def test_registration_and_connected_call_each_get_one_info_line(phones, proxy):
     assert call.final == (200, "OK"), call.log
     answering.wait()
     log = proxy.log_since(mark)
-    registered = [line for line in log.splitlines() if "registered 2002@acme.test from udp:" in line]
+    registered = [line for line in log.splitlines() if "2002@acme.test registered for " in line and " from udp:" in line]
     assert len(registered) == 1 and "INFO" in registered[0], log[-3000:]
     connected = [line for line in log.splitlines() if f"call-id {call_id_of(call)} connected" in line]
     assert len(connected) == 1 and "internal call 2001@acme -> 2002" in connected[0], log[-3000:]

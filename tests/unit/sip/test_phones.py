@@ -110,6 +110,11 @@ def test_a_contact_at_the_source_is_saved_and_the_address_remembered_for_its_exp
     assert ksr.saved and ksr.replies == []
     assert ksr.htables[Table.REGISTERED] == {"127.0.0.30:5071": 1}
     assert ksr.expiries[Table.REGISTERED]["127.0.0.30:5071"] == ksr.now + 120
+    # the registrar answers once, after the address is remembered: a 112 dialled the moment the
+    # 200 arrives finds it registered
+    assert ksr.save_flags == 0x02
+    (answer,) = ksr.register_answers
+    assert answer[Table.REGISTERED] == {"127.0.0.30:5071": 1}
 
 
 @pytest.mark.parametrize("contact", [
@@ -141,7 +146,7 @@ def test_star_removes_everything_only_with_expires_0(world: World):
 
 def test_a_query_without_contact_is_answered_by_the_registrar_and_remembers_nothing(world: World):
     ksr = world.request(register_from(None, expires=None))
-    assert ksr.saved and Table.REGISTERED not in ksr.htables
+    assert ksr.saved and Table.REGISTERED not in ksr.htables and len(ksr.register_answers) == 1
 
 
 def test_a_contact_header_the_proxy_cannot_read_whole_is_refused(world: World):
@@ -162,6 +167,7 @@ def test_a_register_the_registrar_refuses_is_answered_by_the_registrar_only(worl
     ksr.save_result = -2  # e.g. more than max_contacts: the registrar has sent its 503
     world.request(ksr)
     assert ksr.replies == [] and Table.REGISTERED not in ksr.htables
+    assert len(ksr.register_answers) == 1  # the registrar's own error answer
 
 
 # -- ringing: never a trusted peer or the proxy itself ----------------------------------------------------
