@@ -137,20 +137,10 @@ def contact_refusal(contacts: str | None, expires: str | None, source: Address,
     "received" (fix_nated_register) and sends every request for it there, so calls still go
     where the phone really is; a private address reaches nobody from the proxy's side. A public
     address other than the source stays refused: that would be somebody else."""
-    if contacts is None or not contacts.strip():
-        return None
-    try:
-        items = split_contacts(contacts)
-    except ValueError:
-        return replies.UNREADABLE_CONTACT
-    if STAR in items:
-        if items != [STAR] or (expires or "").strip() != "0":
-            return replies.STAR_NEEDS_EXPIRES_0
-        return None
-    for item in items:
-        where = address(item)
-        if where is None:
-            return replies.UNREADABLE_CONTACT
+    named = contact_addresses(contacts, expires)
+    if isinstance(named, Reply):
+        return named
+    for where in named:
         if where != source and not (behind_nat and is_private(where.host) and where.transport == source.transport):
             return replies.CONTACT_NOT_SOURCE
     return None
@@ -166,21 +156,26 @@ def tls_contact_refusal(contacts: str | None, expires: str | None) -> Reply | No
     the Request-URI they expect back: it is kept as written, and its host and port never decide
     where anything is sent. It must ask for TLS (sips: or ;transport=tls), so that nobody takes
     the phone's answer for a plain-text registration. `*` and a query as in contact_refusal."""
+    named = contact_addresses(contacts, expires)
+    if isinstance(named, Reply):
+        return named
+    return replies.CONTACT_NOT_TLS if any(where.transport != "tls" for where in named) else None
+
+
+def contact_addresses(contacts: str | None, expires: str | None) -> list[Address] | Reply:
+    """The addresses a REGISTER's Contacts name, for the rules above to judge; [] when there is
+    nothing to judge (a query of the bindings, `*` with Expires: 0); the answer when the Contacts
+    cannot be saved whatever they name (unreadable, `*` without Expires: 0, RFC 3261 10.3)."""
     if contacts is None or not contacts.strip():
-        return None
+        return []
     try:
         items = split_contacts(contacts)
     except ValueError:
         return replies.UNREADABLE_CONTACT
     if STAR in items:
-        return replies.STAR_NEEDS_EXPIRES_0 if items != [STAR] or (expires or "").strip() != "0" else None
-    for item in items:
-        where = address(item)
-        if where is None:
-            return replies.UNREADABLE_CONTACT
-        if where.transport != "tls":
-            return replies.CONTACT_NOT_TLS
-    return None
+        return replies.STAR_NEEDS_EXPIRES_0 if items != [STAR] or (expires or "").strip() != "0" else []
+    named = [address(item) for item in items]
+    return replies.UNREADABLE_CONTACT if None in named else named
 
 
 def registration_seconds(contacts: str | None, expires: str | None, default: int, low: int, high: int) -> int:
