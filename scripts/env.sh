@@ -27,7 +27,16 @@ export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the con
 export STANDINS=${STANDINS:-1}
 export STANDIN_EXTENSION=${STANDIN_EXTENSION:-2002}  # where the receptionist stand-in sends every caller
 export START_TIMEOUT_S=${START_TIMEOUT_S:-30}    # scripts/run.sh gives up when the proxy does not answer by then
-export KAMAILIO_CTL=${KAMAILIO_CTL:-unix:$RUN_DIR/kamailio-$SIP_PORT.ctl}
+# The control socket. A unix socket's path holds at most 104 bytes for Kamailio's ctl module (it then
+# refuses to start): under a deep RUN_DIR it goes to the temporary directory, named after RUN_DIR so that
+# two run directories never share one.
+if [ -z "${KAMAILIO_CTL:-}" ]; then
+  KAMAILIO_CTL="unix:$RUN_DIR/kamailio-$SIP_PORT.ctl"
+  if [ ${#KAMAILIO_CTL} -gt 104 ]; then
+    KAMAILIO_CTL="unix:${TMPDIR:-/tmp}/cowork-ctl-$(printf %s "$RUN_DIR" | cksum | cut -d' ' -f1)-$SIP_PORT.ctl"
+  fi
+fi
+export KAMAILIO_CTL
 # Abuse limits that Kamailio's own modules enforce (kamailio.cfg reads them with #!defenv, so they
 # must be set). Requests per source address: more than PIKE_REQS in PIKE_WINDOW_S seconds makes
 # pike report a flood (the routes then ban the address; see BAN_S in the README's settings).

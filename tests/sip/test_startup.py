@@ -150,6 +150,16 @@ def nothing_left(run: RunSh) -> None:
     assert not held and not bound("127.0.0.1", run.redis_port, tcp=True), held
 
 
+def test_run_sh_under_a_run_dir_too_deep_for_a_socket_path(run_sh, tmp_path):
+    # Kamailio's ctl refuses a unix socket path over 104 bytes and the proxy would not start
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "run"
+    run = run_sh(RUN_DIR=str(deep), STANDINS="0").start().up()
+    probe = SimpleNamespace(ip=PROXY[0], port=PROXY[1])
+    assert status_line(send_raw(probe, options_request(probe))) == (200, "OK")
+    assert run.stop() == 0
+    nothing_left(run)
+
+
 def test_run_sh_with_a_foreign_python_first_on_path(run_sh, fake_foreign):
     run = run_sh(PATH=f"{fake_foreign}:{os.environ['PATH']}").start().up()
     # "proxy on" only once it answers: it answers right now
