@@ -59,6 +59,20 @@ def run_in_netns(netns: str | None, action):
     return run_in(netns, action)
 
 
+def closed_by_peer(socks) -> int:
+    """How many of these connected sockets the other end has closed (or reset) by now."""
+    closed = 0
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            closed += s.recv(1) == b""
+        except ConnectionResetError:
+            closed += 1
+        except OSError:
+            pass
+    return closed
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

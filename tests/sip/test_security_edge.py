@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from tests.conftest import OFFICE
-from tests.harness import Proxy, RedisServer, admin, wait_for
+from tests.harness import Proxy, RedisServer, admin, closed_by_peer, wait_for
 from tests.sip.rawsip import (Peer, Uac, call_id, digest_header, fresh_ip, header, header_names, headers, status,
                               tcp_options)
 
@@ -476,15 +476,7 @@ def test_idle_tcp_connections_from_one_source_are_closed_and_do_not_lock_others_
         grace = int(TCP_LIMITS["TCP_IDLE_S"]) + 6
         assert wait_for(lambda: tcp_options(kam, phone, 1.0) == (200, "OK"), grace,
                         "a phone to be served again over TCP")
-        closed = 0
-        for s in idle:
-            s.settimeout(0.05)
-            try:
-                closed += s.recv(1) == b""
-            except ConnectionResetError:
-                closed += 1
-            except OSError:
-                pass
+        closed = closed_by_peer(idle)
         assert closed >= limit - 8, f"only {closed} of {len(idle)} idle connections closed by the proxy"
     finally:
         for s in idle:
