@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -244,9 +245,15 @@ PROM = ROOT / "monitoring" / "prometheus"
 
 
 def prometheus_query(port: int, query: str) -> list[dict]:
+    """The query's result; [] while Prometheus is not listening yet (wait_for asks again)."""
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return json.load(answer)["data"]["result"]
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.load(answer)["data"]["result"]
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return []
+        raise
 
 
 @pytest.fixture
