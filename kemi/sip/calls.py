@@ -156,10 +156,10 @@ class Calls:
 
     def answered(self, prepaid) -> None:
         # the event runs on the answer: its source is where the callee really is
-        self.sip.set(Var.CALLEE, self.sip.source_address())
+        callee = self.sip.source_address()
+        self.sip.set(Var.CALLEE, callee)
         rec = records.decode(self.sip.get(Var.RECORD))
-        self.sip.log("info", f"call-id {self.sip.call_id} connected: {records.summary(rec)} "
-                             f"answered from {self.sip.source_address()}")
+        self.sip.log("info", f"call-id {self.sip.call_id} connected: {records.summary(rec)} answered from {callee}")
         if rec is None:
             return
         answered_ms = now_ms()

@@ -55,8 +55,7 @@ class Var:
     FALLBACK = "$avp(fallback)"        # the receptionist an unanswered extension falls back to
     COMPANY = "$avp(co)"               # the company a receptionist call belongs to
     DID = "$avp(did)"                  # the DID that was called
-    TRUNK_NOW = "$avp(trunk_now)"      # the trunk the current branch went to, and when (ms)
-    TRUNK_SENT_MS = "$avp(trunk_sent_ms)"
+    TRUNK_NOW = "$avp(trunk_now)"      # "<ms sent> <label>": when the current branch went to which trunk
     TRUNKS_TRIED = "$avp(trunks_tried)"  # what each trunk tried did, for the log line of the last failure
     EMERGENCY = "$avp(emergency)"      # "1": an emergency call; its failure is logged at crit
     # kamailio.cfg: the registrar's received_avp (nathelper's too): where a contact is really reached

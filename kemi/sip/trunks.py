@@ -56,8 +56,7 @@ class Trunks:
     def relay(self, user: str, trunks: list) -> None:
         trunk, rest = trunks[0], trunks[1:]
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(rest))
-        self.sip.set(Var.TRUNK_NOW, trunk.label)
-        self.sip.set(Var.TRUNK_SENT_MS, str(now_ms()))
+        self.sip.set(Var.TRUNK_NOW, f"{now_ms()} {trunk.label}")
         self.sip.relay(f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}", Route.FAILURE_TRUNK,
                        Timers(120000, self.settings.trunk_timeout_ms))
 
@@ -67,8 +66,9 @@ class Trunks:
         code, replied = sip.status_code(), sip.branch_replied()
         if sip.canceled():
             return  # the caller hung up: nothing failed
-        waited = now_ms() - int(sip.get(Var.TRUNK_SENT_MS) or now_ms())
-        outcome = routing.trunk_outcome(sip.get(Var.TRUNK_NOW) or "?", code, replied, waited)
+        sent, _, trunk = (sip.get(Var.TRUNK_NOW) or "").partition(" ")
+        waited = now_ms() - int(sent) if sent.isdigit() else 0
+        outcome = routing.trunk_outcome(trunk or "?", code, replied, waited)
         tried = "; ".join(filter(None, [sip.get(Var.TRUNKS_TRIED), outcome]))
         sip.set(Var.TRUNKS_TRIED, tried)
         rest = routing.decode_peers(sip.get(Var.TRUNKS_LEFT))
