@@ -52,4 +52,7 @@ defines=()
 case ${METRICS_ADDR:-} in
   127.*) defines=(-A METRICS_ON_LOOPBACK) ;;
 esac
-exec /usr/sbin/kamailio "${defines[@]}" "$@"
+# Kamailio's default allocator (qm) is its debugging one: its free-list search was the largest single
+# C cost of a call (dialogs, transactions and variables live in shared memory; bench/PERF.md). TLSF
+# allocates in constant time, for shared (-x) and private (-X) memory alike.
+exec /usr/sbin/kamailio -x tlsf -X tlsf "${defines[@]}" "$@"

@@ -38,7 +38,8 @@ class NativeProxy(Proxy):
         self.log = open(self.log_path, "ab")
         env = self.env()
         self.proc = subprocess.Popen(
-            ["/usr/sbin/kamailio", "-f", str(CONFIG), "-DD", "-E"] + (["-A", "WITH_MEDIA"] if self.with_media else []) +
+            # the product's allocator (scripts/kamailio.sh): the two differ in their routing only
+            ["/usr/sbin/kamailio", "-x", "tlsf", "-X", "tlsf", "-f", str(CONFIG), "-DD", "-E"] + (["-A", "WITH_MEDIA"] if self.with_media else []) +
             ["-m", env.get("KAMAILIO_SHM_MB", "128"),
              "-M", env.get("KAMAILIO_PKG_MB", "16"), "-P", str(self.workdir / f"kamailio-{self.port}.pid")],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
