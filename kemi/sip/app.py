@@ -115,12 +115,6 @@ class Router:
                           f"at byte {exc.start}): {answer.code} {answer.reason}")
         sip.answer_if_possible(answer)
 
-    def ksr_reply_route(self, msg) -> int:
-        return 1
-
-    def ksr_onsend_route(self, msg) -> int:
-        return 1
-
     def ksr_failure_trunk(self, msg) -> int:
         return self._in_failure_route(self.trunks.failed)
 
