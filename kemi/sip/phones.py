@@ -76,9 +76,11 @@ class Phones:
 
     def register(self) -> None:
         sip = self.sip
-        # Statefully: a retransmitted REGISTER gets the same answer again from tm. Processed
-        # twice, its credentials (nc counted once) would be answered with a stale challenge.
-        if sip.new_transaction() == 0:
+        # With credentials, statefully: a retransmitted REGISTER gets the same answer again from
+        # tm. Processed twice, its credentials (nc counted once) would be answered with a stale
+        # challenge. Without, a retransmission is simply challenged again: no transaction to keep.
+        domain = (sip.pv("$td") or "").lower()
+        if domain and sip.has_credentials(domain) and sip.new_transaction() == 0:
             return
         ctx = self.authenticate("$td")
         if ctx is None:
