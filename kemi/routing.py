@@ -140,6 +140,22 @@ def headers_outside(block: str, names: frozenset[str]) -> list[str]:
         if match and match.group(1).lower() not in names:
             found.setdefault(match.group(1))
     return list(found)
+
+
+def headers_named(block: str, names) -> list[str]:
+    """The names (as given) of which the header block ($msg(hdrs)) holds at least one header, any case."""
+    lowered = block.lower()
+    names = [name for name in names if name.lower() in lowered]  # most requests carry none of them
+    if not names:
+        return []
+    present = set()
+    for line in block.split("\n"):
+        match = _HEADER_NAME.match(line)
+        if match:
+            present.add(match.group(1).lower())
+    return [name for name in names if name.lower() in present]
+
+
 # Inside a dialog a carrier also gets what mid-call requests carry: PRACK's RAck, BYE's Reason,
 # NOTIFY's Event and Subscription-State, INFO's packages. Never Refer-To/Referred-By/Replaces: a
 # REFER would have the carrier place a new call, on our account, wherever the phone says.

@@ -7,6 +7,8 @@ import ctypes.util
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kemi import routing
 from kemi.routing import ANONYMOUS, IDENTIFIED, REFUSED, EmergencyIdentity
@@ -113,3 +115,19 @@ def test_headers_outside_the_allow_list_are_named_once_as_written():
     assert routing.headers_outside(block, routing.TRUNK_HEADERS) == \
         ["P-Asserted-Identity", "DIVERSION", "Diversion", "X-Billing-Account", "p-asserted-identity"]
     assert routing.headers_outside("INVITE sip:1@a SIP/2.0\r\nTo: <sip:1@a>\r\n", routing.TRUNK_HEADERS) == []
+
+
+def test_headers_named_finds_the_private_headers_a_request_carries_in_any_case_and_spacing():
+    block = ("INVITE sip:0145678901@acme.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.20;branch=z9hG4bK1\r\n"
+             "x-company : initech\r\nP-ASSERTED-IDENTITY:<sip:1@evil>\r\nSubject: X-DID: no\r\n"
+             "X-Note: a\r\n X-Balance: folded into X-Note\r\n")
+    assert routing.headers_named(block, routing.PRIVATE_HEADERS) == ["X-Company", "P-Asserted-Identity"]
+    assert routing.headers_named(block, ["Route"]) == []
+    assert routing.headers_named("", routing.PRIVATE_HEADERS) == []
+
+
+@given(st.lists(st.sampled_from(routing.PRIVATE_HEADERS + ("Via", "To", "Route", "Subject")), max_size=8),
+       st.lists(st.sampled_from(["", " ", "\t"]), min_size=8, max_size=8), st.booleans())
+def test_every_private_header_a_block_holds_is_named_for_removal(names, spaces, upper):
+    block = "".join(f"{n.upper() if upper else n}{spaces[i]}: v{i}\r\n" for i, n in enumerate(names))
+    assert set(routing.headers_named(block, routing.PRIVATE_HEADERS)) == set(names) & set(routing.PRIVATE_HEADERS)

@@ -1,19 +1,25 @@
 """outbound: the numbering plan's decision carried out (fake KSR)."""
 
 from kemi import routing
-from kemi.routing import PRIVATE_HEADERS
 from kemi.sip.shell import Route, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
 
 
 def test_french_landline_goes_to_the_first_trunk_with_the_proxys_identity(world: World):
-    ksr = world.request(world.phone_invite("0145678901"))
+    claims = [("P-Asserted-Identity", "<sip:+33100000000@evil.example>"), ("x-company", "initech"),
+              ("X-Balance", "999")]
+    ksr = world.request(world.phone_invite("0145678901", headers=claims))
     relay = ksr.relay
     assert relay.ruri == "sip:+33145678901@127.0.0.2:5060;transport=udp"
     assert relay.failure_route == Route.FAILURE_TRUNK and relay.timers == (120000, 3000)
     assert relay.headers == ['P-Asserted-Identity: "Alice Martin" <sip:+33142685301@127.0.0.1;user=phone>']
-    assert set(PRIVATE_HEADERS) <= set(ksr.removed_headers)  # the phone's own claims never reach the trunk
+    # the phone's own claims never reach the trunk, whatever their case; absent ones cost no removal
+    leaving = {name.lower() for name, _ in ksr.leaving_headers()}
+    assert not {"x-company", "x-balance"} & leaving
+    assert ksr.leaving_headers().count(("P-Asserted-Identity", '"Alice Martin" <sip:+33142685301@127.0.0.1;user=phone>')) == 1
+    assert {"P-Asserted-Identity", "X-Company", "X-Balance"} <= set(ksr.removed_headers)
+    assert not {"X-DID", "X-Currency", "P-Preferred-Identity"} & set(ksr.removed_headers)
     assert ksr.vars[Var.TRUNKS_LEFT] == "carrier-b@udp:127.0.0.4:5060"  # failover
     assert '"billing":"included"' in ksr.vars[Var.RECORD] and ksr.dialog_managed == 1
 
