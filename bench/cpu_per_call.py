@@ -1,7 +1,7 @@
 """Kamailio CPU per call through the real proxy and through the native baseline, same run, by kind.
 
     bench/.venv/bin/python bench/cpu_per_call.py [--calls 1000] [--rate 100] [--rounds 2]
-                                                 [--kind outbound,internal,inbound,prepaid,register]
+                                                 [--kind outbound,internal,inbound,prepaid,register] [--floor]
     (any Python with the project's requirements works: .venv/bin/python too)
 
 Starts its own redis-server, the product's Kamailio (kamailio.cfg + kemi/) and the native baseline
@@ -21,6 +21,10 @@ Calls: INVITE, 407, authenticated INVITE, 180, 200, ACK, BYE.
 The figure is CPU time (user + system, from /proc) of every process of each Kamailio's process
 group, taken before and after the run, divided by the calls completed; ratio = product / native.
 CPU time, unlike wall time, hardly depends on what else the machine runs. Stops by itself.
+
+--floor adds a third system to each round: the native config's routing written in KEMI Python
+(bench/native/kemi_floor.py, the same calls into Kamailio and nothing more). floor/native is what
+entering Python and calling KSR costs by itself, before any of the product's own work.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_por
 TICK = os.sysconf("SC_CLK_TCK")
 # below the kernel's ephemeral range (32768-60999), where free_port() picks the proxies' SIP ports:
 # a relay that binds a proxy's SIP port takes its requests
-MEDIA_PORTS = ((10000, 20999), (21000, 32767))
+MEDIA_PORTS = ((10000, 17499), (17500, 24999), (25000, 32767))
 CALLER = ("2001", "alice-demo-secret", "127.0.0.20")
 CALLEE = ("2002", "bruno-demo-secret", "127.0.0.21")
 DOMAIN = "acme.cowork.example"
@@ -67,9 +71,16 @@ def group_cpu_s(pgid: int) -> float:
     return total / TICK
 
 
+_PHONES: dict[tuple[str, str, str], Phone] = {}
+
+
 def phone(who: tuple[str, str, str]) -> Phone:
-    user, password, ip = who
-    return Phone(user, DOMAIN, password, ip, free_port(ip))
+    """The bench's phone for that user, on the same port every run: a REGISTER from a new port would
+    add a contact, and after four (the registrar's max_contacts) be refused 503."""
+    if who not in _PHONES:
+        user, password, ip = who
+        _PHONES[who] = Phone(user, DOMAIN, password, ip, free_port(ip))
+    return _PHONES[who]
 
 
 def register(work: Path, proxy: Proxy, who: Phone, calls: int = 1, rate: int = 10, timeout: float = 30) -> int:
@@ -142,7 +153,9 @@ def kemi_venv() -> str:
     return os.environ.get("KEMI_VENV") or str(ROOT / ".venv")
 
 
-def prepare(work: Path) -> tuple[RedisServer, list[Proxy]]:
+def prepare(work: Path, floor: bool = False) -> tuple[RedisServer, list[Proxy]]:
+    """redis-server and the proxies, started: the product, the native config and, with floor, the
+    native config's routing in KEMI Python (bench/native/kemi_floor.py)."""
     project_env()
     redis = RedisServer(work).start()
     admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))
@@ -154,12 +167,16 @@ def prepare(work: Path) -> tuple[RedisServer, list[Proxy]]:
     common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv()}
     product = Proxy(work, redis.url, PIKE_REQS="1000000", **common)
     native = NativeProxy(work, redis.url, TRUNK, **common)
-    # rtpengine keeps a call's ports for 30 s after the delete (its delete-delay): 100 calls/s need
-    # ~12,000 of them, and each relay its own range
-    product.media.ports, native.media.ports = MEDIA_PORTS
-    product.start()
-    native.start()
-    return redis, [product, native]
+    proxies = [product, native] + ([NativeProxy(work, redis.url, TRUNK, kemi_floor=True, **common)] if floor else [])
+    # each relay its own range; rtpengine keeps a call's ports for 30 s after the delete (its
+    # delete-delay): runs of 100 calls/s back to back would exhaust any range and calls would fail
+    # for want of ports, so the relays free them at once (the same for both, as bench/load.py's)
+    for proxy, ports in zip(proxies, MEDIA_PORTS):
+        proxy.media.ports = ports
+        proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
+    for proxy in proxies:
+        proxy.start()
+    return redis, proxies
 
 
 CHILDREN = "4"
@@ -173,14 +190,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="product/native alternations per kind")
     parser.add_argument("--kind", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS))
     parser.add_argument("--children", default="4", help="SIP_CHILDREN of both proxies")
+    parser.add_argument("--floor", action="store_true",
+                        help="a third system: the native config's routing in KEMI Python (bench/native/kemi_floor.py)")
     args = parser.parse_args()
     CHILDREN = args.children
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis, proxies = prepare(work)
+    redis, proxies = prepare(work, args.floor)
     failed = False
     try:
         for kind in args.kind.split(","):
-            totals = {"product": [0, 0.0], "native": [0, 0.0]}
+            totals = {name: [0, 0.0] for name in ("product", "native", "floor")[:len(proxies)]}
             for _ in range(args.rounds):
                 for name, proxy in zip(totals, proxies):
                     ok, used = run(kind, work, proxy, args.calls, args.rate)
@@ -190,9 +209,12 @@ def main() -> int:
             per = {name: (used / ok * 1000 if ok else float("nan")) for name, (ok, used) in totals.items()}
             print(f"{kind:9s} product {per['product']:.3f} ms/call ({totals['product'][0]} done)  "
                   f"native {per['native']:.3f} ms/call ({totals['native'][0]} done)  "
-                  f"ratio {per['product'] / per['native']:.2f}", flush=True)
+                  f"ratio {per['product'] / per['native']:.2f}" +
+                  (f"  floor {per['floor']:.3f} ms/call ({totals['floor'][0]} done), floor/native "
+                   f"{per['floor'] / per['native']:.2f}" if "floor" in per else ""), flush=True)
         client = redis.client()  # both wrote one record per call (the product also one per refused call)
-        print(f"call records: product {client.xlen('{co:acme}:cdr')}, native {client.xlen('native:cdr')}")
+        print(f"call records: product {client.xlen('{co:acme}:cdr')}, native{' and floor' if args.floor else ''} "
+              f"{client.xlen('native:cdr')}")
         return 1 if failed else 0
     finally:
         for proxy in proxies:

@@ -83,9 +83,10 @@ def main() -> int:
     admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
     proxy = Proxy(work, redis.url, PIKE_REQS="1000000", SIP_CHILDREN="4", LOG_LEVEL="0",
                   KAMAILIO_SHM_MB="512", KEMI_VENV=cpc.kemi_venv())
-    # a port range large enough for 30 s of calls (rtpengine's delete delay), as cpu_per_call's:
-    # with the default range the relay runs out and most calls are refused 503 (a profile of refusals)
+    # the relay's ports as cpu_per_call's: with the default range and delete delay the relay runs
+    # out and most calls are refused 503 (a profile of refusals)
     proxy.media.ports = cpc.MEDIA_PORTS[0]
+    proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
     proxy.start()
     spies = []
     try:
