@@ -1,7 +1,7 @@
 """Time in the request route, by SIP message, for the product and the native baseline: Kamailio's
 own latency logging (core `latency_cfg_log`), switched on at run time over RPC.
 
-    bench/.venv/bin/python bench/route_latency.py [--calls 1000] [--rate 100]
+    bench/.venv/bin/python bench/route_latency.py [--calls 1000] [--rate 100] [--floor]
                                                   [--kind outbound,internal,inbound,prepaid,register]
 
 Starts redis-server, the product and the native config as bench/cpu_per_call.py does and runs the
@@ -9,9 +9,11 @@ same traffic. Before each run `cfg.seti core latency_cfg_log 0` makes Kamailio l
 both proxies print, one line per request: "request-route executed in: N usec", the wall time from
 the start to the end of the route (the product's Python callback with its Redis round trips; the
 native script). Both configs prefix their log lines with "{$mt $hdr(CSeq) $ci}", so each line is
-put with its message: "1 INVITE" (the challenged INVITE), "2 INVITE" (with credentials), "1 ACK"
-(of the 407), "2 ACK", "3 BYE", "1 REGISTER", "2 REGISTER". The logging is switched off after each
-run (level 3, debug, which neither proxy prints). Stops by itself.
+put with its message: "1 INVITE" (the challenged INVITE), "2 INVITE" (with credentials), "2 ACK"
+(of the 200), "3 BYE", "1 REGISTER", "2 REGISTER". (The ACK of the 407 never reaches a route: the
+sl module absorbs the ACK of its own answer.) --floor adds the native routing written in KEMI
+Python (bench/cpu_per_call.py --floor). The logging is switched off after each run (level 3,
+debug, which neither proxy prints). Stops by itself.
 
 An ops engineer can do the same on a live proxy: `kamcmd cfg.seti core latency_cfg_log 2` (info),
 and back with `kamcmd cfg.seti core latency_cfg_log 3`.
@@ -55,17 +57,20 @@ def timed_run(kind: str, work: Path, proxy, calls: int, rate: int) -> tuple[int,
         return done, latencies(log.read().decode(errors="replace"))
 
 
-def table(kind: str, product: dict[str, list[int]], native: dict[str, list[int]]) -> str:
-    rows = [f"{kind}: request route, usec (median / mean), product vs native",
-            f"  {'message':12s} {'count':>6s} {'product':>15s} {'native':>15s}  ratio of means"]
-    for key in sorted(set(product) | set(native), key=lambda k: (int(k.split()[0]), k)):
+def table(kind: str, product: dict[str, list[int]], native: dict[str, list[int]],
+          floor: dict[str, list[int]] | None = None) -> str:
+    """One row per message: count (product), median / mean of each system, product / native means."""
+    systems = {"product": product, "native": native} | ({"floor": floor} if floor is not None else {})
+    rows = [f"{kind}: request route, usec (median / mean), {' vs '.join(systems)}",
+            f"  {'message':12s} {'count':>6s} " + " ".join(f"{name:>15s}" for name in systems) + "  product/native"]
+    cell = lambda v: f"{statistics.median(v):6.0f} / {statistics.fmean(v):6.0f}" if v else f"{'-':>15s}"
+    for key in sorted(set().union(*systems.values()), key=lambda k: (int(k.split()[0]), k)):
         p, n = product.get(key, []), native.get(key, [])
-        cell = lambda v: f"{statistics.median(v):6.0f} / {statistics.fmean(v):6.0f}" if v else f"{'-':>15s}"
         ratio = f"{statistics.fmean(p) / statistics.fmean(n):.1f}x" if p and n else "-"
-        rows.append(f"  {key:12s} {len(p):6d} {cell(p):>15s} {cell(n):>15s}  {ratio}")
-    per_call = {name: sum(sum(v) for v in found.values()) for name, found in (("product", product), ("native", native))}
-    rows.append(f"  all requests of the run: product {per_call['product'] / 1000:.0f} ms, "
-                f"native {per_call['native'] / 1000:.0f} ms")
+        rows.append(f"  {key:12s} {len(p):6d} " + " ".join(f"{cell(found.get(key, [])):>15s}"
+                                                          for found in systems.values()) + f"  {ratio}")
+    rows.append("  all requests of the run: " + ", ".join(
+        f"{name} {sum(sum(v) for v in found.values()) / 1000:.0f} ms" for name, found in systems.items()))
     return "\n".join(rows)
 
 
@@ -74,9 +79,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--kind", default=",".join(cpc.KINDS))
+    parser.add_argument("--floor", action="store_true", help="a third column: the native routing in KEMI Python")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    redis, proxies = cpc.prepare(work)
+    redis, proxies = cpc.prepare(work, args.floor)
     failed = False
     try:
         for kind in args.kind.split(","):
