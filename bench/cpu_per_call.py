@@ -106,11 +106,17 @@ def peers(kind: str, work: Path, proxy: Proxy, calls: int, budget: float) -> tup
     return started, None
 
 
+# Under load a 180 is now and then relayed after the 200 of the same INVITE (each reply is handled by
+# the worker that read it, both systems alike): SIPp would abort such a call as unexpected, as in
+# bench/load_sipp.py it ignores the stray reply, and the call counts by its BYE 200.
+TOLERANT = ["-default_behaviors", "all,-abortunexp"]
+
+
 def traffic(kind: str, work: Path, proxy: Proxy, calls: int, rate: int, budget: float) -> Sipp:
     """The calling side of one run (started)."""
     if kind == "inbound":
         args = ["-s", "+33698000001", "-set", "from_domain", "carrier.example", "-set", "dial", KINDS[kind],
-                "-set", "company", "", "-d", "0"]
+                "-set", "company", "", "-d", "0", *TOLERANT]
         return Sipp("inbound.xml", args, work, ip=TRUNK[0], port=TRUNK[1], calls=calls, rate=rate) \
             .start(f"{proxy.ip}:{proxy.port}", timeout=budget)
     caller = phone(CALLER)
@@ -118,7 +124,7 @@ def traffic(kind: str, work: Path, proxy: Proxy, calls: int, rate: int, budget: 
         caller = phone(CALLEE)
         return Sipp("register.xml", [*caller.auth_args(), "-set", "expires", "600"], work, ip=caller.ip,
                     port=caller.port, calls=calls, rate=rate).start(f"{proxy.ip}:{proxy.port}", timeout=budget)
-    return Sipp("call.xml", [*caller.auth_args(), "-set", "dial", KINDS[kind], "-d", "0"], work,
+    return Sipp("call.xml", [*caller.auth_args(), "-set", "dial", KINDS[kind], "-d", "0", *TOLERANT], work,
                 ip=caller.ip, port=caller.port, calls=calls, rate=rate).start(f"{proxy.ip}:{proxy.port}",
                                                                              timeout=budget)
 
