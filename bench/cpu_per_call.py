@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -185,6 +186,18 @@ def prepare(work: Path, floor: bool = False) -> tuple[RedisServer, list[Proxy]]:
     return redis, proxies
 
 
+@contextmanager
+def systems(work: Path, floor: bool = False):
+    """prepare()'s redis-server and proxies for a with block, all stopped at its end (failure included)."""
+    redis, proxies = prepare(work, floor)
+    try:
+        yield redis, proxies
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        redis.stop()
+
+
 CHILDREN = "4"
 
 
@@ -201,9 +214,8 @@ def main() -> int:
     args = parser.parse_args()
     CHILDREN = args.children
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis, proxies = prepare(work, args.floor)
     failed = False
-    try:
+    with systems(work, args.floor) as (redis, proxies):
         for kind in args.kind.split(","):
             totals = {name: [0, 0.0] for name in ("product", "native", "floor")[:len(proxies)]}
             for _ in range(args.rounds):
@@ -222,10 +234,6 @@ def main() -> int:
         print(f"call records: product {client.xlen('{co:acme}:cdr')}, native{' and floor' if args.floor else ''} "
               f"{client.xlen('native:cdr')}")
         return 1 if failed else 0
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        redis.stop()
 
 
 if __name__ == "__main__":

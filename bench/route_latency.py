@@ -82,9 +82,8 @@ def main() -> int:
     parser.add_argument("--floor", action="store_true", help="a third column: the native routing in KEMI Python")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    redis, proxies = cpc.prepare(work, args.floor)
     failed = False
-    try:
+    with cpc.systems(work, args.floor) as (_, proxies):
         for kind in args.kind.split(","):
             found = []
             for proxy in proxies:
@@ -93,10 +92,6 @@ def main() -> int:
                 found.append(per_message)
             print(table(kind, *found), flush=True)
         return 1 if failed else 0
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        redis.stop()
 
 
 if __name__ == "__main__":
