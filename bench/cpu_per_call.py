@@ -162,28 +162,41 @@ def kemi_venv() -> str:
 
 def prepare(work: Path, floor: bool = False) -> tuple[RedisServer, list[Proxy]]:
     """redis-server and the proxies, started: the product, the native config and, with floor, the
-    native config's routing in KEMI Python (bench/native/kemi_floor.py)."""
+    native config's routing in KEMI Python (bench/native/kemi_floor.py). When any of it fails, what
+    was already started is stopped (a relay that could not bind its port must not leave the rest)."""
     project_env()
     redis = RedisServer(work).start()
-    admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))
-    admin(redis.url, "prepaid", "activate", "acme")
-    admin(redis.url, "prepaid", "topup", "acme", "100000.00", "--ref", "bench-cpu")
-    admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
-    provision(redis.url)
-    # every call comes from one phone's address: a load run, not a flood (pike would ban it)
-    common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv()}
-    product = Proxy(work, redis.url, PIKE_REQS="1000000", **common)
-    native = NativeProxy(work, redis.url, TRUNK, **common)
-    proxies = [product, native] + ([NativeProxy(work, redis.url, TRUNK, kemi_floor=True, **common)] if floor else [])
-    # each relay its own range; rtpengine keeps a call's ports for 30 s after the delete (its
-    # delete-delay): runs of 100 calls/s back to back would exhaust any range and calls would fail
-    # for want of ports, so the relays free them at once (the same for both, as bench/load.py's)
-    for proxy, ports in zip(proxies, MEDIA_PORTS):
-        proxy.media.ports = ports
-        proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
-    for proxy in proxies:
-        proxy.start()
+    proxies: list[Proxy] = []
+    try:
+        admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))
+        admin(redis.url, "prepaid", "activate", "acme")
+        admin(redis.url, "prepaid", "topup", "acme", "100000.00", "--ref", "bench-cpu")
+        admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
+        provision(redis.url)
+        # every call comes from one phone's address: a load run, not a flood (pike would ban it)
+        common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv()}
+        proxies += [Proxy(work, redis.url, PIKE_REQS="1000000", **common),
+                    NativeProxy(work, redis.url, TRUNK, **common)]
+        if floor:
+            proxies.append(NativeProxy(work, redis.url, TRUNK, kemi_floor=True, **common))
+        # each relay its own range; rtpengine keeps a call's ports for 30 s after the delete (its
+        # delete-delay): runs of 100 calls/s back to back would exhaust any range and calls would fail
+        # for want of ports, so the relays free them at once (the same for both, as bench/load.py's)
+        for proxy, ports in zip(proxies, MEDIA_PORTS):
+            proxy.media.ports = ports
+            proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
+        for proxy in proxies:
+            proxy.start()
+    except BaseException:
+        stop_all(redis, proxies)
+        raise
     return redis, proxies
+
+
+def stop_all(redis: RedisServer, proxies: list[Proxy]) -> None:
+    for proxy in proxies:
+        proxy.stop()
+    redis.stop()
 
 
 @contextmanager
@@ -193,9 +206,7 @@ def systems(work: Path, floor: bool = False):
     try:
         yield redis, proxies
     finally:
-        for proxy in proxies:
-            proxy.stop()
-        redis.stop()
+        stop_all(redis, proxies)
 
 
 CHILDREN = "4"
