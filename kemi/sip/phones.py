@@ -24,10 +24,13 @@ class Phones:
         self.cache = cache
         self.gate = gate
 
-    def authenticate(self, realm_pv: str, callee: str | None = None, co=LOOK_UP) -> CallContext | None:
+    def authenticate(self, realm_pv: str, callee: str | None = None, co=LOOK_UP,
+                     stateful: bool = False) -> CallContext | None:
         """Digest-authenticate the phone; its call context, or None when already answered.
 
-        co: the company id of the domain (None: no such company) when the caller already looked it up."""
+        co: the company id of the domain (None: no such company) when the caller already looked it up.
+        stateful: a request with credentials is handled in a transaction from then on, so that its
+        retransmission gets the same answer again from tm (None: it was one, tm answered it)."""
         sip = self.sip
         # KEMI passes strings through as they are (no $var expansion), so the
         # realm is the value itself: the company's SIP domain from From/To.
@@ -41,6 +44,8 @@ class Phones:
                 sip.reply(replies.FORBIDDEN)
                 return None
             sip.challenge(domain)
+            return None
+        if stateful and sip.new_transaction() == 0:
             return None
         user = sip.pv("$au") or ""
         if self.gate.auth_blocked(user, domain):
@@ -76,13 +81,10 @@ class Phones:
 
     def register(self) -> None:
         sip = self.sip
-        # With credentials, statefully: a retransmitted REGISTER gets the same answer again from
-        # tm. Processed twice, its credentials (nc counted once) would be answered with a stale
-        # challenge. Without, a retransmission is simply challenged again: no transaction to keep.
-        domain = (sip.pv("$td") or "").lower()
-        if domain and sip.has_credentials(domain) and sip.new_transaction() == 0:
-            return
-        ctx = self.authenticate("$td")
+        # With credentials, statefully: processed twice, a retransmitted REGISTER's credentials (nc
+        # counted once) would be answered with a stale challenge. Without, a retransmission is
+        # simply challenged again: no transaction to keep.
+        ctx = self.authenticate("$td", stateful=True)
         if ctx is None:
             return
         contacts, expires = sip.contacts(), sip.header("Expires")
