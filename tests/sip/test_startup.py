@@ -197,6 +197,18 @@ def test_run_sh_says_why_the_proxy_did_not_come_up(run_sh):
     nothing_left(run)
 
 
+def refused_while_taken(run, address, kind: int = socket.SOCK_STREAM):
+    """Start run.sh while another socket holds address (a listening one for TCP); run.sh must
+    refuse to start (exit 1). The finished run, for its output."""
+    with socket.socket(socket.AF_INET, kind) as squatter:
+        squatter.bind(address)
+        if kind == socket.SOCK_STREAM:
+            squatter.listen()
+        run.start()
+        assert run.finish() == 1
+    return run
+
+
 def test_run_sh_refuses_a_setting_out_of_range_before_starting_anything(run_sh):
     run = run_sh(REDIS_TIMEOUT_MS="0").start()
     assert run.finish() == 2
@@ -208,11 +220,7 @@ def test_run_sh_refuses_a_setting_out_of_range_before_starting_anything(run_sh):
 def test_run_sh_refuses_a_redis_port_in_use(run_sh):
     """Another server on REDIS_PORT (a system Redis on 6379) must not be taken for ours."""
     run = run_sh()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", run.redis_port))
-        squatter.listen()
-        run.start()
-        assert run.finish() == 1
+    refused_while_taken(run, ("127.0.0.1", run.redis_port))
     assert (f"run: 127.0.0.1:{run.redis_port} (Redis) is in use: another Redis? REDIS_PORT=... picks another port"
             in run.output)
     assert "run: proxy on" not in run.output and "Redis is starting" not in run.output
@@ -220,10 +228,7 @@ def test_run_sh_refuses_a_redis_port_in_use(run_sh):
 
 
 def test_run_sh_refuses_a_sip_port_in_use(run_sh):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
-        squatter.bind(PROXY)
-        run = run_sh().start()
-        assert run.finish() == 1
+    run = refused_while_taken(run_sh(), PROXY, socket.SOCK_DGRAM)
     assert "run: 127.0.0.1:5060 (SIP) is in use: another proxy? SIP_PORT=... picks another port" in run.output
     assert "run: proxy on" not in run.output
     nothing_left(run)
@@ -231,11 +236,7 @@ def test_run_sh_refuses_a_sip_port_in_use(run_sh):
 
 def test_run_sh_refuses_a_metrics_port_in_use_and_serves_the_metrics_when_free(run_sh):
     metrics = ("127.0.0.1", 9494)  # scripts/env.sh's METRICS_ADDR and METRICS_PORT
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(metrics)
-        squatter.listen()
-        run = run_sh().start()
-        assert run.finish() == 1
+    run = refused_while_taken(run_sh(), metrics)
     assert "run: 127.0.0.1:9494 (metrics) is in use: another proxy? METRICS_PORT=... picks another port" in run.output
     assert "run: proxy on" not in run.output
     nothing_left(run)
@@ -301,10 +302,6 @@ def test_run_sh_refuses_a_tls_setting_it_cannot_use_before_starting_anything(run
 
 
 def test_run_sh_refuses_a_tls_port_in_use(run_sh):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(TLS)
-        squatter.listen()
-        run = run_sh().start()
-        assert run.finish() == 1
+    run = refused_while_taken(run_sh(), TLS)
     assert "run: 127.0.0.1:5061 (SIP over TLS) is in use: another proxy? TLS_PORT=... picks another port" in run.output
     nothing_left(run)

@@ -102,6 +102,17 @@ def came_over(ua: UA, msg: Msg) -> str:
     return "tls" if isinstance(msg.conn, ssl.SSLSocket) else "tcp"
 
 
+def assert_bridged(proxy, invite: Msg, callee: UA | None, transport: str, other: str) -> None:
+    """The INVITE reached the callee over transport (callee None: a UDP peer, not a UA) and names
+    both of the proxy's sockets in its Record-Route: the one towards the callee, the other side's."""
+    if callee is not None:
+        assert came_over(callee, invite) == transport, invite.raw
+        assert invite.header("via").startswith(f"SIP/2.0/{transport.upper()}"), invite.raw
+    ports = {"udp": proxy.port, "tcp": proxy.port, "tls": proxy.tls_port}
+    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, ports[transport], transport),
+                                                           (proxy.ip, ports[other], other)]), invite.raw
+
+
 def invite_for(ua: UA, timeout: float = 5) -> Msg:
     got = ua.wait(lambda m: m.is_request and m.method == "INVITE" and not m.tag("to"), timeout)
     assert got is not None, f"{ua.user} on {ua.transport} received no INVITE"
@@ -208,10 +219,7 @@ def test_tls_phone_calls_a_udp_phone_and_the_callee_hangs_up(proxy, phones):
     call = alice.invite("2002")
     assert call.code == 200, call.final
     invite = invite_for(bruno)
-    assert came_over(bruno, invite) == "udp" and invite.header("via").startswith("SIP/2.0/UDP")
-    # both of the proxy's sockets, the one towards each side
-    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "udp"),
-                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert_bridged(proxy, invite, bruno, "udp", "tls")
     assert ringing_seen(alice, call.call_id)
     # the callee's BYE reaches the caller over its TLS connection
     bye_answer = bruno.bye_as_callee(call.call_id)
@@ -227,10 +235,8 @@ def test_udp_phone_calls_a_tls_phone_and_the_caller_hangs_up(proxy, phones):
     call = bruno.invite("2001")
     assert call.code == 200, call.final
     invite = invite_for(alice)
-    assert came_over(alice, invite) == "tls" and invite.header("via").startswith("SIP/2.0/TLS")
+    assert_bridged(proxy, invite, alice, "tls", "udp")
     assert invite.first.startswith(f"INVITE sip:2001@{alice.ip}:{alice.port};transport=tls ")
-    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "udp"),
-                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
     assert ringing_seen(bruno, call.call_id)
     # the ACK of the 200 too: it follows the route set, the proxy sends it on over TLS
     assert alice.wait(lambda m: m.is_request and m.method == "ACK" and m.call_id == call.call_id, 3) is not None
@@ -281,9 +287,7 @@ def test_plain_tcp_phone_is_unaffected_and_reaches_a_tls_phone(proxy, phones):
     call = alice.invite("2002")
     assert call.code == 200, call.final
     invite = invite_for(carol)
-    assert came_over(carol, invite) == "tcp" and invite.header("via").startswith("SIP/2.0/TCP")
-    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "tcp"),
-                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert_bridged(proxy, invite, carol, "tcp", "tls")
     assert call.bye().status == 200
     assert carol.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3) is not None
     # TCP -> TLS
@@ -303,8 +307,7 @@ def test_tls_phone_calls_out_through_the_udp_trunk(proxy, phones):
     assert call.code == 200, call.final
     (invite,) = trunk.invites()
     assert invite.ruri.startswith("sip:+33612345678@") and invite.conn is None  # UDP, as the trunk is
-    assert sorted(record_routes(proxy, invite)) == sorted([(proxy.ip, proxy.port, "udp"),
-                                                           (proxy.ip, proxy.tls_port, "tls")]), invite.raw
+    assert_bridged(proxy, invite, None, "udp", "tls")
     assert call.bye().status == 200
     assert trunk.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == invite.call_id, 3) is not None
 
