@@ -42,6 +42,10 @@ TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
 # An emergency call from a stranger: credentials checked and wrong (or none that fit), and no
 # registration from its address (kemi.routing.emergency_admission)
 EMERGENCY_NEEDS_REGISTRATION = Reply(403, "Emergency Calls Need A Registered Phone")
+# Emergency calls over their limits (kemi.routing.emergency_limits), with Retry-After: the phone's own
+# (authenticated user, else source address), and this node's for callers nobody authenticated
+EMERGENCY_PHONE_LIMIT = Reply(503, "Too Many Emergency Calls From This Phone")
+EMERGENCY_UNIDENTIFIED_LIMIT = Reply(503, "Too Many Unauthenticated Emergency Calls")
 
 # -- incoming calls -------------------------------------------------------------------------------
 UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")

@@ -280,6 +280,12 @@ class _Htable(_Module):
         self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
         return 1
 
+    def sht_setxs(self, table: str, key: str, value: str, expire_s: int) -> int:
+        assert isinstance(value, str) and isinstance(expire_s, int) and expire_s > 0
+        self.ksr.htables.setdefault(table, {})[key] = value
+        self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
+        return 1
+
     def sht_setex(self, table: str, key: str, expire_s: int) -> int:
         if not self._live(table, key):
             return -1

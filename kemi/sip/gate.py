@@ -3,8 +3,8 @@ and the counters that block password guessing.
 
 All of it lives in this node's shared memory (htables of kamailio.cfg) and pike, so a flood
 costs no Redis round trip: the store is asked only when pike fires (is the flooding address a
-trusted peer?), and then at most once per PEERS_TTL_S per process. Emergency calls from an
-address with a current registration are never dropped, whatever that address did.
+trusted peer?), and then at most once per PEERS_TTL_S per process. Emergency calls are never
+dropped, whatever their address did: they have limits of their own (kemi.sip.emergency).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Callable
 
 from kemi import edge, numbering
 from kemi.settings import Settings
-from kemi.sip.shell import Sip, Table
+from kemi.sip.shell import Sip, Table, Var
 from kemi.store import Directory, StoreRefused, StoreUnavailable
 
 PEERS_TTL_S = 10.0  # how long a process trusts its copy of the trunk and media-server addresses
@@ -89,15 +89,27 @@ class Gate:
         return self.exempt()
 
     def exempt(self) -> bool:
-        """Whether a request from a banned or flooding address goes on all the same: from an
-        address with a current registration, an emergency INVITE, and what follows it in its
-        transaction or dialog (ACK, CANCEL, BYE, ...)."""
+        """Whether a request from a banned or flooding address goes on all the same: an emergency
+        INVITE from anywhere (a phone that is new at that address, whose NAT gave it a new port or
+        whose registration lapsed during the ban, needs it as much: kemi.sip.emergency limits them),
+        a CANCEL (tm matches it to a transaction of ours: it can only stop a call), what follows an
+        emergency call in its dialog, and from an address with a current registration everything in
+        a transaction or dialog (ACK, BYE, ...). Only banned or flooding requests get here: these
+        checks cost nothing to anyone else."""
         sip = self.sip
-        if not self.registered_source():
-            return False
-        if sip.in_dialog() or sip.is_ack() or sip.is_cancel():
+        if sip.in_dialog():
+            return self.registered_source() or self.emergency_dialog()
+        if sip.is_cancel():
             return True
+        if sip.is_ack():
+            return self.registered_source()
         return sip.is_method("INVITE") and numbering.is_emergency(sip.lenient("$rU") or "")
+
+    def emergency_dialog(self) -> bool:
+        """Whether this in-dialog request belongs to an emergency call this proxy routed (its ACK,
+        BYE, re-INVITE): dropped, the emergency trunk would end the call for want of its ACK."""
+        sip = self.sip
+        return sip.find_dialog() and sip.get(Var.DLG_EMERGENCY) == "1"
 
     def require_text(self) -> None:
         """Read what the routes read of an initial request, so that bytes that are not text are
@@ -138,10 +150,24 @@ class Gate:
         ip, port = self.sip.source
         return self.sip.cache_has(Table.REGISTERED, f"{ip}:{port}")
 
-    def registered(self, seconds: int) -> None:
-        """A REGISTER from the source address was saved for `seconds` (0: removed)."""
+    def registered_phone(self) -> str | None:
+        """Which phone (user@domain) holds a current registration saved from this request's source
+        address; "" for an entry that names none (an older version wrote 1); None: nobody's."""
         ip, port = self.sip.source
+        value = self.sip.cache_get(Table.REGISTERED, f"{ip}:{port}")
+        if value is None:
+            return None
+        return value if "@" in value else ""
+
+    def registered(self, seconds: int, phone: str) -> None:
+        """A REGISTER of phone (user@domain) from the source address was saved for `seconds` (0:
+        removed). The entry names the phone that registered there last; a de-registration removes
+        it only when it names that phone (another line of the same device stays registered)."""
+        ip, port = self.sip.source
+        key = f"{ip}:{port}"
         if seconds > 0:
-            self.sip.cache_set_for(Table.REGISTERED, f"{ip}:{port}", 1, seconds)
-        else:
-            self.sip.cache_remove(Table.REGISTERED, f"{ip}:{port}")
+            self.sip.cache_set_text_for(Table.REGISTERED, key, phone, seconds)
+            return
+        held = self.sip.cache_get(Table.REGISTERED, key)
+        if held is not None and (held == phone or "@" not in held):
+            self.sip.cache_remove(Table.REGISTERED, key)

@@ -113,9 +113,10 @@ class Phones:
             sip.answer_register()  # a query of the bindings
             return
         # The address counts as registered before the phone hears so: it may dial 112 the moment
-        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission).
+        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission),
+        # which names the phone as its emergency identity is cached (EmergencyCache, by auth user).
         seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
-        self.gate.registered(seconds)
+        self.gate.registered(seconds, f"{sip.pv('$au')}@{ctx.company.domain}")
         sip.answer_register()
         ip, port = sip.source
         done = f"registered for {seconds} s" if seconds else "unregistered"

@@ -161,6 +161,10 @@ class FakeLedger:
         self.records.append(dict(record))
         return "1-0"
 
+    def record_unattributed(self, record):
+        self.records.append(dict(record))
+        return "1-0"
+
 
 class FakeConn:
     def ready(self, force_check=False):

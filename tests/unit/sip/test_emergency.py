@@ -4,7 +4,7 @@ only for callers who prove who they are or send from a registered address (fake 
 import msgpack
 import pytest
 
-from kemi import routing
+from kemi import records, routing
 from kemi.model import digest_ha1
 from kemi.routing import EmergencyIdentity
 from kemi.sip.shell import Table, Var
@@ -68,7 +68,7 @@ def test_credentials_and_every_header_a_carrier_need_not_see_are_removed(world: 
 def test_an_authenticated_call_caches_the_identity_with_its_ha1_and_the_trunks(world: World):
     ksr = world.request(world.phone_invite("112"))
     assert routing.decode_emergency_identity(ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"]) == \
-        EmergencyIdentity(ALICE_HA1, "+33142685301", "12 rue de la Paix, Paris")
+        EmergencyIdentity(ALICE_HA1, "+33142685301", "12 rue de la Paix, Paris", "acme")
     assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "emergency@udp:127.0.0.5:5060"
 
 
@@ -139,7 +139,9 @@ def test_a_caller_who_fails_the_check_is_refused_unless_the_address_is_registere
     assert ksr.relay.ruri.startswith("sip:112@127.0.0.5")  # the global emergency trunks, whatever the domain
     assert claims(ksr) == []
     assert ksr.dialog_managed == 1 and ksr.record_routed == 1  # its dialog is known, for its BYE
-    assert Var.RECORD not in ksr.vars and ksr.vars[Var.CALLER] == "udp:127.0.0.10:5060"  # no company record
+    assert ksr.vars[Var.CALLER] == "udp:127.0.0.10:5060" and ksr.vars[Var.DLG_EMERGENCY] == "1"
+    rec = records.decode(ksr.vars[Var.RECORD])  # a record all the same, for no company
+    assert (rec["company"], rec["identity"], rec["source"]) == ("", "none", "udp:127.0.0.10:5060")
 
 
 def test_a_right_password_from_anywhere_is_enough(world: World):

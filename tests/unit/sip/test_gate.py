@@ -10,7 +10,7 @@ import pytest
 from kemi.model import digest_ha1
 from kemi.settings import Settings
 from kemi.sip.gate import PEERS_TTL_S, TrustedPeers
-from kemi.sip.shell import Table
+from kemi.sip.shell import Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 from tests.unit.sip.test_in_dialog_and_app import in_dialog
@@ -135,17 +135,47 @@ def test_trusted_peers_are_read_once_per_ttl_and_the_last_copy_outlives_an_outag
 
 def test_a_registered_address_still_places_emergency_calls_while_banned(world: World, node: Node):
     node.htables[Table.IP_BAN] = {"127.0.1.50": 1}
-    node.htables[Table.REGISTERED] = {"127.0.1.50:5071": 1}
+    node.htables[Table.REGISTERED] = {"127.0.1.50:5071": "2002@acme.test"}
     call = FakeKSR("INVITE", "sip:112@acme.test", src="127.0.1.50", sport=5071)
     world.request(node(call))
     assert call.challenges == [("acme.test", 1)]  # the emergency route took it
     hangup = FakeKSR("BYE", "sip:112@127.0.0.5", src="127.0.1.50", sport=5071, to_tag="t")
     world.request(node(hangup))
     assert hangup.reply == (481, "Call/Transaction Does Not Exist")  # routed: in_dialog answered
-    for dropped in (FakeKSR("INVITE", "sip:0612345678@acme.test", src="127.0.1.50", sport=5071),
-                    FakeKSR("INVITE", "sip:112@acme.test", src="127.0.1.50", sport=5072)):
-        world.request(node(dropped))
-        assert dropped.replies == [] and dropped.challenges == []
+    dropped = FakeKSR("INVITE", "sip:0612345678@acme.test", src="127.0.1.50", sport=5071)
+    world.request(node(dropped))
+    assert dropped.replies == [] and dropped.challenges == []
+
+
+@pytest.mark.parametrize("why", ["banned", "flooding"])
+@pytest.mark.parametrize("sport", [5072, 40000])  # a new NAT port of a registered phone, a phone never seen
+def test_an_emergency_call_from_any_port_of_a_banned_address_is_answered_never_dropped(world, node, why, sport):
+    node.htables[Table.REGISTERED] = {"127.0.1.50:5071": "2002@acme.test"}
+    if why == "banned":
+        node.htables[Table.IP_BAN] = {"127.0.1.50": 1}
+    call = FakeKSR("INVITE", "sip:112@acme.test", src="127.0.1.50", sport=sport)
+    call.pike_verdict = 1 if why == "banned" else -1
+    world.request(node(call))
+    assert call.challenges == [("acme.test", 1)]
+    ordinary = FakeKSR("INVITE", "sip:0612345678@acme.test", src="127.0.1.50", sport=sport)
+    ordinary.pike_verdict = call.pike_verdict
+    world.request(node(ordinary))
+    assert ordinary.replies == [] and ordinary.challenges == [], "control: the address is banned"
+
+
+def test_what_follows_an_emergency_call_in_its_dialog_passes_a_ban_and_nothing_else_does(world, node):
+    node.htables[Table.IP_BAN] = {"127.0.0.30": 1}  # the caller's address, registered at no port
+    emergency = node(in_dialog())
+    emergency.vars[Var.DLG_EMERGENCY] = "1"
+    world.request(emergency)
+    assert emergency.relay.ruri == "sip:+33145678901@127.0.0.2:5060"
+    ordinary = node(in_dialog())
+    world.request(ordinary)
+    assert ordinary.relays == [] and ordinary.replies == []
+    cancel = node(FakeKSR("CANCEL", "sip:112@acme.test", src="127.0.0.30", sport=5071))
+    cancel.transaction = 1  # tm matches it to the INVITE's transaction
+    world.request(cancel)
+    assert len(cancel.relays) == 1
 
 
 def test_a_registered_address_that_floods_with_an_emergency_call_is_banned_but_the_call_goes(world, node):
