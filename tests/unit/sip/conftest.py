@@ -126,6 +126,7 @@ class FakeLedger:
     renewed: list[tuple[str, int]] = field(default_factory=list)
     settled: list[tuple[str, int]] = field(default_factory=list)
     broken: bool = False  # the ledger's data is damaged (LEDGER_BROKEN)
+    unattributed: int = 0  # records written to the stream of no company
 
     def rate_for(self, e164):
         return money.longest_prefix_rate(e164, self.rates)
@@ -163,6 +164,7 @@ class FakeLedger:
 
     def record_unattributed(self, record):
         self.records.append(dict(record))
+        self.unattributed += 1
         return "1-0"
 
 
