@@ -27,9 +27,10 @@ from kemi.store.connection import Connection, StoreRefused
 # a rate is read by the caller and passed to prepaid_reserve as an argument, so
 # it never has to share a Cluster slot with a company's keys.
 RATES = "rates"
-# Global STREAM: the records of emergency calls that name no company (a caller nobody could
-# identify, kemi.sip.emergency): same entries as a company's cdr stream, with company "".
-UNATTRIBUTED_CDR = "emergency:cdr"
+# The records of emergency calls that name no company (a caller nobody could identify,
+# kemi.sip.emergency): same entries as a company's cdr stream, with company "". Written by
+# prepaid_record like any company's: an id with "_" is one no company can have (COMPANY_ID_RE).
+UNATTRIBUTED_CDR = "{co:no_company}:cdr"
 
 # Codes the Lua library returns as the first word of an error reply.
 CODES = frozenset({
