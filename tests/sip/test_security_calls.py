@@ -79,8 +79,8 @@ class Net:
         self.opened: list = []
         self.aors: set[str] = set()
 
-    def peer(self, where, invite="answer", tcp: bool = False, record_route: str | None = None) -> Peer:
-        peer = Peer(where[0], where[1], invite, tcp_listen=tcp, record_route=record_route)
+    def peer(self, where, invite="answer", tcp: bool = False, record_route: str | None = None, **kw) -> Peer:
+        peer = Peer(where[0], where[1], invite, tcp_listen=tcp, record_route=record_route, **kw)
         self.opened.append(peer)
         return peer
 
@@ -458,6 +458,17 @@ FORGED_BYES = {
     "R-URI at the backup trunk": lambda call: {"ruri": f"sip:{E164}@{hostport(BACKUP)}"},
     "extra Route nowhere": lambda call: {"route": call.route + [f"sip:{hostport(VOID)};lr"]},
     "R-URI at the proxy": lambda call: {"ruri": call.route[0].split(";")[0]},
+    # issue 18.5: our Record-Route, then a strict router's URI (no ;lr)
+    "extra strict Route": lambda call: {"route": call.route + [f"sip:{VOID[0]}"]},
+    "our Route twice": lambda call: {"route": call.route + call.route},
+    "extra Route at the backup trunk": lambda call: {"route": call.route + [f"sip:{hostport(BACKUP)};lr"]},
+    # the pre-RFC 3261 shape: R-URI the proxy, the real target last in Route
+    "strict-routing style": lambda call: {"ruri": call.route[0].split(";")[0] + ";lr",
+                                          "route": [f"{call.target}"]},
+    "no Route": lambda call: {"route": []},
+    # these two lead to the callee: relayed, and the call ends when the trunk accepts the BYE
+    "our Route with other parameters": lambda call: {"route": [call.route[0].split(";")[0] + ";lr;did=999.999"]},
+    "our Route without parameters": lambda call: {"route": [call.route[0].split(";")[0] + ";lr"]},
 }
 
 
@@ -474,9 +485,72 @@ def test_forged_bye_never_stops_billing_while_the_trunk_leg_is_up(env, net, acco
     assert trunk_got_bye == bool(settled), (
         f"settled {settled} while the trunk leg is still up" if settled else "the trunk got a BYE, nothing settled")
     if not trunk_got_bye:  # refused: the call goes on, and is billed when it really ends
+        assert account.reserved > 0, "refused, yet the reservation is gone"
         time.sleep(1.0)
         assert call.bye().status == 200
     assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+# A BYE that reaches the trunk but that the trunk does not accept: its leg stays up (issue 18.5).
+# A carrier refuses a BYE whose CSeq went backwards (500), that requires an extension it lacks
+# (420), for a dialog it does not know (481), or says nothing (tm's 408 after fr_timer, 5 s).
+REFUSED_BYES = {
+    "481": dict(answers=[(481, "Call/Transaction Does Not Exist")], extra=[]),
+    "420 to a Require": dict(answers=[(420, "Bad Extension")], extra=["Require: x-made-up"]),
+    "500 to a CSeq gone back": dict(answers=[(500, "Server Internal Error")], extra=[]),
+    "silence": dict(answers=["silent"], extra=[]),
+}
+
+
+def own_byes(trunk: Peer, call) -> list:
+    """BYEs the proxy sent the trunk itself (its own Via only), not relayed from the phone."""
+    return [m for m in byes_of(trunk, call) if len(m.all("via")) == 1]
+
+
+@pytest.mark.parametrize("variant", list(REFUSED_BYES))
+def test_a_bye_the_trunk_does_not_accept_has_the_proxy_end_the_call_and_bill_it_to_the_end(net, account, variant):
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY, bye_answers=REFUSED_BYES[variant]["answers"])
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    time.sleep(0.5)
+    answer = call.bye(extra=REFUSED_BYES[variant]["extra"], wait=8)
+    assert answer is not None and answer.status >= 400, answer  # the trunk's answer, relayed
+    relayed = [m for m in byes_of(trunk, call) if len(m.all("via")) == 2]
+    assert relayed, "the phone's BYE never reached the trunk"
+    own = trunk.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id
+                     and len(m.all("via")) == 1, 3)
+    assert own is not None, "the proxy never ended the trunk's leg itself"
+    assert own.tag("from") == call.from_tag and own.tag("to") == call.to_tag
+    # and the phone's leg too
+    assert ines.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
+    (record,) = account.wait_records(1)
+    leg = own.at - call.answered_at
+    assert record["billed_secs"] >= int(leg), f"billed {record['billed_secs']} s for a trunk leg of {leg:.1f} s"
+    assert account.balance == opening - record["cost"] and account.reserved == 0
+    time.sleep(GRACE)
+    assert len(account.records()) == 1 and len(own_byes(trunk, call)) == 1, "settled or hung up twice"
+    assert call.bye().status == 481  # the call is over
+
+
+def test_a_bye_the_trunk_accepts_settles_at_its_answer(net, account):
+    """The trunk takes its time (a carrier far away): the call is billed until it accepted the BYE."""
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY, bye_delay=1.5)
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    time.sleep(0.3)
+    sent = time.monotonic()
+    assert call.bye(wait=4).status == 200
+    assert time.monotonic() - sent >= 1.4
+    (record,) = account.wait_records(1)
+    assert record["billed_secs"] >= 2, record  # 0.3 s + 1.5 s before the trunk's 200
+    assert record["disposition"] == "answered" and account.balance == opening - record["cost"]
+    time.sleep(2.5)  # the dialog expires quietly: no BYE of the proxy's own, nothing settled twice
+    assert own_byes(trunk, call) == [] and call.ended_by_peer() is None
+    assert len(account.records()) == 1 and account.reserved == 0
 
 
 # == 4. Call-ID reuse ===================================================================================
