@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import ssl
 import time
 
 import pytest
@@ -339,6 +340,94 @@ def test_internal_call_cannot_be_turned_into_a_trunk_call(env, net):
     saw_nothing(trunk)
     assert is_4xx(answer), answer
     call.bye()
+
+
+# == 1c. on TCP/TLS a party is its connection (issue 18.8) ==============================================
+def connected_phone(env: Env, net: Net, user: str, domain: str, transport: str, ip: str | None = None,
+                    port: int = 0) -> UA:
+    """A phone on its own UDP socket, TCP connection or TLS connection to the proxy."""
+    tls = ssl.create_default_context(cafile=env.proxy.tls_cert) if transport == "tls" else None
+    where = (env.proxy.ip, env.proxy.tls_port if transport == "tls" else env.proxy.port)
+    ua = UA(ip or next(_phone_ips), where, user, domain, PASSWORDS[(user, domain)], tcp=transport == "tcp",
+            tls=tls, port=port)
+    net.opened.append(ua)
+    net.aors.add(f"{user}@{domain}")
+    return ua
+
+
+def neighbour_of(env: Env, net: Net, phone: UA, transport: str) -> UA:
+    """Someone behind the same NAT address as the phone: its IP, a port (a connection) of its own."""
+    return connected_phone(env, net, phone.user, phone.domain, transport, ip=phone.ip)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("method", ["BYE", "INVITE"])
+def test_a_neighbour_behind_the_callers_nat_cannot_speak_for_it(env, net, account, transport, method):
+    """A prepaid caller on TCP/TLS (or UDP); another connection (port) from its IP sends its dialog's
+    BYE or re-INVITE: refused, the trunk hears nothing, the money stays held, the call goes on."""
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY)
+    ines = connected_phone(env, net, "2001", "initech.test", transport)
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    assert trunk.wait(lambda m: m.is_request and m.method == "ACK", 3)
+    neighbour = neighbour_of(env, net, ines, transport)
+    assert neighbour.ip == ines.ip and neighbour.port != ines.port
+    before = [m.first for m in trunk.requests()]
+    text = neighbour.build(method, call.target, call.call_id, call.from_tag, call.to_uri, call.to_tag, 40,
+                           [f"Route: <{r}>" for r in call.route],
+                           SDP.format(ip=neighbour.ip) if method == "INVITE" else "", from_uri=f"sip:2001@initech.test")
+    answer = neighbour.transact(text, call.call_id, 40, method, timeout=3)
+    assert answer is not None and answer.first == "SIP/2.0 403 Not A Party To This Dialog", answer
+    time.sleep(GRACE)
+    assert [m.first for m in trunk.requests()] == before, "the trunk heard the neighbour"
+    assert account.records() == [] and account.reserved > 0, "the neighbour's BYE stopped the billing"
+    # the phone itself, on its own connection, still speaks for the call
+    assert call.request("INFO").status == 200
+    time.sleep(0.6)
+    assert call.bye().status == 200
+    assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_neighbour_behind_the_callees_nat_cannot_hang_up_the_caller(env, net, transport):
+    """Bruno answers over TCP/TLS; another connection from his address sends his BYE to Alice."""
+    bruno = connected_phone(env, net, "2002", "acme.test", transport)
+    assert bruno.register().status == 200
+    alice = net.phone("2001")
+    call = alice.invite("2002")
+    assert call.code == 200, call.final
+    invite, tag = bruno.answered[call.call_id]
+    neighbour = neighbour_of(env, net, bruno, transport)
+    caller_contact = invite.uris("contact")[0]
+    text = neighbour.build("BYE", caller_contact, call.call_id, tag, call.ruri, call.from_tag, 900,
+                           [f"Route: <{r}>" for r in invite.uris("record-route")], from_uri=call.to_uri)
+    answer = neighbour.transact(text, call.call_id, 900, "BYE", timeout=3)
+    assert answer is not None and answer.first == "SIP/2.0 403 Not A Party To This Dialog", answer
+    time.sleep(GRACE)
+    assert call.ended_by_peer() is None, "Alice got the neighbour's BYE"
+    answer = bruno.bye_as_callee(call.call_id)
+    assert answer is not None and answer.status == 200, answer
+    assert call.ended_by_peer() is not None or alice.wait(
+        lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 2)
+
+
+def test_a_carrier_on_tcp_may_hang_up_on_a_connection_of_its_own(env, net):
+    """Guard: a carrier calling in over TCP may send its BYE on a new connection (RFC 3261 18.1.1
+    lets it): it is known by its address, as every trusted peer is; nobody else has that address."""
+    bruno = net.registered(net.phone("2002"))
+    carrier = UA(CARRIER_IN[0], env.addr, "+33698000001", "carrier.example", tcp=True, port=CARRIER_IN[1])
+    net.opened.append(carrier)
+    call = carrier.invite(f"sip:+33142685302@{hostport(env.addr)}")
+    assert call.code == 200, call.final
+    again = UA(CARRIER_IN[0], env.addr, "+33698000001", "carrier.example", tcp=True)
+    net.opened.append(again)
+    assert again.port != carrier.port
+    text = again.build("BYE", call.target, call.call_id, call.from_tag, call.to_uri, call.to_tag, 77,
+                       [f"Route: <{r}>" for r in call.route])
+    answer = again.transact(text, call.call_id, 77, "BYE", timeout=3)
+    assert answer is not None and answer.status == 200, answer
+    assert bruno.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 2)
 
 
 # == 2. registration hijack ============================================================================
