@@ -303,3 +303,13 @@ def test_dialling_out_and_calling_in_mark_the_carriers_side_of_the_dialog(world:
     inbound.registered["sip:2002@acme.test"] = 1
     world.request(inbound)
     assert inbound.vars[Var.CALLER_CARRIER] == "1" and Var.CALLEE_CARRIER not in inbound.vars
+
+
+def test_a_caller_on_tcp_or_tls_is_remembered_by_its_connection(world: World):
+    for transport in ("tcp", "tls"):
+        ksr = world.phone_invite("0145678901", transport=transport, src="127.0.0.61", sport=40000)
+        ksr.request["$conid"] = "23"
+        world.request(ksr)
+        assert ksr.relay is not None and ksr.vars[Var.CALLER] == f"{transport}:127.0.0.61:40000#23"
+    udp = world.request(world.phone_invite("0145678901", src="127.0.0.61", sport=40000))
+    assert udp.vars[Var.CALLER] == "udp:127.0.0.61:40000"
