@@ -146,8 +146,9 @@ class Router:
 
     def ksr_failure_bye(self, msg) -> int:
         def failed() -> None:
-            code, replied = self.sip.status_code(), self.sip.branch_replied()
-            self.calls.bye_failed(f"was answered {code} by the other party" if replied else "got no answer")
+            # t_branch_replied() is false here even after a reply: tm's own 408 is the silence
+            code = self.sip.status_code()
+            self.calls.bye_failed("got no answer (408)" if code == 408 else f"was answered {code} by the other party")
         return self._in_failure_route(failed)
 
     def ksr_branch_media(self, msg) -> int:

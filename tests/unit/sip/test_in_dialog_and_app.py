@@ -169,7 +169,7 @@ def test_a_bye_the_other_party_refuses_or_never_answers_has_the_proxy_end_the_ca
         ksr.failure_code, ksr.branch_replied = code, replied
         world.router(ksr).ksr_failure_bye(None)
         assert ksr.dialog_held >= 1 and ksr.dialog_byes == ["callee", "caller"], code
-        assert ("was answered" if replied else "got no answer") in ksr.logged("warn")[0]
+        assert (f"was answered {code}" if replied else "got no answer") in ksr.logged("warn")[0]
     # the settlement is dialog:end's, run by dlg_bye("callee") inside (see the prepaid tests)
 
 
