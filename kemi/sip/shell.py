@@ -522,8 +522,8 @@ class _Dialogs:
         """Whether this in-dialog request names (Call-ID, tags, either direction) a dialog the module
         tracks. It only looks: $dlg(...)/$dlg_var(...) then read that dialog by the message's own ids,
         and the dialog module acts on the request only at manage_dialog()/loose_route(). (dlg_get()
-        would set the dialog context, and a set context makes the module skip the request: a BYE
-        would never end the dialog.)"""
+        would set the dialog context, and a set context makes the module skip the request: what
+        hold_dialog() does on purpose for a BYE.)"""
         return self.k.dialog.is_known_dlg() > 0
 
     def dialog(self, field: str) -> str | None:
