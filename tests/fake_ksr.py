@@ -342,9 +342,16 @@ class _Dialog(_Module):
         return 1
 
     def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
+        """Either direction, as get_dlg() matches; the dialog becomes the context (held)."""
         known = self.ksr.known_dialog
-        return 1 if known is not None and (call_id, from_tag, to_tag) == \
-            (known["callid"], known["from_tag"], known["to_tag"]) else -1
+        found = known is not None and call_id == known["callid"] and \
+            {from_tag, to_tag} == {known["from_tag"], known["to_tag"]}
+        self.ksr.dialog_held += found
+        return 1 if found else -1
+
+    def dlg_set_timeout(self, seconds: int) -> int:
+        self.ksr.dialog_timeouts.append(seconds)
+        return 1 if self.ksr.message_dialog() is not None else -1
 
 
 class _XhttpProm(_Module):
@@ -453,6 +460,8 @@ class FakeKSR:
         self.known_dialog: dict | None = None    # the dialog the module tracks ($dlg(...) fields)
         self.dialog_byes: list[str] = []
         self.dlg_bye_result = 1
+        self.dialog_held = 0                     # dlg_get() that found the dialog (its context set)
+        self.dialog_timeouts: list[int] = []     # dlg_set_timeout() calls
         self.uac_sent: list[tuple] = []
         self.uac_next_hops: list[str] = []      # t_uac_send's next hop ("" : the R-URI)
         self.record_routed = 0

@@ -41,17 +41,17 @@ class Router:
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
         self.media = Media(sip)
-        self.calls = Calls(sip, settings, self.ready_ledger, self.media)
+        self.peers = TrustedPeers(self.directory)
+        self.calls = Calls(sip, settings, self.ready_ledger, self.media, self.peers.addresses)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
-        self.peers = TrustedPeers(self.directory)
         self.gate = Gate(sip, settings, self.peers)
         self.phones = Phones(sip, self.directory, self.calls, cache, self.gate)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
                                    routing.parse_static_trunks(settings.emergency_trunks), self.gate, settings)
-        self.in_dialog = InDialog(sip, self.media)
+        self.in_dialog = InDialog(sip, self.media, self.calls.bye_failed)
 
     def ready_ledger(self) -> PrepaidLedger:
         self.conn.ready()  # the schema check, as before every use of the store
@@ -132,6 +132,23 @@ class Router:
         except Exception as exc:  # the reply goes on as it is: a call without anchored media, logged
             self.sip.log("err", f"reply route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         return 1
+
+    def ksr_reply_bye(self, msg) -> int:
+        try:
+            with self.sip.scope():
+                self.calls.bye_answered(self.prepaid)
+        except Exception as exc:
+            # Money is safe: an unsettled reservation expires by itself and is recorded then.
+            self.sip.log("crit", f"BYE answer of call-id {self.sip.call_id}: record/settlement not written: "
+                                 f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
+
+    def ksr_failure_bye(self, msg) -> int:
+        def failed() -> None:
+            # t_branch_replied() is false here even after a reply: tm's own 408 is the silence
+            code = self.sip.status_code()
+            self.calls.bye_failed("got no answer (408)" if code == 408 else f"was answered {code} by the other party")
+        return self._in_failure_route(failed)
 
     def ksr_branch_media(self, msg) -> int:
         try:

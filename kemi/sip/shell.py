@@ -101,6 +101,8 @@ class Route:
     FAILURE_RECEPTIONIST = "ksr_failure_receptionist"
     BRANCH_MEDIA = "ksr_branch_media"
     REPLY_MEDIA = "ksr_reply_media"    # replies of a transaction whose SDP goes through rtpengine
+    REPLY_BYE = "ksr_reply_bye"        # replies to a party's BYE: the call ends at the other party's 2xx
+    FAILURE_BYE = "ksr_failure_bye"    # a party's BYE the other party refused or never answered
 
 
 class Metric:
@@ -203,6 +205,18 @@ class _Request:
         """transport:ip:port of what is being processed (a request, or a reply in a reply-side event)."""
         ip, port = self.source
         return f"{self.transport}:{ip}:{port}"
+
+    def connection(self) -> str | None:
+        """The id of the TCP/TLS connection the message came on (None on UDP, or when it is gone)."""
+        return self.pv("$conid")
+
+    def party_address(self, by_address: bool) -> str:
+        """What a dialog records of the party this message comes from (routing.party_address): on
+        TCP/TLS its connection too, unless by_address. One more read, on TCP/TLS only."""
+        ip, port = self.source
+        transport = self.transport
+        bound = transport in routing.CONNECTED and not by_address
+        return routing.party_address(transport, ip, port, self.connection() if bound else None, by_address)
 
     @property
     def call_id(self) -> str:
@@ -514,22 +528,35 @@ class _Dialogs:
         """Whether this in-dialog request names (Call-ID, tags, either direction) a dialog the module
         tracks. It only looks: $dlg(...)/$dlg_var(...) then read that dialog by the message's own ids,
         and the dialog module acts on the request only at manage_dialog()/loose_route(). (dlg_get()
-        would set the dialog context, and a set context makes the module skip the request: a BYE
-        would never end the dialog.)"""
+        would set the dialog context, and a set context makes the module skip the request: what
+        hold_dialog() does on purpose for a BYE.)"""
         return self.k.dialog.is_known_dlg() > 0
 
     def dialog(self, field: str) -> str | None:
         """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
         return self.pv(f"$dlg({field})")
 
-    def routes_beyond_us(self) -> list[str] | None:
-        """The request's Route URIs after this proxy's own leading entries (None: the first Route
-        is not ours, or there is none)."""
+    def routes_beyond_us(self) -> tuple[list[str], list[str]] | None:
+        """The request's Route URIs split into this proxy's own leading entries and the rest (None:
+        the first Route is not ours, or there is none)."""
         routes = routing.route_uris(self.pv("$(hdr(Route)[*])"))
         ours = 0
         while ours < len(routes) and self.k.is_myself(routes[ours]) > 0:
             ours += 1
-        return routes[ours:] if ours else None
+        return (routes[:ours], routes[ours:]) if ours else None
+
+    def hold_dialog(self) -> bool:
+        """Make the dialog this request names (Call-ID, tags) the current one. The dialog module then
+        leaves the request alone (dlg_onroute returns at once when a dialog context is set, in
+        loose_route() and dlg_manage() alike): a BYE passes without ending the dialog. Also what
+        dlg_bye() needs (end_call) outside the dialog's own events. False: no such dialog."""
+        return self.k.dialog.dlg_get(self.pv("$ci") or "", self.pv("$ft") or "", self.pv("$tt") or "") > 0
+
+    def expire_dialog(self) -> None:
+        """The dialog of this message ends at the dialog timer's next tick (within about a second),
+        without a BYE (send_bye is off): for a call whose BYE the other party already accepted. The
+        timer runs dialog:timeout and dialog:end, which find the call finished."""
+        self.k.dialog.dlg_set_timeout(1)
 
     def set_destination(self, uri: str) -> None:
         self.k.pv.sets("$du", uri)
@@ -542,7 +569,7 @@ class _Dialogs:
         it, as a BYE of tm's own built from what the dialog recorded."""
         d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
         # dlg_bye sends to the Contact: a caller behind a NAT gets tm's BYE, through its binding
-        nat_hop = edge.next_hop(d["from_contact"], self.get(Var.CALLER))
+        nat_hop = edge.next_hop(d["from_contact"], (self.get(Var.CALLER) or "").partition("#")[0])
         self.k.dialog.dlg_bye("callee")
         if not nat_hop and self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
                 self.k.dialog.dlg_bye("caller") > 0:

@@ -301,14 +301,18 @@ class Peer(Endpoint):
     invite: 'answer' (100, 200 + SDP), a (code, reason) refusal, or 'silent'.
     record_route: a URI the peer record-routes with, like a carrier's SBC.
     bye_delay: a carrier is a network round trip away; a phone under the attacker's control
-    (a UA) answers at once, and who answers first matters to the dialog module."""
+    (a UA) answers at once, and who answers first matters to the dialog module.
+    bye_answers: how the first BYEs (one per transaction) are answered, in order: a (code, reason)
+    or 'silent'; the later ones get 200."""
 
     def __init__(self, ip: str, port: int, invite="answer", tcp_listen: bool = False, record_route: str | None = None,
-                 bye_delay: float = 0.02):
+                 bye_delay: float = 0.02, bye_answers: list = ()):
         super().__init__(ip, port, tcp_listen=tcp_listen)
         self.invite_policy = invite
         self.record_route = record_route
         self.bye_delay = bye_delay
+        self.bye_answers = list(bye_answers)
+        self.silent: set[str] = set()  # transactions left unanswered
         self.sent: dict[str, str] = {}  # Via branch -> last answer, for retransmissions
         self.to_tag = token()
 
@@ -316,7 +320,17 @@ class Peer(Endpoint):
         if not msg.is_request or msg.method == "ACK":
             return
         branch = (msg.header("via") or "") + msg.header("cseq")
+        if branch in self.silent:
+            return
         if branch in self.sent:
+            self.send(self.sent[branch], msg.src, msg.conn)
+            return
+        if msg.method == "BYE" and self.bye_answers:
+            policy = self.bye_answers.pop(0)
+            if policy == "silent":
+                self.silent.add(branch)
+                return
+            self.sent[branch] = response(msg, policy[0], policy[1])
             self.send(self.sent[branch], msg.src, msg.conn)
             return
         contact = f"sip:peer@{self.ip}:{self.port}"
@@ -333,15 +347,19 @@ class Peer(Endpoint):
             answer = response(msg, 200, "OK", None, contact, SDP.format(ip=self.ip))
         else:
             answer = response(msg, 200, "OK", None, contact if msg.method != "BYE" else None)
-        self.sent[branch] = answer
         if msg.method == "BYE" and self.bye_delay:
-            timer = threading.Timer(self.bye_delay, self._send_quietly, (answer, msg.src, msg.conn))
+            self.silent.add(branch)  # retransmissions meanwhile get nothing: the answer is on its way
+            timer = threading.Timer(self.bye_delay, self._send_quietly, (answer, msg.src, msg.conn, branch))
             timer.daemon = True
             timer.start()
             return
+        self.sent[branch] = answer
         self.send(answer, msg.src, msg.conn)
 
-    def _send_quietly(self, text: str, dest, conn) -> None:
+    def _send_quietly(self, text: str, dest, conn, branch: str | None = None) -> None:
+        if branch is not None:
+            self.sent[branch] = text
+            self.silent.discard(branch)
         try:
             self.send(text, dest, conn)
         except OSError:

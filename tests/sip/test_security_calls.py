@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import ssl
 import time
 
 import pytest
@@ -79,8 +80,8 @@ class Net:
         self.opened: list = []
         self.aors: set[str] = set()
 
-    def peer(self, where, invite="answer", tcp: bool = False, record_route: str | None = None) -> Peer:
-        peer = Peer(where[0], where[1], invite, tcp_listen=tcp, record_route=record_route)
+    def peer(self, where, invite="answer", tcp: bool = False, record_route: str | None = None, **kw) -> Peer:
+        peer = Peer(where[0], where[1], invite, tcp_listen=tcp, record_route=record_route, **kw)
         self.opened.append(peer)
         return peer
 
@@ -341,6 +342,94 @@ def test_internal_call_cannot_be_turned_into_a_trunk_call(env, net):
     call.bye()
 
 
+# == 1c. on TCP/TLS a party is its connection (issue 18.8) ==============================================
+def connected_phone(env: Env, net: Net, user: str, domain: str, transport: str, ip: str | None = None,
+                    port: int = 0) -> UA:
+    """A phone on its own UDP socket, TCP connection or TLS connection to the proxy."""
+    tls = ssl.create_default_context(cafile=env.proxy.tls_cert) if transport == "tls" else None
+    where = (env.proxy.ip, env.proxy.tls_port if transport == "tls" else env.proxy.port)
+    ua = UA(ip or next(_phone_ips), where, user, domain, PASSWORDS[(user, domain)], tcp=transport == "tcp",
+            tls=tls, port=port)
+    net.opened.append(ua)
+    net.aors.add(f"{user}@{domain}")
+    return ua
+
+
+def neighbour_of(env: Env, net: Net, phone: UA, transport: str) -> UA:
+    """Someone behind the same NAT address as the phone: its IP, a port (a connection) of its own."""
+    return connected_phone(env, net, phone.user, phone.domain, transport, ip=phone.ip)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("method", ["BYE", "INVITE"])
+def test_a_neighbour_behind_the_callers_nat_cannot_speak_for_it(env, net, account, transport, method):
+    """A prepaid caller on TCP/TLS (or UDP); another connection (port) from its IP sends its dialog's
+    BYE or re-INVITE: refused, the trunk hears nothing, the money stays held, the call goes on."""
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY)
+    ines = connected_phone(env, net, "2001", "initech.test", transport)
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    assert trunk.wait(lambda m: m.is_request and m.method == "ACK", 3)
+    neighbour = neighbour_of(env, net, ines, transport)
+    assert neighbour.ip == ines.ip and neighbour.port != ines.port
+    before = [m.first for m in trunk.requests()]
+    text = neighbour.build(method, call.target, call.call_id, call.from_tag, call.to_uri, call.to_tag, 40,
+                           [f"Route: <{r}>" for r in call.route],
+                           SDP.format(ip=neighbour.ip) if method == "INVITE" else "", from_uri=f"sip:2001@initech.test")
+    answer = neighbour.transact(text, call.call_id, 40, method, timeout=3)
+    assert answer is not None and answer.first == "SIP/2.0 403 Not A Party To This Dialog", answer
+    time.sleep(GRACE)
+    assert [m.first for m in trunk.requests()] == before, "the trunk heard the neighbour"
+    assert account.records() == [] and account.reserved > 0, "the neighbour's BYE stopped the billing"
+    # the phone itself, on its own connection, still speaks for the call
+    assert call.request("INFO").status == 200
+    time.sleep(0.6)
+    assert call.bye().status == 200
+    assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_neighbour_behind_the_callees_nat_cannot_hang_up_the_caller(env, net, transport):
+    """Bruno answers over TCP/TLS; another connection from his address sends his BYE to Alice."""
+    bruno = connected_phone(env, net, "2002", "acme.test", transport)
+    assert bruno.register().status == 200
+    alice = net.phone("2001")
+    call = alice.invite("2002")
+    assert call.code == 200, call.final
+    invite, tag = bruno.answered[call.call_id]
+    neighbour = neighbour_of(env, net, bruno, transport)
+    caller_contact = invite.uris("contact")[0]
+    text = neighbour.build("BYE", caller_contact, call.call_id, tag, call.ruri, call.from_tag, 900,
+                           [f"Route: <{r}>" for r in invite.uris("record-route")], from_uri=call.to_uri)
+    answer = neighbour.transact(text, call.call_id, 900, "BYE", timeout=3)
+    assert answer is not None and answer.first == "SIP/2.0 403 Not A Party To This Dialog", answer
+    time.sleep(GRACE)
+    assert call.ended_by_peer() is None, "Alice got the neighbour's BYE"
+    answer = bruno.bye_as_callee(call.call_id)
+    assert answer is not None and answer.status == 200, answer
+    assert call.ended_by_peer() is not None or alice.wait(
+        lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 2)
+
+
+def test_a_carrier_on_tcp_may_hang_up_on_a_connection_of_its_own(env, net):
+    """Guard: a carrier calling in over TCP may send its BYE on a new connection (RFC 3261 18.1.1
+    lets it): it is known by its address, as every trusted peer is; nobody else has that address."""
+    bruno = net.registered(net.phone("2002"))
+    carrier = UA(CARRIER_IN[0], env.addr, "+33698000001", "carrier.example", tcp=True, port=CARRIER_IN[1])
+    net.opened.append(carrier)
+    call = carrier.invite(f"sip:+33142685302@{hostport(env.addr)}")
+    assert call.code == 200, call.final
+    again = UA(CARRIER_IN[0], env.addr, "+33698000001", "carrier.example", tcp=True)
+    net.opened.append(again)
+    assert again.port != carrier.port
+    text = again.build("BYE", call.target, call.call_id, call.from_tag, call.to_uri, call.to_tag, 77,
+                       [f"Route: <{r}>" for r in call.route])
+    answer = again.transact(text, call.call_id, 77, "BYE", timeout=3)
+    assert answer is not None and answer.status == 200, answer
+    assert bruno.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 2)
+
+
 # == 2. registration hijack ============================================================================
 def stored_contacts(env: Env, aor: str) -> list[dict]:
     text = env.proxy.kamcmd("ul.lookup", "location", aor)
@@ -458,6 +547,17 @@ FORGED_BYES = {
     "R-URI at the backup trunk": lambda call: {"ruri": f"sip:{E164}@{hostport(BACKUP)}"},
     "extra Route nowhere": lambda call: {"route": call.route + [f"sip:{hostport(VOID)};lr"]},
     "R-URI at the proxy": lambda call: {"ruri": call.route[0].split(";")[0]},
+    # issue 18.5: our Record-Route, then a strict router's URI (no ;lr)
+    "extra strict Route": lambda call: {"route": call.route + [f"sip:{VOID[0]}"]},
+    "our Route twice": lambda call: {"route": call.route + call.route},
+    "extra Route at the backup trunk": lambda call: {"route": call.route + [f"sip:{hostport(BACKUP)};lr"]},
+    # the pre-RFC 3261 shape: R-URI the proxy, the real target last in Route
+    "strict-routing style": lambda call: {"ruri": call.route[0].split(";")[0] + ";lr",
+                                          "route": [f"{call.target}"]},
+    "no Route": lambda call: {"route": []},
+    # these two lead to the callee: relayed, and the call ends when the trunk accepts the BYE
+    "our Route with other parameters": lambda call: {"route": [call.route[0].split(";")[0] + ";lr;did=999.999"]},
+    "our Route without parameters": lambda call: {"route": [call.route[0].split(";")[0] + ";lr"]},
 }
 
 
@@ -474,9 +574,72 @@ def test_forged_bye_never_stops_billing_while_the_trunk_leg_is_up(env, net, acco
     assert trunk_got_bye == bool(settled), (
         f"settled {settled} while the trunk leg is still up" if settled else "the trunk got a BYE, nothing settled")
     if not trunk_got_bye:  # refused: the call goes on, and is billed when it really ends
+        assert account.reserved > 0, "refused, yet the reservation is gone"
         time.sleep(1.0)
         assert call.bye().status == 200
     assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+# A BYE that reaches the trunk but that the trunk does not accept: its leg stays up (issue 18.5).
+# A carrier refuses a BYE whose CSeq went backwards (500), that requires an extension it lacks
+# (420), for a dialog it does not know (481), or says nothing (tm's 408 after fr_timer, 5 s).
+REFUSED_BYES = {
+    "481": dict(answers=[(481, "Call/Transaction Does Not Exist")], extra=[]),
+    "420 to a Require": dict(answers=[(420, "Bad Extension")], extra=["Require: x-made-up"]),
+    "500 to a CSeq gone back": dict(answers=[(500, "Server Internal Error")], extra=[]),
+    "silence": dict(answers=["silent"], extra=[]),
+}
+
+
+def own_byes(trunk: Peer, call) -> list:
+    """BYEs the proxy sent the trunk itself (its own Via only), not relayed from the phone."""
+    return [m for m in byes_of(trunk, call) if len(m.all("via")) == 1]
+
+
+@pytest.mark.parametrize("variant", list(REFUSED_BYES))
+def test_a_bye_the_trunk_does_not_accept_has_the_proxy_end_the_call_and_bill_it_to_the_end(net, account, variant):
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY, bye_answers=REFUSED_BYES[variant]["answers"])
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    time.sleep(0.5)
+    answer = call.bye(extra=REFUSED_BYES[variant]["extra"], wait=8)
+    assert answer is not None and answer.status >= 400, answer  # the trunk's answer, relayed
+    relayed = [m for m in byes_of(trunk, call) if len(m.all("via")) == 2]
+    assert relayed, "the phone's BYE never reached the trunk"
+    own = trunk.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id
+                     and len(m.all("via")) == 1, 3)
+    assert own is not None, "the proxy never ended the trunk's leg itself"
+    assert own.tag("from") == call.from_tag and own.tag("to") == call.to_tag
+    # and the phone's leg too
+    assert ines.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
+    (record,) = account.wait_records(1)
+    leg = own.at - call.answered_at
+    assert record["billed_secs"] >= int(leg), f"billed {record['billed_secs']} s for a trunk leg of {leg:.1f} s"
+    assert account.balance == opening - record["cost"] and account.reserved == 0
+    time.sleep(GRACE)
+    assert len(account.records()) == 1 and len(own_byes(trunk, call)) == 1, "settled or hung up twice"
+    assert call.bye().status == 481  # the call is over
+
+
+def test_a_bye_the_trunk_accepts_settles_at_its_answer(net, account):
+    """The trunk takes its time (a carrier far away): the call is billed until it accepted the BYE."""
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY, bye_delay=1.5)
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    time.sleep(0.3)
+    sent = time.monotonic()
+    assert call.bye(wait=4).status == 200
+    assert time.monotonic() - sent >= 1.4
+    (record,) = account.wait_records(1)
+    assert record["billed_secs"] >= 2, record  # 0.3 s + 1.5 s before the trunk's 200
+    assert record["disposition"] == "answered" and account.balance == opening - record["cost"]
+    time.sleep(2.5)  # the dialog expires quietly: no BYE of the proxy's own, nothing settled twice
+    assert own_byes(trunk, call) == [] and call.ended_by_peer() is None
+    assert len(account.records()) == 1 and account.reserved == 0
 
 
 # == 4. Call-ID reuse ===================================================================================
