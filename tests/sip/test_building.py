@@ -46,14 +46,22 @@ companies:
     location: "Station F, 5 parvis Alan Turing, 75013 Paris"
     extensions:
       - {number: "2001", name: Ines, password: ines-site-1}
+  - id: hive
+    name: Hive Desks
+    domain: hive.test
+    location: "Station F, 5 parvis Alan Turing, 75013 Paris"
+    extensions:
+%s
 trunks:
   - {name: carrier, host: %s, port: 5060, priority: 1}
   - {name: sos, host: %s, port: %d, emergency: true, outbound: false}
 sites:
   - name: station-f
     cidrs: ["%s/32"]
-    companies: [acme, globex, initech]
-""" % (TRUNK, TRUNK, SOS_PORT, ROUTER_WAN)
+    companies: [acme, globex, initech, hive]
+""" % ("\n".join(f'      - {{number: "{n}", name: Desk {n}, password: hive-desk-{n}}}' for n in range(2100, 2220)),
+       TRUNK, TRUNK, SOS_PORT, ROUTER_WAN)
+DESKS = range(2100, 2220)  # hive's phones: a whole floor that registers again after a power cut
 ALICE = ("2001", "acme.test", "alice-site-1")
 GASTON = ("2001", "globex.test", "gaston-site-1")
 INES = ("2001", "initech.test", "ines-site-1")  # the neighbour
@@ -164,6 +172,38 @@ def the_building_works(building: Building, alice: Uac, gaston: Uac, note: str) -
     assert psap.wait_for("INVITE", call_id(sos.last_sent)), f"{note}: Alice's 112 never reached the PSAP"
     carrier.close(), psap.close()
     building.open.remove(carrier), building.open.remove(psap)
+
+
+def test_after_a_power_cut_every_phone_of_the_building_registers_again_at_once(building, proxy):
+    """120 phones register in the same second or two, each from its own port of the router's one
+    address: far over pike's limit for the address, so counted per phone, and none is refused."""
+    phones = [building.phone(PHONE_A if n % 2 else PHONE_B) for n in DESKS]
+    mark = proxy.mark()
+    results: dict[int, tuple | None] = {}
+
+    def register(batch):
+        for n, phone in batch:
+            results[n] = phone.register(str(n), "hive.test", f"hive-desk-{n}", timeout=4).final
+
+    pairs = list(zip(DESKS, phones))
+    workers = [threading.Thread(target=register, args=(pairs[i::12],)) for i in range(12)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    took = time.monotonic() - started
+    refused = {n: final for n, final in results.items() if final != (200, "OK")}
+    print(f"\npower cut: {len(results)} phones registered again in {took:.1f}s through one address, "
+          f"{len(refused)} refused")
+    log = proxy.log_since(mark)
+    assert not refused and len(results) == len(DESKS), (refused, log[-3000:])
+    assert "PIKE - BLOCKing" in log, "the storm never reached pike's limit for the address: it tested nothing"
+    assert "banned" not in log, log[-3000:]
+    alice, gaston = building.phone(PHONE_A), building.phone(PHONE_B)
+    the_building_works(building, alice, gaston, "right after the power cut")
+    for n in DESKS:
+        proxy.unregister(f"{n}@hive.test")
 
 
 def test_a_neighbour_flooding_is_stopped_and_the_rest_of_the_building_keeps_working(building, proxy):
