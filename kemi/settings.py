@@ -118,6 +118,11 @@ class Settings:
     emergency_calls_max: int = _setting("EMERGENCY_CALLS_MAX", 5, _int, 1, 1000)
     emergency_window_s: int = _setting("EMERGENCY_WINDOW_S", 60, _int, 1, 3600)
     emergency_unidentified_max: int = _setting("EMERGENCY_UNIDENTIFIED_MAX", 20, _int, 1, 100_000)
+    # A declared site's address (a building behind one NAT) is never banned: once pike finds it
+    # flooding, each phone (address and port; authenticated user) may send SITE_PHONE_REQS
+    # requests per SITE_PHONE_WINDOW_S, and the one that sends more is banned for BAN_S.
+    site_phone_reqs: int = _setting("SITE_PHONE_REQS", 30, _int, 1, 100_000)
+    site_phone_window_s: int = _setting("SITE_PHONE_WINDOW_S", 2, _int, 1, 3600)
     # Requests whose User-Agent contains one of these (case-insensitively) are dropped unanswered.
     scanner_user_agents: str = _setting(
         "SCANNER_USER_AGENTS",
