@@ -161,8 +161,9 @@ class Storm:
         phones = sipp_csv_count(files["users"])
         calls = self.load("calls", "call.xml", CALLERS_IP, net, target=target, inf=files["domestic"],
                           calls=int(s.call_rate * (s.rounds * s.limit_s + 60)), rate=s.call_rate,
-                          hold_ms=s.hold_ms,
-                          args=["-t", "un", "-max_socket", str(MAX_SOCKETS), "-recv_timeout", str(int(s.give_up_s * 1000))], timeout_s=int(s.rounds * s.limit_s + 120)).start()
+                          hold_ms=s.hold_ms, timeout_s=int(s.rounds * s.limit_s + 120),
+                          args=["-t", "un", "-max_socket", str(MAX_SOCKETS),
+                                "-recv_timeout", str(int(s.give_up_s * 1000))]).start()
         time.sleep(1.0)
         rounds, sos = [], None
         for n in range(1, s.rounds + 1):
