@@ -83,6 +83,8 @@ NOT_THE_DIALOG_ROUTE = Reply(403, "Route Is Not The Dialog Route Set")
 # password is refused until AUTH_BAN_S has passed (the rest of that address and that user elsewhere
 # keep working). Unknown users are counted too, so this says nothing about who exists.
 TOO_MANY_FAILURES = Reply(403, "Too Many Failed Attempts")
+# a phone of a declared site that floods with its valid credentials (kemi.sip.gate): once, then dropped
+PHONE_FLOODING = Reply(503, "Too Many Requests From This Phone")
 DIGEST_URI_MISMATCH = Reply(403, "Digest URI Does Not Match Request")
 CONTACT_NOT_SOURCE = Reply(403, "Contact Must Be The Registering Address")
 CONTACT_IS_TRUSTED_PEER = Reply(403, "Contact Names A Trusted Peer")

@@ -56,6 +56,8 @@ class _PV(_Module):
         ksr = self.ksr
         if name in ksr.vars:  # what the script set, or what a test says Kamailio would answer
             return ksr.vars[name]
+        if name == "$ar":  # the realm of the request's credentials, when it has any
+            return ksr.credentials_realm if ksr.request.get("$au") is not None else None
         if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
             return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":

@@ -76,6 +76,10 @@ class Phones:
                               f"{digest_uri!r} is not the Request-URI {ruri!r}")
             sip.reply(replies.DIGEST_URI_MISMATCH)
             return None
+        if not self.gate.phone_within_limit(user, domain):
+            # one answer, so the phone's user hears why; its next requests are dropped at the gate
+            sip.reply(replies.PHONE_FLOODING, f"Retry-After: {self.gate.settings.ban_s}")
+            return None
         self.cache.remember(user, domain, ctx)
         return ctx
 

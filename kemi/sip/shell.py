@@ -84,10 +84,14 @@ class Table:
     EMERGENCY_TRUNKS_KEY = "emergency"
     CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
     # the edge (kemi.sip.gate); every item carries its own expiry (the tables' autoexpire is a cap)
-    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S)
+    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S); 2: a
+    #                                site's address with phones in SITE_BAN (kemi.edge.SITE_MARK)
     AUTH_FAIL = "authfail"         # "ip|user@domain" and "ip|*" -> failures in the current window
     AUTH_BAN = "authban"           # the same keys -> 1: blocked (AUTH_BAN_S)
     REGISTERED = "regsrc"          # "ip:port" -> 1 while a registration was saved from there
+    # declared sites (a building behind one NAT address): per phone, never the address (kemi.sip.gate)
+    SITE_FLOOD = "siteflood"       # "ip:port" and "ip|user@domain" -> requests in the current window
+    SITE_BAN = "siteban"           # the same keys -> 1: dropped unanswered while present (BAN_S)
 
 
 class Route:

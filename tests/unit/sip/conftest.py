@@ -47,6 +47,7 @@ class FakeDirectory:
         self.trunk_list = (CARRIER_A, CARRIER_B, EMERGENCY)
         self.media = (ANNOUNCER, RECEPTION)
         self.overrides: dict[str, str] = {}
+        self.site_list: tuple = ()  # declared sites (kemi.model.Site)
         self.down = False
         self.peer_reads = 0  # round trips of peer_addresses()
         self.faults: dict[str, Exception] = {}  # lookup name -> what it raises (broken data)
@@ -111,6 +112,10 @@ class FakeDirectory:
         self._up()
         self.peer_reads += 1
         return frozenset((p.host, p.port) for p in self.trunk_list + self.media)
+
+    def sites(self):
+        self._up()
+        return self.site_list
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from kemi.model import digest_ha1
+from kemi.model import Site, digest_ha1
 from kemi.settings import Settings
 from kemi.sip.gate import PEERS_TTL_S, TrustedPeers
 from kemi.sip.shell import Table
@@ -295,3 +295,120 @@ def test_credentials_whose_uri_is_this_proxy_are_accepted_as_sipp_sends_them(wor
     elsewhere = World.phone_invite("0612345678")
     elsewhere.request["$adu"] = "sip:127.0.0.2:5060"  # a host, but not this proxy
     assert world.request(elsewhere).reply == (403, "Digest URI Does Not Match Request")
+
+
+# -- declared sites: a building behind one NAT address -----------------------------------------------
+SITE_IP = "203.0.113.7"
+SITE_SETTINGS = Settings(emergency_trunks="udp:127.0.0.9:5060", ban_s=300, auth_fail_max=3, auth_fail_window_s=600,
+                         auth_ban_s=900, site_phone_reqs=5, site_phone_window_s=2)
+
+
+@pytest.fixture
+def building(world: World) -> World:
+    world.settings = SITE_SETTINGS
+    world.directory.site_list = (Site("station-f", (f"{SITE_IP}/32", "2001:db8:7::/48"), ("acme",)),)
+    return world
+
+
+def hot(ksr: FakeKSR, verdict: int = -1) -> FakeKSR:
+    """A request that pike finds over its limit (the address as a whole floods)."""
+    ksr.pike_verdict = verdict
+    return ksr
+
+
+def test_a_sites_address_that_floods_is_never_banned_its_flooding_port_is(building: World, node: Node):
+    flooder, neighbour = (SITE_IP, 20001), (SITE_IP, 20002)
+    for n in range(5):  # SITE_PHONE_REQS while the address is hot: all served
+        assert building.request(node(hot(options(src=flooder), -2 if n == 0 else -1))).reply == (200, "OK")
+    over = building.request(node(hot(options(src=flooder))))
+    assert over.replies == []
+    assert node.htables[Table.SITE_BAN] == {f"{SITE_IP}:20001": 1}
+    assert node.expiries[Table.SITE_BAN][f"{SITE_IP}:20001"] == node.now + 300
+    assert node.htables[Table.IP_BAN] == {SITE_IP: 2}  # a mark, not a ban
+    (line,) = over.logged("warn")
+    assert f"{SITE_IP}:20001" in line and "station-f" in line and "300s" in line and "other phones are not" in line
+    # the neighbour, from the same address while it is still hot, and once it cools down
+    assert building.request(node(hot(options(src=neighbour)))).reply == (200, "OK")
+    assert building.request(node(options(src=neighbour))).reply == (200, "OK")
+    # the flooding port: dropped, silently, even once the address is no longer hot
+    quiet = building.request(node(options(src=flooder)))
+    assert quiet.replies == [] and quiet.logs == []
+    node.now += 300
+    assert building.request(node(options(src=flooder))).reply == (200, "OK")
+
+
+def test_an_undeclared_address_that_floods_is_still_banned_as_a_whole(building: World, node: Node):
+    building.request(node(hot(options(src=("203.0.113.8", 20001)), -2)))
+    assert node.htables[Table.IP_BAN] == {"203.0.113.8": 1}
+    assert building.request(node(options(src=("203.0.113.8", 20002)))).replies == []
+
+
+def test_an_ipv6_site_is_limited_per_port_too(building: World, node: Node):
+    for n in range(6):
+        building.request(node(hot(options(src=("2001:db8:7::10", 40000)))))
+    assert node.htables[Table.SITE_BAN] == {"2001:db8:7::10:40000": 1} and node.htables[Table.IP_BAN] == {
+        "2001:db8:7::10": 2}
+    assert building.request(node(options(src=("2001:db8:7::10", 40001)))).reply == (200, "OK")
+
+
+def test_ordinary_traffic_of_a_site_pays_nothing_new(building: World, node: Node):
+    """pike within its limit: no site lookup (no read of the copy), no counter, no table."""
+    for port in range(20001, 20011):
+        assert building.request(node(options(src=(SITE_IP, port)))).reply == (200, "OK")
+    assert building.directory.peer_reads == 0
+    assert Table.SITE_FLOOD not in node.htables and Table.SITE_BAN not in node.htables
+
+
+def test_a_banned_site_phone_with_a_registration_still_calls_112(building: World, node: Node):
+    node.htables[Table.REGISTERED] = {f"{SITE_IP}:20001": 1}
+    for n in range(6):
+        building.request(node(hot(options(src=(SITE_IP, 20001)))))
+    assert f"{SITE_IP}:20001" in node.htables[Table.SITE_BAN]
+    call = building.request(node(FakeKSR("INVITE", "sip:112@acme.test", src=SITE_IP, sport=20001)))
+    assert call.challenges == [("acme.test", 1)]  # the emergency route took it
+    ordinary = building.request(node(FakeKSR("INVITE", "sip:0612345678@acme.test", src=SITE_IP, sport=20001)))
+    assert ordinary.replies == [] and ordinary.challenges == []
+
+
+def test_an_authenticated_user_flooding_from_many_ports_is_banned_alone(building: World, node: Node):
+    for port in range(20001, 20006):  # one request per port: no port reaches its limit
+        assert building.request(node(hot(register(src=(SITE_IP, port))))).saved
+    over = building.request(node(hot(register(src=(SITE_IP, 20006)))))
+    assert over.reply == (503, "Too Many Requests From This Phone") and not over.saved
+    assert "Retry-After: 300" in over.reply_headers
+    assert f"{SITE_IP}|2001@acme.test" in node.htables[Table.SITE_BAN]
+    assert "2001@acme.test" in over.logged("warn")[0]
+    # that user, from any port of the site: dropped at the gate; another user: served
+    again = building.request(node(register(src=(SITE_IP, 20099))))
+    assert again.replies == [] and again.digest_checks == []
+    assert building.request(node(register(src=(SITE_IP, 20100), user="2002"))).saved
+    # the same user from another address is another matter
+    assert building.request(node(register(src=("127.0.1.51", 40000)))).saved
+
+
+def test_nobody_gets_a_member_banned_by_sending_in_its_name(building: World, node: Node):
+    """Only a passed digest check counts a user: wrong passwords in 2001's name, from many ports
+    of the site while it floods, ban no user (they are password guesses, counted as such)."""
+    for port in range(20001, 20021):
+        building.request(node(hot(wrong(src=(SITE_IP, port)))))
+    assert not any("|" in key for key in node.htables.get(Table.SITE_BAN, {}))
+    assert not any("|" in key for key in node.htables.get(Table.SITE_FLOOD, {}))
+
+
+def test_at_a_site_a_guesser_rotating_users_blocks_its_own_port_not_the_building(building: World, node: Node):
+    guesser = (SITE_IP, 20001)
+    lines = []
+    for n in range(30):  # AUTH_FAIL_MAX x 10 made-up users, one try each
+        lines += building.request(node(register(src=guesser, user=f"2{n + 100:03d}"))).logged("warn")
+    assert [line for line in lines if f"auth from {SITE_IP}:20001 for any user blocked" in line], lines
+    assert building.request(node(register(src=guesser))).reply == (403, "Too Many Failed Attempts")
+    assert f"{SITE_IP}:20001|*" in node.htables[Table.AUTH_BAN]
+    assert f"{SITE_IP}|*" not in node.htables[Table.AUTH_BAN]
+    # another company's phone of the building, with its right password
+    assert building.request(node(register(src=(SITE_IP, 20002), user="2002"))).saved
+
+
+def test_a_site_with_the_store_never_reached_is_treated_as_today(building: World, node: Node):
+    building.directory.down = True
+    flood = building.request(node(hot(options(src=(SITE_IP, 20001)), -2)))
+    assert flood.reply == (200, "OK") and Table.IP_BAN not in node.htables  # nobody banned, as for any address
