@@ -210,8 +210,11 @@ class Storm:
         while pending and time.monotonic() - started < s.limit_s:
             pass_start = time.monotonic() - started
             passes += 1
+            # each phone keeps its socket until the last one has registered: a phone that is up
+            # keeps its port (SIPp would give a closed one's to a later phone: two phones on one port)
+            up_ms = int((len(pending) / s.register_rate + 2) * 1000)
             load = self.load(f"{name}-{passes}", "register.xml", STORM_IP, net, target=target, inf=inf,
-                             calls=len(pending), rate=s.register_rate, args=["-t", "un", "-max_socket", str(MAX_SOCKETS), "-set", "expires", "3600",
+                             calls=len(pending), rate=s.register_rate, hold_ms=up_ms, args=["-t", "un", "-max_socket", str(MAX_SOCKETS), "-set", "expires", "3600",
                                    "-recv_timeout", str(int(s.give_up_s * 1000))],
                              timeout_s=int(s.limit_s + 30)).start()
             if during is not None:
