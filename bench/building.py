@@ -149,8 +149,10 @@ class Storm:
         s = self.sizes
         target = f"{proxy.ip}:{proxy.port}"
         for name, ip in (("trunk", TRUNK), ("emergency", EMERGENCY)):
-            peer = Load(f"peer-{name}", LOAD / "answer.xml", self.work, ip, args=["-set", "ring", "20"],
-                        timeout_s=1200, netns=net.carrier)
+            # a retransmitted INVITE (the proxy's tm, when the answer was slow on a busy box) must not
+            # abort a call the stand-in already answered: it would then ignore its ACK and BYE
+            peer = Load(f"peer-{name}", LOAD / "answer.xml", self.work, ip, timeout_s=1200, netns=net.carrier,
+                        args=["-set", "ring", "20", "-default_behaviors", "all,-abortunexp"])
             self.loads.append(peer)
             peer.start()
         ups = self.load("ups-register", "register.xml", UPS_IP, net, port=UPS_PORT, target=target,
