@@ -61,7 +61,11 @@ class TrustedPeers:
         return self._known
 
     def site(self, ip: str) -> str | None:
-        """The declared site this address belongs to, or None (also when never read)."""
+        """The declared site this address belongs to, or None (also when never read). Asked at
+        every failed or checked digest: with the store down since start it is tried again only
+        every PEERS_TTL_S, not at each of them."""
+        if self._known is None and self.clock() - self._read_at < PEERS_TTL_S:
+            return None
         self._refresh()
         return self._sites.site_of(ip)
 

@@ -412,3 +412,25 @@ def test_a_site_with_the_store_never_reached_is_treated_as_today(building: World
     building.directory.down = True
     flood = building.request(node(hot(options(src=(SITE_IP, 20001)), -2)))
     assert flood.reply == (200, "OK") and Table.IP_BAN not in node.htables  # nobody banned, as for any address
+
+
+def test_sites_are_read_with_the_peers_and_a_store_down_since_start_is_not_asked_at_every_digest(building: World):
+    clock = [0.0]
+    reads = []
+    real = building.directory.sites
+    building.directory.sites = lambda: reads.append(1) or real()
+    peers = TrustedPeers(building.directory, clock=lambda: clock[0])
+    assert peers.site(SITE_IP) == "station-f" and peers.site("203.0.113.8") is None and len(reads) == 1
+    building.directory.site_list = ()
+    clock[0] += PEERS_TTL_S
+    assert peers.site(SITE_IP) is None and len(reads) == 2  # a removed site is gone within PEERS_TTL_S
+    down = TrustedPeers(building.directory, clock=lambda: clock[0])
+    building.directory.down = True
+    attempts = []
+    asked = building.directory.peer_addresses
+    building.directory.peer_addresses = lambda: attempts.append(1) or asked()
+    for _ in range(5):
+        assert down.site(SITE_IP) is None
+    assert len(attempts) == 1
+    clock[0] += PEERS_TTL_S
+    assert down.site(SITE_IP) is None and len(attempts) == 2
