@@ -25,6 +25,9 @@ class Relay:
     branch_route: str | None
     timers: tuple[int, int] | None
     headers: list[str]
+    dst: str | None = None          # $du: where it really goes (None: to ruri)
+    socket: str | None = None       # $fs: the socket it is forced out of
+    bflags: frozenset = frozenset()  # branch 0's flags
 
 
 class _Module:
@@ -104,6 +107,9 @@ class _PV(_Module):
             match = re.match(r"sips?:(?:([^@;>]+)@)?", value)
             self.ksr.request["$rU"] = match.group(1) if match else None
             return
+        if name == "$bf":  # branch 0's flags, as a bit mask
+            self.ksr.bflags = {bit for bit in range(32) if value >> bit & 1}
+            return
         self.ksr.vars[name] = value
 
     def unset(self, name: str) -> None:
@@ -175,7 +181,8 @@ class _TM(_Module):
             ksr.unsendable -= 1
             return -1
         ksr.relays.append(Relay(ksr.request.get("$ru"), ksr.armed.get("failure"), ksr.armed.get("branch"),
-                                ksr.armed.get("timers"), list(ksr.added_headers)))
+                                ksr.armed.get("timers"), list(ksr.added_headers), ksr.pv.get("$du"),
+                                ksr.pv.get("$fs"), frozenset(ksr.bflags)))
         return 1
 
     def t_uac_send(self, method: str, ruri: str, dst: str, socket: str, headers: str, body: str) -> int:
@@ -523,6 +530,7 @@ class FakeKSR:
     # -- core --------------------------------------------------------------------------------
     def resetdsturi(self) -> None:
         self.request.pop("$du", None)
+        self.vars.pop("$du", None)
 
     def set_forward_no_connect(self) -> bool:
         self.no_connect = True

@@ -158,6 +158,13 @@ class Router:
             self.sip.log("err", f"branch route: {type(exc).__name__}: {exc}")
         return 1
 
+    def ksr_branch_phone(self, msg) -> int:
+        try:
+            self.sip.connections_only()  # this branch only: tm restores the request's flags after it
+        except Exception as exc:
+            self.sip.log("err", f"branch route: {type(exc).__name__}: {exc}")
+        return 1
+
     def ksr_dialog_event(self, msg, evname: str) -> int:
         try:
             with self.sip.scope():

@@ -182,20 +182,21 @@ class Phones:
                         failure_route: str | None, timers: Timers) -> None:
         """Send the call to the phones the lookup found. A phone on TLS is reached only through the
         connection it registered on (its "received"): the port it came from is no listening port, so
-        once that connection is gone nobody is there, and the call is answered at once."""
+        once that connection is gone nobody is there, and the call is answered at once (or goes to
+        the receptionist). Only the phones' branches are held to open connections (Route.BRANCH_PHONE):
+        the receptionist's branch, relayed later in the same transaction, may connect."""
         sip = self.sip
         if not self.all_on_tls():
             sip.relay(failure_route=failure_route, timers=timers)
         elif fallback is None:
-            sip.connections_only()
-            sip.relay(failure_route=failure_route, timers=timers, unsent=replies.PHONE_NOT_CONNECTED)
+            sip.relay(failure_route=failure_route, timers=timers, branch_route=Route.BRANCH_PHONE,
+                      unsent=replies.PHONE_NOT_CONNECTED)
         else:
-            # the receptionist takes the call, as when no phone is registered; no connections_only()
-            # here: it would hold for the receptionist's branch too (a TCP media server)
+            # the receptionist takes the call, as when no phone is registered
             sip.keep_transaction_when_unsent()
-            if not sip.relay(failure_route=failure_route, timers=timers, answer_unsent=False):
+            if not sip.relay(failure_route=failure_route, timers=timers, branch_route=Route.BRANCH_PHONE,
+                             answer_unsent=False):
                 sip.log("info", f"no connection to the TLS phones of {company.id}'s DID {did}: to the receptionist")
-                sip.clear_destination()
                 self.calls.to_receptionist(company.id, did, fallback)
 
     def all_on_tls(self) -> bool:

@@ -104,6 +104,7 @@ class Route:
     FAILURE_EXTENSION = "ksr_failure_extension"
     FAILURE_RECEPTIONIST = "ksr_failure_receptionist"
     BRANCH_MEDIA = "ksr_branch_media"
+    BRANCH_PHONE = "ksr_branch_phone"  # a branch to a TLS phone: its open connection only
     REPLY_MEDIA = "ksr_reply_media"    # replies of a transaction whose SDP goes through rtpengine
     REPLY_BYE = "ksr_reply_bye"        # replies to a party's BYE: the call ends at the other party's 2xx
     FAILURE_BYE = "ksr_failure_bye"    # a party's BYE the other party refused or never answered
@@ -311,9 +312,11 @@ class _Answers:
               branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
         the error itself when tm cannot send (unsent: with that answer, else tm's own; answer_unsent
-        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent."""
+        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent.
+        A relay to uri goes there, whatever a lookup earlier in the transaction set (forget_lookup)."""
         if uri is not None:
             self.set_ruri(uri)
+            self.forget_lookup()
         if failure_route is not None:
             self.k.tm.t_on_failure(failure_route)
         if branch_route is not None:
@@ -420,13 +423,22 @@ class _Phones:
         another relay() (tm: t_set_disable_internal_reply)."""
         self.k.tm.t_set_disable_internal_reply(1)
 
-    def clear_destination(self) -> None:
-        """Forget the destination URI ($du) a lookup set: the next relay() goes to its own URI."""
+    def forget_lookup(self) -> None:
+        """Forget where the registrar's lookup pointed the request, so that the next relay() goes to
+        its own Request-URI: the destination ($du: a NATed or TLS phone's "received"), the socket it
+        forced ($fs: the one the contact registered on) and the contact's branch flags (NAT,
+        keepalive). A failure route starts from the request as tm cloned it when it relayed to the
+        phones (tm fake_req), all three included: without this, the receptionist's INVITE goes to
+        the phone's connection or NAT binding with only its Request-URI changed."""
         self.k.resetdsturi()
+        self.k.pv.unset("$fs")   # pv_set_force_sock with a null value: reset_force_socket()
+        self.k.pv.seti("$bf", 0)
 
     def connections_only(self) -> None:
         """Requests forwarded from here on go over TCP/TLS only through a connection that is
-        already open (UDP is unaffected)."""
+        already open (UDP is unaffected). In a branch route (Route.BRANCH_PHONE) it holds for that
+        branch only: tm restores the request's send flags after each branch route (t_fwd.c
+        add_uac), so neither a later branch nor a failure route's relay inherits it."""
         self.k.set_forward_no_connect()
 
     def lookup(self, aor_uri: str) -> int:

@@ -27,6 +27,7 @@ PCAP_PACKETS = 236
 ENOUGH = 150  # packets that must arrive each way (the first ones may go before the far end latched)
 HOLD_MS = 6500  # the caller keeps the call up while both recordings play
 MEDIA_PORT = 6000
+RECEPTION_PORT = 5064  # the receptionist stand-in, beside the announcer on the media server's address
 PRIVATE = re.compile(r"\b(?:10\.\d+|172\.(?:1[6-9]|2\d|3[01])|192\.168)\.\d+\.\d+")
 OFFICE = """
 companies:
@@ -37,15 +38,20 @@ companies:
     extensions:
       - {number: "2001", name: Alice, password: alice-nat-1, did: "+33142685301"}
       - {number: "2002", name: Bruno, password: bruno-nat-2, did: "+33142685302"}
+      - {number: "2003", name: Chloe, password: chloe-nat-3, ring_timeout: 5}
     dids:
       - {number: "+33142685301", target: "2001"}
       - {number: "+33142685302", target: "2002"}
+      - {number: "+33142685303", target: "2003", fallback: receptionist}
+    receptionist: reception
 trunks:
   - {name: carrier, host: %s, port: 5060, priority: 1}
 media_servers:
   - {name: announcer, host: %s, port: 5060, role: announcement}
-""" % (TRUNK, MEDIA)
+  - {name: reception, host: %s, port: %d, role: receptionist}
+""" % (TRUNK, MEDIA, MEDIA, RECEPTION_PORT)
 ALICE = Phone("2001", "acme.test", "alice-nat-1", PHONE_A, 5060)
+CHLOE = Phone("2003", "acme.test", "chloe-nat-3", PHONE_A, 5060)  # her DID falls back to the receptionist
 BRUNO = Phone("2002", "acme.test", "bruno-nat-2", PHONE_B, 5060)
 PLAY = f'<nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>'
 # call.xml / inbound.xml / answer.xml with the recording played once the call is up
@@ -228,6 +234,50 @@ def test_keepalives_reach_a_phone_through_its_nat(net, office, workdir, redis):
         assert ping.startswith(f"OPTIONS sip:2002@{PHONE_B}:5060") and "keepalive@" in ping
     finally:
         kam.stop()
+
+
+# -- the receptionist fallback of a phone behind the NAT ------------------------------------------
+FALLBACK_DID = "+33142685303"
+
+
+def call_the_fallback_did(net, office):
+    """The carrier calls Chloe's DID with the receptionist stand-in listening; (caller, receptionist)."""
+    reception = office.sipp("answer.xml", net.carrier, MEDIA, "-set", "ring", "100",
+                            port=RECEPTION_PORT).start(timeout=30)
+    caller = office.sipp("inbound.xml", net.carrier, TRUNK, "-s", "0612345678", "-set", "from_domain",
+                         "carrier.example", "-set", "dial", FALLBACK_DID, "-set", "company", "",
+                         "-d", "200").start(office.target, timeout=30)
+    result = caller.wait(40)
+    assert result.final == (200, "OK"), result.log + result.stdout
+    invites = reception.wait(10).received("INVITE")
+    assert len(invites) == 1 and invites[0].startswith(f"INVITE sip:{FALLBACK_DID}@{MEDIA}:{RECEPTION_PORT}"), invites
+    return result, invites[0]
+
+
+@pytest.mark.parametrize("phone_does", ["busy", "no answer", "not registered"])
+def test_a_did_of_a_phone_behind_the_nat_falls_back_to_the_receptionist(net, office, proxy, phone_does):
+    """The lookup points the call at the phone's NAT binding ($du = its "received"): the failure
+    route must send the receptionist's INVITE to the receptionist, not down that binding."""
+    proxy.unregister(CHLOE.aor)
+    phone = None
+    if phone_does != "not registered":
+        office.register(CHLOE)
+        if phone_does == "busy":
+            phone = office.sipp("reject.xml", net.office, CHLOE.ip,
+                                edits=[("SIP/2.0 503 Service Unavailable", "SIP/2.0 486 Busy Here")]).start(timeout=30)
+        else:
+            phone = office.sipp("ring.xml", net.office, CHLOE.ip).start(timeout=30)
+    started = time.monotonic()
+    call_the_fallback_did(net, office)
+    if phone is None:
+        return
+    got = phone.wait(10)
+    assert len(got.received("INVITE")) == 1, got.messages  # the receptionist's INVITE never came here
+    if phone_does == "no answer":
+        assert time.monotonic() - started >= 5 - 0.25 and "CANCELLED" in got.log, got.log
+    else:
+        assert "REJECTED" in got.log, got.log
+    proxy.unregister(CHLOE.aor)
 
 
 # -- a real softphone ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import pytest
 
 from kemi.model import digest_ha1
 from kemi.store import StoreUnavailable
-from kemi.sip.shell import Table, Var
+from kemi.sip.shell import Route, Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 
@@ -233,14 +233,18 @@ def test_udp_and_tcp_phones_get_no_received(world: World):
 
 def test_phones_on_tls_are_rung_only_over_open_connections(world: World):
     ksr = world.request(ring_2002(["sip:2002@127.0.0.30:40312;transport=tls"]))
-    assert ksr.no_connect and ksr.relay.ruri == "sip:2002@127.0.0.30:40312;transport=tls"
+    assert ksr.relay.ruri == "sip:2002@127.0.0.30:40312;transport=tls"
+    # per branch (tm restores the request's send flags after a branch route), never on the request
+    assert ksr.relay.branch_route == Route.BRANCH_PHONE and not ksr.no_connect
+    world.router(ksr).ksr_branch_phone(None)
+    assert ksr.no_connect
 
 
 @pytest.mark.parametrize("bindings", [["sip:2002@127.0.0.30:5071;transport=tcp"],
                                       ["sip:2002@127.0.0.30:40312;transport=tls", "sip:2002@127.0.0.31:5071"]])
 def test_phones_not_all_on_tls_may_be_connected_to(world: World, bindings):
     ksr = world.request(ring_2002(bindings))
-    assert not ksr.no_connect and ksr.relays
+    assert not ksr.no_connect and ksr.relays and ksr.relay.branch_route is None
 
 
 def test_a_phone_whose_connection_is_gone_gets_480_not_connected(world: World):
