@@ -191,7 +191,8 @@ def decode_emergency_identity(text: str | None) -> EmergencyIdentity | None:
     parts = (text or "").split("\t")
     if len(parts) not in (3, 4) or not HA1_RE.fullmatch(parts[0]):
         return None
-    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None, (parts[3] if len(parts) == 4 else "") or None)
+    company = parts[3] if len(parts) == 4 else ""
+    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None, company or None)
 
 
 IDENTIFIED, ANONYMOUS, REFUSED = "identified", "anonymous", "refused"

@@ -172,7 +172,8 @@ class Emergency:
             count = sip.count_in_window(Table.EMERGENCY_CALLS, limit.key, cfg.emergency_window_s)
             if count <= limit.limit:
                 continue
-            sip.reply(limit.answer, f"Retry-After: {cfg.emergency_window_s}")
+            # counted and logged before the answer: should either fail, the call goes (call())
+            # instead of being answered and routed both
             sip.count(Metric.REFUSALS, metrics.refusal_reason(limit.answer))
             if count == limit.limit + 1:
                 sip.log("warn", metrics.decision_line(
@@ -180,6 +181,7 @@ class Emergency:
                     f"{limit.answer.code} {limit.answer.reason}; emergency call {code} from {who}: more than "
                     f"{limit.limit} emergency calls of {limit.what} within {cfg.emergency_window_s} s: refused "
                     f"until the window ends (further refusals counted, not logged)"))
+            sip.reply(limit.answer, f"Retry-After: {cfg.emergency_window_s}")
             return True
         return False
 
