@@ -19,11 +19,12 @@ from kemi.sip.calls import now_ms
 from kemi.sip.media import Media
 from kemi.sip.shell import Route, Sip, Var
 
+
 class InDialog:
     def __init__(self, sip: Sip, media: Media, bye_unsent=None):
         self.sip = sip
         self.media = media
-        self.bye_unsent = bye_unsent  # Calls.bye_failed with its prepaid role: the proxy ends the call
+        self.bye_unsent = bye_unsent  # Calls.bye_failed: the proxy ends the call itself
 
     def route(self) -> None:
         sip = self.sip
