@@ -19,18 +19,18 @@ from kemi.sip.calls import now_ms
 from kemi.sip.media import Media
 from kemi.sip.shell import Route, Sip, Var
 
-DELETED = "5"  # $dlg(state) of a dialog that has ended
-
 
 class InDialog:
     def __init__(self, sip: Sip, media: Media, bye_unsent=None):
         self.sip = sip
         self.media = media
-        self.bye_unsent = bye_unsent  # Calls.bye_failed with its prepaid role: the proxy ends the call
+        self.bye_unsent = bye_unsent  # Calls.bye_failed: the proxy ends the call itself
 
     def route(self) -> None:
         sip = self.sip
-        if not sip.find_dialog() or sip.dialog("state") == DELETED:
+        # FINISHED: the call ended (a BYE accepted, the proxy's own, a timeout); its dialog may
+        # linger a second (Calls.bye_answered) or be on its way out (the module's DELETED state)
+        if not sip.find_dialog() or sip.get(Var.FINISHED):
             if sip.is_ack():
                 sip.relay_ack_of_transaction()  # the ACK of a negative reply: tm's, hop by hop
                 return

@@ -45,11 +45,12 @@ def test_the_callee_may_hang_up_towards_the_callers_contact(world: World):
 
 
 def test_a_request_for_a_dialog_we_do_not_know_is_refused_and_nothing_is_sent(world: World):
-    for ksr in (in_dialog(dialog=None), in_dialog(tags=("caller-tag", "guessed")),
-                in_dialog(dialog={**DIALOG, "state": "5"})):
+    ended = in_dialog()
+    ended.vars[Var.FINISHED] = "dialog:end"  # its BYE accepted: the dialog lingers until it expires
+    for ksr in (in_dialog(dialog=None), in_dialog(tags=("caller-tag", "guessed")), ended):
         world.request(ksr)
         assert ksr.reply == (481, "Call/Transaction Does Not Exist")
-        assert ksr.relays == [] and ksr.dialog_managed == 0
+        assert ksr.relays == [] and ksr.dialog_managed == 0 and ksr.dialog_held == 0
 
 
 def test_a_stranger_with_the_right_tags_is_not_a_party(world: World):
