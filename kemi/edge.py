@@ -68,14 +68,25 @@ class Sites:
         # longest prefix first (provisioning refuses overlaps, so at most one can match anyway)
         self._tables = [(version, length, by_length[(version, length)])
                         for version, length in sorted(by_length, key=lambda k: -k[1])]
+        self._memo: dict[str, str | None] = {}
 
     def __bool__(self) -> bool:
         return bool(self._tables)
+
+    MEMO = 10_000  # addresses remembered (parsing one costs more than the lookup itself)
 
     def site_of(self, ip: str) -> str | None:
         """The name of the site whose CIDRs hold this address, or None."""
         if not self._tables:
             return None
+        if ip in self._memo:
+            return self._memo[ip]
+        if len(self._memo) >= self.MEMO:
+            self._memo.clear()
+        self._memo[ip] = found = self._find(ip)
+        return found
+
+    def _find(self, ip: str) -> str | None:
         try:
             address = ipaddress.ip_address(ip.strip("[]"))
         except ValueError:
