@@ -61,6 +61,8 @@ _BY_REPLY = {
     replies.MEDIA_RELAY_DOWN: "media_relay_down",
     replies.CALL_ID_REUSED: "call_id_reused",
     replies.EMERGENCY_NEEDS_REGISTRATION: "emergency_unregistered",
+    replies.EMERGENCY_PHONE_LIMIT: "emergency_phone_limit",
+    replies.EMERGENCY_UNIDENTIFIED_LIMIT: "emergency_unidentified_limit",
     replies.STORE_DOWN: "store_down",
     replies.SCHEMA_UNKNOWN: "store_not_provisioned",
     replies.INTERNAL_ERROR: "internal_error",

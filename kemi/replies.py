@@ -42,6 +42,10 @@ TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
 # An emergency call from a stranger: credentials checked and wrong (or none that fit), and no
 # registration from its address (kemi.routing.emergency_admission)
 EMERGENCY_NEEDS_REGISTRATION = Reply(403, "Emergency Calls Need A Registered Phone")
+# Emergency calls over their limits (kemi.routing.emergency_limits), with Retry-After: the phone's own
+# (authenticated user, else source address), and this node's for callers nobody authenticated
+EMERGENCY_PHONE_LIMIT = Reply(503, "Too Many Emergency Calls From This Phone")
+EMERGENCY_UNIDENTIFIED_LIMIT = Reply(503, "Too Many Unauthenticated Emergency Calls")
 
 # -- incoming calls -------------------------------------------------------------------------------
 UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
@@ -83,6 +87,8 @@ NOT_THE_DIALOG_ROUTE = Reply(403, "Route Is Not The Dialog Route Set")
 # password is refused until AUTH_BAN_S has passed (the rest of that address and that user elsewhere
 # keep working). Unknown users are counted too, so this says nothing about who exists.
 TOO_MANY_FAILURES = Reply(403, "Too Many Failed Attempts")
+# a phone of a declared site that floods with its valid credentials (kemi.sip.gate): once, then dropped
+PHONE_FLOODING = Reply(503, "Too Many Requests From This Phone")
 DIGEST_URI_MISMATCH = Reply(403, "Digest URI Does Not Match Request")
 CONTACT_NOT_SOURCE = Reply(403, "Contact Must Be The Registering Address")
 CONTACT_IS_TRUSTED_PEER = Reply(403, "Contact Names A Trusted Peer")

@@ -169,46 +169,81 @@ IN_DIALOG_TRUNK_HEADERS_PATTERN = header_names_pattern(IN_DIALOG_TRUNK_HEADERS)
 @dataclass(frozen=True)
 class EmergencyIdentity:
     """What an emergency call says about its caller, kept with the HA1 that must prove it is theirs:
-    a cached identity is used only after a digest check against this HA1 passes."""
+    a cached identity is used only after a digest check against this HA1 passes, or for the phone
+    registered at the call's very source address (kemi.sip.gate.registered_phone). The company is
+    what the call record is written for."""
 
     ha1: str
     callback: str | None
     location: str | None
+    company: str | None = None
 
 
 def encode_emergency_identity(identity: EmergencyIdentity) -> str:
-    return f"{identity.ha1}\t{identity.callback or ''}\t{identity.location or ''}"
+    # a location has no control characters (kemi.provisioning), a company id none either
+    return f"{identity.ha1}\t{identity.callback or ''}\t{identity.location or ''}\t{identity.company or ''}"
 
 
 def decode_emergency_identity(text: str | None) -> EmergencyIdentity | None:
     """None for anything that does not start with an HA1: an entry an older version cached
-    (callback and location only) proves nothing and is never used."""
-    parts = (text or "").split("\t", 2)
-    if len(parts) != 3 or not HA1_RE.fullmatch(parts[0]):
+    (callback and location only) proves nothing and is never used. An entry without a company
+    (three fields, an older version's) is an identity all the same."""
+    parts = (text or "").split("\t")
+    if len(parts) not in (3, 4) or not HA1_RE.fullmatch(parts[0]):
         return None
-    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None)
+    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None, (parts[3] if len(parts) == 4 else "") or None)
 
 
 IDENTIFIED, ANONYMOUS, REFUSED = "identified", "anonymous", "refused"
 
 
-def emergency_admission(verified: bool, registered_source: bool, checkable: bool) -> str:
+def emergency_admission(verified: bool, registered_source: bool, checkable: bool, blocked: bool = False) -> str:
     """Who may place an emergency call, and with which identity.
 
     IDENTIFIED: the digest check passed (against Redis, or against the HA1 this node cached with
     the identity): the call carries the caller's callback number and location.
-    ANONYMOUS: routed without them, when the request comes from an ip:port with a current
-    registration (a phone of ours is there, whatever its credentials say now), or when the
-    credentials could not be checked at all (Redis did not answer or its data is broken, and
-    this node holds no digest for that user): an outage never blocks an emergency call.
+    ANONYMOUS: routed without a verified identity, when the request comes from an ip:port with a
+    current registration (a phone of ours is there, whatever its credentials say now: the call
+    carries that phone's identity), or when the credentials could not be checked at all (Redis did
+    not answer or its data is broken, and this node holds no digest for that user): an outage never
+    blocks an emergency call; or when they may not be checked (blocked: this address failed too many
+    checks of them, kemi.sip.gate). A blocked caller's credentials are never checked, so a right
+    and a wrong password get the same answer and the same call: no password oracle, no refusal.
     REFUSED: everyone else, i.e. a stranger whose credentials were checked and failed, or who
     sent none that fit: the proxy is not an open relay to the emergency services.
+    Whatever is admitted is then limited (emergency_limits).
     """
-    if verified:
+    if verified and not blocked:
         return IDENTIFIED
-    if registered_source or not checkable:
+    if registered_source or not checkable or blocked:
         return ANONYMOUS
     return REFUSED
+
+
+@dataclass(frozen=True)
+class EmergencyLimit:
+    """One counter an admitted emergency call counts in (htable emcalls, EMERGENCY_WINDOW_S)."""
+
+    key: str
+    limit: int
+    answer: Reply
+    what: str  # for the log line
+
+
+def emergency_limits(admission: str, phone: str, source: str, per_phone: int,
+                     unidentified: int) -> tuple[EmergencyLimit, ...]:
+    """The counters of an admitted emergency call, in order; the first over its limit refuses it.
+
+    Per phone: the authenticated user@domain (phone), else the source ip:port (source): a caller
+    who proved nothing is only where it sends from. Calls nobody authenticated also count in one
+    counter for the whole node: a forged UDP source can be any ip:port (a registered one too), so
+    limits per source alone never bound what reaches the emergency trunk. Authenticated calls never
+    count there: they cannot be forged, and a fire in a building makes many of them at once."""
+    if admission == IDENTIFIED:
+        return (EmergencyLimit(f"phone:{phone}", per_phone, replies.EMERGENCY_PHONE_LIMIT, f"phone {phone}"),)
+    return (EmergencyLimit(f"source:{source}", per_phone, replies.EMERGENCY_PHONE_LIMIT, f"source {source}"),
+            EmergencyLimit("unauthenticated", unidentified, replies.EMERGENCY_UNIDENTIFIED_LIMIT,
+                           "unauthenticated callers on this node"))
 
 
 def _one_line(text: str) -> str:

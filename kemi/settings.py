@@ -111,6 +111,18 @@ class Settings:
     auth_fail_max: int = _setting("AUTH_FAIL_MAX", 10, _int, 1, 1_000_000)
     auth_fail_window_s: int = _setting("AUTH_FAIL_WINDOW_S", 600, _int, 1, 86_400)
     auth_ban_s: int = _setting("AUTH_BAN_S", 900, _int, 1, 86_400)
+    # Emergency calls (kemi.sip.emergency): at most EMERGENCY_CALLS_MAX routed per phone (the authenticated
+    # user@domain, else the source ip:port) per EMERGENCY_WINDOW_S, counted from the first; and at most
+    # EMERGENCY_UNIDENTIFIED_MAX unauthenticated ones per window on this node, whatever their source
+    # (a forged UDP source can be any ip:port). Over either: 503 with its own reason, never silence.
+    emergency_calls_max: int = _setting("EMERGENCY_CALLS_MAX", 5, _int, 1, 1000)
+    emergency_window_s: int = _setting("EMERGENCY_WINDOW_S", 60, _int, 1, 3600)
+    emergency_unidentified_max: int = _setting("EMERGENCY_UNIDENTIFIED_MAX", 20, _int, 1, 100_000)
+    # A declared site's address (a building behind one NAT) is never banned: once pike finds it
+    # flooding, each phone (address and port; authenticated user) may send SITE_PHONE_REQS
+    # requests per SITE_PHONE_WINDOW_S, and the one that sends more is banned for BAN_S.
+    site_phone_reqs: int = _setting("SITE_PHONE_REQS", 30, _int, 1, 100_000)
+    site_phone_window_s: int = _setting("SITE_PHONE_WINDOW_S", 2, _int, 1, 3600)
     # Requests whose User-Agent contains one of these (case-insensitively) are dropped unanswered.
     scanner_user_agents: str = _setting(
         "SCANNER_USER_AGENTS",

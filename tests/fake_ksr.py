@@ -53,6 +53,8 @@ class _PV(_Module):
         ksr = self.ksr
         if name in ksr.vars:  # what the script set, or what a test says Kamailio would answer
             return ksr.vars[name]
+        if name == "$ar":  # the realm of the request's credentials, when it has any
+            return ksr.credentials_realm if ksr.request.get("$au") is not None else None
         if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
             return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":
@@ -276,6 +278,12 @@ class _Htable(_Module):
 
     def sht_setxi(self, table: str, key: str, value: int, expire_s: int) -> int:
         assert isinstance(value, int) and isinstance(expire_s, int) and expire_s > 0
+        self.ksr.htables.setdefault(table, {})[key] = value
+        self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
+        return 1
+
+    def sht_setxs(self, table: str, key: str, value: str, expire_s: int) -> int:
+        assert isinstance(value, str) and isinstance(expire_s, int) and expire_s > 0
         self.ksr.htables.setdefault(table, {})[key] = value
         self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
         return 1

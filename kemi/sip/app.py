@@ -50,8 +50,7 @@ class Router:
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
-                                   routing.parse_static_trunks(settings.emergency_trunks),
-                                   self.gate.registered_source)
+                                   routing.parse_static_trunks(settings.emergency_trunks), self.gate, settings)
         self.in_dialog = InDialog(sip, self.media, self.calls.bye_failed)
 
     def ready_ledger(self) -> PrepaidLedger:

@@ -97,6 +97,8 @@ class Calls:
         self.sip.set(Var.CALLER, self.sip.party_address(by_address=self.by_address(Var.CALLER_CARRIER)))
         if rec is not None:
             self.sip.set(Var.RECORD, records.encode(rec))
+        if emergency:
+            self.sip.set(Var.DLG_EMERGENCY, "1")  # its ACK and BYE pass the gate's bans (kemi.sip.gate)
         self.sip.record_route()
         return True
 
@@ -219,5 +221,7 @@ class Calls:
                                      trunks_failed=bool(self.sip.get(Var.TRUNKS_FAILED)))
         if rec.get("prepaid"):
             prepaid.ended(rec, secs, final)
-        else:
+        elif rec.get("company"):
             self.ledger().record(rec["company"], final)
+        else:
+            self.ledger().record_unattributed(final)  # an emergency call nobody could identify

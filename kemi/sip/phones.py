@@ -76,6 +76,10 @@ class Phones:
                               f"{digest_uri!r} is not the Request-URI {ruri!r}")
             sip.reply(replies.DIGEST_URI_MISMATCH)
             return None
+        if not self.gate.phone_within_limit(user, domain):
+            # one answer, so the phone's user hears why; its next requests are dropped at the gate
+            sip.reply(replies.PHONE_FLOODING, f"Retry-After: {self.gate.settings.ban_s}")
+            return None
         self.cache.remember(user, domain, ctx)
         return ctx
 
@@ -113,9 +117,10 @@ class Phones:
             sip.answer_register()  # a query of the bindings
             return
         # The address counts as registered before the phone hears so: it may dial 112 the moment
-        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission).
+        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission),
+        # which names the phone as its emergency identity is cached (EmergencyCache, by auth user).
         seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
-        self.gate.registered(seconds)
+        self.gate.registered(seconds, f"{sip.pv('$au')}@{ctx.company.domain}")
         sip.answer_register()
         ip, port = sip.source
         done = f"registered for {seconds} s" if seconds else "unregistered"

@@ -73,6 +73,7 @@ class Var:
     CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
     MEDIA = "$avp(media)"              # this transaction's SDP goes through rtpengine (kemi.sip.media)
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
+    DLG_EMERGENCY = "$dlg_var(emergency)"  # "1": an emergency call (its requests pass the gate's bans)
 
 
 class Table:
@@ -84,10 +85,15 @@ class Table:
     EMERGENCY_TRUNKS_KEY = "emergency"
     CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
     # the edge (kemi.sip.gate); every item carries its own expiry (the tables' autoexpire is a cap)
-    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S)
+    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S); 2: a
+    #                                site's address with phones in SITE_BAN (kemi.edge.SITE_MARK)
     AUTH_FAIL = "authfail"         # "ip|user@domain" and "ip|*" -> failures in the current window
     AUTH_BAN = "authban"           # the same keys -> 1: blocked (AUTH_BAN_S)
-    REGISTERED = "regsrc"          # "ip:port" -> 1 while a registration was saved from there
+    REGISTERED = "regsrc"          # "ip:port" -> user@domain of the phone registered there, while it lasts
+    EMERGENCY_CALLS = "emcalls"    # emergency calls per phone / source / node (routing.emergency_limits)
+    # declared sites (a building behind one NAT address): per phone, never the address (kemi.sip.gate)
+    SITE_FLOOD = "siteflood"       # "ip:port" and "ip|user@domain" -> requests in the current window
+    SITE_BAN = "siteban"           # the same keys -> 1: dropped unanswered while present (BAN_S)
 
 
 class Route:
@@ -448,6 +454,10 @@ class _Phones:
     def cache_set_for(self, table: str, key: str, value: int, seconds: int) -> None:
         """An integer item that expires by itself after `seconds` (the table's autoexpire must be > 0)."""
         self.k.htable.sht_setxi(table, key, value, seconds)
+
+    def cache_set_text_for(self, table: str, key: str, value: str, seconds: int) -> None:
+        """A text item that expires by itself after `seconds` (the table's autoexpire must be > 0)."""
+        self.k.htable.sht_setxs(table, key, value, seconds)
 
     def cache_remove(self, table: str, key: str) -> None:
         self.k.htable.sht_rm(table, key)

@@ -164,3 +164,54 @@ def test_the_proxys_trusted_addresses_follow_every_load(fresh, redis_server, tmp
     assert ("127.0.0.2", 5060) in directory.peer_addresses()  # within the bound: the copy
     now[0] += 0.5
     assert directory.peer_addresses() == {("192.0.2.10", 5070)} | media
+
+
+def test_sites_are_stored_kept_replaced_and_read_by_the_proxy(fresh, tmp_path):
+    """`sites:` goes to the `sites` hash, is left alone by a file without the section, replaced
+    whole by one with it, and reaches Directory.sites() (the proxy's checked copy)."""
+    from kemi.model import Site
+    admin(fresh.url, "load", str(OFFICE))
+    directory = Directory(Connection(Settings(redis_url=fresh.url, redis_timeout_ms=10_000)))
+    assert directory.sites() == ()
+    building = tmp_path / "building.yaml"
+    building.write_text("sites:\n  - name: station-f\n    cidrs: [203.0.113.7/32, '2001:db8:7::/48']\n"
+                        "    companies: [acme, globex]\n")
+    assert "sites: station-f (2 networks)" in admin(fresh.url, "load", str(building)).stdout
+    assert fresh.client().hkeys("sites") == [b"station-f"]
+    fresh_copy = Directory(Connection(Settings(redis_url=fresh.url, redis_timeout_ms=10_000)))
+    assert fresh_copy.sites() == (Site("station-f", ("203.0.113.7/32", "2001:db8:7::/48"), ("acme", "globex")),)
+    admin(fresh.url, "load", str(OFFICE))  # no sites: section: the site stays
+    assert fresh.client().hkeys("sites") == [b"station-f"]
+    building.write_text("sites: []\n")
+    assert "sites: none" in admin(fresh.url, "load", str(building)).stdout
+    assert fresh.client().hkeys("sites") == []
+
+
+@pytest.mark.parametrize("text, words", [
+    # a trunk already provisioned (not in this file) inside the site
+    ("sites:\n  - {name: loopback, cidrs: [127.0.0.0/24]}\n",
+     "site loopback: 127.0.0.0/24 holds primary (udp:127.0.0.2:5060): trunks and media servers are never part"),
+    ("sites:\n  - {name: halle, cidrs: [203.0.113.0/29], companies: [umbrella]}\n",
+     "site halle: company 'umbrella' is not provisioned"),
+])
+def test_a_site_that_would_hold_a_provisioned_peer_or_an_unknown_company_changes_nothing(fresh, tmp_path, text, words):
+    admin(fresh.url, "load", str(OFFICE))
+    before = snapshot(fresh)
+    bad = tmp_path / "site.yaml"
+    bad.write_text(text)
+    proc = admin(fresh.url, "load", str(bad), check=False)
+    assert proc.returncode == 2 and words in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
+    assert snapshot(fresh) == before
+
+
+def test_a_trunk_moved_into_a_stored_site_is_refused(fresh, tmp_path):
+    admin(fresh.url, "load", str(OFFICE))
+    site = tmp_path / "site.yaml"
+    site.write_text("sites:\n  - {name: halle, cidrs: [203.0.113.0/29]}\n")
+    admin(fresh.url, "load", str(site))
+    before = snapshot(fresh)
+    moved = tmp_path / "trunks.yaml"
+    moved.write_text("trunks:\n  - {name: primary, host: 203.0.113.3}\n")
+    proc = admin(fresh.url, "load", str(moved), check=False)
+    assert proc.returncode == 2 and "site halle: 203.0.113.0/29 holds primary" in proc.stderr, proc.stderr
+    assert snapshot(fresh) == before

@@ -49,7 +49,7 @@ def test_good_register_is_saved_and_remembered_for_emergencies(world: World):
     ksr = world.request(register())
     assert ksr.saved and ksr.replies == []  # the registrar answers 200 itself
     assert ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"] == \
-        f"{digest_ha1('2001', 'acme.test', PASSWORD)}\t+33142685301\t12 rue de la Paix, Paris"
+        f"{digest_ha1('2001', 'acme.test', PASSWORD)}\t+33142685301\t12 rue de la Paix, Paris\tacme"
     assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "emergency@udp:127.0.0.5:5060"
 
 
@@ -108,13 +108,13 @@ def test_register_is_handled_statefully_and_a_retransmission_is_left_to_tm(world
 def test_a_contact_at_the_source_is_saved_and_the_address_remembered_for_its_expiry(world: World):
     ksr = world.request(register_from("<sip:2001@127.0.0.30:5071;transport=udp>;expires=120"))
     assert ksr.saved and ksr.replies == []
-    assert ksr.htables[Table.REGISTERED] == {"127.0.0.30:5071": 1}
+    assert ksr.htables[Table.REGISTERED] == {"127.0.0.30:5071": "2001@acme.test"}  # which phone is there
     assert ksr.expiries[Table.REGISTERED]["127.0.0.30:5071"] == ksr.now + 120
     # the registrar answers once, after the address is remembered: a 112 dialled the moment the
     # 200 arrives finds it registered
     assert ksr.save_flags == 0x02
     (answer,) = ksr.register_answers
-    assert answer[Table.REGISTERED] == {"127.0.0.30:5071": 1}
+    assert answer[Table.REGISTERED] == {"127.0.0.30:5071": "2001@acme.test"}
 
 
 @pytest.mark.parametrize("contact", [
