@@ -116,9 +116,10 @@ if [ "$STANDINS" != 0 ]; then
       in_use "$transport:$host:$port (stand-in $name)" "another run.sh? STANDINS=0 starts no stand-ins"
     log="$RUN_DIR/standin-$name.log"
     rm -f "$log" "$RUN_DIR/standin-$name.errors"
-    # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address;
-    # -ci: its control socket on that address too, not on every interface
-    sipp -sf "$ROOT/sipp-scenarios/$scenario" -i "$host" -p "$port" -mi "$host" -mp $((20000 + 4 * n)) -ci "$host" \
+    # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address.
+    # -ci 100::1: no control socket, where one "Q" datagram from anyone would stop it (SIPp 3.6 binds
+    # it as IPv4 whatever the address: every bind fails; tests/harness.py NO_CONTROL_SOCKET)
+    sipp -sf "$ROOT/sipp-scenarios/$scenario" -i "$host" -p "$port" -mi "$host" -mp $((20000 + 4 * n)) -ci 100::1 \
       -t "$([ "$transport" = tcp ] && echo t1 || echo u1)" -nostdin \
       -trace_logs -log_file "$log" -trace_err -error_file "$RUN_DIR/standin-$name.errors" \
       ${extra[@]+"${extra[@]}"} > /dev/null 2>> "$RUN_DIR/standin-$name.errors" &
