@@ -5,7 +5,7 @@ Every attack test asserts on what the trunk, the emergency trunk or the victim R
 that proves the setup would have shown the attack: the same peer does receive the
 legitimate call. Floods are bounded in count and time and only ever target loopback.
 
-Settings the fixes read (defaults in scripts/env.sh, recipes in notes/sec-edge-recipes.md):
+Settings the fixes read (defaults in scripts/env.sh, recipes in SECURITY.md):
 PIKE_REQS, PIKE_WINDOW_S, BAN_S (flood bans per source address); AUTH_FAIL_MAX,
 AUTH_FAIL_WINDOW_S, AUTH_BAN_S (auth failures per source address and user);
 MAX_CONTACTS; TCP_MAX_CONNECTIONS, TCP_IDLE_S.
@@ -239,6 +239,79 @@ def test_flood_bans_a_stranger_but_never_a_trusted_trunk(guarded):
             answered += carrier.options(timeout=0.5).final == (200, "OK")
         assert answered == 150
         assert carrier.options().final == (200, "OK")
+
+
+def http_flood(proxy, ip: str, count: int, transport: str) -> int:
+    """`count` HTTP GETs from ip to the proxy's SIP socket, within a few seconds: datagrams over UDP; over TCP ten,
+    over TLS thirty pipelined on each connection (a client keeping its connection alive: handshakes alone are
+    slower than a flood, and BAN_S would be over before the flood is). How many got an HTTP answer."""
+    import select
+    import ssl
+    request = f"GET /metrics HTTP/1.1\r\nHost: {proxy.ip}\r\nUser-Agent: curl/8.0\r\n\r\n".encode()
+    per_socket = {"udp": 1, "tcp": 10, "tls": 30}[transport]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    socks = []
+    try:
+        for start in range(0, count, per_socket):
+            n = min(per_socket, count - start)
+            if transport == "udp":
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind((ip, 0))
+                s.sendto(request, (proxy.ip, proxy.port))
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((ip, 0))
+                s.settimeout(2)
+                s.connect((proxy.ip, proxy.tls_port if transport == "tls" else proxy.port))
+                if transport == "tls":
+                    s = context.wrap_socket(s)
+                s.sendall(request * n)
+            s.setblocking(False)
+            socks.append(s)
+        answered, received = 0, {s: b"" for s in socks}
+        deadline = time.monotonic() + 1.5
+        waiting = list(socks)
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            for s in ready:
+                try:
+                    data = s.recv(65535)
+                except ssl.SSLWantReadError:  # a TLS record that is no data (a session ticket)
+                    continue
+                except OSError:
+                    data = b""
+                if not data or transport == "udp":
+                    waiting.remove(s)
+                received[s] += data
+        return sum(data.count(b"HTTP/1.") for data in received.values())
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp", "tls"])
+def test_http_flood_on_the_sip_ports_is_limited_like_sip(guarded, transport):
+    """Kamailio hands HTTP on any socket to the routes (xhttp), which answered each one 404: 300 GETs from one
+    address were all answered. pike now counts them as it counts SIP, and the address is banned."""
+    flooder, bystander = fresh_ip(), fresh_ip()
+    mark = guarded.mark()
+    assert http_flood(guarded, bystander, 1, transport) == 1, "control: one HTTP request is answered (404)"
+    sent = 300
+    answered = http_flood(guarded, flooder, sent, transport)
+    assert answered < sent / 2, f"{answered} of {sent} HTTP requests from one address answered"
+    assert [line for line in log_lines_with(guarded, mark, flooder) if "banned" in line], "the ban is not logged"
+    assert not keepalive_answered(guarded, flooder), "the flooding address is still served SIP"
+    assert keepalive_answered(guarded, bystander), "another address must not suffer"
+    # the metrics socket is not the SIP one: Prometheus is served, even from the banned address
+    import http.client
+    conn = http.client.HTTPConnection(guarded.ip, guarded.metrics_port, timeout=5, source_address=(flooder, 0))
+    try:
+        conn.request("GET", "/metrics")
+        page = conn.getresponse()
+        assert page.status == 200 and "kamailio_core_rcv_requests" in page.read().decode()
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("agent", ["friendly-scanner", "sipcli/v1.8", "sipvicious", "VaxSIPUserAgent/3.1",
