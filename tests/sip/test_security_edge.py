@@ -314,6 +314,58 @@ def test_http_flood_on_the_sip_ports_is_limited_like_sip(guarded, transport):
         conn.close()
 
 
+def shape(answer: str, domain: str, attacker) -> tuple:
+    """An answer with what differs between any two requests blanked out (tags, branch, Call-ID, nonce, the
+    attacker's own address and the domain it asked about): what it tells about the domain. The status line
+    last, the headers sorted before it."""
+    text = answer.replace(f"{attacker.ip}:{attacker.port}", "<addr>").replace(attacker.ip, "<ip>")
+    text = text.replace(str(attacker.port), "<port>").replace(domain, "<domain>")
+    text = re.sub(r'(nonce|opaque)="[^"]*"', r'\1="<x>"', text)
+    text = re.sub(r"(tag|branch)=[^;>\s,]*", r"\1=<x>", text)
+    text = re.sub(r"^Call-ID:.*$", "Call-ID: <x>", text, flags=re.M | re.I)
+    first, *rest = text.strip().split("\r\n")
+    return (*sorted(rest), first)
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "INVITE"])
+def test_known_and_unknown_domains_get_the_same_answers_so_none_can_be_listed(proxy, method):
+    """An unknown domain got 403 at once and ours a challenge: 100 guesses listed our companies. Now every domain is
+    challenged, and credentials for one that is not ours are refused as a wrong password is (and counted)."""
+    ours = ["acme.test", "globex.test", "initech.test"]
+    guesses = [f"{word}{n}.test" for n, word in enumerate(["acme", "corp", "office", "sales", "team"] * 20)][:97]
+    shapes = {}
+    with Peer(*PRIMARY) as trunk:
+        for domain in ours + guesses:
+            # an address per guess, as a botnet would: pike's flood limit and the per-address failure limit
+            # are not what is tested here
+            with Uac(proxy) as attacker:
+                if method == "REGISTER":
+                    bare = attacker.register("2001", domain, None)
+                    tried = attacker.register("2001", domain, "a-guessed-password", rounds=1)
+                else:
+                    bare = attacker.invite("2001", domain, None, "0612345678")
+                    tried = attacker.invite("2001", domain, "a-guessed-password", "0612345678", rounds=1)
+                finals = [[a for a in ex.answers if not a.startswith("SIP/2.0 1")] for ex in (bare, tried)]
+                assert all(finals), (domain, bare.answers, tried.answers)
+                shapes[domain] = tuple(shape(f[-1], domain, attacker) for f in finals)
+        time.sleep(0.3)
+        assert trunk.requests("INVITE") == [], "a guessed domain's call reached the trunk"
+    first = shapes["acme.test"]
+    assert first[0][-1].startswith(("SIP/2.0 401", "SIP/2.0 407")) and first[1][-1] == "SIP/2.0 403 Forbidden", first
+    assert {domain for domain, got in shapes.items() if got != first} == set(), \
+        [(d, got) for d, got in shapes.items() if got != first][:2]
+    assert proxy.contacts("2001@acme5.test") == []
+    with Uac(proxy) as phone:  # control: the domain is real, and answers its phone's true password
+        assert phone.register(*ALICE, expires=0).final == (200, "OK")
+
+
+def test_guessing_credentials_on_an_unknown_domain_is_counted_and_blocked_like_a_wrong_password(guarded):
+    with Uac(guarded) as guesser:
+        for _ in range(int(GUARDED["AUTH_FAIL_MAX"])):
+            assert guesser.register("2001", "nowhere.test", "guess", rounds=1).final == (403, "Forbidden")
+        assert guesser.register("2001", "nowhere.test", "guess", rounds=1).final == (403, "Too Many Failed Attempts")
+
+
 @pytest.mark.parametrize("agent", ["friendly-scanner", "sipcli/v1.8", "sipvicious", "VaxSIPUserAgent/3.1",
                                    "pplsip", "SIPVicious 0.3.4"])
 @pytest.mark.parametrize("method", ["OPTIONS", "REGISTER", "INVITE"])
