@@ -13,6 +13,7 @@ The run.sh tests bind the demo's fixed addresses: run them in a private network 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -149,6 +150,9 @@ def nothing_left(run: RunSh) -> None:
     held = [f"{ip}:{port}" for ip, port in [PROXY, *DEMO_PEERS.values()] if bound(ip, port)]
     held += [f"tls {ip}:{port}" for ip, port in [TLS] if bound(ip, port, tcp=True)]
     assert not held and not bound("127.0.0.1", run.redis_port, tcp=True), held
+    if shutil.which("nft") and os.geteuid() == 0:
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+        assert "cowork_run_" not in tables, tables  # scripts/sip-conn-limit.sh's table of this run
 
 
 def test_run_sh_under_a_run_dir_too_deep_for_a_socket_path(run_sh, tmp_path):
@@ -409,3 +413,80 @@ def test_the_harness_sipp_peers_have_no_control_socket_either(tmp_path):
         assert peer.proc.poll() is None and bound("127.0.0.61", peer.port)
     finally:
         peer.stop()
+
+
+# -- the per-source TCP/TLS connection limit (scripts/sip-conn-limit.sh, nftables) ----------------
+
+def nft_tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+
+
+def connections(src: str, dst: tuple[str, int], count: int, tls: bool = False) -> tuple[list, int]:
+    """Open `count` connections from src to dst (TLS: with a handshake); (the open ones, how many were refused)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    opened, refused = [], 0
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((src, 0))
+        sock.settimeout(3)
+        try:
+            sock.connect(dst)
+            opened.append(context.wrap_socket(sock) if tls else sock)
+        except ConnectionRefusedError:  # the TCP reset of the limit
+            sock.close()
+            refused += 1
+    return opened, refused
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nftables needs root and nft")
+def test_run_sh_limits_tcp_and_tls_connections_per_source_and_a_site_gets_more(run_sh):
+    """One address held all 2,048 TCP/TLS slots (a CRLF every 20 s each) and others' connections were reset.
+    run.sh (as root, with nft) installs the limit of scripts/sip-conn-limit.sh and removes it when it stops."""
+    from tests.sip.sipua import UA
+    hog, site, phone = "127.0.0.66", "127.0.0.77", "127.0.0.88"
+    run = run_sh(TCP_PER_SOURCE_MAX="5", TCP_PER_SITE_MAX="12", TCP_SITE_NETS=f"{site}/32,198.51.100.0/24").start().up()
+    assert ("run: at most 5 TCP/TLS connections per source address (12 from "
+            f"{site}/32,198.51.100.0/24; nftables table inet cowork_run_5060)") in run.output
+    held = []
+    try:
+        # the hog: 5 connections (TCP, then TLS), and every one more refused, on either port
+        tcp, refused = connections(hog, PROXY, 3)
+        tls, refused_tls = connections(hog, TLS, 2, tls=True)
+        held += tcp + tls
+        assert (len(tcp), refused, len(tls), refused_tls) == (3, 0, 2, 0)
+        more, refused = connections(hog, PROXY, 20)
+        more_tls, refused_tls = connections(hog, TLS, 5)
+        held += more + more_tls
+        assert (len(more), refused, len(more_tls), refused_tls) == (0, 20, 0, 5)
+        # while the hog holds its five, a phone elsewhere connects and registers over TCP and over TLS
+        for transport in ("tcp", "tls"):
+            context = None
+            if transport == "tls":
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            ua = UA(phone, TLS if context else PROXY, "2001", "acme.cowork.example", "alice-demo-secret",
+                    tcp=context is None, tls=context)
+            try:
+                answer = ua.register()
+                assert answer is not None and answer.status == 200, answer and answer.raw
+            finally:
+                ua.close()
+        # a declared site's address: up to TCP_PER_SITE_MAX
+        site_conns, refused = connections(site, PROXY, 15)
+        held += site_conns
+        assert (len(site_conns), refused) == (12, 3)
+        # a connection the hog closes frees its place
+        held.remove(tcp[0])
+        tcp[0].close()
+        time.sleep(0.5)
+        again, refused = connections(hog, PROXY, 2)
+        held += again
+        assert (len(again), refused) == (1, 1)
+    finally:
+        for sock in held:
+            sock.close()
+    assert "cowork_run_5060" in nft_tables()
+    assert run.stop() == 0
+    nothing_left(run)
+    assert "cowork_run_5060" not in nft_tables(), "run.sh left its nftables table behind"
