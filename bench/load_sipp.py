@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import ROOT, bound, in_netns, run_in_netns, wait_for
+from tests.harness import NO_CONTROL_SOCKET, ROOT, bound, in_netns, run_in_netns, wait_for
 
 LOAD = ROOT / "sipp-scenarios" / "load"
 
@@ -81,7 +81,7 @@ class Load:
 
     def command(self) -> list[str]:
         cmd = in_netns(self.netns) + ["sipp"] + ([self.target] if self.target else []) + [
-            "-sf", str(self.scenario), "-i", self.ip, "-ci", self.ip, "-p", str(self.port), "-nostdin",
+            *NO_CONTROL_SOCKET, "-sf", str(self.scenario), "-i", self.ip, "-p", str(self.port), "-nostdin",
             "-timeout", f"{self.timeout_s}s", "-trace_err", "-error_file", str(self.dir / "errors.log")]
         if self.inf:
             cmd += ["-inf", str(self.inf)]

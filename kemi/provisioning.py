@@ -101,6 +101,10 @@ def _construct(node: yaml.ScalarNode) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except ValueError:
+        # A scalar YAML resolves to a type it then cannot build (an int of more than 4,300 digits,
+        # the date 2024-02-30): the text as written, which the field's own check then refuses.
+        return node.value
     finally:
         loader.dispose()
 
@@ -172,10 +176,55 @@ SITE_FIELDS = {"name", "cidrs", "companies"}
 SITE_MIN_PREFIX = {4: 8, 6: 32}
 
 
+# A provisioning file's bounds: far above any real one (a company is a few hundred bytes, its
+# deepest value companies[i].extensions[j].field is 4 levels down), low enough that a hostile or
+# broken file is refused in bounded time and memory. PyYAML composes nodes recursively (a few
+# thousand "[" end in RecursionError) and expands no alias itself, but every alias is one more copy
+# of a subtree for the checks to walk: 9 nested lists of ten aliases are a billion values
+# ("billion laughs"). Nothing in a provisioning file needs one, so aliases are refused outright.
+# MAX_NODES bounds composing and checking (a file of a million "1," took 9 minutes and 2 GB
+# without it); a real company with 20 extensions is about 150 nodes.
+MAX_FILE_BYTES = 2 * 1024 * 1024  # parse() counts characters: a file has no more of them than bytes
+MAX_DEPTH = 16
+MAX_NODES = 100_000
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """The file is YAML, but not one this parser agrees to compose."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused(problem="aliases (*name) are not allowed: write the value out",
+                           problem_mark=self.peek_event().start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(problem=f"nested deeper than {MAX_DEPTH} levels",
+                           problem_mark=self.peek_event().start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(problem=f"more than {MAX_NODES} values",
+                           problem_mark=self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def parse(text: str, source: str = "<provisioning>") -> Provisioning:
     """Validate a whole provisioning file; raise ProvisioningError listing every problem."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ProvisioningError(source, [Problem("(file)", 1, f"longer than {MAX_FILE_BYTES} characters")])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
+    except _Refused as exc:
+        raise ProvisioningError(source, [Problem("(file)", exc.problem_mark.line + 1, exc.problem)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1

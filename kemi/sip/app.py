@@ -67,7 +67,11 @@ class Router:
 
     def ksr_xhttp_event(self, msg, evname: str) -> int:
         try:
-            self.sip.serve_metrics()
+            with self.sip.scope():
+                # HTTP on a SIP socket (404 below) passes the gate's flood limit like SIP; the metrics
+                # socket is private (METRICS_ADDR) and its scrapes are never limited.
+                if self.sip.on_metrics_socket() or self.gate.admit_http():
+                    self.sip.serve_metrics()
         except Exception as exc:
             self.sip.log("err", f"metrics page: {type(exc).__name__}: {exc}")
         return 1

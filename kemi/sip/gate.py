@@ -258,3 +258,18 @@ class Gate:
         held = self.sip.cache_get(Table.REGISTERED, key)
         if held is not None and (held == phone or "@" not in held):
             self.sip.cache_remove(Table.REGISTERED, key)
+
+    # -- HTTP on a SIP socket -----------------------------------------------------------------
+    def admit_http(self) -> bool:
+        """False when an HTTP request that reached a SIP socket is dropped unanswered: from a banned
+        address, or one pike finds flooding, which is banned as for SIP (kamailio.cfg hands every
+        HTTP request on any socket to the routes, xhttp; no phone speaks HTTP, so no exemption)."""
+        sip = self.sip
+        ip, port = sip.source
+        if sip.cache_has(Table.IP_BAN, ip):
+            return False
+        verdict = sip.flood_check()
+        if verdict < 0:
+            self.flooding(ip, port, verdict)  # the ban and its log line, as for SIP
+            return False
+        return True

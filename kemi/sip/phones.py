@@ -36,13 +36,14 @@ class Phones:
         # realm is the value itself: the company's SIP domain from From/To.
         domain = (sip.pv(realm_pv) or "").lower()
         if not domain or not sip.has_credentials(domain):
-            # Only our companies' phones are challenged: a carrier or a scanner
-            # sending from an unknown address is refused outright.
-            if not (self.directory.domain_known(domain) if co is LOOK_UP else co is not None):
+            if not domain:
                 ip, port = sip.source
-                sip.log("notice", f"{sip.method} from untrusted {ip}:{port} for domain {domain!r} refused")
+                sip.log("notice", f"{sip.method} from {ip}:{port} without a domain refused")
                 sip.reply(replies.FORBIDDEN)
                 return None
+            # Every domain is challenged, ours or not, with no lookup: were an unknown one refused at
+            # once, anyone could list our companies' domains. Its credentials are then refused below
+            # as a wrong password is (403), and counted as a failure (SECURITY.md, class 16).
             sip.challenge(domain)
             return None
         if stateful and sip.new_transaction() == 0:

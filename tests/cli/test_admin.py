@@ -128,6 +128,30 @@ def test_missing_file_is_named(fresh):
     assert proc.returncode == 2 and "/nonexistent.yaml: cannot read" in proc.stderr
 
 
+@pytest.mark.parametrize("name, content, says", [
+    ("deep.yaml", "companies: " + "[" * 100_000 + "]" * 100_000, "deep.yaml:line 1: (file): nested deeper than 16"),
+    ("deep-block.yaml", "companies:\n" + "".join("  " * i + "- x:\n" for i in range(1000)),
+     "deep-block.yaml:line 9: (file): nested deeper than 16"),
+    ("laughs.yaml", "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "companies: *i\n",
+     "laughs.yaml:line 2: (file): aliases (*name) are not allowed"),
+    ("huge.yaml", "# " + "x" * (64 * 1024 * 1024) + "\n", "huge.yaml: larger than 2097152 bytes"),
+    ("latin1.yaml", b"companies:\n- id: acme\n  name: Soci\xe9t\xe9\n", "latin1.yaml:line 3: not UTF-8 text (byte 34)"),
+])
+def test_pathological_files_are_exit_2_with_file_and_place(fresh, tmp_path, name, content, says):
+    """Nesting that ends PyYAML's recursion, an alias bomb, a 64 MB file, bytes that are not UTF-8: exit 2 and
+    one line naming the file and the place, nothing written, no traceback."""
+    admin(fresh.url, "load", str(OFFICE))
+    before = snapshot(fresh)
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    proc = admin(fresh.url, "load", str(path), check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert says in proc.stderr and str(tmp_path) in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error:" not in proc.stderr
+    assert snapshot(fresh) == before
+
+
 @pytest.mark.parametrize("args, usage, says", [
     ([], "[--redis-url REDIS_URL] COMMAND ...",
      ["load apply a YAML provisioning file", "show print what is provisioned", "trunks list the provisioned trunks",

@@ -5,7 +5,7 @@ Every attack test asserts on what the trunk, the emergency trunk or the victim R
 that proves the setup would have shown the attack: the same peer does receive the
 legitimate call. Floods are bounded in count and time and only ever target loopback.
 
-Settings the fixes read (defaults in scripts/env.sh, recipes in notes/sec-edge-recipes.md):
+Settings the fixes read (defaults in scripts/env.sh, recipes in SECURITY.md):
 PIKE_REQS, PIKE_WINDOW_S, BAN_S (flood bans per source address); AUTH_FAIL_MAX,
 AUTH_FAIL_WINDOW_S, AUTH_BAN_S (auth failures per source address and user);
 MAX_CONTACTS; TCP_MAX_CONNECTIONS, TCP_IDLE_S.
@@ -243,6 +243,131 @@ def test_flood_bans_a_stranger_but_never_a_trusted_trunk(guarded):
             answered += carrier.options(timeout=0.5).final == (200, "OK")
         assert answered == 150
         assert carrier.options().final == (200, "OK")
+
+
+def http_flood(proxy, ip: str, count: int, transport: str) -> int:
+    """`count` HTTP GETs from ip to the proxy's SIP socket, within a few seconds: datagrams over UDP; over TCP ten,
+    over TLS thirty pipelined on each connection (a client keeping its connection alive: handshakes alone are
+    slower than a flood, and BAN_S would be over before the flood is). How many got an HTTP answer."""
+    import select
+    import ssl
+    request = f"GET /metrics HTTP/1.1\r\nHost: {proxy.ip}\r\nUser-Agent: curl/8.0\r\n\r\n".encode()
+    per_socket = {"udp": 1, "tcp": 10, "tls": 30}[transport]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    socks = []
+    try:
+        for start in range(0, count, per_socket):
+            n = min(per_socket, count - start)
+            if transport == "udp":
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind((ip, 0))
+                s.sendto(request, (proxy.ip, proxy.port))
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((ip, 0))
+                s.settimeout(2)
+                s.connect((proxy.ip, proxy.tls_port if transport == "tls" else proxy.port))
+                if transport == "tls":
+                    s = context.wrap_socket(s)
+                s.sendall(request * n)
+            s.setblocking(False)
+            socks.append(s)
+        answered, received = 0, {s: b"" for s in socks}
+        deadline = time.monotonic() + 1.5
+        waiting = list(socks)
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            for s in ready:
+                try:
+                    data = s.recv(65535)
+                except ssl.SSLWantReadError:  # a TLS record that is no data (a session ticket)
+                    continue
+                except OSError:
+                    data = b""
+                if not data or transport == "udp":
+                    waiting.remove(s)
+                received[s] += data
+        return sum(data.count(b"HTTP/1.") for data in received.values())
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp", "tls"])
+def test_http_flood_on_the_sip_ports_is_limited_like_sip(guarded, transport):
+    """Kamailio hands HTTP on any socket to the routes (xhttp), which answered each one 404: 300 GETs from one
+    address were all answered. pike now counts them as it counts SIP, and the address is banned."""
+    flooder, bystander = fresh_ip(), fresh_ip()
+    mark = guarded.mark()
+    assert http_flood(guarded, bystander, 1, transport) == 1, "control: one HTTP request is answered (404)"
+    sent = 300
+    answered = http_flood(guarded, flooder, sent, transport)
+    assert answered < sent / 2, f"{answered} of {sent} HTTP requests from one address answered"
+    assert [line for line in log_lines_with(guarded, mark, flooder) if "banned" in line], "the ban is not logged"
+    assert not keepalive_answered(guarded, flooder), "the flooding address is still served SIP"
+    assert keepalive_answered(guarded, bystander), "another address must not suffer"
+    # the metrics socket is not the SIP one: Prometheus is served, even from the banned address
+    import http.client
+    conn = http.client.HTTPConnection(guarded.ip, guarded.metrics_port, timeout=5, source_address=(flooder, 0))
+    try:
+        conn.request("GET", "/metrics")
+        page = conn.getresponse()
+        assert page.status == 200 and "kamailio_core_rcv_requests" in page.read().decode()
+    finally:
+        conn.close()
+
+
+def shape(answer: str, domain: str, attacker) -> tuple:
+    """An answer with what differs between any two requests blanked out (tags, branch, Call-ID, nonce, the
+    attacker's own address and the domain it asked about): what it tells about the domain. The status line
+    last, the headers sorted before it."""
+    text = answer.replace(f"{attacker.ip}:{attacker.port}", "<addr>").replace(attacker.ip, "<ip>")
+    text = text.replace(str(attacker.port), "<port>").replace(domain, "<domain>")
+    text = re.sub(r'(nonce|opaque)="[^"]*"', r'\1="<x>"', text)
+    text = re.sub(r"(tag|branch)=[^;>\s,]*", r"\1=<x>", text)
+    text = re.sub(r"^Call-ID:.*$", "Call-ID: <x>", text, flags=re.M | re.I)
+    first, *rest = text.strip().split("\r\n")
+    return (*sorted(rest), first)
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "INVITE"])
+def test_known_and_unknown_domains_get_the_same_answers_so_none_can_be_listed(proxy, method):
+    """An unknown domain got 403 at once and ours a challenge: 100 guesses listed our companies. Now every domain is
+    challenged, and credentials for one that is not ours are refused as a wrong password is (and counted)."""
+    ours = ["acme.test", "globex.test", "initech.test"]
+    guesses = [f"{word}{n}.test" for n, word in enumerate(["acme", "corp", "office", "sales", "team"] * 20)][:97]
+    shapes = {}
+    with Peer(*PRIMARY) as trunk:
+        for domain in ours + guesses:
+            # an address per guess, as a botnet would: pike's flood limit and the per-address failure limit
+            # are not what is tested here
+            with Uac(proxy) as attacker:
+                if method == "REGISTER":
+                    bare = attacker.register("2001", domain, None)
+                    tried = attacker.register("2001", domain, "a-guessed-password", rounds=1)
+                else:
+                    bare = attacker.invite("2001", domain, None, "0612345678")
+                    tried = attacker.invite("2001", domain, "a-guessed-password", "0612345678", rounds=1)
+                finals = [[a for a in ex.answers if not a.startswith("SIP/2.0 1")] for ex in (bare, tried)]
+                assert all(finals), (domain, bare.answers, tried.answers)
+                shapes[domain] = tuple(shape(f[-1], domain, attacker) for f in finals)
+        time.sleep(0.3)
+        assert trunk.requests("INVITE") == [], "a guessed domain's call reached the trunk"
+    first = shapes["acme.test"]
+    assert first[0][-1].startswith(("SIP/2.0 401", "SIP/2.0 407")) and first[1][-1] == "SIP/2.0 403 Forbidden", first
+    assert {domain for domain, got in shapes.items() if got != first} == set(), \
+        [(d, got) for d, got in shapes.items() if got != first][:2]
+    assert proxy.contacts("2001@acme5.test") == []
+    with Uac(proxy) as phone:  # control: the domain is real, and answers its phone's true password
+        assert phone.register(*ALICE, expires=0).final == (200, "OK")
+
+
+def test_guessing_credentials_on_an_unknown_domain_is_counted_and_blocked_like_a_wrong_password(guarded):
+    with Uac(guarded) as guesser:
+        for _ in range(int(GUARDED["AUTH_FAIL_MAX"])):
+            assert guesser.register("2001", "nowhere.test", "guess", rounds=1).final == (403, "Forbidden")
+        assert guesser.register("2001", "nowhere.test", "guess", rounds=1).final == (403, "Too Many Failed Attempts")
 
 
 @pytest.mark.parametrize("agent", ["friendly-scanner", "sipcli/v1.8", "sipvicious", "VaxSIPUserAgent/3.1",

@@ -89,6 +89,29 @@ def test_broken_files(text, words):
     assert any(words in m for _, _, m in problems(text))
 
 
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "companies: *i\n"
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("companies: " + "[" * 5000 + "]" * 5000, 1, "nested deeper than 16 levels"),
+    ("companies:\n" + "".join(" " * i + "-\n" for i in range(1, 2000)), 17, "nested deeper than 16 levels"),
+    ("companies: " + "{a: " * 5000 + "1" + "}" * 5000, 1, "nested deeper than 16 levels"),
+    (LAUGHS, 2, "aliases (*name) are not allowed"),
+    ("companies:\n  - &c {id: acme, name: A, domain: a.test}\n  - *c\n", 3, "aliases (*name) are not allowed"),
+    ("companies: [" + ", ".join(["1"] * 100_001) + "]", 1, "more than 100000 values"),
+    ("#" * (2 * 1024 * 1024 + 1), 1, "longer than 2097152 characters"),
+    ("companies:\n- id: acme\n  name: A\n  domain: a.test\n  main_number: " + "1" * 5000, 5, "is not an E.164"),
+    ("companies:\n- id: acme\n  name: A\n  domain: a.test\n  main_number: 2024-02-30", 5, "is not an E.164"),
+])
+def test_pathological_yaml_is_one_problem_with_its_line(text, line, words):
+    """Deep nesting (PyYAML composes recursively), alias bombs, too many values, a huge file and scalars YAML
+    types but cannot build (an int past Python's 4,300 digits, a date that does not exist): a problem with its
+    line, never RecursionError or ValueError."""
+    found = problems(text)
+    assert any(ln == line and words in m for ln, _, m in found), found[:3]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_any_text_parses_or_fails_cleanly(text):

@@ -300,6 +300,13 @@ def test_a_guesser_rotating_users_blocks_its_address_for_every_user(world: World
     assert world.request(node(register(src=("127.0.1.51", 40000)))).saved
 
 
+def test_credentials_for_an_unknown_domain_count_as_failures_and_block_like_a_wrong_password(
+        world: World, node: Node):
+    for n in range(3):  # auth_fail_max of SETTINGS
+        assert world.request(node(register(domain="evil.test"))).reply == (403, "Forbidden")
+    assert world.request(node(register(domain="evil.test"))).reply == (403, "Too Many Failed Attempts")
+
+
 def test_invite_guessing_counts_the_same_way(world: World, node: Node):
     for n in range(3):
         ksr = World.phone_invite("0612345678", src=STRANGER[0], sport=STRANGER[1])

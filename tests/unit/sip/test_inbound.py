@@ -131,4 +131,5 @@ def test_the_media_server_names_company_and_extension(world: World):
 
 def test_only_trusted_addresses_are_trunks(world: World):
     ksr = world.request(from_trunk("+33142685302", sport=5070))  # the trunk's IP, another port
-    assert ksr.reply == (403, "Forbidden") and ksr.lookups == []
+    # a phone's call as far as the proxy knows: challenged (any domain is), never rung
+    assert ksr.challenges == [("carrier.example", 1)] and ksr.lookups == [] and ksr.relays == []

@@ -23,10 +23,18 @@ def test_register_without_credentials_is_challenged_in_the_company_realm(world: 
     assert ksr.saved == []
 
 
-def test_register_for_an_unknown_domain_is_refused_without_a_challenge(world: World):
-    ksr = world.request(register(domain="evil.test", credentials=False))
-    assert ksr.reply == (403, "Forbidden") and ksr.challenges == []
-    assert any("untrusted" in line for line in ksr.logged("notice"))
+def test_an_unknown_domain_is_challenged_as_a_known_one_and_its_credentials_refused_as_a_wrong_password(
+        world: World):
+    """Were an unknown domain refused at once, its 403 against a known domain's 401 would list our companies."""
+    known, unknown = world.request(register(credentials=False)), world.request(register(domain="evil.test",
+                                                                                         credentials=False))
+    assert known.replies == unknown.replies == [(401, "Unauthorized")] and known.saved == unknown.saved == []
+    assert known.challenges == [("acme.test", 1)] and unknown.challenges == [("evil.test", 1)]
+    wrong = register()
+    wrong.good_ha1 = "0" * 32
+    guessed = world.request(register(domain="evil.test"))
+    assert world.request(wrong).reply == guessed.reply == (403, "Forbidden") and guessed.saved == []
+    assert any("no phone extension '2001' at 'evil.test'" in line for line in guessed.logged("notice"))
 
 
 def test_wrong_password_and_unknown_user_get_the_same_403(world: World):
