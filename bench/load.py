@@ -68,6 +68,12 @@ CALL_TYPES = {  # injection file -> (scenario, caller address)
 
 
 @dataclass
+# kemi.settings MEDIA_STREAMS_*: one phone places every call of a load run; only the relay's own
+# ports (its port range) bound what it may hold
+MEDIA_SHARES_FOR_LOAD = {"MEDIA_STREAMS_MAX": "1000000", "MEDIA_STREAMS_PER_COMPANY": "1000000",
+                         "MEDIA_STREAMS_PER_PHONE": "1000000"}
+
+
 class Sizes:
     companies: int = 500
     extensions: int = 20
@@ -142,7 +148,9 @@ class Bench:
         common = {"SIP_CHILDREN": "4", "LOG_LEVEL": "1", "KAMAILIO_SHM_MB": "1024",
                   # Kamailio embeds Debian's Python with the project's venv, whatever runs this script
                   "KEMI_VENV": os.environ.get("KEMI_VENV") or str(ROOT / ".venv")}
-        # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it)
+        # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it),
+        # and from one phone of one company: a load test, not one tenant taking the relay
+        common.update(MEDIA_SHARES_FOR_LOAD)
         self.systems["product"] = Proxy(self.work, self.redis.url, PIKE_REQS="100000000", **common)
         self.systems["native"] = NativeProxy(self.work, self.redis.url, (PEERS["trunk"], 5060), **common)
         # the product again, on a database of its own that keeps 1,000 extensions: the flat-lookup

@@ -194,7 +194,8 @@ class MediaRelay:
         return in_netns(self.netns) + [
             "rtpengine", "--config-file=none", "--foreground", "--table=-1", f"--interface={self.ip}",
             f"--listen-ng={self.ip}:{self.ng_port}", f"--port-min={self.ports[0]}", f"--port-max={self.ports[1]}",
-            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--log-stderr", "--log-level=6"]
+            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--offer-timeout=600",
+            "--log-stderr", "--log-level=6"]
 
     def start(self) -> "MediaRelay":
         self.log = open(self.log_path, "ab")

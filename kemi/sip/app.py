@@ -19,7 +19,7 @@ from kemi.sip.emergency import Emergency, EmergencyCache
 from kemi.sip.gate import Gate, TrustedPeers
 from kemi.sip.in_dialog import InDialog
 from kemi.sip.inbound import Inbound
-from kemi.sip.media import Media
+from kemi.sip.media import Media, media_limits
 from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
@@ -40,11 +40,11 @@ class Router:
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
-        self.media = Media(sip)
+        self.peers = TrustedPeers(self.directory)
+        self.media = Media(sip, media_limits(settings), self.peers.is_peer_host)
         self.calls = Calls(sip, settings, self.ready_ledger, self.media)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
-        self.peers = TrustedPeers(self.directory)
         self.gate = Gate(sip, settings, self.peers)
         self.phones = Phones(sip, self.directory, self.calls, cache, self.gate)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)

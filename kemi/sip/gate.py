@@ -31,6 +31,8 @@ class TrustedPeers:
         self.clock = clock
         self._known: frozenset[tuple[str, int]] | None = None
         self._read_at = float("-inf")
+        self._hosts_of: frozenset | None = None  # the addresses() _hosts was made of
+        self._hosts: frozenset[str] = frozenset()
 
     def addresses(self) -> frozenset[tuple[str, int]] | None:
         now = self.clock()
@@ -41,6 +43,16 @@ class TrustedPeers:
                 pass  # keep the last copy; try again at the next need
             self._read_at = now
         return self._known
+
+    def is_peer_host(self, source: tuple[str, int]) -> bool:
+        """Whether a trunk or media server is at this source's IP address (any port: a carrier's
+        replies and media do not always come from its provisioned SIP port)."""
+        known = self.addresses()
+        if not known:
+            return False
+        if self._hosts_of is not known:
+            self._hosts_of, self._hosts = known, frozenset(ip for ip, _ in known)
+        return source[0] in self._hosts
 
 
 class Gate:

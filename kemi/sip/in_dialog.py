@@ -57,7 +57,8 @@ class InDialog:
             sip.keep_only_headers(routing.IN_DIALOG_TRUNK_HEADERS)
         # next_hop is where that party's requests came from: through its NAT, whatever its Contact says
         sip.set_destination(next_hop)
-        self.media.in_dialog()
+        if not self.media.in_dialog():
+            return  # a re-INVITE whose SDP rtpengine must not see: answered, the call goes on as it was
         sip.relay()
 
     def refuse(self, answer, why: str) -> None:
