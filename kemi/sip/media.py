@@ -45,7 +45,7 @@ from kemi.sip.shell import Profile, Route, Sip, Var
 REWRITE = "replace-origin replace-session-connection ICE=remove"
 # Where the audio of the party whose SDP this is goes, and where it may come from (rtpengine's
 # ng flags, per stream of that party; kemi.sip.media module docstring).
-LOCK = "symmetric strict-source"
+LOCK = "strict-source"  # symmetric RTP is rtpengine's default (the "symmetric" flag is unknown to 10.5)
 PHONE_LOCKED = f"{REWRITE} {LOCK} SIP-source-address endpoint-learning-off"
 PHONE_BEHIND_NAT = f"{REWRITE} {LOCK} SIP-source-address endpoint-learning-immediate"
 TRUSTED_PEER = f"{REWRITE} {LOCK} trust-address endpoint-learning-off"
