@@ -54,7 +54,7 @@ from bench.load_report import markdown  # noqa: E402
 from bench.load_sipp import LOAD, Load, Outcome  # noqa: E402
 from bench.native.provision import provision as native_provision  # noqa: E402
 from bench.native.proxy import NativeProxy  # noqa: E402
-from tests.harness import ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
+from tests.harness import LOAD_MEDIA_SHARES, ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
 
 PEERS = gen_office.PEERS
 CALLERS, PHONES, STORM = "127.0.0.10", "127.0.0.11", "127.0.0.12"
@@ -68,12 +68,6 @@ CALL_TYPES = {  # injection file -> (scenario, caller address)
 
 
 @dataclass
-# kemi.settings MEDIA_STREAMS_*: one phone places every call of a load run; only the relay's own
-# ports (its port range) bound what it may hold
-MEDIA_SHARES_FOR_LOAD = {"MEDIA_STREAMS_MAX": "1000000", "MEDIA_STREAMS_PER_COMPANY": "1000000",
-                         "MEDIA_STREAMS_PER_PHONE": "1000000"}
-
-
 class Sizes:
     companies: int = 500
     extensions: int = 20
@@ -150,7 +144,7 @@ class Bench:
                   "KEMI_VENV": os.environ.get("KEMI_VENV") or str(ROOT / ".venv")}
         # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it),
         # and from one phone of one company: a load test, not one tenant taking the relay
-        common.update(MEDIA_SHARES_FOR_LOAD)
+        common.update(LOAD_MEDIA_SHARES)
         self.systems["product"] = Proxy(self.work, self.redis.url, PIKE_REQS="100000000", **common)
         self.systems["native"] = NativeProxy(self.work, self.redis.url, (PEERS["trunk"], 5060), **common)
         # the product again, on a database of its own that keeps 1,000 extensions: the flat-lookup

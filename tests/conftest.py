@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.harness import ROOT, Proxy, RedisServer, admin
+from tests.harness import LOAD_MEDIA_SHARES, ROOT, Proxy, RedisServer, admin
 
 OFFICE = ROOT / "tests" / "sip" / "office.yaml"
 # Databases of the session's redis-server: each suite has its own, so that none flushes
@@ -56,6 +56,7 @@ def redis_server(workdir):
 def proxy(workdir, redis_server):
     url = redis_server.url_of(SIP_DB)
     admin(url, "load", str(OFFICE))
-    kam = Proxy(workdir, url).start()
+    # many calls at once from one phone (money, load): the relay's shares have a proxy of their own
+    kam = Proxy(workdir, url, **LOAD_MEDIA_SHARES).start()
     yield kam
     kam.stop()

@@ -70,6 +70,22 @@ def media_streams(body: str) -> int:
     return sum(1 for line in body.split("\n") if line.startswith("m="))
 
 
+def connection_addresses(body: str) -> set[str]:
+    """Every address the body's c= lines name (session and media level, without a TTL or count)."""
+    found = set()
+    for line in body.split("\n"):
+        if line.startswith("c="):
+            parts = line[2:].strip().split()
+            found.add(parts[2].split("/")[0] if len(parts) >= 3 else "")
+    return found
+
+
+def names_only(body: str, ip: str) -> bool:
+    """Whether every connection address of the SDP is ip (the party's signalling source): then its
+    RTP comes from there, at the ports its m= lines name, unless a NAT is in between."""
+    return connection_addresses(body) == {ip}
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one SDP and the anchored calls may take of rtpengine (kemi.settings: SDP_MAX_*,
@@ -139,13 +155,16 @@ class Media:
         self.trusted = trusted or (lambda source: False)
         self.refusal: Reply | None = None  # why the last anchor() refused the call
         self._held: tuple[int, str, str] | None = None  # (streams, company, phone) anchor() let through
+        self._at_source = False  # the SDP judge_sdp() read names only its sender's source address
 
     def flags(self, reply: bool = False) -> str:
-        """The flags for the SDP of the message being processed, by who sent it."""
+        """The flags for the SDP of the message being processed (judge_sdp() read it), by who sent
+        it: a phone's ports are learned when its SDP does not name exactly its signalling address
+        (a NAT, a host with several addresses) or a NAT shows in its signalling."""
         sip = self.sip
         if self.trusted(sip.source):
             return TRUSTED_PEER
-        return lock_flags(False, sip.media_behind_nat(reply))
+        return lock_flags(False, not self._at_source or sip.media_behind_nat(reply))
 
     def anchor(self, emergency: bool = False, rec: dict | None = None) -> bool:
         """Before an initial INVITE is relayed: its SDP offer to rtpengine, and its replies' SDP
@@ -197,9 +216,12 @@ class Media:
     def judge_sdp(self) -> tuple[Reply | None, int]:
         """(refusal or None, streams) of the message's SDP, judged before rtpengine sees it, on
         the body as Kamailio holds it ($rb: what rtpengine is handed the SDP part of)."""
-        body = self.sip.lenient("$rb")
+        sip = self.sip
+        body = sip.lenient("$rb")
+        self._at_source = False
         if body is None:
             return replies.SDP_UNREADABLE, 0
+        self._at_source = names_only(body, sip.source[0])
         streams = media_streams(body)
         if self.limits is None:
             return None, streams
@@ -276,6 +298,8 @@ class Media:
             return
         mode = sip.get(Var.MEDIA)
         flags = self.flags(reply=True)
+        if mode != LATE:
+            flags += self.same_callee_side()
         done = sip.media_offer(flags) if mode == LATE else sip.media_answer(flags)
         if not done:
             sip.log("err", f"{code} of call-id {sip.call_id}: rtpengine did not take its SDP, passed on as is")
@@ -284,6 +308,21 @@ class Media:
                 sip.set(Var.MEDIA, OFFERED)
             else:
                 sip.log("err", f"{code} of call-id {sip.call_id}: rtpengine did not release the call's media")
+
+    def same_callee_side(self) -> str:
+        """Flags that put a later answerer's SDP on the callee side of the first one's. A call's
+        offer gives the callee side one set of relay ports; when another party answers after the
+        first one with SDP (the balance announcement's 183, then the carrier's 200; a second phone
+        of a ringing extension), rtpengine would keep that side locked to the first (strict-source:
+        the carrier's audio dropped, the caller's sent to the announcement server)."""
+        sip = self.sip
+        tag = sip.lenient("$tt") or ""
+        first = sip.get(Var.MEDIA_TAG)
+        if not first:
+            if tag:
+                sip.set(Var.MEDIA_TAG, tag)
+            return ""
+        return f" to-tag={first}" if tag and tag != first else ""
 
     def release(self) -> None:
         """The call is over: rtpengine frees its ports now rather than at its own timeout."""

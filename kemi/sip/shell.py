@@ -72,6 +72,7 @@ class Var:
     CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
     CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
     MEDIA = "$avp(media)"              # this transaction's SDP goes through rtpengine (kemi.sip.media)
+    MEDIA_TAG = "$avp(media_tag)"      # the To-tag of the first answer rtpengine took in this transaction
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
 
 

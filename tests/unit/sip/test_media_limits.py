@@ -50,11 +50,26 @@ def test_a_trunks_answer_is_locked_to_the_address_its_sdp_names(world: World):
     ksr.vars.update({"$rs": 200, Var.MEDIA: media.OFFERED})
     world.router(ksr).ksr_reply_media(None)
     assert ksr.media_ops == [("answer", media.TRUSTED_PEER)] and ksr.nat_tests == []
-    ksr = FakeKSR("INVITE", "sip:2002@acme.test", src="127.0.0.44")  # a phone answering
+    ksr = FakeKSR("INVITE", "sip:2002@acme.test", src="127.0.0.44")  # a phone answering, its NAT seen in SIP
     ksr.vars.update({"$rs": 200, Var.MEDIA: media.OFFERED})
+    ksr.body = SDP.replace("127.0.0.10", "127.0.0.44")
     ksr.nated = True
     world.router(ksr).ksr_reply_media(None)
     assert ksr.media_ops == [("answer", media.PHONE_BEHIND_NAT)] and ksr.nat_tests == [MEDIA_NAT_TEST_REPLY]
+
+
+@pytest.mark.parametrize("body, at_source", [
+    (SDP, True),                                                    # c= 127.0.0.10, the source
+    (SDP.replace("c=IN IP4 127.0.0.10", "c=IN IP4 192.168.1.20"), False),  # behind a NAT
+    (SDP.replace("c=IN IP4 127.0.0.10", "c=IN IP4 127.0.0.10/127"), True),
+    (SDP + "c=IN IP4 203.0.113.9\r\n", False),                      # a media-level c= elsewhere
+    (SDP.replace("c=IN IP4 127.0.0.10\r\n", ""), False),             # none
+])
+def test_a_phones_ports_are_fixed_only_when_its_sdp_names_just_its_source(world: World, body, at_source):
+    ksr = world.phone_invite("0145678901")
+    ksr.body = body
+    world.request(ksr)
+    assert ksr.media_ops[0] == ("offer", media.PHONE_LOCKED if at_source else media.PHONE_BEHIND_NAT)
 
 
 # -- one SDP: its size and its streams, judged before rtpengine sees it -------------------------------
@@ -128,8 +143,9 @@ def test_a_reinvite_with_too_many_streams_is_refused_and_the_call_goes_on(world:
     assert ksr.replies == [(488, "Too Many Media Streams")] and ksr.relays == [] and ksr.media_ops == []
     ksr = in_dialog("INVITE")
     ksr.vars[Var.DLG_MEDIA] = "1"
+    ksr.body = SDP.replace("127.0.0.10", "127.0.0.30")  # the caller's re-INVITE, from its own address
     world.request(ksr)
-    assert ksr.relays and ksr.media_ops == [("offer", media.PHONE_LOCKED)]
+    assert ksr.relays and ksr.media_ops == [("offer", media.PHONE_LOCKED)]  # a re-offer is not held back
 
 
 def test_an_answer_with_too_many_streams_never_reaches_rtpengine(world: World):
