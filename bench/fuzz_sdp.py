@@ -145,8 +145,8 @@ def fuzz_sdp(proxy: Proxy, calls: int, seed: int = 1, passwords=("alice-secret-1
                     caller_rtp.send(to_caller, 5)
                     callee_rtp.send(to_callee, 5)
                     result.rtp_sent += 10
-                except (AttributeError, ValueError, OSError):
-                    pass  # an SDP rtpengine did not rewrite (refused media): nothing to send to
+                except (AttributeError, ValueError, OSError, OverflowError):
+                    pass  # an SDP rtpengine did not rewrite (not handed to it): no relay port to send to
                 call.bye()
             for sock in third:
                 while True:
