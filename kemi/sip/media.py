@@ -190,7 +190,8 @@ class Media:
                                        f"{streams} more stream(s) over its share of the relay (in use: "
                                        f"node {used.node}, company {co or '-'} {used.company}, "
                                        f"phone {phone or '-'} {used.phone})")
-        if not self.offer(initial=True):
+        # an emergency call is not held back: if the release at its answer failed it would have no audio
+        if not self.offer(initial=not emergency):
             # rtpengine may still take the offer after the proxy stopped waiting: its ports are
             # freed now, not at its offer timeout (rtpengine_allow_op reaches a relay marked down)
             sip.media_delete()
