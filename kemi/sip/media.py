@@ -181,9 +181,13 @@ class Media:
             streams = max(1, streams)
         co, phone = (rec or {}).get("company") or "", phone_key(rec) or ""
         if self.limits is not None:
-            used = InUse(sip.profile_size(Profile.MEDIA),
-                         sip.profile_size(Profile.MEDIA_COMPANY, co) if co else 0,
-                         sip.profile_size(Profile.MEDIA_PHONE, phone) if phone else 0)
+            try:
+                used = InUse(sip.profile_size(Profile.MEDIA),
+                             sip.profile_size(Profile.MEDIA_COMPANY, co) if co else 0,
+                             sip.profile_size(Profile.MEDIA_PHONE, phone) if phone else 0)
+            except RuntimeError as exc:  # a configuration fault: no call (an emergency one least) fails for it
+                sip.log("crit", f"call-id {sip.call_id}: relay shares not checked: {exc}")
+                used = InUse(0)
             refused = share_refusal(streams, used, self.limits, emergency)
             if refused is not None:
                 return self.unanchored(emergency, refused,

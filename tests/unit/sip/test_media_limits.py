@@ -227,3 +227,12 @@ def test_every_dialog_profile_is_declared_once_in_kamailio_cfg():
     declared = {name: kind for kind, names in lines for name in names.split(";")}
     assert declared == {Profile.PREPAID: "profiles_no_value", Profile.MEDIA: "profiles_no_value",
                         Profile.MEDIA_COMPANY: "profiles_with_value", Profile.MEDIA_PHONE: "profiles_with_value"}
+
+
+def test_a_profile_that_cannot_be_read_fails_no_call(world: World, monkeypatch):
+    from tests import fake_ksr
+    monkeypatch.setattr(fake_ksr._Dialog, "get_profile_size_static", lambda self, profile, spv: -1)
+    world.settings = limited()
+    ksr = world.request(world.phone_invite("112"))
+    assert ksr.replies == [] and ksr.relays and ksr.media_ops[0] == ("offer", media.PHONE_LOCKED)
+    assert any("relay shares not checked" in line for line in ksr.logged("crit"))
