@@ -162,7 +162,13 @@ class Media:
         it: a phone's ports are learned when its SDP does not name exactly its signalling address
         (a NAT, a host with several addresses) or a NAT shows in its signalling."""
         sip = self.sip
-        if self.trusted(sip.source):
+        try:
+            trusted = self.trusted(sip.source)
+        except Exception as exc:  # the peers could not be read (broken data): locked as a phone's, the stricter
+            sip.log("err", f"call-id {sip.call_id}: trusted peers unknown ({type(exc).__name__}: {exc}); "
+                           f"media locked as a phone's")
+            trusted = False
+        if trusted:
             return TRUSTED_PEER
         return lock_flags(False, not self._at_source or sip.media_behind_nat(reply))
 

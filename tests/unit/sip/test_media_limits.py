@@ -236,3 +236,12 @@ def test_a_profile_that_cannot_be_read_fails_no_call(world: World, monkeypatch):
     ksr = world.request(world.phone_invite("112"))
     assert ksr.replies == [] and ksr.relays and ksr.media_ops[0] == ("offer", media.PHONE_LOCKED)
     assert any("relay shares not checked" in line for line in ksr.logged("crit"))
+
+
+def test_peers_that_cannot_be_read_lock_the_media_as_a_phones_and_fail_no_call(world: World, monkeypatch):
+    def broken():
+        raise ValueError("undecodable trunk")
+    monkeypatch.setattr(world.directory, "peer_addresses", broken)
+    ksr = world.request(world.phone_invite("112"))
+    assert ksr.replies == [] and ksr.relays and ksr.media_ops[0] == ("offer", media.PHONE_LOCKED)
+    assert any("trusted peers unknown" in line for line in ksr.logged("err"))
