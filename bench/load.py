@@ -58,7 +58,7 @@ from bench.load_report import markdown  # noqa: E402
 from bench.load_sipp import LOAD, Load, Outcome  # noqa: E402
 from bench.native.provision import provision as native_provision  # noqa: E402
 from bench.native.proxy import NativeProxy  # noqa: E402
-from tests.harness import ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
+from tests.harness import LOAD_MEDIA_SHARES, ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
 
 PEERS = gen_office.PEERS
 CALLERS, PHONES, STORM = "127.0.0.10", "127.0.0.11", "127.0.0.12"
@@ -147,7 +147,9 @@ class Bench:
         common = {"SIP_CHILDREN": "4", "LOG_LEVEL": "1", "KAMAILIO_SHM_MB": "1024",
                   # Kamailio embeds Debian's Python with the project's venv, whatever runs this script
                   "KEMI_VENV": os.environ.get("KEMI_VENV") or str(ROOT / ".venv")}
-        # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it)
+        # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it),
+        # and from one phone of one company: a load test, not one tenant taking the relay
+        common.update(LOAD_MEDIA_SHARES)
         self.systems["product"] = Proxy(self.work, self.redis.url, PIKE_REQS="100000000", **common)
         self.systems["native"] = NativeProxy(self.work, self.redis.url, (PEERS["trunk"], 5060), **common)
         # the product again, on a database of its own that keeps 1,000 extensions: the flat-lookup

@@ -54,6 +54,14 @@ NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
 # rtpengine did not answer the SDP offer: the call would have no audio through a NAT, so it is not
 # set up at all (kemi.sip.media; emergency calls go out unanchored instead).
 MEDIA_RELAY_DOWN = Reply(503, "Media Relay Unavailable")
+# What one SDP and one tenant may take of rtpengine's relay ports (kemi.sip.media, SDP_MAX_* and
+# MEDIA_STREAMS_* settings): refused before rtpengine sees the SDP.
+SDP_TOO_LARGE = Reply(413, "SDP Body Too Large")
+TOO_MANY_STREAMS = Reply(488, "Too Many Media Streams")
+SDP_UNREADABLE = Reply(488, "SDP Is Not Text")
+MEDIA_RELAY_FULL = Reply(503, "Media Relay Full")
+COMPANY_MEDIA_LIMIT = Reply(503, "Too Many Calls For This Company")
+PHONE_MEDIA_LIMIT = Reply(486, "Too Many Calls On This Phone")
 FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, NOTIFY"

@@ -123,6 +123,18 @@ class Settings:
     # requests per SITE_PHONE_WINDOW_S, and the one that sends more is banned for BAN_S.
     site_phone_reqs: int = _setting("SITE_PHONE_REQS", 30, _int, 1, 100_000)
     site_phone_window_s: int = _setting("SITE_PHONE_WINDOW_S", 2, _int, 1, 3600)
+    # rtpengine's relay ports (kemi.sip.media): an SDP bigger than SDP_MAX_BYTES or with more
+    # than SDP_MAX_STREAMS media streams (m= lines) is refused before rtpengine sees it. Every
+    # anchored media stream takes 4 relay ports (RTP and RTCP on each side): a node relays at most
+    # MEDIA_STREAMS_MAX streams at once (at most a quarter of RTP_PORT_MIN..RTP_PORT_MAX), of which
+    # MEDIA_EMERGENCY_RESERVE only for emergency calls; one company at most
+    # MEDIA_STREAMS_PER_COMPANY, one phone at most MEDIA_STREAMS_PER_PHONE.
+    sdp_max_bytes: int = _setting("SDP_MAX_BYTES", 8192, _int, 512, 65_535)
+    sdp_max_streams: int = _setting("SDP_MAX_STREAMS", 4, _int, 1, 64)
+    media_streams_max: int = _setting("MEDIA_STREAMS_MAX", 2400, _int, 1, 1_000_000)
+    media_emergency_reserve: int = _setting("MEDIA_EMERGENCY_RESERVE", 100, _int, 0, 1_000_000)
+    media_streams_per_company: int = _setting("MEDIA_STREAMS_PER_COMPANY", 200, _int, 1, 1_000_000)
+    media_streams_per_phone: int = _setting("MEDIA_STREAMS_PER_PHONE", 8, _int, 1, 1_000_000)
     # Requests whose User-Agent contains one of these (case-insensitively) are dropped unanswered.
     scanner_user_agents: str = _setting(
         "SCANNER_USER_AGENTS",

@@ -162,11 +162,15 @@ fi
 
 # rtpengine: the media relay of every call (kemi/sip/media.py). Userspace forwarding only
 # (--table=-1: no kernel module); no config file, every setting is here and in scripts/env.sh.
+# --offer-timeout: an offer never answered frees its ports after 10 min (the default is an hour),
+# longer than any call may ring (an extension's ring_timeout, at most 300 s, then the receptionist's
+# 120 s); the proxy deletes the offer of every call that fails, this is the last resort.
+# (tests/harness.py MediaRelay starts it the same way.)
 rtp_log="$RUN_DIR/rtpengine.log"
 : > "$rtp_log"
 rtpengine --config-file=none --foreground --table=-1 --interface="$RTP_ADDR" \
   --listen-ng="127.0.0.1:$RTPENGINE_NG_PORT" --port-min="$RTP_PORT_MIN" --port-max="$RTP_PORT_MAX" \
-  --timeout=60 --silent-timeout=3600 --final-timeout=14400 --log-stderr --log-level=6 >> "$rtp_log" 2>&1 &
+  --timeout=60 --silent-timeout=3600 --final-timeout=14400 --offer-timeout=600 --log-stderr --log-level=6 >> "$rtp_log" 2>&1 &
 rtp_pid=$!
 what[$rtp_pid]="media relay (rtpengine)"; logs[$rtp_pid]=$rtp_log
 for _ in $(seq 100); do

@@ -15,6 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+# a phone's SDP offer, one audio stream ($rb of a request with a body)
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.10\r\ns=-\r\nc=IN IP4 127.0.0.10\r\nt=0 0\r\n"
+       "m=audio 49170 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n")
+
 
 @dataclass
 class Relay:
@@ -58,6 +62,8 @@ class _PV(_Module):
             return ksr.vars[name]
         if name == "$ar":  # the realm of the request's credentials, when it has any
             return ksr.credentials_realm if ksr.request.get("$au") is not None else None
+        if name == "$rb":  # the body, when there is one
+            return ksr.body if ksr.sdp else None
         if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
             return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":
@@ -350,6 +356,14 @@ class _Dialog(_Module):
         self.ksr.vars[spv] = self.ksr.profile_sizes.get(profile, 0)
         return 1
 
+    def set_dlg_profile(self, profile: str, value: str) -> int:
+        self.ksr.profiles.append(f"{profile}={value}")
+        return 1
+
+    def get_profile_size(self, profile: str, value: str, spv: str) -> int:
+        self.ksr.vars[spv] = self.ksr.profile_sizes.get(f"{profile}={value}", 0)
+        return 1
+
     def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
         """Either direction, as get_dlg() matches; the dialog becomes the context (held)."""
         known = self.ksr.known_dialog
@@ -442,6 +456,8 @@ class FakeKSR:
         self.hops = True
         self.nated = False                          # nat_uac_test() finds a NAT
         self.sdp = method == "INVITE"               # the message carries an SDP body
+        self.body: str | bytes = SDP                  # $rb, when sdp
+        self.nat_tests: list[int] = []               # nat_uac_test() flags asked
         self.media_up = True                        # rtpengine answers
         self.reply_status = 0                       # $rs, in a reply route
         # what the script did
@@ -496,12 +512,18 @@ class FakeKSR:
         self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
         self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
         self.maxfwd = _Simple(process_maxfwd=lambda limit: 1 if self.hops else -1)
-        self.nathelper = _Simple(nat_uac_test=lambda flags: 1 if self.nated else -1,
+        self.nathelper = _Simple(nat_uac_test=self._nat_uac_test,
                                  fix_nated_register=self._fix_nated_register)
         self.textops = _Simple(has_body_type=lambda kind: 1 if self.sdp and kind == "application/sdp" else -1)
         self.rtpengine = _Simple(rtpengine_offer=lambda flags: self._media("offer", flags),
                                  rtpengine_answer=lambda flags: self._media("answer", flags),
-                                 rtpengine_delete0=lambda: self._media("delete", ""))
+                                 rtpengine_delete0=lambda: self._media("delete", ""),
+                                 block_media0=lambda: self._media("block", ""),
+                                 unblock_media0=lambda: self._media("unblock", ""))
+
+    def _nat_uac_test(self, flags: int) -> int:
+        self.nat_tests.append(flags)
+        return 1 if self.nated else -1
 
     def _fix_nated_register(self) -> int:
         self.nat_registered += 1

@@ -172,6 +172,13 @@ def in_netns(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
+# kemi.settings MEDIA_STREAMS_*: a load run or a test of something else (money, latency) places many
+# calls at once from one phone of one company, which the relay's shares would refuse; then only the
+# relay's own port range bounds what it holds (the shares: tests/sip/test_media_security.py)
+LOAD_MEDIA_SHARES = {"MEDIA_STREAMS_MAX": "1000000", "MEDIA_STREAMS_PER_COMPANY": "1000000",
+                     "MEDIA_STREAMS_PER_PHONE": "1000000"}
+
+
 class MediaRelay:
     """rtpengine as scripts/run.sh starts it: userspace forwarding only (--table=-1, no kernel
     module), RTP on `ip` in a port range, its NG control protocol on ip:ng_port."""
@@ -194,7 +201,8 @@ class MediaRelay:
         return in_netns(self.netns) + [
             "rtpengine", "--config-file=none", "--foreground", "--table=-1", f"--interface={self.ip}",
             f"--listen-ng={self.ip}:{self.ng_port}", f"--port-min={self.ports[0]}", f"--port-max={self.ports[1]}",
-            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--log-stderr", "--log-level=6"]
+            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--offer-timeout=600",
+            "--log-stderr", "--log-level=6"]
 
     def start(self) -> "MediaRelay":
         self.log = open(self.log_path, "ab")

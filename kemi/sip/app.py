@@ -19,7 +19,7 @@ from kemi.sip.emergency import Emergency, EmergencyCache
 from kemi.sip.gate import Gate, TrustedPeers
 from kemi.sip.in_dialog import InDialog
 from kemi.sip.inbound import Inbound
-from kemi.sip.media import Media
+from kemi.sip.media import Media, media_limits
 from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
@@ -40,8 +40,8 @@ class Router:
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
-        self.media = Media(sip)
         self.peers = TrustedPeers(self.directory)
+        self.media = Media(sip, media_limits(settings), self.peers.is_peer_host)
         self.calls = Calls(sip, settings, self.ready_ledger, self.media, self.peers.addresses)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)

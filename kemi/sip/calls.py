@@ -13,7 +13,7 @@ from typing import Callable
 from kemi import metrics, records, replies, routing
 from kemi.replies import Reply
 from kemi.settings import Settings
-from kemi.sip.media import Media
+from kemi.sip.media import Media, media_limits
 from kemi.sip.shell import Metric, Profile, Route, Sip, Table, Timers, Var
 from kemi.store.prepaid import PrepaidLedger
 
@@ -45,7 +45,7 @@ class Calls:
         self.sip = sip
         self.settings = settings
         self.ledger = ledger
-        self.media = media or Media(sip)
+        self.media = media or Media(sip, media_limits(settings))
         self.peer_addresses = peer_addresses  # gate.TrustedPeers.addresses: (ip, port) of trunks, media servers
 
     def record(self, co: str, ext: str | None, caller: str | None, to: str | None, category: str,
@@ -77,8 +77,9 @@ class Calls:
         and recorded) because rtpengine is down; an emergency call never is (kemi.sip.media)."""
         if self.sip.get(Var.TRACKED):
             return True
-        if not self.media.anchor(emergency):
-            self.refuse(replies.MEDIA_RELAY_DOWN, rec, "Retry-After: 10")
+        if not self.media.anchor(emergency, rec):
+            refusal = self.media.refusal or replies.MEDIA_RELAY_DOWN
+            self.refuse(refusal, rec, *(["Retry-After: 10"] if refusal.code == 503 else []))
             return False
         self.sip.set(Var.TRACKED, "1")
         category = metrics.category(rec)
@@ -90,6 +91,7 @@ class Calls:
             self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
         self.sip.set(Var.TIMEOUT_ROUTE, "timeout")  # the proxy ends timed-out calls itself (kamailio.cfg)
         self.sip.manage_dialog()
+        self.media.count_streams()  # its relay ports count against the node, the company and the phone
         if category == metrics.PREPAID:
             self.sip.join_profile(Profile.PREPAID)  # its reservation is in flight until the dialog is gone
         self.sip.cache_set(Table.CALL_IDS, self.sip.call_id, "1")

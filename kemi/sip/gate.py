@@ -41,6 +41,8 @@ class TrustedPeers:
         self._site_list: tuple[Site, ...] = ()
         self._sites = edge.Sites()
         self._read_at = float("-inf")
+        self._hosts_of: frozenset | None = None  # the addresses() _hosts was made of
+        self._hosts: frozenset[str] = frozenset()
 
     def _refresh(self) -> None:
         now = self.clock()
@@ -68,6 +70,16 @@ class TrustedPeers:
             return None
         self._refresh()
         return self._sites.site_of(ip)
+
+    def is_peer_host(self, source: tuple[str, int]) -> bool:
+        """Whether a trunk or media server is at this source's IP address (any port: a carrier's
+        replies and media do not always come from its provisioned SIP port)."""
+        known = self.addresses()
+        if not known:
+            return False
+        if self._hosts_of is not known:
+            self._hosts_of, self._hosts = known, frozenset(ip for ip, _ in known)
+        return source[0] in self._hosts
 
 
 class Gate:

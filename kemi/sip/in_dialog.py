@@ -67,8 +67,8 @@ class InDialog:
         if not sip.loose_route():
             self.refuse(replies.NOT_HERE, "not routed through this proxy")
             return
-        self.forward(next_hop, downstream)
-        sip.relay()
+        if self.forward(next_hop, downstream):
+            sip.relay()
 
     def bye(self, next_hop: str, downstream: bool) -> None:
         """A party hangs up. The dialog module does not see the BYE (hold_dialog): the call goes on,
@@ -81,19 +81,21 @@ class InDialog:
         if not sip.loose_route():
             self.refuse(replies.NOT_HERE, "not routed through this proxy")
             return
-        self.forward(next_hop, downstream)
+        if not self.forward(next_hop, downstream):
+            return
         sip.on_reply(Route.REPLY_BYE)
         if not sip.relay(failure_route=Route.FAILURE_BYE) and self.bye_unsent is not None:
             self.bye_unsent("could not be sent")
 
-    def forward(self, next_hop: str, downstream: bool) -> None:
+    def forward(self, next_hop: str, downstream: bool) -> bool:
         sip = self.sip
         if sip.get(Var.CALLEE_CARRIER if downstream else Var.CALLER_CARRIER) == "1":
             # a carrier bills and shows identities from mid-call requests too (routing.TRUNK_HEADERS)
             sip.keep_only_headers(routing.IN_DIALOG_TRUNK_HEADERS)
         # next_hop is where that party's requests came from: through its NAT, whatever its Contact says
         sip.set_destination(next_hop)
-        self.media.in_dialog()
+        # False: a re-INVITE whose SDP rtpengine must not see, answered; the call goes on as it was
+        return self.media.in_dialog()
 
     def refuse(self, answer, why: str) -> None:
         sip = self.sip

@@ -72,6 +72,7 @@ class Var:
     CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
     CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
     MEDIA = "$avp(media)"              # this transaction's SDP goes through rtpengine (kemi.sip.media)
+    MEDIA_TAG = "$avp(media_tag)"      # the To-tag of the first answer rtpengine took in this transaction
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
     DLG_EMERGENCY = "$dlg_var(emergency)"  # "1": an emergency call (its requests pass the gate's bans)
 
@@ -133,6 +134,12 @@ class Profile:
     """Dialog profiles (kamailio.cfg, profiles_no_value): the dialog module counts their members."""
 
     PREPAID = "prepaid"  # every prepaid call this node carries, from its reservation to its end
+    # rtpengine's relay ports in use, one member per anchored media stream (kemi.sip.media): on this
+    # node (profiles_no_value), per company and per phone ("company/extension") (profiles_with_value)
+    MEDIA = "media"
+    MEDIA_COMPANY = "media_co"
+    MEDIA_PHONE = "media_phone"
+    SIZE_VAR = "$var(profile_size)"
 
 
 @dataclass(frozen=True)
@@ -633,6 +640,8 @@ class _Dialogs:
 # nat_uac_test flags (nathelper): 1 the Contact names a private address, 2 the top Via's address
 # is not the source address, 16 its port is not the source port.
 NAT_TEST = 1 | 2 | 16
+MEDIA_NAT_TEST = NAT_TEST | 8  # 8: the SDP names a private address
+MEDIA_NAT_TEST_REPLY = 1 | 8
 NAT_BFLAG = 6      # kamailio.cfg: usrloc nat_bflag, the contact is behind a NAT
 SIPPING_BFLAG = 7  # kamailio.cfg: nathelper sipping_bflag, the proxy pings it with OPTIONS
 
@@ -658,6 +667,13 @@ class _Media:
     def has_sdp(self) -> bool:
         return self.k.textops.has_body_type("application/sdp") > 0
 
+    def media_behind_nat(self, reply: bool = False) -> bool:
+        """Whether the party whose SDP this message carries is behind a NAT (its RTP will not come
+        from the address and port its SDP names): nathelper finds a private address in its Contact
+        or SDP, or (a request) its top Via is not where it came from. (A reply's top Via is the
+        proxy's own, so it is not asked about.)"""
+        return self.k.nathelper.nat_uac_test(MEDIA_NAT_TEST_REPLY if reply else MEDIA_NAT_TEST) > 0
+
     def reply_code(self) -> int:
         """In a reply route: the reply's status code."""
         return int(self.pv("$rs") or 0)
@@ -669,6 +685,13 @@ class _Media:
 
     def media_answer(self, flags: str) -> bool:
         return self.k.rtpengine.rtpengine_answer(flags) > 0
+
+    def media_block(self) -> bool:
+        """rtpengine relays nothing of this call (its Call-ID) until media_unblock()."""
+        return self.k.rtpengine.block_media0() > 0
+
+    def media_unblock(self) -> bool:
+        return self.k.rtpengine.unblock_media0() > 0
 
     def media_delete(self) -> bool:
         """rtpengine frees the ports of the call this message belongs to (its Call-ID)."""
@@ -692,9 +715,23 @@ class _Metrics:
             for label in labels:
                 self.k.xhttp_prom.counter_inc_l1(metric, 0, label)
 
-    def join_profile(self, profile: str) -> None:
-        """The current call counts in a dialog profile until its dialog is gone."""
-        self.k.dialog.set_dlg_profile_static(profile)
+    def join_profile(self, profile: str, value: str | None = None) -> None:
+        """The current call counts in a dialog profile (under that value) until its dialog is gone;
+        once more at each call (a call with three media streams joins three times)."""
+        if value is None:
+            self.k.dialog.set_dlg_profile_static(profile)
+        else:
+            self.k.dialog.set_dlg_profile(profile, value)
+
+    def profile_size(self, profile: str, value: str | None = None) -> int:
+        """Members of a dialog profile (under that value), in this node's shared memory."""
+        if value is None:
+            rc = self.k.dialog.get_profile_size_static(profile, Profile.SIZE_VAR)
+        else:
+            rc = self.k.dialog.get_profile_size(profile, value, Profile.SIZE_VAR)
+        if rc < 0:  # the variable still holds the last size read: never judge on it
+            raise RuntimeError(f"dialog profile {profile!r} could not be read (is it in kamailio.cfg?)")
+        return int(self.k.pv.get(Profile.SIZE_VAR) or 0)
 
     def on_metrics_socket(self) -> bool:
         return self.lenient("$Rn") == Metric.SOCKET

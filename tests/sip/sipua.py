@@ -315,6 +315,7 @@ class Peer(Endpoint):
         self.silent: set[str] = set()  # transactions left unanswered
         self.sent: dict[str, str] = {}  # Via branch -> last answer, for retransmissions
         self.to_tag = token()
+        self.sdp: str | None = None  # the SDP it answers with (default: SDP at its own address)
 
     def on_message(self, msg: Msg) -> None:
         if not msg.is_request or msg.method == "ACK":
@@ -339,7 +340,7 @@ class Peer(Endpoint):
                 return
             self.send(response(msg, 100, "Trying"), msg.src, msg.conn)
             if self.invite_policy == "answer":
-                answer = response(msg, 200, "OK", self.to_tag, contact, SDP.format(ip=self.ip),
+                answer = response(msg, 200, "OK", self.to_tag, contact, self.sdp or SDP.format(ip=self.ip),
                                   record_route=self.record_route)
             else:
                 answer = response(msg, self.invite_policy[0], self.invite_policy[1], self.to_tag)
@@ -438,6 +439,7 @@ class UA(Endpoint):
         self.sent_answers: dict[str, str] = {}
         self.answered: dict[str, tuple[Msg, str]] = {}  # Call-ID -> (INVITE answered 200, our To tag)
         self.ringing: dict[str, tuple[Msg, str]] = {}   # Call-ID -> (INVITE left ringing, our To tag)
+        self.sdp: str | None = None  # the SDP it offers and answers with (default: SDP at its own address)
 
     # -- building ------------------------------------------------------------------------------------
     @property
@@ -538,7 +540,7 @@ class UA(Endpoint):
         from_tag = from_tag or token()
         ruri = dial if dial.startswith("sip:") else f"sip:{dial}@{self.domain}"
         answer, cseq = self._with_auth("INVITE", ruri, call_id, from_tag, ruri, list(extra),
-                                       SDP.format(ip=self.ip), timeout, challenge_codes=(407,))
+                                       self.sdp or SDP.format(ip=self.ip), timeout, challenge_codes=(407,))
         call = Call(self, call_id, from_tag, ruri, ruri, cseq, answer)
         if answer is None or answer.status < 200:
             return call
@@ -586,7 +588,7 @@ class UA(Endpoint):
                     # two proxy workers may take the 180 and the 200 at once: a 180 handled after
                     # the 200 is dropped (the transaction is over), as it would be from a real phone
                     time.sleep(0.05)
-                answer = response(msg, 200, "OK", tag, contact, SDP.format(ip=self.ip))
+                answer = response(msg, 200, "OK", tag, contact, self.sdp or SDP.format(ip=self.ip))
                 self.answered[msg.call_id] = (msg, tag)
             else:
                 answer = response(msg, self.answer_invites[0], self.answer_invites[1], token())

@@ -355,3 +355,105 @@ def test_early_media_reaches_a_phone_behind_the_nat_and_the_proxys_bye_too(net, 
         assert "HUNGUP" in trunk.wait(10).log
     finally:
         kam.stop()
+
+
+# -- media locked to its parties through the NAT (SECURITY.md class 20) ---------------------------
+# A third party on the public side (like the carrier, but nobody's peer) and a neighbour behind the
+# office's own NAT address (another phone's host): Python RTP sockets (tests/sip/rtp.py) in the
+# namespaces, calls by tests/sip/sipua.py phones behind the router.
+THIRD_PARTY = "198.51.100.66"
+
+
+@pytest.fixture(scope="module")
+def third_party(net):
+    net.ns(net.carrier, "ip", "addr", "add", f"{THIRD_PARTY}/24", "dev", "eth0")
+    return THIRD_PARTY
+
+
+class NatCall:
+    """Alice behind the NAT calls out to the trunk; each has an RTP socket; the trunk answers."""
+
+    def __init__(self, net: Network, proxy: Proxy, caller_c: str | None = None):
+        from tests.sip.rtp import Rtp, relay, sdp
+        from tests.sip.sipua import UA, Peer
+
+        self.net, self.opened = net, []
+        self.alice = self.open(net.office, lambda: UA(PHONE_A, (proxy.ip, proxy.port), "2001", "acme.test",
+                                                      "alice-nat-1"))
+        self.alice_rtp = self.open(net.office, lambda: Rtp(PHONE_A))
+        self.trunk = self.open(net.carrier, lambda: Peer(TRUNK, 5060))
+        self.trunk_rtp = self.open(net.carrier, lambda: Rtp(TRUNK))
+        answer = self.alice.register()
+        assert answer is not None and answer.status == 200, answer
+        self.alice.sdp = sdp(PHONE_A, self.alice_rtp.port, caller_c)
+        self.trunk.sdp = sdp(TRUNK, self.trunk_rtp.port)
+        self.call = self.alice.invite("0145678901")
+        assert self.call.code == 200, self.call.final
+        self.to_trunk_relay = relay(self.trunk.invites()[-1].body)  # where the trunk sends
+        self.to_alice_relay = relay(self.call.final.body)           # where Alice sends, through her NAT
+
+    def open(self, where: str, make):
+        made = netns.run_in(where, make)
+        self.opened.append(made)
+        return made
+
+    def talk(self) -> None:
+        self.alice_rtp.send(self.to_alice_relay)
+        self.trunk_rtp.send(self.to_trunk_relay)
+
+    def close(self) -> None:
+        self.call.bye()
+        for item in self.opened:
+            item.close()
+
+
+def test_behind_the_nat_a_third_party_and_a_neighbour_reach_nobody_and_hear_nothing(net, proxy, third_party):
+    from tests.sip.rtp import Rtp
+
+    call = NatCall(net, proxy)
+    try:
+        third = call.open(net.carrier, lambda: Rtp(third_party))
+        third.send(call.to_trunk_relay)  # first, at the trunk's relay port: locked to its SDP from the start
+        call.talk()
+        time.sleep(0.2)
+        # after both parties talked: both relay ports, from outside and from behind the same NAT address
+        neighbour = call.open(net.office, lambda: Rtp(PHONE_B))
+        for sender in (third, neighbour):
+            sender.send(call.to_alice_relay)
+            sender.send(call.to_trunk_relay)
+        call.talk()
+        assert call.trunk_rtp.ssrcs() == {call.alice_rtp.ssrc}, "the trunk heard someone else (or nobody)"
+        assert call.alice_rtp.ssrcs() == {call.trunk_rtp.ssrc}, "the phone heard someone else (or nobody)"
+        assert third.drain() == [] and neighbour.drain() == []
+    finally:
+        call.close()
+
+
+def test_behind_the_nat_an_sdp_naming_a_third_party_never_sends_it_the_call(net, proxy, third_party):
+    from tests.sip.rtp import Rtp
+
+    victim = netns.run_in(net.carrier, lambda: Rtp(third_party))
+    call = NatCall(net, proxy, caller_c=third_party)
+    try:
+        call.trunk_rtp.send(call.to_trunk_relay)
+        assert victim.drain() == []
+        call.talk()  # the phone itself, from behind its NAT: its call works
+        assert call.trunk_rtp.ssrc in call.alice_rtp.ssrcs() and victim.drain() == []
+    finally:
+        call.close()
+        victim.close()
+
+
+@pytest.mark.xfail(strict=True, reason="SECURITY.md class 20, left open: rtpengine 10.5 learns a NATed phone's "
+                                       "port from the first packet at its relay port, whoever sends it")
+def test_behind_the_nat_a_third_party_that_beats_the_phone_to_its_relay_port_gets_nothing(net, proxy, third_party):
+    from tests.sip.rtp import Rtp
+
+    call = NatCall(net, proxy)
+    try:
+        third = call.open(net.carrier, lambda: Rtp(third_party))
+        third.send(call.to_alice_relay)  # before the phone's first packet
+        call.talk()
+        assert third.drain() == [] and call.trunk_rtp.ssrcs() == {call.alice_rtp.ssrc}
+    finally:
+        call.close()
