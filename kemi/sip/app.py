@@ -44,7 +44,7 @@ class Router:
         self.calls = Calls(sip, settings, self.ready_ledger, self.media)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
-        self.peers = TrustedPeers(self.directory)
+        self.peers = TrustedPeers(self.directory, publish=sip.publish_peers)
         self.gate = Gate(sip, settings, self.peers)
         self.phones = Phones(sip, self.directory, self.calls, cache, self.gate)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)

@@ -24,11 +24,15 @@ class TrustedPeers:
     """Where trunks and media servers send from (Redis `sources`), as this process last read it.
 
     Read when needed (pike fired, or an extension is about to ring), at most every PEERS_TTL_S;
-    while Redis is down the last copy stays in use. None: never read (Redis down since start)."""
+    while Redis is down the last copy stays in use. None: never read (Redis down since start).
+    publish(before, now) is told each copy read (kemi.sip.shell.Sip.publish_peers: the hosts
+    kamailio.cfg's onsend_route keeps phones' calls away from)."""
 
-    def __init__(self, directory: Directory, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, directory: Directory, clock: Callable[[], float] = time.monotonic,
+                 publish: Callable[[frozenset | None, frozenset], None] | None = None):
         self.directory = directory
         self.clock = clock
+        self.publish = publish
         self._known: frozenset[tuple[str, int]] | None = None
         self._read_at = float("-inf")
 
@@ -36,7 +40,9 @@ class TrustedPeers:
         now = self.clock()
         if self._known is None or now - self._read_at >= PEERS_TTL_S:
             try:
-                self._known = self.directory.peer_addresses()
+                before, self._known = self._known, self.directory.peer_addresses()
+                if self.publish is not None:
+                    self.publish(before, self._known)
             except (StoreUnavailable, StoreRefused):
                 pass  # keep the last copy; try again at the next need
             self._read_at = now

@@ -88,6 +88,13 @@ class Table:
     AUTH_FAIL = "authfail"         # "ip|user@domain" and "ip|*" -> failures in the current window
     AUTH_BAN = "authban"           # the same keys -> 1: blocked (AUTH_BAN_S)
     REGISTERED = "regsrc"          # "ip:port" -> 1 while a registration was saved from there
+    PEERS = "peers"                # trunk and media-server host -> 1 (kamailio.cfg onsend_route reads it)
+
+
+# kamailio.cfg onsend_route: a request whose transaction carries this message flag is going to
+# phones, and is not sent where Table.PEERS names the destination's address.
+PHONE_FLAG = 8
+ULC_PROFILE = "reg"  # the $ulc profile the REGISTER's saved contacts are read back into
 
 
 class Route:
@@ -288,10 +295,19 @@ class _Answers:
 
     # -- forwarding ------------------------------------------------------------------------
     def relay(self, uri: str | None = None, failure_route: str | None = None, timers: Timers | None = None,
-              branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True) -> bool:
+              branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True,
+              to_phones: bool = False) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
         the error itself when tm cannot send (unsent: with that answer, else tm's own; answer_unsent
-        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent."""
+        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent.
+
+        to_phones: the branches go to phones found by lookup(), and kamailio.cfg's onsend_route
+        drops any of them whose real destination is a trusted peer (PHONE_FLAG); every other relay
+        clears the flag, which a failure route would otherwise inherit from the phones' branches."""
+        if to_phones:
+            self.k.setflag(PHONE_FLAG)
+        else:
+            self.k.resetflag(PHONE_FLAG)
         if uri is not None:
             self.set_ruri(uri)
         if failure_route is not None:
@@ -459,23 +475,66 @@ class _Phones:
         return int(self.k.tm.t_newtran())
 
     def contacts(self) -> str | None:
-        """Every Contact of the request (all Contact headers, compact m: too), comma-separated."""
-        return self.pv("$(hdr(Contact)[*])")
+        """Every Contact of the request as written (all Contact headers, compact m: too),
+        comma-separated: for log lines only; what is judged is saved_contacts()."""
+        return self.lenient("$(hdr(Contact)[*])")
 
     def contact_headers(self) -> int:
         return int(self.pv("$hdrc(Contact)") or 0)
+
+    def saved_contacts(self, aor: str) -> list[edge.SavedContact]:
+        """The contacts of the AOR that this very REGISTER saved (its Call-ID and CSeq), as the
+        registrar saved them and lookup() will use them, read back through Kamailio's parser
+        ($ulc, {uri.scheme}, {uri.tosocket}, {uri.maddr}). 2 + 6 calls into Kamailio per contact of the AOR
+        saved by this REGISTER (3 per other one). The profile stays loaded until the next
+        REGISTER fetches (registrar: a fetch frees the previous one) for forget_saved()."""
+        if self.k.registrar.reg_fetch_contacts("location", aor, ULC_PROFILE) < 0:
+            return []
+        count = int(self.k.pv.get(f"$(ulc({ULC_PROFILE}=>count))") or 0)
+        call_id, cseq = self.call_id, str(self.pv("$cs") or "")
+        saved = []
+        for i in range(count):
+            field = f"$(ulc({ULC_PROFILE}=>{{}})[{i}]{{}})"
+            if self.lenient(field.format("callid", "")) != call_id or \
+                    str(self.k.pv.get(field.format("cseq", ""))) != cseq:
+                continue
+            saved.append(edge.SavedContact(
+                scheme=(self.lenient(field.format("addr", "{uri.scheme}")) or "").lower(),
+                socket=self.lenient(field.format("addr", "{uri.tosocket}")) or "",
+                maddr=self.lenient(field.format("addr", "{uri.maddr}")) or "",
+                expires_at=int(self.k.pv.get(field.format("expires", "")) or 0), index=i))
+        return saved
+
+    def forget_saved(self, aor: str, saved: list[edge.SavedContact]) -> None:
+        """Remove again contacts saved_contacts() returned (the registrar's unregister by ruid)."""
+        for contact in saved:
+            ruid = self.lenient(f"$(ulc({ULC_PROFILE}=>ruid)[{contact.index}])")
+            if ruid:
+                self.k.registrar.unregister_ruid("location", aor, ruid)
 
     def digest_uri(self) -> str | None:
         """The `uri` of the credentials the digest check just accepted."""
         return self.pv("$adu")
 
-    def targets(self) -> list[str]:
-        """After a lookup: where each branch is going to be sent (its destination URI, else its
-        URI), the Request-URI's first, then each appended branch in order."""
+    def target_sockets(self) -> list[str]:
+        """After a lookup: where each branch is going to be sent, as Kamailio parses it
+        (proto:host:port, {uri.tosocket} of its destination URI, else of its URI), the
+        Request-URI's first, then each appended branch in order ("" when it cannot be parsed)."""
         count = int(self.k.pv.get("$branch(count)") or 0)
-        first = self.pv("$du") or self.pv("$ru") or ""
-        return [first] + [self.pv(f"$(branch(dst_uri)[{i}])") or self.pv(f"$(branch(uri)[{i}])") or ""
-                          for i in range(count)]
+        first = self.lenient("$(du{uri.tosocket})") or self.lenient("$(ru{uri.tosocket})") or ""
+        return [first] + [self.lenient(f"$(branch(dst_uri)[{i}]{{uri.tosocket}})")
+                          or self.lenient(f"$(branch(uri)[{i}]{{uri.tosocket}})") or "" for i in range(count)]
+
+    def publish_peers(self, before: frozenset[tuple[str, int]] | None, now: frozenset[tuple[str, int]]) -> None:
+        """Put the trusted peers' hosts this process just read where kamailio.cfg's onsend_route
+        looks (Table.PEERS), and take out the ones this process had and that are gone. One call
+        per host on a process's first read, then one per change."""
+        had = {host for host, _ in before or ()}
+        hosts = {host for host, _ in now}
+        for host in hosts - had if before is not None else hosts:
+            self.k.htable.sht_seti(Table.PEERS, host, 1)
+        for host in had - hosts:
+            self.k.htable.sht_rm(Table.PEERS, host)
 
     def keep_targets(self, keep: list[bool]) -> bool:
         """Drop the targets (in targets() order) that keep marks False; False when none is left.

@@ -10,7 +10,7 @@ import pytest
 from kemi.model import digest_ha1
 from kemi.settings import Settings
 from kemi.sip.gate import PEERS_TTL_S, TrustedPeers
-from kemi.sip.shell import Table
+from kemi.sip.shell import Sip, Table
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 from tests.unit.sip.test_in_dialog_and_app import in_dialog
@@ -131,6 +131,23 @@ def test_trusted_peers_are_read_once_per_ttl_and_the_last_copy_outlives_an_outag
     clock[0] += PEERS_TTL_S
     peers.addresses()
     assert world.directory.peer_reads == 2
+
+
+def test_each_read_of_the_peers_is_published_for_the_onsend_check(world: World):
+    """kamailio.cfg's onsend_route reads the peers' hosts from Table.PEERS: a process puts there
+    what it read, and takes out what it had and is gone."""
+    clock = [0.0]
+    ksr = FakeKSR()
+    peers = TrustedPeers(world.directory, clock=lambda: clock[0], publish=Sip(ksr).publish_peers)
+    peers.addresses()
+    hosts = {p.host for p in world.directory.trunk_list + world.directory.media}
+    assert set(ksr.htables[Table.PEERS]) == hosts and "127.0.0.2" in hosts
+    gone, *kept = world.directory.trunk_list
+    world.directory.trunk_list = tuple(kept)
+    clock[0] += PEERS_TTL_S
+    peers.addresses()
+    still = {p.host for p in world.directory.trunk_list + world.directory.media}
+    assert set(ksr.htables[Table.PEERS]) == still and gone.host not in still
 
 
 def test_a_registered_address_still_places_emergency_calls_while_banned(world: World, node: Node):
