@@ -51,7 +51,7 @@ class _PV(_Module):
         return _decoded(self._get(name))
 
     _ULC = re.compile(r"\$\(ulc\(([a-z]+)=>([a-z]+)\)(?:\[([0-9]+)\])?(\{uri\.[a-z]+\})?\)")
-    _TOSOCKET = re.compile(r"\$\((du|ru|branch\((?:uri|dst_uri)\)\[[0-9]+\])\{uri\.tosocket\}\)")
+    _URI_TR = re.compile(r"\$\((du|ru|branch\((?:uri|dst_uri)\)\[[0-9]+\])\{uri\.([a-z]+)\}\)")
 
     def _get(self, name: str):
         ksr = self.ksr
@@ -64,11 +64,11 @@ class _PV(_Module):
                 return len(ksr.fetched)
             value = ksr.fetched[int(index or 0)][attr]
             return value if transformation is None else uri_transformation(value, transformation[5:-1])
-        match = self._TOSOCKET.fullmatch(name)
+        match = self._URI_TR.fullmatch(name)
         if match:
             inner = match.group(1)
             value = self._get(f"$({inner})" if inner.startswith("branch") else f"${inner}")
-            return None if value is None else uri_transformation(value, "tosocket")
+            return None if value is None else uri_transformation(value, match.group(2))
         if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
             return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":
@@ -439,19 +439,18 @@ def _seconds(text) -> int | None:
 
 
 def uri_transformation(uri: str, name: str):
-    """A stand-in for Kamailio's {uri.scheme}, {uri.maddr}, {uri.tosocket} on the URIs tests give."""
+    """A stand-in for Kamailio's {uri.scheme}, {uri.host}, {uri.port}, {uri.transport}, {uri.maddr}
+    on the URIs tests give (None where Kamailio fails to parse: it logs and gives no value)."""
     match = re.fullmatch(r"(sips?):(?:[^@]*@)?(\[[^\]]+\]|[^:;?>]+)(?::([0-9]+))?([^?>]*)", uri.strip())
     if match is None:
-        return ""
+        return None
     scheme, host, port, params = match.groups()
-    if name == "scheme":
-        return scheme
     found = dict(p.partition("=")[::2] for p in params.lower().split(";") if p)
-    if name == "maddr":
-        return found.get("maddr", "")
-    if name == "tosocket":
-        return f"{found.get('transport', 'udp')}:{host}:{port or 5060}"
-    raise AssertionError(f"no fake for {{uri.{name}}}")
+    values = {"scheme": scheme, "host": host, "port": int(port or 0), "transport": found.get("transport", ""),
+              "maddr": found.get("maddr", "")}
+    if name not in values:
+        raise AssertionError(f"no fake for {{uri.{name}}}")
+    return values[name]
 
 
 class FakeKSR:

@@ -485,9 +485,9 @@ class _Phones:
     def saved_contacts(self, aor: str) -> list[edge.SavedContact]:
         """The contacts of the AOR that this very REGISTER saved (its Call-ID and CSeq), as the
         registrar saved them and lookup() will use them, read back through Kamailio's parser
-        ($ulc, {uri.scheme}, {uri.tosocket}, {uri.maddr}). 2 + 6 calls into Kamailio per contact of the AOR
-        saved by this REGISTER (3 per other one). The profile stays loaded until the next
-        REGISTER fetches (registrar: a fetch frees the previous one) for forget_saved()."""
+        ($ulc and the {uri.*} transformations). 2 + 8 calls into Kamailio per contact this
+        REGISTER saved (3 per other contact of the AOR). The profile stays loaded until the next
+        REGISTER fetches (registrar: a fetch frees the previous one), for forget_saved()."""
         if self.k.registrar.reg_fetch_contacts("location", aor, ULC_PROFILE) < 0:
             return []
         count = int(self.k.pv.get(f"$(ulc({ULC_PROFILE}=>count))") or 0)
@@ -498,12 +498,25 @@ class _Phones:
             if self.lenient(field.format("callid", "")) != call_id or \
                     str(self.k.pv.get(field.format("cseq", ""))) != cseq:
                 continue
-            saved.append(edge.SavedContact(
-                scheme=(self.lenient(field.format("addr", "{uri.scheme}")) or "").lower(),
-                socket=self.lenient(field.format("addr", "{uri.tosocket}")) or "",
-                maddr=self.lenient(field.format("addr", "{uri.maddr}")) or "",
-                expires_at=int(self.k.pv.get(field.format("expires", "")) or 0), index=i))
+            scheme, socket = self._place(field.format("addr", "{{uri.{}}}"))
+            saved.append(edge.SavedContact(scheme=scheme, socket=socket,
+                                           maddr=self.lenient(field.format("addr", "{uri.maddr}")) or "",
+                                           expires_at=int(self.k.pv.get(field.format("expires", "")) or 0),
+                                           index=i))
         return saved
+
+    def _place(self, uri_pv: str) -> tuple[str, str]:
+        """(scheme, proto:host:port) of the URI in a pseudo-variable, as Kamailio parses it (uri_pv has
+        one {} for the transformation's name: {uri.scheme}, {uri.host}, {uri.port},
+        {uri.transport}); a URI without port or transport gets the defaults Kamailio sends with
+        (5060/udp, 5061/tls for sips). ("", "") when Kamailio cannot parse it. 4 calls."""
+        scheme = (self.lenient(uri_pv.format("scheme")) or "").lower()
+        host = self.lenient(uri_pv.format("host")) or ""
+        if not scheme or not host:
+            return scheme, ""
+        proto = (self.lenient(uri_pv.format("transport")) or ("tls" if scheme == "sips" else "udp")).lower()
+        port = int(self.k.pv.get(uri_pv.format("port")) or 0) or (5061 if proto == "tls" else 5060)
+        return scheme, f"{proto}:{host}:{port}"
 
     def forget_saved(self, aor: str, saved: list[edge.SavedContact]) -> None:
         """Remove again contacts saved_contacts() returned (the registrar's unregister by ruid)."""
@@ -518,12 +531,16 @@ class _Phones:
 
     def target_sockets(self) -> list[str]:
         """After a lookup: where each branch is going to be sent, as Kamailio parses it
-        (proto:host:port, {uri.tosocket} of its destination URI, else of its URI), the
-        Request-URI's first, then each appended branch in order ("" when it cannot be parsed)."""
+        (proto:host:port of its destination URI, else of its URI: _place), the Request-URI's
+        first, then each appended branch in order ("" when it cannot be parsed). 6 calls for
+        one phone, 5 more per other one."""
         count = int(self.k.pv.get("$branch(count)") or 0)
-        first = self.lenient("$(du{uri.tosocket})") or self.lenient("$(ru{uri.tosocket})") or ""
-        return [first] + [self.lenient(f"$(branch(dst_uri)[{i}]{{uri.tosocket}})")
-                          or self.lenient(f"$(branch(uri)[{i}]{{uri.tosocket}})") or "" for i in range(count)]
+        first = "$(du{{uri.{}}})" if self.pv("$du") else "$(ru{{uri.{}}})"
+        places = [self._place(first)[1]]
+        for i in range(count):
+            which = "dst_uri" if self.pv(f"$(branch(dst_uri)[{i}])") else "uri"
+            places.append(self._place(f"$(branch({which})[{i}]{{{{uri.{{}}}}}})")[1])
+        return places
 
     def publish_peers(self, before: frozenset[tuple[str, int]] | None, now: frozenset[tuple[str, int]]) -> None:
         """Put the trusted peers' hosts this process just read where kamailio.cfg's onsend_route
