@@ -73,9 +73,10 @@ def test_a_socket_kamailio_parsed(socket, expected):
     assert edge.parse_socket(socket) == expected
 
 
-# What Kamailio's registrar saves for the spellings of issue 18 (each checked against Kamailio 5.6 by
-# tests/sip/test_contact_spellings.py): always the URI in <> after the display name, the user part up
-# to the @, the host as written, maddr as a parameter that Kamailio's forwarding ignores.
+# What Kamailio's registrar saves for the spellings of issue 18 (each sent through Kamailio 5.6 by
+# tests/sip/test_security_calls.py, test_contact_spellings_of_issue_18_...): the URI in <> after the
+# display name, the user part up to the @, the host as written, maddr as a parameter that Kamailio's
+# forwarding ignores.
 @pytest.mark.parametrize("contacts, refusal", [
     ([], None),                                                       # nothing saved: a removal
     ([saved("udp:127.0.0.30:5071")], None),
