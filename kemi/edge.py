@@ -103,6 +103,12 @@ def parse_socket(socket: str | None) -> Address | None:
     return Address(_ip(host) or host.lower(), int(port), proto.lower())
 
 
+def uri_of(where: Address) -> str:
+    """A SIP URI naming that address (for is_myself, which parses URIs)."""
+    host = f"[{where.host}]" if ":" in where.host else where.host
+    return f"sip:{host}:{where.port};transport={where.transport}"
+
+
 @dataclass(frozen=True)
 class SavedContact:
     """One contact of a REGISTER as the registrar saved it, read back through Kamailio's own parser

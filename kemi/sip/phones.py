@@ -100,7 +100,7 @@ class Phones:
             return
         nated = False
         if query:
-            pass
+            pass  # nothing will be saved: nothing to arrange
         elif sip.transport == "tls":
             # reached through its TLS connection, behind a NAT or not (kemi.edge.saved_contact_refusal);
             # keeping that connection open is the phone's part (README, SIP over TLS)
@@ -161,7 +161,8 @@ class Phones:
         # The AOR carries the company's domain: another company's 2XXX is another AOR.
         aor = f"sip:{ext.number}@{company.domain}"
         rc = self.sip.lookup(aor)
-        if rc >= 0 and not self.only_safe_targets(aor):
+        places = self.only_safe_targets(aor) if rc >= 0 else []
+        if rc >= 0 and not places:
             rc = -1  # nothing left to ring: as if no phone were registered
         if rc < 0:
             if fallback is not None:
@@ -177,17 +178,18 @@ class Phones:
         if fallback is not None:
             self.calls.remember_receptionist(company.id, did, fallback)
             failure_route = Route.FAILURE_EXTENSION
-        self.relay_to_phones(company, did, fallback, failure_route, Timers(ext.ring_timeout * 1000, RING_SILENT_MS))
+        self.relay_to_phones(company, did, fallback, failure_route, Timers(ext.ring_timeout * 1000, RING_SILENT_MS),
+                             places)
 
     def relay_to_phones(self, company: Company, did: str | None, fallback: MediaServer | None,
-                        failure_route: str | None, timers: Timers) -> None:
+                        failure_route: str | None, timers: Timers, places: list[edge.Address]) -> None:
         """Send the call to the phones the lookup found. A phone on TLS is reached only through the
         connection it registered on (its "received"): the port it came from is no listening port, so
         once that connection is gone nobody is there, and the call is answered at once. A branch
         whose real destination is a trusted peer is never sent (kamailio.cfg onsend_route): when no
         branch is left the caller is answered at once too, or the receptionist takes the call."""
         sip = self.sip
-        tls = self.all_on_tls()
+        tls = self.all_on_tls(places)
         if fallback is None:
             if tls:
                 sip.connections_only()
@@ -202,25 +204,27 @@ class Phones:
             sip.clear_destination()
             self.calls.to_receptionist(company.id, did, fallback)
 
-    def all_on_tls(self) -> bool:
+    @staticmethod
+    def all_on_tls(places: list[edge.Address]) -> bool:
         """Whether every phone about to be rung registered over TLS (its destination is its TLS
         connection). TCP phones keep being connected to when their connection is gone: the ones
         that write their source port in the Contact may listen on it (SIPp does)."""
-        places = [edge.parse_socket(socket) for socket in self.sip.target_sockets()]
-        return all(where is not None and where.transport == "tls" for where in places)
+        return all(where.transport == "tls" for where in places)
 
-    def only_safe_targets(self, aor: str) -> bool:
+    def only_safe_targets(self, aor: str) -> list[edge.Address]:
         """Drop every registered contact on a trusted peer's host (edge.unsafe_target) or naming this
-        proxy, logging each; False when none is left. At most one Redis round trip (TrustedPeers)."""
+        proxy, logging each; where the rest go, as Kamailio parses it ([] when none is left). At
+        most one Redis round trip (TrustedPeers)."""
         sip = self.sip
         sockets = sip.target_sockets()
         peers = self.gate.peers.addresses()
         keep = []
         for socket in sockets:
             where = edge.parse_socket(socket)
-            why = edge.unsafe_target(socket, peers) or \
-                ("this proxy" if sip.is_myself(f"sip:{where.host}:{where.port};transport={where.transport}") else None)
+            why = edge.unsafe_target(socket, peers) or ("this proxy" if sip.is_myself(edge.uri_of(where)) else None)
             if why is not None:
                 sip.log("warn", f"contact of {aor} at {socket or '?'} names {why}: not rung")
             keep.append(why is None)
-        return all(keep) or sip.keep_targets(keep)
+        if not all(keep) and not sip.keep_targets(keep):
+            return []
+        return [edge.parse_socket(socket) for socket, kept in zip(sockets, keep) if kept]
