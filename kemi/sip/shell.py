@@ -296,17 +296,18 @@ class _Answers:
     # -- forwarding ------------------------------------------------------------------------
     def relay(self, uri: str | None = None, failure_route: str | None = None, timers: Timers | None = None,
               branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True,
-              to_phones: bool = False) -> bool:
+              to_phones: bool | None = None) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
         the error itself when tm cannot send (unsent: with that answer, else tm's own; answer_unsent
         False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent.
 
-        to_phones: the branches go to phones found by lookup(), and kamailio.cfg's onsend_route
-        drops any of them whose real destination is a trusted peer (PHONE_FLAG); every other relay
-        clears the flag, which a failure route would otherwise inherit from the phones' branches."""
+        to_phones True: the branches go to phones found by lookup(), and kamailio.cfg's onsend_route
+        drops any of them whose real destination is a trusted peer (PHONE_FLAG); False: to a trunk
+        or media server on purpose, in a transaction that may have rung phones before (a failure
+        route inherits the flag); None: a request of its own (in-dialog), whose flag is clear."""
         if to_phones:
             self.k.setflag(PHONE_FLAG)
-        else:
+        elif to_phones is False:
             self.k.resetflag(PHONE_FLAG)
         if uri is not None:
             self.set_ruri(uri)
