@@ -219,11 +219,11 @@ class Phones:
         sockets = sip.target_sockets()
         peers = self.gate.peers.addresses()
         keep = []
-        for socket in sockets:
+        for i, socket in enumerate(sockets):
             where = edge.parse_socket(socket)
             why = edge.unsafe_target(socket, peers) or ("this proxy" if sip.is_myself(edge.uri_of(where)) else None)
             if why is not None:
-                sip.log("warn", f"contact of {aor} at {socket or '?'} names {why}: not rung")
+                sip.log("warn", f"contact {sip.target_uri(i)} of {aor} ({socket or '?'}) names {why}: not rung")
             keep.append(why is None)
         if not all(keep) and not sip.keep_targets(keep):
             return []

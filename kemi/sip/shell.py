@@ -543,6 +543,13 @@ class _Phones:
             places.append(self._place(f"$(branch({which})[{i}]{{{{uri.{{}}}}}})")[1])
         return places
 
+    def target_uri(self, index: int) -> str:
+        """The URI of a target of target_sockets() (its destination URI, else its URI), for a log line."""
+        if index == 0:
+            return self.lenient("$du") or self.lenient("$ru") or ""
+        i = index - 1
+        return self.lenient(f"$(branch(dst_uri)[{i}])") or self.lenient(f"$(branch(uri)[{i}])") or ""
+
     def publish_peers(self, before: frozenset[tuple[str, int]] | None, now: frozenset[tuple[str, int]]) -> None:
         """Put the trusted peers' hosts this process just read where kamailio.cfg's onsend_route
         looks (Table.PEERS), and take out the ones this process had and that are gone. One call
