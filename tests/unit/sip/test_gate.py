@@ -312,3 +312,14 @@ def test_credentials_whose_uri_is_this_proxy_are_accepted_as_sipp_sends_them(wor
     elsewhere = World.phone_invite("0612345678")
     elsewhere.request["$adu"] = "sip:127.0.0.2:5060"  # a host, but not this proxy
     assert world.request(elsewhere).reply == (403, "Digest URI Does Not Match Request")
+
+
+def test_the_onsend_check_in_kamailio_cfg_reads_the_shells_flag_and_table():
+    """kamailio.cfg's native onsend_route and kemi.sip.shell name the same flag and htable."""
+    from kemi.paths import ROOT  # noqa: PLC0415
+    from kemi.sip.shell import PHONE_FLAG  # noqa: PLC0415
+    cfg = (ROOT / "kamailio.cfg").read_text(encoding="utf-8")
+    assert f'modparam("htable", "htable", "{Table.PEERS}=>' in cfg
+    onsend = cfg[cfg.index("onsend_route {"):]
+    assert f"isflagset({PHONE_FLAG})" in onsend and f"$sht({Table.PEERS}=>$sndto(ip))" in onsend
+    assert 'kemi.onsend_route_callback = "none"' in cfg  # else Kamailio calls Python instead (core/onsend.c)
