@@ -1,6 +1,6 @@
 """A bounded fuzz run against the real proxy on loopback, then a health check.
 
-    .venv/bin/python bench/fuzz_sip.py [--messages 3000] [--seed 1] [--rate 800]
+    .venv/bin/python bench/fuzz_sip.py [--messages 3000] [--seed 1] [--rate 800] [--spellings 3000]
 
 Starts its own redis-server and Kamailio (the project's kamailio.cfg, the test office,
 flood limits raised so that the mutated messages reach the parser and the routes
@@ -11,6 +11,15 @@ then checks that the proxy still answers an OPTIONS keepalive with 200, still
 authenticates a REGISTER, and has as many Kamailio processes as before. Prints the
 figures: messages sent, answers by status code, unanswered, Python tracebacks in the
 log, duration. Exit code 0 when the proxy is healthy afterwards.
+
+Then (--spellings, issue 18) it sends Contacts and Routes built from the spellings that a
+second parser reads otherwise than Kamailio (a URI in the display name, a `;` in the user
+part, maddr, a peer's address as a number, in hex or octal, as a name, on another port, several
+contacts, +sip.instance, sips:, URI headers): authenticated REGISTERs of 2002 with such Contacts
+(followed by an internal call to 2002), stale location entries written over RPC (followed by a
+call), initial INVITEs and strangers' in-dialog requests with such Routes. Recording stand-ins
+listen where every trusted peer of the office is (trunks, media servers, another port of the
+primary trunk) and where a third party is: the run fails if any of them receives anything.
 
 Only loopback is targeted; the run is bounded by --messages and --max-seconds.
 """
@@ -33,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness import ROOT, Proxy, RedisServer, admin  # noqa: E402
+from tests.sip import rawsip  # noqa: E402
 
 SOURCES = [f"127.0.2.{n}" for n in range(10, 14)]
 METHODS = ["INVITE", "REGISTER", "OPTIONS", "BYE", "CANCEL", "ACK", "PRACK", "UPDATE", "INFO", "REFER",
@@ -221,6 +231,189 @@ def fuzz(proxy, messages: int, seed: int = 1, rate: int = 800, max_seconds: floa
     return result
 
 
+# -- Contacts and Routes spelled to be read two ways (issue 18) -----------------------------------------
+# tests/sip/office.yaml's trusted peers (trunks, media servers), another port of the primary trunk's
+# host, and a third party: none of them may receive anything from the spellings run.
+TRUSTED = [("127.0.0.2", 5060), ("127.0.0.3", 5060), ("127.0.0.4", 5060), ("127.0.0.5", 5060),
+           ("127.0.0.6", 5060), ("127.0.0.7", 5060), ("127.0.0.2", 5070)]
+THIRD_PARTY = ("127.0.2.99", 5060)
+PHONE = ("127.0.2.20", 5060)   # 2002's phone: registers, answers every INVITE 486 at once
+CALLER = "127.0.2.21"          # 2001, calling 2002 and 2003
+STRANGER = "127.0.2.22"        # in-dialog requests with Routes
+PASSWORDS = {"2001": "alice-secret-1", "2002": "bruno-secret-2", "2003": "chloe-secret-3"}
+MOBILE = "004915112345678"
+
+
+def spell_host(ip: str, rng: random.Random) -> str:
+    """One way of writing an IPv4 address that some resolver or parser reads as it."""
+    a, b, c, d = (int(x) for x in ip.split("."))
+    number = (a << 24) | (b << 16) | (c << 8) | d
+    return rng.choice([
+        ip, str(number), f"0x{number:08x}", f"0{a:o}.{b}.{c}.0{d:o}", f"{a:03d}.{b:03d}.{c:03d}.{d:03d}",
+        f"{a}.{(b << 16) | (c << 8) | d}", f"[::ffff:{ip}]", f"{ip}.", "localhost", "LocalHost",
+        ip.upper() + ";lr",
+    ])
+
+
+def hostile_contact(rng: random.Random, own: tuple[str, int], target: tuple[str, int]) -> str:
+    """A Contact header value that names target (a trusted peer or a third party) one way or another,
+    often next to the phone's own address."""
+    host, port = spell_host(target[0], rng), target[1]
+    user = rng.choice([MOBILE, "+4915112345678", "2002", "x", f"{own[0]};x=", f"{own[0]}:{own[1]};x="])
+    mine = f"{own[0]}:{own[1]}"
+    forms = [
+        f"<sip:{user}@{host}:{port}>",
+        f'"<sip:2002@{mine}>" <sip:{user}@{host}:{port}>',
+        f'"x\\" <sip:{user}@{host}:{port}>',
+        f"<sip:{own[0]};x=@{host}:{port}>",
+        f"<sip:{user}@{host}:{port};maddr={own[0]}>",
+        f"<sip:{user}@{mine};maddr={host}>",
+        f'<sip:2002@{mine}>;+sip.instance="<urn:uuid:{uuid.uuid4()}>";expires=60, <sip:{user}@{host}:{port}>',
+        f'<sip:2002@{mine}>;+sip.instance="<urn:uuid:1>, <sip:{user}@{host}:{port}>"',
+        f"sip:{user}@{host}:{port};expires=60",
+        f"<sip:{user}@{host}:{port};transport=tcp>",
+        f"<sips:{user}@{host}:{port}>",
+        f'"a,b" <sip:2002@{mine}>, <sip:{user}@{host}:{port}>',
+        f"<sip:{user}@{host}:{port}?Route=%3Csip:{own[0]}%3E>",
+        f"<sip:{user}:secret@{host}:{port}>",
+        f"<SIP:{user}@{host}:{port}>",
+        f"<sip:{user}@{host}:{port}>;expires=0, <sip:2002@{mine}>",
+        f"<sip:2002@{mine}>, <sip:{user}@{host}:{port}>;q=1",
+        f"<sip:{user}@{host}>",
+    ]
+    return rng.choice(forms)
+
+
+def hostile_routes(rng: random.Random, proxy: tuple[str, int], target: tuple[str, int]) -> list[str]:
+    host, port = spell_host(target[0], rng), target[1]
+    me = f"{proxy[0]}:{proxy[1]}"
+    return rng.choice([
+        [f"Route: <sip:{host}:{port};lr>"],
+        [f"Route: <sip:{me};lr>, <sip:{host}:{port};lr>"],
+        [f"Route: <sip:{me};lr>", f"Route: <sip:{host}:{port};lr>"],
+        [f'Route: "<sip:{me};lr>" <sip:{host}:{port};lr>'],
+        [f"Route: <sip:{me};lr;maddr={host}>"],
+        [f"Route: <sip:{me};lr;ftag=x;did=1.2>, <sip:{MOBILE}@{host}:{port}>"],
+        [f"Route: <sip:{host}:{port};transport=tcp;lr>"],
+    ])
+
+
+class Phone(rawsip.Peer):
+    """2002's phone: a recording peer that answers INVITEs 486 and can REGISTER from its own socket."""
+
+    def register(self, proxy, contact: str, user: str = "2002", domain: str = "acme.test",
+                 expires: int = 60, timeout: float = 2.0) -> tuple[int, str] | None:
+        uac = rawsip.Uac.__new__(rawsip.Uac)
+        uac.proxy, uac.sock, uac.ip, uac.port = proxy, self.sock, self.ip, self.port
+        cid, cseq, auth = uuid.uuid4().hex, 1, []
+        for _ in range(2):
+            text = uac.build("REGISTER", f"sip:{domain}", from_uri=f"sip:{user}@{domain}", to_uri=f"sip:{user}@{domain}",
+                             cid=cid, from_tag="t" + cid[:8], cseq=cseq, contact=contact,
+                             extra=[f"Expires: {expires}", *auth])
+            self.sock.sendto(rawsip.encode(text), (proxy.ip, proxy.port))
+            answer = self._answer(cid, cseq, timeout)
+            final = rawsip.status(answer)
+            if final is None or final[0] != 401:
+                return final
+            auth = [": ".join(rawsip.digest_header(answer, user, PASSWORDS[user], "REGISTER", f"sip:{domain}"))]
+            cseq += 1
+        return final
+
+    def _answer(self, cid: str, cseq: int, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for _, text in self.received:
+                    if text.startswith("SIP/2.0") and not text.startswith("SIP/2.0 1") and \
+                            rawsip.call_id(text) == cid and (rawsip.header(text, "CSeq") or "").startswith(f"{cseq} "):
+                        return text
+            time.sleep(0.002)
+        return None
+
+
+@dataclass
+class SpellingsResult:
+    sent: collections.Counter = field(default_factory=collections.Counter)    # by kind
+    answers: collections.Counter = field(default_factory=collections.Counter)  # (kind, code)
+    leaked: list = field(default_factory=list)    # (peer, first line) of anything a recorder received
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.sent.items()))
+        codes = ", ".join(f"{k} {c}: {n}" for (k, c), n in sorted(self.answers.items(), key=str))
+        return (f"spellings: {self.total} Contacts and Routes in {self.seconds:.1f}s ({kinds}); answers [{codes}]; "
+                f"received by trusted peers or a third party: {len(self.leaked)}")
+
+
+def spellings(proxy, count: int, seed: int = 1, max_seconds: float = 300.0, stale_every: int = 20) -> SpellingsResult:
+    """Send `count` Contacts and Routes spelled to be read two ways; see the module's docstring."""
+    rng = random.Random(seed)
+    result = SpellingsResult()
+    recorders = [rawsip.Peer(ip, port, answer=(486, "Busy Here")) for ip, port in TRUSTED + [THIRD_PARTY]]
+    phone = Phone(*PHONE, answer=(486, "Busy Here"))
+    caller, stranger = rawsip.Uac(proxy, CALLER), rawsip.Uac(proxy, STRANGER)
+    where = (proxy.ip, proxy.port)
+    started = time.monotonic()
+    try:
+        for n in range(count):
+            if time.monotonic() - started > max_seconds:
+                break
+            target = rng.choice(TRUSTED + [THIRD_PARTY])
+            kind = "stale" if n % stale_every == 1 else \
+                rng.choices(["contact", "initial-route", "in-dialog-route"], [70, 15, 15])[0]
+            if n % 8 == 0:
+                # 2002 registered where it is, so that calls reach its phone (and only it); the
+                # spellings that do name the phone itself would fill max_contacts (503) otherwise
+                phone.register(proxy, "*", expires=0)
+                phone.register(proxy, f"<sip:2002@{PHONE[0]}:{PHONE[1]}>")
+            if kind == "stale":
+                target = rng.choice(TRUSTED)  # an entry of the location table is rung wherever else it is
+                # a location entry written behind the registrar's back: only the checks at ringing
+                # (and where it is sent) stand between it and the peer
+                uri = hostile_contact(rng, PHONE, target)
+                uri = uri[uri.find("<") + 1:uri.find(">")] if "<" in uri else uri.split(";")[0]
+                proxy.kamcmd("ul.rm", "location", "2003@acme.test")
+                proxy.kamcmd("ul.add", "location", "2003@acme.test", uri, "60", "1.0", ".", "0", "0", "0")
+                answer = caller.invite("2001", "acme.test", PASSWORDS["2001"], "2003", timeout=1.5).final
+            elif kind == "contact":
+                answer = phone.register(proxy, hostile_contact(rng, PHONE, target))
+                result.answers[("register", answer[0] if answer else 0)] += 1
+                if n % 4 == 0:  # and what a call to 2002 then does
+                    call = caller.invite("2001", "acme.test", PASSWORDS["2001"], "2002", timeout=1.5).final
+                    result.answers[("call", call[0] if call else 0)] += 1
+                result.sent[kind] += 1
+                continue
+            elif kind == "initial-route":
+                answer = caller.invite("2001", "acme.test", PASSWORDS["2001"], "2002", timeout=1.5,
+                                       extra=hostile_routes(rng, where, target)).final
+            else:
+                text = stranger.build("INVITE", f"sip:{MOBILE}@{spell_host(target[0], rng)}:{target[1]}",
+                                      from_uri="sip:2001@acme.test", to_uri=f"sip:{MOBILE}@acme.test",
+                                      cid=uuid.uuid4().hex, from_tag="f1", to_tag="t1", cseq=1,
+                                      extra=hostile_routes(rng, where, target), body=rawsip.sdp(STRANGER))
+                stranger.send(text)
+                got = stranger.collect(rawsip.call_id(text), 1, timeout=1.5)
+                answer = rawsip.status(got[-1]) if got else None
+            result.sent[kind] += 1
+            result.answers[(kind, answer[0] if answer else 0)] += 1
+        time.sleep(1.0)  # anything relayed late would be at a recorder by now (loopback)
+    finally:
+        result.seconds = time.monotonic() - started
+        for peer in recorders:
+            result.leaked += [(f"{peer.ip}:{peer.port}", text.split("\r\n", 1)[0]) for text in peer.requests()]
+            peer.close()
+        phone.register(proxy, "*", expires=0)
+        phone.close()
+        caller.close()
+        stranger.close()
+        proxy.kamcmd("ul.rm", "location", "2003@acme.test")
+    return result
+
+
 def kamailio_processes(proxy) -> int:
     """Processes of the proxy's session (Proxy starts Kamailio in a session of its own)."""
     sid = os.getsid(proxy.proc.pid)
@@ -269,6 +462,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=int, default=800, help="messages per second at most")
     parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--spellings", type=int, default=3000, help="Contacts and Routes spelled two ways")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
     redis = RedisServer(work).start()
@@ -277,6 +471,7 @@ def main() -> int:
     try:
         before = settled_processes(proxy)
         result = fuzz(proxy, args.messages, args.seed, args.rate, args.max_seconds)
+        spelled = spellings(proxy, args.spellings, args.seed, max_seconds=max(args.max_seconds, 300))
         time.sleep(0.5)
         after = settled_processes(proxy)
         checks = health(proxy, "2001", "acme.test", "alice-secret-1")
@@ -284,10 +479,14 @@ def main() -> int:
         print(result.summary())
         print(f"mutations: {dict(sorted(result.mutations.items()))}")
         print(f"5xx answers: {dict(collections.Counter(result.server_errors))}")
+        print(spelled.summary())
+        for peer, line in spelled.leaked[:20]:
+            print(f"  LEAKED to {peer}: {line}")
         print(f"afterwards: OPTIONS {checks['options']}, REGISTER {checks['register']}, "
               f"kamailio processes {before} -> {after}, Python tracebacks in the log: {tracebacks} "
               f"(log: {proxy.log_path})")
-        healthy = checks["options"] == (200, "OK") and checks["register"] == (200, "OK") and before == after
+        healthy = checks["options"] == (200, "OK") and checks["register"] == (200, "OK") and before == after \
+            and not spelled.leaked
         return 0 if healthy else 1
     finally:
         proxy.stop()

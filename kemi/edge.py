@@ -101,10 +101,6 @@ class Sites:
 
 
 # -- contacts of a REGISTER --------------------------------------------------------------------------
-STAR = "*"
-# The registrar's default_expires, min_expires and max_expires (kamailio.cfg; a unit test keeps
-# them equal): how long a saved contact lasts, for the record of where phones register from.
-REGISTRAR_EXPIRES = (600, 60, 3600)
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "sctp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
 
@@ -150,34 +146,6 @@ def address(uri: str | None) -> Address | None:
     return Address(_ip(host) or host.lower(), number, proto)
 
 
-def split_contacts(text: str) -> list[str]:
-    """A Contact header value (several headers joined by commas) -> its contacts, as written.
-
-    Commas inside quotes or <...> do not separate contacts. ValueError on unbalanced quotes or brackets."""
-    parts, current, quoted, angled = [], [], False, False
-    escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"' and not angled:
-            quoted = not quoted
-        elif char == "<" and not quoted:
-            angled = True
-        elif char == ">" and not quoted:
-            angled = False
-        elif char == "," and not quoted and not angled:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    if quoted or angled:
-        raise ValueError("unbalanced quotes or brackets")
-    parts.append("".join(current).strip())
-    return [part for part in parts if part]
-
-
 # What nathelper's nat_uac_test calls private with nat_addr_mode 0 (kamailio.cfg): RFC 1918, RFC 6598
 # (carrier-grade NAT) and RFC 7335's 192.0.0.0/29.
 PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
@@ -190,80 +158,76 @@ def is_private(host: str) -> bool:
     return ip is not None and any(ipaddress.ip_address(ip) in net for net in PRIVATE_NETS)
 
 
-def contact_refusal(contacts: str | None, expires: str | None, source: Address,
-                    behind_nat: bool = False) -> Reply | None:
-    """Why a REGISTER's Contacts may not be saved, or None.
+def parse_socket(socket: str | None) -> Address | None:
+    """Kamailio's proto:host:port (the {uri.tosocket} transformation of a URI Kamailio parsed, its
+    port 5060 when the URI names none) -> Address; None when Kamailio could not parse the URI.
+    Kamailio's own format, not a SIP header: the host is everything between the first and the
+    last colon (an IPv6 reference keeps its brackets and colons)."""
+    proto, _, rest = (socket or "").partition(":")
+    host, _, port = rest.rpartition(":")
+    if not proto or not host or not port.isdigit():
+        return None
+    return Address(_ip(host) or host.lower(), int(port), proto.lower())
+
+
+def uri_of(where: Address) -> str:
+    """A SIP URI naming that address (for is_myself, which parses URIs)."""
+    host = f"[{where.host}]" if ":" in where.host else where.host
+    return f"sip:{host}:{where.port};transport={where.transport}"
+
+
+@dataclass(frozen=True)
+class SavedContact:
+    """One contact of a REGISTER as the registrar saved it, read back through Kamailio's own parser
+    ($ulc after save: kemi.sip.shell.saved_contacts), never from the header text: what is judged
+    is what lookup() will send to. index: its place in the $ulc profile (to remove it again)."""
+
+    scheme: str        # {uri.scheme}: sip, sips (which asks for TLS whatever its transport says)
+    socket: str        # {uri.tosocket} of the saved contact URI: proto:host:port
+    maddr: str         # {uri.maddr}: "" when it has none
+    expires_at: int    # the registrar's absolute expiry (unix seconds)
+    index: int = 0
+
+
+def saved_contact_refusal(saved: list[SavedContact], source: Address, behind_nat: bool = False) -> Reply | None:
+    """Why the contacts a REGISTER just saved must be removed again (and the REGISTER refused), or None.
 
     A contact must be where the phone really is: the REGISTER's own source address, port and
-    transport. Anything else would let a stolen or replayed registration point an extension's
-    calls at a victim or a carrier. `*` (remove every contact) only with Expires: 0 (RFC 3261
-    10.3). No Contact at all is a query of the bindings, which changes nothing.
+    transport, as a literal IP address (a host name or a decimal number is resolved only when a
+    call is sent: it could be anybody). Anything else would let a stolen or replayed registration
+    point an extension's calls at a victim or a carrier. A contact with maddr is refused
+    whatever it says: Kamailio sends to the URI's host and ignores maddr, other devices do not.
 
     behind_nat: nathelper found the REGISTER came through a NAT. Then a contact may name a private
-    address on the same transport: the proxy saves the source address as that contact's
-    "received" (fix_nated_register) and sends every request for it there, so calls still go
-    where the phone really is; a private address reaches nobody from the proxy's side. A public
-    address other than the source stays refused: that would be somebody else."""
-    named = contact_addresses(contacts, expires)
-    if isinstance(named, Reply):
-        return named
-    for where in named:
+    address on the same transport: the proxy saved the source address as that contact's
+    "received" (fix_nated_register) and sends every request for it there; a private address
+    reaches nobody from the proxy's side. A public address other than the source stays refused.
+
+    Over TLS (source.transport "tls") a contact must ask for TLS (sips: or ;transport=tls): the
+    phone is reached only through its connection (its "received"), whatever the contact names,
+    and must not take the phone's answer for a plain-text registration."""
+    for contact in saved:
+        where = parse_socket(contact.socket)
+        if where is None or contact.scheme not in ("sip", "sips"):
+            return replies.UNREADABLE_CONTACT
+        if contact.scheme == "sips":
+            where = Address(where.host, where.port, "tls")
+        if source.transport == "tls":
+            if where.transport != "tls":
+                return replies.CONTACT_NOT_TLS
+            continue
+        if contact.maddr:
+            return replies.CONTACT_NOT_SOURCE
         if where != source and not (behind_nat and is_private(where.host) and where.transport == source.transport):
             return replies.CONTACT_NOT_SOURCE
     return None
 
 
-def tls_contact_refusal(contacts: str | None, expires: str | None) -> Reply | None:
-    """Why the Contacts of a REGISTER that came over TLS may not be saved, or None.
-
-    A phone on TLS is reached only through its TLS connection: the registrar saves the
-    connection's source as each contact's "received" and every request for the phone goes
-    there. Phones write their listening address in the Contact (an address behind a NAT, a port
-    nobody can connect to from outside), not the connection's source port, and the Contact is
-    the Request-URI they expect back: it is kept as written, and its host and port never decide
-    where anything is sent. It must ask for TLS (sips: or ;transport=tls), so that nobody takes
-    the phone's answer for a plain-text registration. `*` and a query as in contact_refusal."""
-    named = contact_addresses(contacts, expires)
-    if isinstance(named, Reply):
-        return named
-    return replies.CONTACT_NOT_TLS if any(where.transport != "tls" for where in named) else None
-
-
-def contact_addresses(contacts: str | None, expires: str | None) -> list[Address] | Reply:
-    """The addresses a REGISTER's Contacts name, for the rules above to judge; [] when there is
-    nothing to judge (a query of the bindings, `*` with Expires: 0); the answer when the Contacts
-    cannot be saved whatever they name (unreadable, `*` without Expires: 0, RFC 3261 10.3)."""
-    if contacts is None or not contacts.strip():
-        return []
-    try:
-        items = split_contacts(contacts)
-    except ValueError:
-        return replies.UNREADABLE_CONTACT
-    if STAR in items:
-        return replies.STAR_NEEDS_EXPIRES_0 if items != [STAR] or (expires or "").strip() != "0" else []
-    named = [address(item) for item in items]
-    return replies.UNREADABLE_CONTACT if None in named else named
-
-
-def registration_seconds(contacts: str | None, expires: str | None, default: int, low: int, high: int) -> int:
-    """How long a REGISTER keeps its contacts, as the registrar computes it: each contact's
-    ;expires, else the Expires header, else `default`; kept within low..high; 0 removes. The
-    longest of the contacts counts (they all name the same address)."""
-    header = _seconds(expires)
-    longest = None
-    for item in split_contacts(contacts or "") if contacts and contacts.strip() != STAR else []:
-        param = re.search(r";\s*expires\s*=\s*([0-9]+)", item.rsplit(">", 1)[-1], re.I)
-        value = int(param.group(1)) if param else header
-        value = default if value is None else value
-        longest = value if longest is None else max(longest, value)
-    if longest is None:
-        longest = default if header is None else header
-    return 0 if longest == 0 else min(max(longest, low), high)
-
-
-def _seconds(text: str | None) -> int | None:
-    text = (text or "").strip()
-    return int(text) if text.isdigit() else None
+def registration_seconds(saved: list[SavedContact], now: int) -> int:
+    """How long the REGISTER's contacts stay saved, as the registrar itself computed it (its
+    ;expires, Expires header, default and bounds): the longest of them; 0 when it saved none (a
+    removal: Expires 0, `*`)."""
+    return max((max(contact.expires_at - now, 0) for contact in saved), default=0)
 
 
 def next_hop(contact: str | None, source: str | None) -> str:
@@ -298,16 +262,19 @@ def names_a_host_only(uri: str | None) -> bool:
 
 
 # -- where an extension may ring ---------------------------------------------------------------------
-def unsafe_target(uri: str | None, peers: frozenset[tuple[str, int]] | None) -> str | None:
-    """Why the proxy must not send a call to this registered contact, or None.
+def unsafe_target(socket: str | None, peers: frozenset[tuple[str, int]] | None) -> str | None:
+    """Why the proxy must not send a call to this registered contact, or None. socket: where
+    Kamailio's lookup points the branch ({uri.tosocket} of its destination, else its URI).
 
-    A contact that names a trunk or a media server would make that trusted peer receive calls it
-    never asked for (a carrier dialling out for the attacker); the check at REGISTER already
-    refuses them, this is the check at the moment of ringing, for entries saved before a peer was
-    provisioned at that address. peers None: not known (the store is down), not checked."""
-    where = address(uri)
+    A contact on a trunk's or a media server's host (any port: another service of that host
+    trusts the proxy's address too) would make that trusted peer receive calls it never asked
+    for. The check at REGISTER already refuses them; this one, at the moment of ringing, catches
+    entries saved before a peer was provisioned at that address. It compares what Kamailio
+    parsed; a host name or a number that resolves to a peer is stopped where it is really sent
+    (kamailio.cfg, onsend_route). peers None: not known (the store is down), not checked."""
+    where = parse_socket(socket)
     if where is None:
         return "an unreadable address"
-    if peers is not None and (where.host, where.port) in peers:
+    if peers is not None and where.host in {host for host, _ in peers}:
         return "a trusted peer's address"
     return None

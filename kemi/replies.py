@@ -25,6 +25,9 @@ NOT_REGISTERED = Reply(480, "Extension Not Registered")
 # Registered over TLS, but the phone's connection is gone: the proxy reaches such a phone
 # only through the connection it registered on (kemi.sip.phones.ring)
 PHONE_NOT_CONNECTED = Reply(480, "Extension Not Connected")
+# Registered, but every place its phones registered turned out, at sending, to be a trusted peer's
+# address (kamailio.cfg onsend_route): nothing was sent
+EXTENSION_UNREACHABLE = Reply(480, "Extension Not Reachable")
 TOO_MANY_HOPS = Reply(483, "Too Many Hops")
 INTERNAL_ERROR = Reply(500, "Internal Server Error")
 STORE_DOWN = Reply(503, "Subscriber Data Unavailable")
@@ -104,7 +107,6 @@ CONTACT_IS_PROXY = Reply(403, "Contact Names This Proxy")
 # A REGISTER over TLS whose Contact does not ask for TLS: the proxy would reach the phone over its
 # TLS connection, never at the address the Contact gives (kemi.edge.tls_contact_refusal)
 CONTACT_NOT_TLS = Reply(403, "Contact Must Use TLS")
-STAR_NEEDS_EXPIRES_0 = Reply(400, "Contact * Needs Expires 0")
 UNREADABLE_CONTACT = Reply(400, "Unreadable Contact")
 
 # Where an unreadable pseudo-variable lives, in the words of a reason phrase.

@@ -13,6 +13,7 @@ AttributeError, so a new KSR use in the shell needs a deliberate addition here t
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 # a phone's SDP offer, one audio stream ($rb of a request with a body)
@@ -56,6 +57,9 @@ class _PV(_Module):
     def get(self, name: str):
         return _decoded(self._get(name))
 
+    _ULC = re.compile(r"\$\(ulc\(([a-z]+)=>([a-z]+)\)(?:\[([0-9]+)\])?(\{uri\.[a-z]+\})?\)")
+    _URI_TR = re.compile(r"\$\((du|ru|branch\((?:uri|dst_uri)\)\[[0-9]+\])\{uri\.([a-z]+)\}\)")
+
     def _get(self, name: str):
         ksr = self.ksr
         if name in ksr.vars:  # what the script set, or what a test says Kamailio would answer
@@ -64,6 +68,18 @@ class _PV(_Module):
             return ksr.credentials_realm if ksr.request.get("$au") is not None else None
         if name == "$rb":  # the body, when there is one
             return ksr.body if ksr.sdp else None
+        match = self._ULC.fullmatch(name)
+        if match:  # the registrar's $ulc profile of the last reg_fetch_contacts
+            _, attr, index, transformation = match.groups()
+            if attr == "count":
+                return len(ksr.fetched)
+            value = ksr.fetched[int(index or 0)][attr]
+            return value if transformation is None else uri_transformation(value, transformation[5:-1])
+        match = self._URI_TR.fullmatch(name)
+        if match:
+            inner = match.group(1)
+            value = self._get(f"$({inner})" if inner.startswith("branch") else f"${inner}")
+            return None if value is None else uri_transformation(value, match.group(2))
         if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
             return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":
@@ -247,9 +263,40 @@ class _Auth(_Module):
 
 class _Registrar(_Module):
     def save(self, table: str, flags: int) -> int:
-        self.ksr.saved.append((table, self.ksr.request.get("$ru") or self.ksr.request.get("$tu")))
-        self.ksr.save_flags = flags
-        return self.ksr.save_result
+        ksr = self.ksr
+        aor = ksr.request.get("$tu")
+        ksr.saved.append((table, ksr.request.get("$ru") or aor))
+        ksr.save_flags = flags
+        if ksr.save_result > 0 and ksr.hdr.all("Contact"):
+            # the registrar's contacts, keyed by URI as its matching_mode 0 does; `*` or 0 s removes
+            location = ksr.location.setdefault(_aor(aor), {})
+            header = _seconds(ksr.hdr.get("Expires"))
+            for item in ",".join(ksr.hdr.all("Contact")).split(","):
+                item = item.strip()
+                if item == "*":
+                    location.clear()
+                    continue
+                uri = item[item.index("<") + 1:item.index(">")] if "<" in item else item.split(";")[0]
+                param = re.search(r">.*;expires=([0-9]+)", item)
+                secs = int(param.group(1)) if param else header if header is not None else 600
+                if secs == 0:
+                    location.pop(uri, None)
+                    continue
+                location[uri] = {"addr": uri, "callid": ksr.request["$ci"], "cseq": int(ksr.request["$cs"]),
+                                 "expires": int(time.time()) + min(max(secs, 60), 3600), "ruid": f"uloc-{uri}"}
+        return ksr.save_result
+
+    def reg_fetch_contacts(self, table: str, uri: str, profile: str) -> int:
+        self.ksr.fetched = list(self.ksr.location.get(_aor(uri), {}).values())
+        return 1 if self.ksr.fetched else -1
+
+    def unregister_ruid(self, table: str, uri: str, ruid: str) -> int:
+        location = self.ksr.location.get(_aor(uri), {})
+        for key, contact in list(location.items()):
+            if contact["ruid"] == ruid:
+                del location[key]
+                self.ksr.unregistered.append(key)
+        return 1
 
     def reg_send_reply(self) -> int:
         """The registrar's answer; what the htables held when it went out is kept with it."""
@@ -288,6 +335,11 @@ class _Htable(_Module):
 
     def sht_get(self, table: str, key: str):
         return self.ksr.htables[table][key] if self._live(table, key) else None
+
+    def sht_seti(self, table: str, key: str, value: int) -> int:
+        assert isinstance(value, int)
+        self.ksr.htables.setdefault(table, {})[key] = value
+        return 1
 
     def sht_setxi(self, table: str, key: str, value: int, expire_s: int) -> int:
         assert isinstance(value, int) and isinstance(expire_s, int) and expire_s > 0
@@ -414,6 +466,29 @@ class _RR(_Module):
         return self.ksr.loose_route_result
 
 
+def _aor(uri: str | None) -> str:
+    return re.sub(r"^sips?:", "", uri or "").split(";")[0].lower()
+
+
+def _seconds(text) -> int | None:
+    return int(text) if isinstance(text, str) and text.strip().isdigit() else None
+
+
+def uri_transformation(uri: str, name: str):
+    """A stand-in for Kamailio's {uri.scheme}, {uri.host}, {uri.port}, {uri.transport}, {uri.maddr}
+    on the URIs tests give (None where Kamailio fails to parse: it logs and gives no value)."""
+    match = re.fullmatch(r"(sips?):(?:[^@]*@)?(\[[^\]]+\]|[^:;?>]+)(?::([0-9]+))?([^?>]*)", uri.strip())
+    if match is None:
+        return None
+    scheme, host, port, params = match.groups()
+    found = dict(p.partition("=")[::2] for p in params.lower().split(";") if p)
+    values = {"scheme": scheme, "host": host, "port": int(port or 0), "transport": found.get("transport", ""),
+              "maddr": found.get("maddr", "")}
+    if name not in values:
+        raise AssertionError(f"no fake for {{uri.{name}}}")
+    return values[name]
+
+
 class FakeKSR:
     """One request through the script. Configure what Kamailio would answer, then read what was done."""
 
@@ -430,7 +505,7 @@ class FakeKSR:
             "$fu": from_uri, "$fU": _user(from_uri), "$fd": _host(from_uri),
             "$tu": to_uri, "$tU": _user(to_uri), "$td": _host(to_uri), "$au": auth_user,
             "$Ri": local[0], "$Rp": local[1], "$pr": transport, "$ft": from_tag, "$tt": to_tag,
-            "$adu": digest_uri,
+            "$adu": digest_uri, "$cs": "1",
         }
         self.headers = list(headers)
         # what Kamailio would answer
@@ -444,6 +519,10 @@ class FakeKSR:
         self.newtran_result = 1                     # t_newtran(): 0 a retransmission, < 0 failed
         self.now = 0.0                              # the htables' clock (seconds)
         self.save_result = 1
+        self.location: dict[str, dict[str, dict]] = {}  # AOR -> contact URI -> $ulc fields (save())
+        self.fetched: list[dict] = []                    # the $ulc profile (reg_fetch_contacts)
+        self.unregistered: list[str] = []                # contacts unregister_ruid() removed
+        self.flags: set[int] = set()                     # message flags (setflag)
         self.relay_result = 1
         self.failure_code = 0
         self.failure_reply_headers: dict[str, str] = {}
@@ -536,6 +615,17 @@ class FakeKSR:
     def force_rport(self) -> bool:
         self.rport_forced = True
         return True
+
+    def setflag(self, flag: int) -> bool:
+        self.flags.add(flag)
+        return True
+
+    def resetflag(self, flag: int) -> bool:
+        self.flags.discard(flag)
+        return True
+
+    def isflagset(self, flag: int) -> bool:
+        return flag in self.flags
 
     def setbflag(self, flag: int) -> bool:
         self.bflags.add(flag)

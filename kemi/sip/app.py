@@ -40,7 +40,7 @@ class Router:
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
-        self.peers = TrustedPeers(self.directory)
+        self.peers = TrustedPeers(self.directory, publish=sip.publish_peers)
         self.media = Media(sip, media_limits(settings), self.peers.is_peer_host)
         self.calls = Calls(sip, settings, self.ready_ledger, self.media, self.peers.addresses)
         self.trunks = Trunks(sip, settings)

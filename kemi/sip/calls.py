@@ -117,7 +117,8 @@ class Calls:
         """Relay to a media server; its headers go on its branch only (see media_branch)."""
         self.sip.set(Var.MEDIA_HEADERS, "\n".join(headers))
         self.sip.relay(f"sip:{user}@{server.host}:{server.port};transport={server.transport}", failure_route,
-                       Timers(120000, self.settings.trunk_timeout_ms), branch_route=Route.BRANCH_MEDIA)
+                       Timers(120000, self.settings.trunk_timeout_ms), branch_route=Route.BRANCH_MEDIA,
+                       to_phones=False)
 
     def to_receptionist(self, co: str, did: str | None, server) -> None:
         """The company's Virtual Receptionist answers; its 3xx comes back to Route.FAILURE_RECEPTIONIST."""

@@ -32,11 +32,14 @@ class TrustedPeers:
 
     Read when needed (pike fired, an extension is about to ring, a digest check failed), at most
     every PEERS_TTL_S; while Redis is down the last copy stays in use. None: never read (Redis
-    down since start)."""
+    down since start). publish(before, now) is told each copy read (kemi.sip.shell.Sip.publish_peers:
+    the hosts kamailio.cfg's onsend_route keeps phones' calls away from)."""
 
-    def __init__(self, directory: Directory, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, directory: Directory, clock: Callable[[], float] = time.monotonic,
+                 publish: Callable[[frozenset | None, frozenset], None] | None = None):
         self.directory = directory
         self.clock = clock
+        self.publish = publish
         self._known: frozenset[tuple[str, int]] | None = None
         self._site_list: tuple[Site, ...] = ()
         self._sites = edge.Sites()
@@ -53,7 +56,9 @@ class TrustedPeers:
             except (StoreUnavailable, StoreRefused):
                 pass  # keep the last copy; try again at the next need
             else:
-                self._known = known
+                before, self._known = self._known, known
+                if self.publish is not None:
+                    self.publish(before, known)
                 if sites != self._site_list:
                     self._site_list, self._sites = sites, edge.Sites(sites)
             self._read_at = now

@@ -57,6 +57,10 @@ class Outbound:
             return
         rec = self.calls.record(ctx.company.id, ctx.caller.number, number or ctx.caller.number, dialled,
                                 decision.category, decision.billing, "internal")
+        # The same allow-list as towards a carrier: a phone's identity, charging and diversion claims
+        # (RPID, P-Charge-Info, Diversion, ...) mean nothing to another phone, and would reach a
+        # carrier as the proxy's word wherever that phone's registration really leads.
+        self.sip.keep_only_headers(routing.TRUNK_HEADERS)
         self.phones.ring(ctx.company, callee, rec)
 
     def external(self, company: Company, decision: Decision, trunks: list[Trunk], headers: list[str], rec: dict,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kemi import edge, replies
 from kemi.model import Company, Extension, MediaServer
 from kemi.replies import Reply
@@ -92,61 +94,65 @@ class Phones:
         ctx = self.authenticate("$td", stateful=True)
         if ctx is None:
             return
-        contacts, expires = sip.contacts(), sip.header("Expires")
-        nated = sip.behind_nat()
-        refused = self.contact_refusal(contacts, expires, nated)
+        ip, port = sip.source
+        where = f"{ctx.caller.number}@{ctx.company.domain} from {sip.transport}:{ip}:{port}"
+        query = sip.contact_headers() == 0
+        refused = None if query else self.source_refusal()
         if refused is not None:
-            ip, port = sip.source
-            sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} from "
-                              f"{sip.transport}:{ip}:{port} refused ({refused.code} {refused.reason}): "
-                              f"Contact {contacts!r}")
+            sip.log("notice", f"REGISTER of {where} refused ({refused.code} {refused.reason}): "
+                              f"Contact {sip.contacts()!r}")
             sip.reply(refused)
             return
-        if sip.transport == "tls":
-            # reached through its TLS connection, behind a NAT or not (kemi.edge.tls_contact_refusal);
+        nated = False
+        if query:
+            pass  # nothing will be saved: nothing to arrange
+        elif sip.transport == "tls":
+            # reached through its TLS connection, behind a NAT or not (kemi.edge.saved_contact_refusal);
             # keeping that connection open is the phone's part (README, SIP over TLS)
             sip.reach_through_source()
-        elif nated:
+        elif sip.behind_nat():
             # calls go to the source address (the contact's "received"), and the proxy keeps the
             # NAT's binding open with OPTIONS pings (kamailio.cfg, nathelper)
+            nated = True
             sip.save_behind_nat()
+        # The registrar parses the Contacts (and answers an unreadable one, or `*` without
+        # Expires: 0, itself); what it saved is then read back and judged, so that what is
+        # judged is what lookup() sends to, never a second reading of the header.
         if not sip.save_contact():
             sip.answer_register()  # the registrar's error (e.g. 503 Too many registered contacts)
-            sip.log("notice", f"REGISTER of {ctx.caller.number}@{ctx.company.domain} not saved by the registrar")
+            sip.log("notice", f"REGISTER of {where} not saved by the registrar: Contact {sip.contacts()!r}")
             return
-        if contacts is None:
+        if query:
             sip.answer_register()  # a query of the bindings
+            return
+        aor = sip.pv("$tu") or ""
+        saved = sip.saved_contacts(aor)
+        refused = edge.saved_contact_refusal(saved, edge.source_address(ip, port, sip.transport), nated)
+        if refused is not None:
+            sip.forget_saved(aor, saved)
+            sip.log("notice", f"REGISTER of {where} refused ({refused.code} {refused.reason}): "
+                              f"Contact {sip.contacts()!r} saved as {[c.socket for c in saved]}, removed again")
+            sip.reply(refused)
             return
         # The address counts as registered before the phone hears so: it may dial 112 the moment
         # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission),
         # which names the phone as its emergency identity is cached (EmergencyCache, by auth user).
-        seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
+        seconds = edge.registration_seconds(saved, int(time.time()))
         self.gate.registered(seconds, f"{sip.pv('$au')}@{ctx.company.domain}")
         sip.answer_register()
-        ip, port = sip.source
         done = f"registered for {seconds} s" if seconds else "unregistered"
         sip.log("info", f"{ctx.caller.number}@{ctx.company.domain} {done} from {sip.transport}:{ip}:{port} "
                         f"(call-id {sip.call_id})")
 
-    def contact_refusal(self, contacts: str | None, expires: str | None, nated: bool = False) -> Reply | None:
-        """Why this REGISTER's contacts may not be saved: they must be its own source address, or a
-        private one when it came through a NAT (kemi.edge.contact_refusal), or over TLS any address
-        that asks for TLS (kemi.edge.tls_contact_refusal); that source must be neither this proxy
-        nor a trusted peer."""
+    def source_refusal(self) -> Reply | None:
+        """Why a REGISTER from this source may not save anything: it is this proxy, or the host of
+        a trusted peer (any port: kamailio.cfg's onsend_route never sends a phone's call there)."""
         sip = self.sip
-        if contacts is None:
-            return replies.UNREADABLE_CONTACT if sip.contact_headers() else None
         ip, port = sip.source
-        if sip.transport == "tls":
-            refused = edge.tls_contact_refusal(contacts, expires)
-        else:
-            refused = edge.contact_refusal(contacts, expires, edge.source_address(ip, port, sip.transport), nated)
-        if refused is not None or contacts.strip() == edge.STAR:
-            return refused
         if sip.is_myself(f"sip:{ip}:{port};transport={sip.transport}"):
             return replies.CONTACT_IS_PROXY
         peers = self.gate.peers.addresses()
-        if peers is not None and (ip, port) in peers:
+        if peers is not None and edge.source_address(ip, port, sip.transport).host in {h for h, _ in peers}:
             return replies.CONTACT_IS_TRUSTED_PEER
         return None
 
@@ -161,7 +167,8 @@ class Phones:
         # The AOR carries the company's domain: another company's 2XXX is another AOR.
         aor = f"sip:{ext.number}@{company.domain}"
         rc = self.sip.lookup(aor)
-        if rc >= 0 and not self.only_safe_targets(aor):
+        places = self.only_safe_targets(aor) if rc >= 0 else []
+        if rc >= 0 and not places:
             rc = -1  # nothing left to ring: as if no phone were registered
         if rc < 0:
             if fallback is not None:
@@ -177,46 +184,53 @@ class Phones:
         if fallback is not None:
             self.calls.remember_receptionist(company.id, did, fallback)
             failure_route = Route.FAILURE_EXTENSION
-        self.relay_to_phones(company, did, fallback, failure_route, Timers(ext.ring_timeout * 1000, RING_SILENT_MS))
+        self.relay_to_phones(company, did, fallback, failure_route, Timers(ext.ring_timeout * 1000, RING_SILENT_MS),
+                             places)
 
     def relay_to_phones(self, company: Company, did: str | None, fallback: MediaServer | None,
-                        failure_route: str | None, timers: Timers) -> None:
+                        failure_route: str | None, timers: Timers, places: list[edge.Address]) -> None:
         """Send the call to the phones the lookup found. A phone on TLS is reached only through the
         connection it registered on (its "received"): the port it came from is no listening port, so
         once that connection is gone nobody is there, and the call is answered at once (or goes to
         the receptionist). Only the phones' branches are held to open connections (Route.BRANCH_PHONE):
-        the receptionist's branch, relayed later in the same transaction, may connect."""
+        the receptionist's branch, relayed later in the same transaction, may connect. A branch
+        whose real destination is a trusted peer is never sent (kamailio.cfg onsend_route): when no
+        branch is left the caller is answered at once too, or the receptionist takes the call."""
         sip = self.sip
-        if not self.all_on_tls():
-            sip.relay(failure_route=failure_route, timers=timers)
-        elif fallback is None:
-            sip.relay(failure_route=failure_route, timers=timers, branch_route=Route.BRANCH_PHONE,
-                      unsent=replies.PHONE_NOT_CONNECTED)
-        else:
-            # the receptionist takes the call, as when no phone is registered
-            sip.keep_transaction_when_unsent()
-            if not sip.relay(failure_route=failure_route, timers=timers, branch_route=Route.BRANCH_PHONE,
-                             answer_unsent=False):
-                sip.log("info", f"no connection to the TLS phones of {company.id}'s DID {did}: to the receptionist")
-                self.calls.to_receptionist(company.id, did, fallback)
+        tls = self.all_on_tls(places)
+        branch_route = Route.BRANCH_PHONE if tls else None
+        if fallback is None:
+            sip.relay(failure_route=failure_route, timers=timers, branch_route=branch_route, to_phones=True,
+                      unsent=replies.PHONE_NOT_CONNECTED if tls else replies.EXTENSION_UNREACHABLE)
+            return
+        # the receptionist takes the call, as when no phone is registered
+        sip.keep_transaction_when_unsent()
+        if not sip.relay(failure_route=failure_route, timers=timers, branch_route=branch_route,
+                         answer_unsent=False, to_phones=True):
+            sip.log("info", f"no phone of {company.id}'s DID {did} could be sent the call: to the receptionist")
+            self.calls.to_receptionist(company.id, did, fallback)
 
-    def all_on_tls(self) -> bool:
+    @staticmethod
+    def all_on_tls(places: list[edge.Address]) -> bool:
         """Whether every phone about to be rung registered over TLS (its destination is its TLS
         connection). TCP phones keep being connected to when their connection is gone: the ones
         that write their source port in the Contact may listen on it (SIPp does)."""
-        places = [edge.address(uri) for uri in self.sip.targets()]
-        return all(where is not None and where.transport == "tls" for where in places)
+        return all(where.transport == "tls" for where in places)
 
-    def only_safe_targets(self, aor: str) -> bool:
-        """Drop every registered contact that names this proxy or a trusted peer (edge.unsafe_target),
-        logging each; False when none is left. At most one Redis round trip (TrustedPeers)."""
+    def only_safe_targets(self, aor: str) -> list[edge.Address]:
+        """Drop every registered contact on a trusted peer's host (edge.unsafe_target) or naming this
+        proxy, logging each; where the rest go, as Kamailio parses it ([] when none is left). At
+        most one Redis round trip (TrustedPeers)."""
         sip = self.sip
-        targets = sip.targets()
+        sockets = sip.target_sockets()
         peers = self.gate.peers.addresses()
         keep = []
-        for uri in targets:
-            why = edge.unsafe_target(uri, peers) or ("this proxy" if sip.is_myself(uri) else None)
+        for i, socket in enumerate(sockets):
+            where = edge.parse_socket(socket)
+            why = edge.unsafe_target(socket, peers) or ("this proxy" if sip.is_myself(edge.uri_of(where)) else None)
             if why is not None:
-                sip.log("warn", f"contact {uri} of {aor} names {why}: not rung")
+                sip.log("warn", f"contact {sip.target_uri(i)} of {aor} ({socket or '?'}) names {why}: not rung")
             keep.append(why is None)
-        return all(keep) or sip.keep_targets(keep)
+        if not all(keep) and not sip.keep_targets(keep):
+            return []
+        return [edge.parse_socket(socket) for socket, kept in zip(sockets, keep) if kept]

@@ -95,6 +95,13 @@ class Table:
     # declared sites (a building behind one NAT address): per phone, never the address (kemi.sip.gate)
     SITE_FLOOD = "siteflood"       # "ip:port" and "ip|user@domain" -> requests in the current window
     SITE_BAN = "siteban"           # the same keys -> 1: dropped unanswered while present (BAN_S)
+    PEERS = "peers"                # trunk and media-server host -> 1 (kamailio.cfg onsend_route reads it)
+
+
+# kamailio.cfg onsend_route: a request whose transaction carries this message flag is going to
+# phones, and is not sent where Table.PEERS names the destination's address.
+PHONE_FLAG = 8
+ULC_PROFILE = "reg"  # the $ulc profile the REGISTER's saved contacts are read back into
 
 
 class Route:
@@ -316,11 +323,21 @@ class _Answers:
 
     # -- forwarding ------------------------------------------------------------------------
     def relay(self, uri: str | None = None, failure_route: str | None = None, timers: Timers | None = None,
-              branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True) -> bool:
+              branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True,
+              to_phones: bool | None = None) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
         the error itself when tm cannot send (unsent: with that answer, else tm's own; answer_unsent
         False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent.
-        A relay to uri goes there, whatever a lookup earlier in the transaction set (forget_lookup)."""
+        A relay to uri goes there, whatever a lookup earlier in the transaction set (forget_lookup).
+
+        to_phones True: the branches go to phones found by lookup(), and kamailio.cfg's onsend_route
+        drops any of them whose real destination is a trusted peer (PHONE_FLAG); False: to a trunk
+        or media server on purpose, in a transaction that may have rung phones before (a failure
+        route inherits the flag); None: a request of its own (in-dialog), whose flag is clear."""
+        if to_phones:
+            self.k.setflag(PHONE_FLAG)
+        elif to_phones is False:
+            self.k.resetflag(PHONE_FLAG)
         if uri is not None:
             self.set_ruri(uri)
             self.forget_lookup()
@@ -502,23 +519,90 @@ class _Phones:
         return int(self.k.tm.t_newtran())
 
     def contacts(self) -> str | None:
-        """Every Contact of the request (all Contact headers, compact m: too), comma-separated."""
-        return self.pv("$(hdr(Contact)[*])")
+        """Every Contact of the request as written (all Contact headers, compact m: too),
+        comma-separated: for log lines only; what is judged is saved_contacts()."""
+        return self.lenient("$(hdr(Contact)[*])")
 
     def contact_headers(self) -> int:
         return int(self.pv("$hdrc(Contact)") or 0)
+
+    def saved_contacts(self, aor: str) -> list[edge.SavedContact]:
+        """The contacts of the AOR that this very REGISTER saved (its Call-ID and CSeq), as the
+        registrar saved them and lookup() will use them, read back through Kamailio's parser
+        ($ulc and the {uri.*} transformations). 2 + 8 calls into Kamailio per contact this
+        REGISTER saved (3 per other contact of the AOR). The profile stays loaded until the next
+        REGISTER fetches (registrar: a fetch frees the previous one), for forget_saved()."""
+        if self.k.registrar.reg_fetch_contacts("location", aor, ULC_PROFILE) < 0:
+            return []
+        count = int(self.k.pv.get(f"$(ulc({ULC_PROFILE}=>count))") or 0)
+        call_id, cseq = self.call_id, str(self.pv("$cs") or "")
+        saved = []
+        for i in range(count):
+            field = f"$(ulc({ULC_PROFILE}=>{{}})[{i}]{{}})"
+            if self.lenient(field.format("callid", "")) != call_id or \
+                    str(self.k.pv.get(field.format("cseq", ""))) != cseq:
+                continue
+            scheme, socket = self._place(field.format("addr", "{{uri.{}}}"))
+            saved.append(edge.SavedContact(scheme=scheme, socket=socket,
+                                           maddr=self.lenient(field.format("addr", "{uri.maddr}")) or "",
+                                           expires_at=int(self.k.pv.get(field.format("expires", "")) or 0),
+                                           index=i))
+        return saved
+
+    def _place(self, uri_pv: str) -> tuple[str, str]:
+        """(scheme, proto:host:port) of the URI in a pseudo-variable, as Kamailio parses it (uri_pv has
+        one {} for the transformation's name: {uri.scheme}, {uri.host}, {uri.port},
+        {uri.transport}); a URI without port or transport gets the defaults Kamailio sends with
+        (5060/udp, 5061/tls for sips). ("", "") when Kamailio cannot parse it. 4 calls."""
+        scheme = (self.lenient(uri_pv.format("scheme")) or "").lower()
+        host = self.lenient(uri_pv.format("host")) or ""
+        if not scheme or not host:
+            return scheme, ""
+        proto = (self.lenient(uri_pv.format("transport")) or ("tls" if scheme == "sips" else "udp")).lower()
+        port = int(self.k.pv.get(uri_pv.format("port")) or 0) or (5061 if proto == "tls" else 5060)
+        return scheme, f"{proto}:{host}:{port}"
+
+    def forget_saved(self, aor: str, saved: list[edge.SavedContact]) -> None:
+        """Remove again contacts saved_contacts() returned (the registrar's unregister by ruid)."""
+        for contact in saved:
+            ruid = self.lenient(f"$(ulc({ULC_PROFILE}=>ruid)[{contact.index}])")
+            if ruid:
+                self.k.registrar.unregister_ruid("location", aor, ruid)
 
     def digest_uri(self) -> str | None:
         """The `uri` of the credentials the digest check just accepted."""
         return self.pv("$adu")
 
-    def targets(self) -> list[str]:
-        """After a lookup: where each branch is going to be sent (its destination URI, else its
-        URI), the Request-URI's first, then each appended branch in order."""
+    def target_sockets(self) -> list[str]:
+        """After a lookup: where each branch is going to be sent, as Kamailio parses it
+        (proto:host:port of its destination URI, else of its URI: _place), the Request-URI's
+        first, then each appended branch in order ("" when it cannot be parsed). 6 calls for
+        one phone, 5 more per other one."""
         count = int(self.k.pv.get("$branch(count)") or 0)
-        first = self.pv("$du") or self.pv("$ru") or ""
-        return [first] + [self.pv(f"$(branch(dst_uri)[{i}])") or self.pv(f"$(branch(uri)[{i}])") or ""
-                          for i in range(count)]
+        first = "$(du{{uri.{}}})" if self.pv("$du") else "$(ru{{uri.{}}})"
+        places = [self._place(first)[1]]
+        for i in range(count):
+            which = "dst_uri" if self.pv(f"$(branch(dst_uri)[{i}])") else "uri"
+            places.append(self._place(f"$(branch({which})[{i}]{{{{uri.{{}}}}}})")[1])
+        return places
+
+    def target_uri(self, index: int) -> str:
+        """The URI of a target of target_sockets() (its destination URI, else its URI), for a log line."""
+        if index == 0:
+            return self.lenient("$du") or self.lenient("$ru") or ""
+        i = index - 1
+        return self.lenient(f"$(branch(dst_uri)[{i}])") or self.lenient(f"$(branch(uri)[{i}])") or ""
+
+    def publish_peers(self, before: frozenset[tuple[str, int]] | None, now: frozenset[tuple[str, int]]) -> None:
+        """Put the trusted peers' hosts this process just read where kamailio.cfg's onsend_route
+        looks (Table.PEERS), and take out the ones this process had and that are gone. One call
+        per host on a process's first read, then one per change."""
+        had = {host for host, _ in before or ()}
+        hosts = {host for host, _ in now}
+        for host in hosts - had if before is not None else hosts:
+            self.k.htable.sht_seti(Table.PEERS, host, 1)
+        for host in had - hosts:
+            self.k.htable.sht_rm(Table.PEERS, host)
 
     def keep_targets(self, keep: list[bool]) -> bool:
         """Drop the targets (in targets() order) that keep marks False; False when none is left.

@@ -58,7 +58,7 @@ class Trunks:
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(rest))
         self.sip.set(Var.TRUNK_NOW, f"{now_ms()} {trunk.label}")
         self.sip.relay(f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}", Route.FAILURE_TRUNK,
-                       Timers(120000, self.settings.trunk_timeout_ms))
+                       Timers(120000, self.settings.trunk_timeout_ms), to_phones=False)
 
     def failed(self) -> None:
         """Failure route of a trunk branch: the next trunk, or the caller gets the answer."""

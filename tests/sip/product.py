@@ -218,8 +218,9 @@ class Baresip:
             f"poll_method epoll\nnet_interface {ip}\nsip_listen {sip_addr}\n"
             f"audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source aufile,{tone}\n"
             "rtp_stats yes\nmodule_path /usr/lib/baresip/modules\n"
-            "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n"
-            + (config + "\n" if config else ""))
+            # before the modules: a module_tmp line here (uuid.so) loads before account.so makes the UA
+            + (config + "\n" if config else "")
+            + "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n")
         (self.dir / "accounts").write_text(account + "\n")
         self.ip = ip
         self.netns = netns  # run in that network namespace (tests/netns.py)

@@ -1,5 +1,6 @@
 """A small bounded fuzz run (bench/fuzz_sip.py) against a proxy of its own: it must survive,
-and no mutated message may reach a Python traceback or a 500."""
+and no mutated message may reach a Python traceback or a 500. Then Contacts and Routes spelled
+to be read two ways (issue 18): no trusted peer and no third party may receive anything."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import fuzz_sip  # noqa: E402
 
 MESSAGES = 500
+SPELLINGS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +29,16 @@ def fuzzed(workdir, proxy, redis_server):
         time.sleep(0.5)
         after = fuzz_sip.settled_processes(kam)
         health = fuzz_sip.health(kam, "2001", "acme.test", "alice-secret-1")
-        yield result, before, after, health, kam.log_since(mark)
+        spelled_mark = kam.mark()
+        spelled = fuzz_sip.spellings(kam, SPELLINGS, seed=7, max_seconds=240)
+        yield result, before, after, health, kam.log_since(mark), spelled, kam.log_since(spelled_mark)
     finally:
         kam.unregister("2001@acme.test")
         kam.stop()
 
 
 def test_proxy_survives_a_fuzz_run(fuzzed):
-    result, before, after, health, _ = fuzzed
+    result, before, after, health, *_ = fuzzed
     assert result.sent >= MESSAGES * 0.9, result.summary()
     assert result.answered > 0, "the proxy answered none of the fuzz: the run did not reach it"
     assert health["options"] == (200, "OK")
@@ -43,6 +47,17 @@ def test_proxy_survives_a_fuzz_run(fuzzed):
 
 
 def test_fuzz_never_reaches_a_traceback_or_a_500(fuzzed):
-    result, _, _, _, log = fuzzed
+    result, _, _, _, log, *_ = fuzzed
     assert "Traceback" not in log, [line for line in log.splitlines() if "Traceback" in line][:3]
     assert result.answers[500] == 0, f"{result.summary()}; 5xx: {result.server_errors}"
+
+
+def test_no_contact_or_route_spelling_reaches_a_trusted_peer_or_a_third_party(fuzzed):
+    *_, spelled, log = fuzzed
+    assert spelled.total >= SPELLINGS * 0.9, spelled.summary()
+    assert not spelled.leaked, f"{spelled.summary()}: {spelled.leaked[:10]}"
+    # the run reached the routes: REGISTERs refused and saved, calls relayed to the phone (486)
+    assert spelled.answers[("register", 403)] > 0 and spelled.answers[("register", 200)] > 0, spelled.summary()
+    assert spelled.answers[("call", 486)] > 0, spelled.summary()
+    assert not [key for key in spelled.answers if key[1] >= 500 and key[1] != 503], spelled.summary()
+    assert "Traceback" not in log, [line for line in log.splitlines() if "Traceback" in line][:3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 
 from tests.harness import options_request, send_raw, status_line
 from tests.sip.conftest import PASSWORDS
@@ -122,3 +124,31 @@ def test_phones_on_tcp_register_and_call(phones):
         .start(phones.target).wait()
     assert call.final == (200, "OK") and "BYE 200" in call.log, call.log + call.stdout
     assert "HUNGUP" in answering.wait().log
+
+
+def test_baresips_registration_is_remembered_for_as_long_as_the_registrar_keeps_it(proxy, workdir):
+    """Issue 18: baresip's Contact carries +sip.instance="<urn:uuid:...>", whose `>` cut the old
+    hand-written reading short: the log said 600 s while the registrar kept 3595 s, and the
+    same number set the emergency "current registration" window. Now both are the registrar's
+    own, and baresip's de-registration at exit is logged as one."""
+    from tests.sip.product import Baresip  # noqa: PLC0415  (baresip only where it is needed)
+    ip = "127.0.3.33"
+    account = f'<sip:2003@acme.test>;auth_pass=chloe-secret-3;outbound="sip:{proxy.ip}:{proxy.port}"'
+    mark = proxy.mark()
+    # uuid.so is in baresip's default config (module_tmp): its Contact then carries +sip.instance
+    phone = Baresip(workdir, account, ip, talk_s=1, config="module_tmp uuid.so").start()
+    try:
+        phone.wait_for("200 OK", 15)
+        saved = proxy.kamcmd("ul.lookup", "location", "2003@acme.test")
+        assert re.search(r"Instance: <urn:uuid:", saved), saved  # baresip did send +sip.instance
+        expires = int(re.search(r"Expires: (\d+)", saved).group(1))
+        assert 3000 < expires <= 3600, saved  # baresip's own request (regint), within max_expires
+        logged = re.search(r"2003@acme\.test registered for (\d+) s from udp:127\.0\.3\.33:5060", proxy.log_since(mark))
+        assert logged and abs(int(logged.group(1)) - expires) <= 2, proxy.log_since(mark)[-2000:]
+    finally:
+        phone.stop()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "2003@acme.test unregistered" not in proxy.log_since(mark):
+        time.sleep(0.1)
+    assert "2003@acme.test unregistered from udp:127.0.3.33:5060" in proxy.log_since(mark)
+    assert "Contact: {" not in proxy.kamcmd("ul.lookup", "location", "2003@acme.test")

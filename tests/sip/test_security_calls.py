@@ -510,6 +510,83 @@ def test_lookup_result_at_a_trusted_peer_is_refused(env, net, contact, received)
     assert call.final is not None and call.code >= 400, call.final
 
 
+# -- issue 18.1: Contacts that a hand-written parser and Kamailio's registrar read differently ----------
+def decimal(ip: str) -> str:
+    """The address as one number: what inet_aton, and so Kamailio's resolver, reads as that IP."""
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return str((a << 24) | (b << 16) | (c << 8) | d)
+
+
+PARSER_SPELLINGS = {
+    # a URI inside the quoted display name: the registrar saves the one in <> after it
+    "URI in the display name": lambda ph: [f'"<sip:2002@{ph.ip}:{ph.port}>" <sip:{GERMAN_MOBILE}@{decimal(PRIMARY[0])}:5060>'],
+    # a ; in the user part: the registrar's host is the trunk's
+    "; in the user part": lambda ph: [f"<sip:{ph.ip};x=@{hostport(PRIMARY)}>"],
+    # maddr at the phone itself: Kamailio ignores maddr and sends to the URI's host
+    "maddr at the phone": lambda ph: [f"<sip:{GERMAN_MOBILE}@{hostport(PRIMARY)};maddr={ph.ip}>"],
+    "the trunk as a number": lambda ph: [f"<sip:{GERMAN_MOBILE}@{decimal(PRIMARY[0])}:5060>"],
+    "the trunk in hex": lambda ph: [f"<sip:{GERMAN_MOBILE}@0x{int(decimal(PRIMARY[0])):08x}:5060>"],
+    "another port on the trunk's host": lambda ph: [f"<sip:{GERMAN_MOBILE}@{PRIMARY[0]}:5070>"],
+    "a host name": lambda ph: [f"<sip:{GERMAN_MOBILE}@localhost:{PRIMARY[1]}>"],
+    "+sip.instance then the trunk": lambda ph: [f'<sip:2002@{ph.ip}:{ph.port}>;+sip.instance="<urn:uuid:1>"',
+                                                f"<sip:{GERMAN_MOBILE}@{hostport(PRIMARY)}>"],
+}
+
+
+@pytest.mark.parametrize("form", list(PARSER_SPELLINGS))
+def test_contact_spellings_of_issue_18_never_turn_an_extension_into_a_carrier_call(env, net, form):
+    """Bruno registers a Contact that names the trunk in a spelling a second parser reads
+    otherwise; Alice then calls him internally, and the carrier calls his DID. The trunks receive
+    nothing, and nothing of his stays registered."""
+    trunk = net.peer(PRIMARY, invite=(486, "Busy Here"), tcp=True)
+    trunk_other_port = net.peer((PRIMARY[0], 5070), invite=(486, "Busy Here"))
+    backup = net.peer(BACKUP, invite=(486, "Busy Here"))
+    bruno = net.phone("2002", answer=(486, "Busy Here"), port=5060)  # "maddr": sent from 5060
+    answer = bruno.register(PARSER_SPELLINGS[form](bruno))
+    assert is_4xx(answer), f"saved: {stored_contacts(env, '2002@acme.test')}"
+    assert stored_contacts(env, "2002@acme.test") == [], "a refused REGISTER left its contacts saved"
+    internal = net.phone("2001").invite("2002")
+    did = net.carrier().invite(f"sip:+33142685302@{hostport(env.addr)}")
+    for call in (internal, did):
+        assert call.final is not None and call.code != 200, call.final
+    saw_nothing(trunk, trunk_other_port, backup)
+
+
+@pytest.mark.parametrize("contact", [
+    f"sip:{GERMAN_MOBILE}@{decimal(PRIMARY[0])}:5060",            # resolved only when sent
+    f"sip:{GERMAN_MOBILE}@{PRIMARY[0]}:5070",                     # another port of the trunk's host
+    f"sip:{GERMAN_MOBILE}@{hostport(PRIMARY)};maddr=127.0.0.61",  # maddr: Kamailio goes to the host
+])
+def test_a_saved_contact_whose_real_destination_is_a_trusted_peer_is_never_sent(env, net, contact):
+    """Defence in depth where it is sent (kamailio.cfg onsend_route, $sndto): a location entry
+    that names the trunk in a form only the resolver understands. The caller gets an answer."""
+    trunk = net.peer(PRIMARY)
+    other_port = net.peer((PRIMARY[0], 5070))
+    mark = env.proxy.mark()
+    env.proxy.kamcmd("ul.add", "location", "2002@acme.test", contact, "300", "1.0", ".", "0", "0", "0")
+    net.aors.add("2002@acme.test")
+    call = net.phone("2001").invite("2002")
+    saw_nothing(trunk, other_port)
+    assert call.final is not None and call.code == 480, call.final
+    log = env.proxy.log_since(mark)
+    assert "trusted peer" in log, log[-2000:]
+
+
+def test_an_internal_call_reaches_the_phone_without_the_callers_identity_claims(env, net):
+    """Issue 18.1: the caller's P-Charge-Info, RPID and Diversion reached the carrier through the
+    callee's registration; an internal call now passes the carriers' allow-list."""
+    bruno = net.registered(net.phone("2002"))
+    alice = net.phone("2001")
+    claims = ["P-Charge-Info: <sip:+33142685301@acme.test>", "Remote-Party-ID: <sip:+33142685301@acme.test>",
+              "Diversion: <sip:+33142685301@acme.test>;reason=unconditional", "X-Billing-Account: 42"]
+    call = alice.invite("2002", extra=claims)
+    assert call.code == 200, call.final
+    delivered = bruno.requests("INVITE")[0]
+    for name in ("p-charge-info", "remote-party-id", "diversion", "x-billing-account"):
+        assert not delivered.all(name), delivered.raw
+    call.bye()
+
+
 # == 3. forged BYE ======================================================================================
 @pytest.fixture
 def prepaid_call(net, account):

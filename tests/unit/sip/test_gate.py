@@ -10,7 +10,7 @@ import pytest
 from kemi.model import Site, digest_ha1
 from kemi.settings import Settings
 from kemi.sip.gate import PEERS_TTL_S, TrustedPeers
-from kemi.sip.shell import Table, Var
+from kemi.sip.shell import Sip, Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 from tests.unit.sip.test_in_dialog_and_app import in_dialog
@@ -131,6 +131,23 @@ def test_trusted_peers_are_read_once_per_ttl_and_the_last_copy_outlives_an_outag
     clock[0] += PEERS_TTL_S
     peers.addresses()
     assert world.directory.peer_reads == 2
+
+
+def test_each_read_of_the_peers_is_published_for_the_onsend_check(world: World):
+    """kamailio.cfg's onsend_route reads the peers' hosts from Table.PEERS: a process puts there
+    what it read, and takes out what it had and is gone."""
+    clock = [0.0]
+    ksr = FakeKSR()
+    peers = TrustedPeers(world.directory, clock=lambda: clock[0], publish=Sip(ksr).publish_peers)
+    peers.addresses()
+    hosts = {p.host for p in world.directory.trunk_list + world.directory.media}
+    assert set(ksr.htables[Table.PEERS]) == hosts and "127.0.0.2" in hosts
+    gone, *kept = world.directory.trunk_list
+    world.directory.trunk_list = tuple(kept)
+    clock[0] += PEERS_TTL_S
+    peers.addresses()
+    still = {p.host for p in world.directory.trunk_list + world.directory.media}
+    assert set(ksr.htables[Table.PEERS]) == still and gone.host not in still
 
 
 def test_a_registered_address_still_places_emergency_calls_while_banned(world: World, node: Node):
@@ -471,3 +488,14 @@ def test_sites_are_read_with_the_peers_and_a_store_down_since_start_is_not_asked
     assert len(attempts) == 1
     clock[0] += PEERS_TTL_S
     assert down.site(SITE_IP) is None and len(attempts) == 2
+
+
+def test_the_onsend_check_in_kamailio_cfg_reads_the_shells_flag_and_table():
+    """kamailio.cfg's native onsend_route and kemi.sip.shell name the same flag and htable."""
+    from kemi.paths import ROOT  # noqa: PLC0415
+    from kemi.sip.shell import PHONE_FLAG  # noqa: PLC0415
+    cfg = (ROOT / "kamailio.cfg").read_text(encoding="utf-8")
+    assert f'modparam("htable", "htable", "{Table.PEERS}=>' in cfg
+    onsend = cfg[cfg.index("onsend_route {"):]
+    assert f"isflagset({PHONE_FLAG})" in onsend and f"$sht({Table.PEERS}=>$sndto(ip))" in onsend
+    assert 'kemi.onsend_route_callback = "none"' in cfg  # else Kamailio calls Python instead (core/onsend.c)

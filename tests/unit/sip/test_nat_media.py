@@ -38,18 +38,18 @@ def test_a_phone_at_its_own_public_address_is_saved_as_it_is_and_not_pinged(worl
 def test_a_private_contact_without_a_nat_on_the_way_is_still_refused(world: World):
     ksr = world.request(register("<sip:2001@192.168.50.10:5060>", nated=False))
     assert ksr.replies == [(replies.CONTACT_NOT_SOURCE.code, replies.CONTACT_NOT_SOURCE.reason)]
-    assert not ksr.saved and ksr.nat_registered == 0
+    assert ksr.location["2001@acme.test"] == {} and ksr.nat_registered == 0
 
 
 def test_behind_a_nat_a_public_address_that_is_not_the_source_is_refused(world: World):
     # somebody else's address: a NAT never explains that
     ksr = world.request(register("<sip:2001@203.0.113.9:5060>", nated=True))
-    assert ksr.replies == [(403, replies.CONTACT_NOT_SOURCE.reason)] and not ksr.saved
+    assert ksr.replies == [(403, replies.CONTACT_NOT_SOURCE.reason)] and ksr.location["2001@acme.test"] == {}
 
 
 def test_behind_a_nat_the_private_contact_must_keep_the_transport_it_came_over(world: World):
     ksr = world.request(register("<sip:2001@192.168.50.10:5060;transport=tcp>", nated=True))
-    assert ksr.replies == [(403, replies.CONTACT_NOT_SOURCE.reason)] and not ksr.saved
+    assert ksr.replies == [(403, replies.CONTACT_NOT_SOURCE.reason)] and ksr.location["2001@acme.test"] == {}
 
 
 def test_private_ranges_are_those_nathelper_tests():

@@ -1,7 +1,7 @@
 """outbound: the numbering plan's decision carried out (fake KSR)."""
 
 from kemi import routing
-from kemi.sip.shell import Route, Var
+from kemi.sip.shell import PHONE_FLAG, Route, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
 
@@ -97,9 +97,25 @@ def test_a_carriers_call_forwarded_back_out_loses_the_carriers_claims(world: Wor
     assert ("P-Asserted-Identity", "<sip:+33612121212@127.0.0.1;user=phone>") in leaving
 
 
-def test_a_phone_of_ours_rung_by_a_carrier_is_not_filtered_by_the_trunk_list(world: World):
-    """The allow-list is for carriers; a phone gets what the other phone sent (minus private headers)."""
-    ksr = world.phone_invite("2002", headers=[("Alert-Info", "<http://ring/internal>")])
+def test_an_internal_call_passes_the_carriers_allow_list_too(world: World):
+    """Issue 18: a phone's identity and charging claims reached a carrier through another phone's
+    registration. An internal call leaves with the headers a carrier would get, no more."""
+    ksr = world.phone_invite("2002", headers=[("Alert-Info", "<http://ring/internal>"),
+                                              ("Remote-Party-ID", "<sip:+33142685301@acme.test>"),
+                                              ("P-Charge-Info", "<sip:+33142685301@acme.test>"),
+                                              ("Diversion", "<sip:+33142685301@acme.test>"),
+                                              ("User-Agent", "Yealink")])
     ksr.registered["sip:2002@acme.test"] = 1
     world.request(ksr)
-    assert "Alert-Info" not in ksr.removed_headers and ("Alert-Info", "<http://ring/internal>") in ksr.leaving_headers()
+    leaving = {name for name, _ in ksr.leaving_headers()}
+    assert not leaving & {"Alert-Info", "Remote-Party-ID", "P-Charge-Info", "Diversion"}, leaving
+    assert "User-Agent" in leaving and ksr.relays
+
+
+def test_a_relay_to_the_trunks_clears_the_flag_of_branches_to_phones(world: World):
+    """A failure route inherits the transaction's flags: a trunk (or media server) relayed after
+    the phones' branches must not be judged as a phone's (kamailio.cfg onsend_route)."""
+    ksr = world.phone_invite("0612345678")
+    ksr.flags.add(PHONE_FLAG)
+    world.request(ksr)
+    assert ksr.relays and PHONE_FLAG not in ksr.flags

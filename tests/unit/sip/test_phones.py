@@ -4,7 +4,7 @@ import pytest
 
 from kemi.model import digest_ha1
 from kemi.store import StoreUnavailable
-from kemi.sip.shell import Route, Table, Var
+from kemi.sip.shell import PHONE_FLAG, Route, Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 
@@ -93,6 +93,7 @@ def test_another_companys_extension_is_looked_up_in_the_callers_company_only(wor
 
 # -- registrations point where the phone really is -------------------------------------------------------
 PHONE = ("127.0.0.30", 5071)
+AOR = "2001@acme.test"
 
 
 def register_from(contact: str | None, src=PHONE, expires: str | None = "300", transport="udp") -> FakeKSR:
@@ -131,11 +132,38 @@ def test_a_contact_at_the_source_is_saved_and_the_address_remembered_for_its_exp
     "<sip:2001@127.0.0.30:5072>",
     "<sip:2001@127.0.0.30:5071;transport=tcp>",
 ])
-def test_a_contact_elsewhere_than_the_source_is_refused_and_nothing_is_saved(world: World, contact):
+def test_a_contact_elsewhere_than_the_source_is_refused_and_nothing_stays_saved(world: World, contact):
     ksr = world.request(register_from(contact))
-    assert ksr.reply == (403, "Contact Must Be The Registering Address") and ksr.saved == []
+    assert ksr.reply == (403, "Contact Must Be The Registering Address") and ksr.register_answers == []
+    assert ksr.location[AOR] == {} and ksr.unregistered  # what the registrar saved is removed again
     assert Table.REGISTERED not in ksr.htables
     assert contact in ksr.logged("notice")[0]
+
+
+def test_contacts_of_earlier_registers_are_not_judged_again(world: World):
+    """Another phone of the same extension (another address) registered earlier: this REGISTER
+    judges only what it saved itself (its Call-ID and CSeq)."""
+    ksr = register_from("<sip:2001@127.0.0.30:5071>")
+    ksr.location[AOR] = {"sip:2001@127.0.0.77:5060": {"addr": "sip:2001@127.0.0.77:5060", "callid": "other",
+                                                      "cseq": 7, "expires": 2_000_000_000, "ruid": "u-77"}}
+    world.request(ksr)
+    assert ksr.replies == [] and len(ksr.register_answers) == 1 and len(ksr.location[AOR]) == 2
+
+
+def test_the_seconds_logged_and_remembered_are_the_registrars_own(world: World):
+    """Issue 18: a `>` inside +sip.instance="<urn:...>" cut the old reading short (600 s logged,
+    3595 s saved); the registrar's saved expiry is what counts now."""
+    contact = '<sip:2001@127.0.0.30:5071>;+sip.instance="<urn:uuid:1>";expires=3595'
+    ksr = world.request(register_from(contact, expires="600"))
+    assert ksr.expiries[Table.REGISTERED]["127.0.0.30:5071"] in (ksr.now + 3594, ksr.now + 3595)
+    assert "registered for 359" in ksr.logged("info")[-1]
+
+
+def test_a_removal_is_logged_as_one(world: World):
+    ksr = register_from("<sip:2001@127.0.0.30:5071>;expires=0")
+    ksr.htables[Table.REGISTERED] = {"127.0.0.30:5071": 1}
+    world.request(ksr)
+    assert ksr.htables[Table.REGISTERED] == {} and "unregistered" in ksr.logged("info")[-1]
 
 
 def test_a_tcp_phone_registers_its_connection(world: World):
@@ -148,8 +176,10 @@ def test_star_removes_everything_only_with_expires_0(world: World):
     ksr.htables[Table.REGISTERED] = {"127.0.0.30:5071": 1}
     world.request(ksr)
     assert ksr.saved and ksr.htables[Table.REGISTERED] == {}
-    refused = world.request(register_from("*", expires="300"))
-    assert refused.reply == (400, "Contact * Needs Expires 0") and refused.saved == []
+    refused = register_from("*", expires="300")
+    refused.save_result = -1  # the registrar answers `*` without Expires: 0 itself (400)
+    world.request(refused)
+    assert refused.replies == [] and len(refused.register_answers) == 1
 
 
 def test_a_query_without_contact_is_answered_by_the_registrar_and_remembers_nothing(world: World):
@@ -157,15 +187,17 @@ def test_a_query_without_contact_is_answered_by_the_registrar_and_remembers_noth
     assert ksr.saved and Table.REGISTERED not in ksr.htables and len(ksr.register_answers) == 1
 
 
-def test_a_contact_header_the_proxy_cannot_read_whole_is_refused(world: World):
+def test_a_contact_kamailio_cannot_parse_is_refused(world: World):
     ksr = register_from("<sip:2001@127.0.0.30:5071>")
-    ksr.vars["$(hdr(Contact)[*])"] = None  # Kamailio's pv buffer was too small for it
-    assert world.request(ksr).reply == (400, "Unreadable Contact") and ksr.saved == []
+    ksr.vars["$(ulc(reg=>addr)[0]{uri.host})"] = None  # saved, but {uri.host} fails on it
+    assert world.request(ksr).reply == (400, "Unreadable Contact") and ksr.location[AOR] == {}
 
 
 def test_a_register_from_a_trusted_peer_or_the_proxy_is_refused(world: World):
     trunk = world.request(register_from("<sip:2001@127.0.0.2:5060>", src=("127.0.0.2", 5060)))
     assert trunk.reply == (403, "Contact Names A Trusted Peer") and trunk.saved == []
+    other_port = world.request(register_from("<sip:2001@127.0.0.2:5099>", src=("127.0.0.2", 5099)))
+    assert other_port.reply == (403, "Contact Names A Trusted Peer") and other_port.saved == []
     proxy = world.request(register_from("<sip:2001@127.0.0.1:5060>", src=("127.0.0.1", 5060)))
     assert proxy.reply == (403, "Contact Names This Proxy") and proxy.saved == []
 
@@ -193,12 +225,24 @@ def test_every_registered_phone_rings(world: World):
     assert ksr.dropped_branches == [] and world.directory.peer_reads == 1  # one round trip, at most
 
 
+def test_branches_to_phones_carry_the_flag_the_onsend_check_tests(world: World):
+    ksr = world.request(ring_2002(["sip:2002@127.0.0.30:5071"]))
+    assert ksr.relays and PHONE_FLAG in ksr.flags
+
+
+def test_a_branch_the_onsend_check_drops_leaves_the_caller_an_answer(world: World):
+    ksr = ring_2002(["sip:2002@2130706434:5060"])  # resolves to a trunk only when sent
+    ksr.relay_result = -1  # onsend_route dropped every branch: t_relay could send nothing
+    world.request(ksr)
+    assert ksr.reply == (480, "Extension Not Reachable") and ksr.relays == []
+
+
 def test_a_stale_contact_at_a_trusted_peer_is_not_rung_and_is_logged(world: World):
-    ksr = world.request(ring_2002(["sip:2002@127.0.0.30:5071", "sip:x@127.0.0.2:5060", "sip:y@127.0.0.1:5060"]))
+    ksr = world.request(ring_2002(["sip:2002@127.0.0.30:5071", "sip:x@127.0.0.2:5099", "sip:y@127.0.0.1:5060"]))
     assert ksr.relay.ruri == "sip:2002@127.0.0.30:5071" and ksr.branches == []
-    assert ksr.dropped_branches == ["sip:y@127.0.0.1:5060", "sip:x@127.0.0.2:5060"]
+    assert ksr.dropped_branches == ["sip:y@127.0.0.1:5060", "sip:x@127.0.0.2:5099"]
     warnings = ksr.logged("warn")
-    assert any("127.0.0.2:5060" in w and "trusted peer" in w for w in warnings)
+    assert any("127.0.0.2:5099" in w and "trusted peer" in w for w in warnings)  # any port of a peer's host
     assert any("127.0.0.1:5060" in w and "this proxy" in w for w in warnings)
 
 
@@ -230,7 +274,7 @@ def test_a_tls_phone_is_saved_with_its_connection_as_received(world: World):
 
 def test_a_tls_register_whose_contact_does_not_ask_for_tls_is_refused(world: World):
     ksr = world.request(register_from("<sip:2001@203.0.113.7:40312>", src=("203.0.113.7", 40312), transport="tls"))
-    assert ksr.reply == (403, "Contact Must Use TLS") and ksr.saved == [] and Var.RECEIVED not in ksr.vars
+    assert ksr.reply == (403, "Contact Must Use TLS") and ksr.location[AOR] == {}
 
 
 def test_udp_and_tcp_phones_get_no_received(world: World):
