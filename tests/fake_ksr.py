@@ -412,6 +412,15 @@ class _Dialog(_Module):
         self.ksr.profiles.append(f"{profile}={value}")
         return 1
 
+    def unset_dlg_profile_static(self, profile: str) -> int:
+        if profile not in self.ksr.profiles:
+            return -1
+        self.ksr.profiles.remove(profile)
+        return 1
+
+    def unset_dlg_profile(self, profile: str, value: str) -> int:
+        return self.unset_dlg_profile_static(f"{profile}={value}")
+
     def get_profile_size(self, profile: str, value: str, spv: str) -> int:
         self.ksr.vars[spv] = self.ksr.profile_sizes.get(f"{profile}={value}", 0)
         return 1

@@ -175,6 +175,7 @@ class Calls:
         if not 200 <= self.sip.reply_code() < 300 or self.sip.get(Var.FINISHED):
             return
         self.end("dialog:end", prepaid)
+        self.media.free_shares()  # the dialog lingers a second more; the relay's ports are free now
         self.sip.expire_dialog()
 
     def bye_failed(self, why: str) -> None:

@@ -252,6 +252,25 @@ class Media:
                 sip.join_profile(Profile.MEDIA_COMPANY, co)
             if phone:
                 sip.join_profile(Profile.MEDIA_PHONE, phone)
+        if streams:
+            sip.set(Var.DLG_SHARES, f"{streams} {co or '-'} {phone or '-'}")
+
+    def free_shares(self) -> None:
+        """The call is over and rtpengine has freed its ports (release): its shares are free now,
+        not when its dialog is gone (a party's accepted BYE leaves the dialog a second more,
+        kemi.sip.calls.bye_answered). From a reply route: the dialog module refuses it in a request's."""
+        sip = self.sip
+        held = sip.get(Var.DLG_SHARES)
+        if not held:
+            return
+        sip.set(Var.DLG_SHARES, "")
+        streams, co, phone = held.split(" ")
+        for _ in range(int(streams)):
+            sip.leave_profile(Profile.MEDIA)
+            if co != "-":
+                sip.leave_profile(Profile.MEDIA_COMPANY, co)
+            if phone != "-":
+                sip.leave_profile(Profile.MEDIA_PHONE, phone)
 
     def offer(self, initial: bool = False) -> bool:
         """The request's SDP (if any) offered to rtpengine, and its replies handed to reply().

@@ -74,6 +74,7 @@ class Var:
     MEDIA = "$avp(media)"              # this transaction's SDP goes through rtpengine (kemi.sip.media)
     MEDIA_TAG = "$avp(media_tag)"      # the To-tag of the first answer rtpengine took in this transaction
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
+    DLG_SHARES = "$dlg_var(shares)"    # "streams company phone" the call holds of the relay (kemi.sip.media)
     DLG_EMERGENCY = "$dlg_var(emergency)"  # "1": an emergency call (its requests pass the gate's bans)
 
 
@@ -806,6 +807,13 @@ class _Metrics:
             self.k.dialog.set_dlg_profile_static(profile)
         else:
             self.k.dialog.set_dlg_profile(profile, value)
+
+    def leave_profile(self, profile: str, value: str | None = None) -> bool:
+        """The message's dialog counts once less in a dialog profile (one join_profile undone).
+        Not in a request route (the dialog module refuses it there): a reply's, or a timer's."""
+        if value is None:
+            return self.k.dialog.unset_dlg_profile_static(profile) > 0
+        return self.k.dialog.unset_dlg_profile(profile, value) > 0
 
     def profile_size(self, profile: str, value: str | None = None) -> int:
         """Members of a dialog profile (under that value), in this node's shared memory."""

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from tests.conftest import OFFICE
-from tests.harness import Proxy, RedisServer, admin
+from tests.harness import Proxy, RedisServer, admin, wait_for
 from tests.sip.rtp import Rtp, relay, sdp
 from tests.sip.sipua import UA, Peer, response
 
@@ -47,6 +47,13 @@ def env(workdir):
     yield proxy
     proxy.stop()
     redis.stop()
+
+
+def relay_shares_in_use(proxy: Proxy) -> int:
+    """Media streams this node's relay shares count now (the `media` dialog profile, over RPC)."""
+    answer = proxy.kamcmd("dlg.profile_get_size", "media").strip()
+    assert answer.isdigit(), f"dlg.profile_get_size answered {answer!r}"
+    return int(answer)
 
 
 _phone_ips = itertools.cycle(f"127.0.0.{n}" for n in range(60, 90))
@@ -81,7 +88,9 @@ class Net:
         for call in self.calls:
             if call.code == 200 and not getattr(call, "hung_up", False):
                 call.bye()
-        time.sleep(0.1)
+        # a call's relay shares are its dialog's profile memberships: the dialog outlives an accepted
+        # BYE by about a second (kemi.sip.calls.bye_answered), and the next test starts from none
+        wait_for(lambda: relay_shares_in_use(self.proxy) == 0, 10, "the relay shares freed")
         for item in self.opened:
             item.close()
         for aor in self.aors:

@@ -11,7 +11,7 @@ from kemi import replies
 from kemi.settings import Settings
 from kemi.sip import media
 from kemi.sip.media import InUse, Limits, lock_flags, media_streams, phone_key, sdp_refusal, share_refusal
-from kemi.sip.shell import MEDIA_NAT_TEST, MEDIA_NAT_TEST_REPLY, Profile, Var
+from kemi.sip.shell import MEDIA_NAT_TEST, MEDIA_NAT_TEST_REPLY, Profile, Sip, Var
 from tests.fake_ksr import SDP, FakeKSR
 from tests.unit.sip.test_in_dialog_and_app import in_dialog
 from tests.unit.sip.conftest import World
@@ -189,6 +189,19 @@ def test_an_anchored_call_counts_each_of_its_streams_for_the_node_the_company_an
     world.request(ksr)
     assert ksr.relays and [p for p in ksr.profiles if p.startswith("media")] == \
         [Profile.MEDIA, "media_co=acme", "media_phone=acme/2001"] * 3
+
+
+def test_the_shares_are_free_once_the_call_is_over_not_when_its_dialog_is_gone(world: World):
+    """A party's BYE accepted: the dialog lingers a second (calls.bye_answered), its shares do not."""
+    world.settings = limited()
+    ksr = world.phone_invite("0145678901")
+    ksr.body = sdp(3)
+    world.request(ksr)
+    assert ksr.vars[Var.DLG_SHARES] == "3 acme acme/2001"
+    media.Media(Sip(ksr)).free_shares()
+    assert [p for p in ksr.profiles if p.startswith("media")] == [] and ksr.vars[Var.DLG_SHARES] == ""
+    media.Media(Sip(ksr)).free_shares()  # twice: nothing more to leave
+    assert [p for p in ksr.profiles if p.startswith("media")] == []
 
 
 @pytest.mark.parametrize("sizes, answer", [
