@@ -82,6 +82,19 @@ def cmd_trunks(args, directory: Directory) -> None:
         print("no trunks provisioned: outbound calls get 503 No Route To Destination")
 
 
+def cmd_sites(args, directory: Directory) -> None:
+    sites = directory.sites()
+    if args.ipv4_nets:
+        # for scripts/sip-conn-limit.sh (TCP_SITE_NETS): its nftables set holds IPv4 only
+        print(",".join(cidr for site in sites for cidr in site.cidrs if ":" not in cidr))
+        return
+    for site in sites:
+        members = f" (companies {', '.join(site.companies)})" if site.companies else ""
+        print(f"{site.name}: {', '.join(site.cidrs)}{members}")
+    if not sites:
+        print("no sites declared: every address is limited as one sender")
+
+
 def cmd_override(args, directory: Directory) -> None:
     if args.action == "list":
         overrides = directory.overrides()
@@ -128,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     trunks = sub.add_parser("trunks", help="list the provisioned trunks (set them in the provisioning file)",
                             description="List trunks in the order outbound calls try them.")
     trunks.set_defaults(func=cmd_trunks)
+
+    sites = sub.add_parser("sites", help="list the declared sites (buildings behind one NAT address)",
+                           description="List the sites of the provisioning file: the gate limits their "
+                                       "addresses per phone, never as a whole (docs/deploying-behind-nat.md).")
+    sites.add_argument("--ipv4-nets", action="store_true",
+                       help="print only their IPv4 networks, comma-separated (TCP_SITE_NETS of scripts/sip-conn-limit.sh)")
+    sites.set_defaults(func=cmd_sites)
 
     override = sub.add_parser("override", help="override the billing class of an E.164 prefix",
                               description="Override the numbering plan for a prefix the metadata gets wrong. "

@@ -151,6 +151,12 @@ if [ "$TCP_PER_SOURCE_MAX" = 0 ]; then
 elif [ "$(id -u)" != 0 ] || ! command -v nft > /dev/null; then
   echo "run: no per-source TCP/TLS connection limit: installing it (nftables) needs root and nft"
 else
+  # the declared sites' addresses (a building's NAT: many TLS phones behind one address) get
+  # TCP_PER_SITE_MAX, unless TCP_SITE_NETS names them itself
+  if [ -z "$TCP_SITE_NETS" ]; then
+    TCP_SITE_NETS=$("$KEMI_VENV/bin/python" -m kemi.admin sites --ipv4-nets) || TCP_SITE_NETS=""
+    export TCP_SITE_NETS
+  fi
   if NFT_TABLE="cowork_run_$SIP_PORT" "$ROOT/scripts/sip-conn-limit.sh" install > /dev/null; then
     nft_table="cowork_run_$SIP_PORT"
     echo "run: at most $TCP_PER_SOURCE_MAX TCP/TLS connections per source address" \

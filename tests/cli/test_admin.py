@@ -206,9 +206,14 @@ def test_sites_are_stored_kept_replaced_and_read_by_the_proxy(fresh, tmp_path):
     assert fresh_copy.sites() == (Site("station-f", ("203.0.113.7/32", "2001:db8:7::/48"), ("acme", "globex")),)
     admin(fresh.url, "load", str(OFFICE))  # no sites: section: the site stays
     assert fresh.client().hkeys("sites") == [b"station-f"]
+    assert admin(fresh.url, "sites").stdout == "station-f: 203.0.113.7/32, 2001:db8:7::/48 (companies acme, globex)\n"
+    # what scripts/run.sh hands scripts/sip-conn-limit.sh (TCP_SITE_NETS: IPv4 only)
+    assert admin(fresh.url, "sites", "--ipv4-nets").stdout == "203.0.113.7/32\n"
     building.write_text("sites: []\n")
     assert "sites: none" in admin(fresh.url, "load", str(building)).stdout
     assert fresh.client().hkeys("sites") == []
+    assert admin(fresh.url, "sites", "--ipv4-nets").stdout == "\n"
+    assert "no sites declared" in admin(fresh.url, "sites").stdout
 
 
 @pytest.mark.parametrize("text, words", [
