@@ -505,6 +505,19 @@ def in_netns(argv: list[str]) -> int:
     return subprocess.call(["unshare", "-n", "sh", "-c", script])
 
 
+def building_step(b: "Bench", phones: int) -> bool:
+    """Step 7, the building storm, after the others or alone; False when it could not run (said why)."""
+    try:
+        building(b, phones)
+        return True
+    except KeyboardInterrupt:
+        b.results.errors.append("interrupted")
+    except Exception as exc:
+        b.say(f"building storm failed: {exc!r}")
+        b.results.errors.append(f"building storm: {exc!r}")
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -536,15 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     if args.only_building:
         signal.alarm(0)  # its own bounds: every SIPp run and round is limited in time
-        try:
-            building(b, args.building or 500)
-        except KeyboardInterrupt:
-            b.results.errors.append("interrupted")
-            failed = True
-        except Exception as exc:
-            b.say(f"building storm failed: {exc!r}")
-            b.results.errors.append(f"building storm: {exc!r}")
-            failed = True
+        failed = not building_step(b, args.building or 500)
         report(b)
         return 1 if failed else 0
     try:
@@ -561,15 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
         b.stop()
     if args.building and not failed:
-        try:
-            building(b, args.building)
-        except KeyboardInterrupt:
-            b.results.errors.append("interrupted")
-            failed = True
-        except Exception as exc:
-            b.say(f"building storm failed: {exc!r}")
-            b.results.errors.append(f"building storm: {exc!r}")
-            failed = True
+        failed = not building_step(b, args.building)
     report(b)
     return 1 if failed else 0
 

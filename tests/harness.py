@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -71,6 +72,25 @@ def closed_by_peer(socks) -> int:
         except OSError:
             pass
     return closed
+
+
+def connections(src: str, dst: tuple[str, int], count: int, tls: bool = False) -> tuple[list, int]:
+    """Open `count` connections from src to dst (TLS: with a handshake); (the open ones, how many were refused):
+    what one source meets at the per-source limit (scripts/sip-conn-limit.sh)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    opened, refused = [], 0
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((src, 0))
+        sock.settimeout(3)
+        try:
+            sock.connect(dst)
+            opened.append(context.wrap_socket(sock) if tls else sock)
+        except ConnectionRefusedError:  # the TCP reset of the limit
+            sock.close()
+            refused += 1
+    return opened, refused
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

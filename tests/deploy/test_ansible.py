@@ -312,26 +312,15 @@ def test_the_role_limits_tcp_and_tls_connections_per_source_address(deployed, of
     """inventories/ci: kamailio_tcp_per_source_max 8, kamailio_tcp_site_nets [127.0.0.77] (the default site limit,
     1024). One address gets 8 connections to the SIP ports, TCP and TLS together; a phone elsewhere still
     registers over TCP and TLS; the site's address gets more."""
-    import socket
     import ssl
 
+    from tests.harness import connections
     from tests.sip.sipua import UA
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 
     def connect(src: str, port: int, count: int) -> tuple[list, int]:
-        opened, refused = [], 0
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((src, 0))
-            sock.settimeout(3)
-            try:
-                sock.connect(("127.0.0.1", port))
-                opened.append(sock)
-            except ConnectionRefusedError:
-                sock.close()
-                refused += 1
-        return opened, refused
+        return connections(src, ("127.0.0.1", port), count)
 
     alice, _ = phones_of(office, deployed.work)
     held = []

@@ -26,7 +26,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import OFFICE, SIP_DB
-from tests.harness import ROOT, Proxy, admin, bound, options_request, send_raw, status_line, wait_for
+from tests.harness import (ROOT, Proxy, admin, bound, connections, options_request, send_raw, status_line,
+                           wait_for)
 from tests.sip.product import DEMO_PEERS, PROXY, RunSh, demo_addresses_free, foreign_python
 
 TLS = (PROXY[0], 5061)  # scripts/env.sh's TLS_ADDR (SIP_ADDR) and TLS_PORT
@@ -419,24 +420,6 @@ def test_the_harness_sipp_peers_have_no_control_socket_either(tmp_path):
 
 def nft_tables() -> str:
     return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
-
-
-def connections(src: str, dst: tuple[str, int], count: int, tls: bool = False) -> tuple[list, int]:
-    """Open `count` connections from src to dst (TLS: with a handshake); (the open ones, how many were refused)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    opened, refused = [], 0
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((src, 0))
-        sock.settimeout(3)
-        try:
-            sock.connect(dst)
-            opened.append(context.wrap_socket(sock) if tls else sock)
-        except ConnectionRefusedError:  # the TCP reset of the limit
-            sock.close()
-            refused += 1
-    return opened, refused
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nftables needs root and nft")
