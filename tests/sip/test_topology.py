@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+from kemi import money, routing
+from kemi.store.prepaid import PrepaidLedger
 from tests.conftest import OFFICE
 from tests.harness import Proxy, RedisServer, admin
 from tests.sip.sipua import SDP, UA, Msg, Peer, response, token
@@ -32,7 +34,8 @@ PRIMARY, CARRIER_IN, EMERGENCY = (NET + "2", 5060), (NET + "6", 5060), (NET + "5
 SBC = f"sip:sbc@{NET}2:5060;lr"  # the carrier's record-routing SBC
 CARRIER_HOST = NET + "2"
 PRIVATE = "10.77.0.3"  # what a phone behind a NAT names itself by
-PASSWORDS = {("2001", "acme.test"): "alice-secret-1", ("2002", "acme.test"): "bruno-secret-2"}
+PASSWORDS = {("2001", "acme.test"): "alice-secret-1", ("2002", "acme.test"): "bruno-secret-2",
+             ("2001", "initech.test"): "ines-secret-1"}
 _phone_ips = itertools.cycle(f"{NET}{n}" for n in range(60, 90))
 
 
@@ -44,6 +47,7 @@ def env(workdir):
     redis = RedisServer(workdir).start()
     admin(redis.url, "load", str(office))
     proxy = Proxy(workdir, redis.url).start()
+    proxy.redis = redis
     yield proxy
     proxy.stop()
     redis.stop()
@@ -84,12 +88,12 @@ class Net:
         self.opened: list = []
         self.aors: set[str] = set()
 
-    def phone(self, user: str, private: bool = True) -> UA:
-        ua = UA(next(_phone_ips), self.addr, user, "acme.test", PASSWORDS[(user, "acme.test")])
+    def phone(self, user: str, private: bool = True, domain: str = "acme.test") -> UA:
+        ua = UA(next(_phone_ips), self.addr, user, domain, PASSWORDS[(user, domain)])
         if private:
             ua.own_contact = f"sip:{user}@{PRIVATE}:5090"
         self.opened.append(ua)
-        self.aors.add(f"{user}@acme.test")
+        self.aors.add(f"{user}@{domain}")
         return ua
 
     def carrier(self, where, record_route: str | None = SBC) -> Carrier:
@@ -277,3 +281,68 @@ def test_emergency_call_names_no_phone_in_its_signalling(net, env):
     got = trunk.requests()
     assert [m.method for m in got] == ["INVITE", "ACK", "BYE"], [m.first for m in got]
     assert_names_none_of(got, phone_addresses(alice), "the emergency trunk")
+
+
+# -- the proxy's own BYEs: a prepaid call cut at its maximum duration ---------------------------------------
+@pytest.fixture
+def three_seconds_of_credit(env):
+    ledger = PrepaidLedger(env.redis.store())
+    client = env.redis.client()
+    for key in client.keys("{co:initech}:*"):
+        if not key.endswith((b":company", b":exts", b":dids")) and b":ext:" not in key:
+            client.delete(key)
+    ledger.activate("initech")
+    ledger.topup("initech", token(), 3)
+    ledger.set_rate(money.Rate("+4915", 60, 0, 1, 1))  # 1 cent a second: a 3 s call
+    yield
+    ledger.deactivate("initech")
+
+
+def test_prepaid_call_cut_by_the_proxy_names_neither_side(net, env, three_seconds_of_credit):
+    """At the maximum duration the proxy sends both BYEs itself (kemi.sip.shell end_call: dlg_bye to
+    the callee, dlg_bye or tm's own BYE to the caller); topos hides those too."""
+    trunk = net.carrier(PRIMARY)
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite("004915112345678", call_id=token())
+    assert call.code == 200, call.final
+    cut = ines.wait(lambda m: m.is_request and m.method == "BYE", 10)
+    assert cut is not None, "the proxy hung up the phone"
+    assert cut.ruri == ines.contact, cut.raw
+    assert_names_none_of([cut], carrier_addresses(), "the phone (the proxy's BYE)")
+    assert trunk.wait(lambda m: m.is_request and m.method == "BYE", 3), "the proxy hung up the trunk"
+    settle()
+    got = trunk.requests()
+    assert [m.method for m in got] == ["INVITE", "ACK", "BYE"], [m.first for m in got]
+    assert got[-1].ruri == trunk.contact and got[-1].uris("route") == [SBC], got[-1].raw
+    assert_names_none_of(got, phone_addresses(ines), "the trunk")
+
+
+# -- topos's own marker, written by a party --------------------------------------------------------------
+@pytest.mark.parametrize("method", ["INFO", "BYE", "INVITE"])
+def test_a_party_cannot_bring_its_own_topos_marker(net, env, method):
+    """topos reads the first marker a request holds: one of the sender's would choose which record
+    topos hides the request with, and the rest would reach the trunk."""
+    trunk = net.carrier(PRIMARY)
+    alice = net.phone("2001")
+    call = alice.invite("0612345678", call_id=token())
+    assert call.code == 200, call.final
+    assert trunk.wait(lambda m: m.is_request and m.method == "ACK", 3)
+    answer = call.request(method, extra=[f"{routing.TOPOS_DIALOG_HEADER}: atpsh-{token()}"],
+                          body=SDP.format(ip=alice.ip) if method == "INVITE" else "", wait=3)
+    assert answer is not None and (answer.status, answer.first.split(" ", 2)[2]) == \
+        (400, "Topology Header Not Allowed"), answer
+    settle()
+    assert [m.method for m in trunk.requests()] == ["INVITE", "ACK"], [m.first for m in trunk.requests()]
+    assert call.bye().status == 200  # the call itself goes on, and ends as usual
+    assert [m.method for m in trunk.requests()][-1] == "BYE"
+
+
+def test_a_marker_on_an_initial_invite_never_reaches_the_trunk(net, env):
+    trunk = net.carrier(PRIMARY)
+    alice = net.phone("2001")
+    call = alice.invite("0612345678", call_id=token(), extra=[f"{routing.TOPOS_DIALOG_HEADER}: atpsh-{token()}"])
+    assert call.code == 200, call.final
+    invite = trunk.callee_invites()[0]
+    assert invite.header(routing.TOPOS_DIALOG_HEADER.lower()) is None, invite.raw
+    assert_names_none_of([invite], phone_addresses(alice), "the trunk")
+    assert call.bye().status == 200
