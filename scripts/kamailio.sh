@@ -46,26 +46,12 @@ done < <(compgen -e)
 export PYTHONNOUSERSITE=1
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-# Topology hiding (kamailio.cfg, topos) keeps what it strips from each call in two db_text tables,
-# held in Kamailio's shared memory: db_text reads their files once at start and writes them back at
-# exit, never in between (caching mode). Each start gets them empty: the records of calls from before
-# a restart are worth nothing, their dialogs went with the old process. The tables are Debian's
-# schema (package kamailio) with every text column allowed to be empty: topos stores an unset
-# context as NULL, which db_text refuses for a column not marked null, and the call then leaves
-# unhidden. TOPOS_DIR: where (by default one per address and port, under RUN_DIR when there is one).
-# A configuration check (-c) opens no table: it must not empty those of the proxy that is running.
-schema=/usr/share/kamailio/dbtext/kamailio
-topos_dir=${TOPOS_DIR:-${RUN_DIR:-${TMPDIR:-/tmp}}/topos-${SIP_ADDR:-any}-${SIP_PORT:-5060}}
-if [[ " $* " == *" -c "* ]]; then
-  topos_dir=$schema
-else
-  rm -rf "$topos_dir" && mkdir -p "$topos_dir"
-  for table in topos_d topos_t; do
-    sed -E 's/\(string\)/(string,null)/g' "$schema/$table" > "$topos_dir/$table"
-  done
-  grep -E '^id|^[0-9]+:topos_' "$schema/version" > "$topos_dir/version"
-fi
-export TOPOS_DB="text://$(realpath "$topos_dir")"
+# Topology hiding (kamailio.cfg, topos) keeps what it strips from each call in the proxy's Redis,
+# through ndb_redis: TOPOS_REDIS is REDIS_URL in ndb_redis's words (kemi/store/ndb_redis.py, which
+# warns when ndb_redis cannot use it). The routes' default URL when there is none (kemi/settings.py).
+TOPOS_REDIS=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.ndb_redis "${REDIS_URL:-redis://127.0.0.1:6379/0}") ||
+  exit 2
+export TOPOS_REDIS
 
 # Where kamailio.cfg lists the metrics socket: before the SIP one when on loopback, after it
 # otherwise, so that SIP over TCP always leaves from the SIP socket (see kamailio.cfg, listen).

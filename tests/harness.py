@@ -83,11 +83,6 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-def workdir_topos(workdir: Path, port: int) -> Path:
-    """Where a test proxy's topology-hiding tables live (scripts/kamailio.sh, TOPOS_DIR)."""
-    return workdir / f"topos-{port}"
-
-
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False):
         self.port = port or free_port(kind=socket.SOCK_STREAM)
@@ -263,7 +258,6 @@ class Proxy:
             "NATPING_S": "20", "NAT_KEEPALIVE_TIMEOUT_S": "120",
             "TLS_ADDR": self.ip, "TLS_PORT": str(self.tls_port), "TLS_CERT": self.tls_cert, "TLS_KEY": self.tls_key,
             "METRICS_ADDR": self.ip, "METRICS_PORT": str(self.metrics_port),
-            "TOPOS_DIR": str(workdir_topos(self.workdir, self.port)),
         })
         if self.media is not None:
             env["RTPENGINE_SOCK"] = self.media.sock
