@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.native.provision import provision  # noqa: E402
 from bench.native.proxy import NativeProxy  # noqa: E402
-from tests.harness import ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
+from tests.harness import LOAD_MEDIA_SHARES, ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 # below the kernel's ephemeral range (32768-60999), where free_port() picks the proxies' SIP ports:
@@ -174,7 +174,10 @@ def prepare(work: Path, floor: bool = False) -> tuple[RedisServer, list[Proxy]]:
         admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
         provision(redis.url)
         # every call comes from one phone's address: a load run, not a flood (pike would ban it)
-        common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv()}
+        common = {"SIP_CHILDREN": CHILDREN, "LOG_LEVEL": "0", "KAMAILIO_SHM_MB": "512", "KEMI_VENV": kemi_venv(),
+                  # one phone places every call: the relay's shares must not refuse a measurement
+                  # (the checks themselves still run on every call)
+                  **LOAD_MEDIA_SHARES}
         proxies += [Proxy(work, redis.url, PIKE_REQS="1000000", **common),
                     NativeProxy(work, redis.url, TRUNK, **common)]
         if floor:

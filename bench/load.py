@@ -23,7 +23,11 @@ with progress on the terminal:
 5. registration storm: each system restarted, then every phone re-registers at once while
    included calls run: time until all are registered, calls failed meanwhile;
 6. flat lookups: the database of step 1 grows to 100,000 extensions; Kamailio CPU per included call
-   of the product serving it and of the product serving the 1,000, alternately.
+   of the product serving it and of the product serving the 1,000, alternately;
+7. with `--building N` (root): the building storm of bench/building.py, N phones (500) behind one
+   NAT address registering twice while the building's calls and a 112 call go on, with the building
+   declared as a site and without (the address then gets banned); `--only-building` runs only this
+   step. It runs in network namespaces of its own, outside the time budget of steps 1-6.
 
 Writes DIR/results.json, DIR/load.png (with matplotlib) and the logs; exit 0 when every phase
 ran (the targets are judged in BENCHMARKS.md, not by the exit code), 1 when a phase could not run.
@@ -54,7 +58,7 @@ from bench.load_report import markdown  # noqa: E402
 from bench.load_sipp import LOAD, Load, Outcome  # noqa: E402
 from bench.native.provision import provision as native_provision  # noqa: E402
 from bench.native.proxy import NativeProxy  # noqa: E402
-from tests.harness import ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
+from tests.harness import LOAD_MEDIA_SHARES, ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
 
 PEERS = gen_office.PEERS
 CALLERS, PHONES, STORM = "127.0.0.10", "127.0.0.11", "127.0.0.12"
@@ -103,6 +107,7 @@ class Results:
     steps: list = field(default_factory=list)
     zero_failure_rate: dict = field(default_factory=dict)
     storm: dict = field(default_factory=dict)
+    building: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)
 
 
@@ -142,7 +147,9 @@ class Bench:
         common = {"SIP_CHILDREN": "4", "LOG_LEVEL": "1", "KAMAILIO_SHM_MB": "1024",
                   # Kamailio embeds Debian's Python with the project's venv, whatever runs this script
                   "KEMI_VENV": os.environ.get("KEMI_VENV") or str(ROOT / ".venv")}
-        # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it)
+        # every call of a run comes from one SIPp address: a load test, not a flood (pike would ban it),
+        # and from one phone of one company: a load test, not one tenant taking the relay
+        common.update(LOAD_MEDIA_SHARES)
         self.systems["product"] = Proxy(self.work, self.redis.url, PIKE_REQS="100000000", **common)
         self.systems["native"] = NativeProxy(self.work, self.redis.url, (PEERS["trunk"], 5060), **common)
         # the product again, on a database of its own that keeps 1,000 extensions: the flat-lookup
@@ -454,6 +461,21 @@ def run_all(b: Bench) -> None:
     flat(b)
 
 
+def building(b: Bench, phones: int) -> None:
+    """Step 7 (bench/building.py): its own network, Redis and proxy; the figures of both variants."""
+    from bench.building import BuildingSizes, run
+    from tests import netns
+    why = netns.available()
+    if why:
+        b.results.errors.append(f"building storm: not run ({why})")
+        b.say(f"building storm: not run ({why})")
+        return
+    sizes = BuildingSizes(phones=phones)
+    work = b.out / "building"
+    work.mkdir(parents=True, exist_ok=True)
+    b.results.building = run(work, sizes, say=b.say) | {"sizes": asdict(sizes)}
+
+
 def report(b: Bench) -> None:
     r = b.results
     r.meta["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -491,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks that every phase works")
     parser.add_argument("--out", help="directory for results.json, load.png and the logs (default: a new temp dir)")
     parser.add_argument("--netns", action="store_true", help="run in a network namespace of its own (needs root)")
+    parser.add_argument("--building", type=int, metavar="PHONES", default=0,
+                        help="then the building storm with PHONES phones behind one NAT address (root; 500 is the bench)")
+    parser.add_argument("--only-building", action="store_true", help="only the building storm (default 500 phones)")
     args = parser.parse_args(argv)
     if args.netns:
         return in_netns(argv)
@@ -509,6 +534,19 @@ def main(argv: list[str] | None = None) -> int:
     b.say(f"load benchmark: {sizes.companies} x {sizes.extensions} extensions, output in {out}; "
           f"machine load {b.results.meta['load_before']}")
     failed = False
+    if args.only_building:
+        signal.alarm(0)  # its own bounds: every SIPp run and round is limited in time
+        try:
+            building(b, args.building or 500)
+        except KeyboardInterrupt:
+            b.results.errors.append("interrupted")
+            failed = True
+        except Exception as exc:
+            b.say(f"building storm failed: {exc!r}")
+            b.results.errors.append(f"building storm: {exc!r}")
+            failed = True
+        report(b)
+        return 1 if failed else 0
     try:
         run_all(b)
     except KeyboardInterrupt:
@@ -522,6 +560,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.alarm(0)
         b.stop()
+    if args.building and not failed:
+        try:
+            building(b, args.building)
+        except KeyboardInterrupt:
+            b.results.errors.append("interrupted")
+            failed = True
+        except Exception as exc:
+            b.say(f"building storm failed: {exc!r}")
+            b.results.errors.append(f"building storm: {exc!r}")
+            failed = True
     report(b)
     return 1 if failed else 0
 

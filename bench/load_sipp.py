@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import ROOT, bound, wait_for
+from tests.harness import NO_CONTROL_SOCKET, ROOT, bound, in_netns, run_in_netns, wait_for
 
 LOAD = ROOT / "sipp-scenarios" / "load"
 
@@ -73,14 +73,15 @@ class Load:
     timeout_s: int = 600
     proc: subprocess.Popen | None = None
     started: float = 0.0
+    netns: str | None = None       # run in that network namespace (tests/netns.py; bench/building.py)
 
     def __post_init__(self):
         self.dir = self.workdir / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
-        cmd = ["sipp"] + ([self.target] if self.target else []) + [
-            "-sf", str(self.scenario), "-i", self.ip, "-ci", self.ip, "-p", str(self.port), "-nostdin",
+        cmd = in_netns(self.netns) + ["sipp"] + ([self.target] if self.target else []) + [
+            *NO_CONTROL_SOCKET, "-sf", str(self.scenario), "-i", self.ip, "-p", str(self.port), "-nostdin",
             "-timeout", f"{self.timeout_s}s", "-trace_err", "-error_file", str(self.dir / "errors.log")]
         if self.inf:
             cmd += ["-inf", str(self.inf)]
@@ -106,7 +107,7 @@ class Load:
     def listening(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"SIPp {self.name} exited: {(self.dir / 'stderr.txt').read_text()[-800:]}")
-        return bound(self.ip, self.port)
+        return run_in_netns(self.netns, lambda: bound(self.ip, self.port))
 
     def wait(self, timeout: float) -> Outcome:
         try:

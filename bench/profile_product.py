@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import cpu_per_call as cpc  # noqa: E402
-from tests.harness import ROOT, Proxy, RedisServer, admin  # noqa: E402
+from tests.harness import LOAD_MEDIA_SHARES, ROOT, Proxy, RedisServer, admin  # noqa: E402
 
 PY_SPY = Path(sys.prefix) / "bin" / "py-spy"
 
@@ -82,7 +82,7 @@ def main() -> int:
     admin(redis.url, "prepaid", "topup", "acme", "100000.00", "--ref", "bench-profile")
     admin(redis.url, "rate", "set", "+4915", "0.20", "--increments", "60/60")
     proxy = Proxy(work, redis.url, PIKE_REQS="1000000", SIP_CHILDREN="4", LOG_LEVEL="0",
-                  KAMAILIO_SHM_MB="512", KEMI_VENV=cpc.kemi_venv())
+                  KAMAILIO_SHM_MB="512", KEMI_VENV=cpc.kemi_venv(), **LOAD_MEDIA_SHARES)
     # the relay's ports as cpu_per_call's: with the default range and delete delay the relay runs
     # out and most calls are refused 503 (a profile of refusals)
     proxy.media.ports = cpc.MEDIA_PORTS[0]

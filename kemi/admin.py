@@ -22,10 +22,18 @@ from kemi.store.prepaid import PrepaidLedger
 
 def cmd_load(args, directory: Directory) -> None:
     try:
-        with open(args.file, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(args.file, "rb") as handle:
+            # never more than parse() accepts: a huge file is refused without being read whole
+            data = handle.read(provisioning.MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
+    if len(data) > provisioning.MAX_FILE_BYTES:
+        raise CliError(f"{args.file}: larger than {provisioning.MAX_FILE_BYTES} bytes") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise CliError(f"{args.file}:line {line}: not UTF-8 text (byte {exc.start})") from None
     prov = provisioning.parse(text, args.file)
     if args.dry_run:
         print(f"{args.file}: valid, {len(prov.companies)} companies (dry run, nothing written)")
@@ -104,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help=f"Redis to manage (default: $REDIS_URL or {Settings.redis_url})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers)",
+    load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers, sites)",
                           description="Apply a YAML provisioning file atomically: each company in the file is "
                                       "replaced by the file's version; a file with any error changes nothing. "
                                       "Format: redis-schema/demo-office.yaml (commented).")

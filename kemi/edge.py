@@ -28,9 +28,76 @@ def scanner(user_agent: str | None, agents: tuple[str, ...]) -> str | None:
     return next((agent for agent in agents if agent in lowered), None)
 
 
-def auth_keys(ip: str, user: str, domain: str) -> tuple[str, str]:
-    """htable keys of the auth-failure counters: (this address and user, this address for any user)."""
-    return f"{ip}|{user}@{domain}", f"{ip}|*"
+def auth_keys(ip: str, port: int, user: str, domain: str, site: bool = False) -> tuple[str, str]:
+    """htable keys of the auth-failure counters: (this address and user, this address for any user).
+
+    A declared site's address carries a whole building, each phone on its own port: there the
+    counter "for any user" is per address and port (one phone guessing with made-up users blocks
+    its own port, not the building); the per-user counter stays per address, as anywhere."""
+    return f"{ip}|{user}@{domain}", (f"{ip}:{port}|*" if site else f"{ip}|*")
+
+
+# -- declared sites (a building behind one NAT address) ------------------------------------------------
+# What the ipban table holds for an address (kemi.sip.gate): the address is banned, or it is a
+# declared site's address with at least one phone banned (its port or user is in the siteban table).
+ADDRESS_BANNED = "1"
+SITE_MARK = "2"
+
+
+def site_phone_key(ip: str, port: int) -> str:
+    """The siteflood/siteban key of one phone of a site, by where it sends from."""
+    return f"{ip}:{port}"
+
+
+def site_user_key(ip: str, user: str, domain: str) -> str:
+    """The siteflood/siteban key of one authenticated user at a site's address."""
+    return f"{ip}|{user}@{domain.lower()}"
+
+
+class Sites:
+    """Which declared site an address belongs to: one dict lookup per prefix length in use, so
+    the gate's cost does not grow with the number of sites."""
+
+    def __init__(self, sites=()):
+        by_length: dict[tuple[int, int], dict[int, str]] = {}
+        for site in sites:
+            for cidr in site.cidrs:
+                net = ipaddress.ip_network(cidr)
+                shift = net.max_prefixlen - net.prefixlen
+                by_length.setdefault((net.version, net.prefixlen), {})[int(net.network_address) >> shift] = site.name
+        # longest prefix first (provisioning refuses overlaps, so at most one can match anyway)
+        self._tables = [(version, length, by_length[(version, length)])
+                        for version, length in sorted(by_length, key=lambda k: -k[1])]
+        self._memo: dict[str, str | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._tables)
+
+    MEMO = 10_000  # addresses remembered (parsing one costs more than the lookup itself)
+
+    def site_of(self, ip: str) -> str | None:
+        """The name of the site whose CIDRs hold this address, or None."""
+        if not self._tables:
+            return None
+        if ip in self._memo:
+            return self._memo[ip]
+        if len(self._memo) >= self.MEMO:
+            self._memo.clear()
+        self._memo[ip] = found = self._find(ip)
+        return found
+
+    def _find(self, ip: str) -> str | None:
+        try:
+            address = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            return None
+        value, bits = int(address), address.max_prefixlen
+        for version, length, table in self._tables:
+            if version == address.version:
+                name = table.get(value >> (bits - length))
+                if name is not None:
+                    return name
+        return None
 
 
 # -- contacts of a REGISTER --------------------------------------------------------------------------

@@ -137,3 +137,21 @@ class Trunk(Peer):
     emergency: bool = False   # carries emergency calls
     outbound: bool = True     # carries ordinary outbound calls
 
+
+
+@dataclass(frozen=True)
+class Site(Stored):
+    """A building (or a company) whose phones all reach the proxy from a few public addresses, each
+    phone from its own port (its router's NAT). The gate limits a declared site per phone, never per
+    address (kemi.sip.gate, docs/deploying-behind-nat.md)."""
+
+    name: str
+    cidrs: tuple[str, ...]            # canonical networks (ipaddress), IPv4 and IPv6
+    companies: tuple[str, ...] = ()   # the member companies (ids), for the operator
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "cidrs": list(self.cidrs), "companies": list(self.companies)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Site":
+        return cls(data["name"], tuple(data.get("cidrs") or ()), tuple(data.get("companies") or ()))

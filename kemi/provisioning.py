@@ -7,6 +7,7 @@ an error changes nothing.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from kemi.model import (
     Extension,
     IPV4_RE,
     TRANSPORTS,
+    Site,
     Trunk,
     digest_ha1,
 )
@@ -58,6 +60,7 @@ class Provisioning:
     companies: tuple[Company, ...]
     trunks: tuple[Trunk, ...] | None = None  # None: the file does not manage trunks
     media_servers: tuple[MediaServer, ...] | None = None  # None: the file does not manage them
+    sites: tuple[Site, ...] | None = None  # None: the file does not manage them
 
 
 class _Doc:
@@ -98,6 +101,10 @@ def _construct(node: yaml.ScalarNode) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except ValueError:
+        # A scalar YAML resolves to a type it then cannot build (an int of more than 4,300 digits,
+        # the date 2024-02-30): the text as written, which the field's own check then refuses.
+        return node.value
     finally:
         loader.dispose()
 
@@ -162,12 +169,62 @@ TRUNK_FIELDS = {"name", "host", "port", "transport", "priority", "emergency", "o
 COMPANY_FIELDS = {"id", "name", "domain", "main_number", "location", "allow_special", "receptionist",
                   "extensions", "dids"}
 EXTENSION_FIELDS = {"number", "name", "password", "ha1", "did", "type", "forward", "ring_timeout"}
+SITE_FIELDS = {"name", "cidrs", "companies"}
+# The widest network a site may declare: a building has a few public addresses, a company with
+# several buildings a few small blocks; wider than this is a typo (0.0.0.0/0) or a provider's
+# whole range, and would exempt strangers from the per-address flood ban (docs/deploying-behind-nat.md).
+SITE_MIN_PREFIX = {4: 8, 6: 32}
+
+
+# A provisioning file's bounds: far above any real one (a company is a few hundred bytes, its
+# deepest value companies[i].extensions[j].field is 4 levels down), low enough that a hostile or
+# broken file is refused in bounded time and memory. PyYAML composes nodes recursively (a few
+# thousand "[" end in RecursionError) and expands no alias itself, but every alias is one more copy
+# of a subtree for the checks to walk: 9 nested lists of ten aliases are a billion values
+# ("billion laughs"). Nothing in a provisioning file needs one, so aliases are refused outright.
+# MAX_NODES bounds composing and checking (a file of a million "1," took 9 minutes and 2 GB
+# without it); a real company with 20 extensions is about 150 nodes.
+MAX_FILE_BYTES = 2 * 1024 * 1024  # parse() counts characters: a file has no more of them than bytes
+MAX_DEPTH = 16
+MAX_NODES = 100_000
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """The file is YAML, but not one this parser agrees to compose."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused(problem="aliases (*name) are not allowed: write the value out",
+                           problem_mark=self.peek_event().start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(problem=f"nested deeper than {MAX_DEPTH} levels",
+                           problem_mark=self.peek_event().start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(problem=f"more than {MAX_NODES} values",
+                           problem_mark=self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def parse(text: str, source: str = "<provisioning>") -> Provisioning:
     """Validate a whole provisioning file; raise ProvisioningError listing every problem."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ProvisioningError(source, [Problem("(file)", 1, f"longer than {MAX_FILE_BYTES} characters")])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
+    except _Refused as exc:
+        raise ProvisioningError(source, [Problem("(file)", exc.problem_mark.line + 1, exc.problem)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -175,13 +232,15 @@ def parse(text: str, source: str = "<provisioning>") -> Provisioning:
     if root is None:
         raise ProvisioningError(source, [Problem("(file)", 1, "the file is empty")])
     check = _Checker()
-    top = check.fields(_Doc(root, ""), {"companies", "trunks", "media_servers"}, set())
+    top = check.fields(_Doc(root, ""), {"companies", "trunks", "media_servers", "sites"}, set())
     companies: list[Company] = []
-    trunks = media = None
+    trunks = media = sites = None
     if top and "trunks" in top:
         trunks = _trunks(check, top["trunks"])
     if top and "media_servers" in top:
         media = _media_servers(check, top["media_servers"])
+    if top and "sites" in top:
+        sites = _sites(check, top["sites"], tuple(trunks or ()) + tuple(media or ()))
     if top and "companies" in top:
         items = top["companies"].sequence()
         if items is None:
@@ -194,7 +253,7 @@ def parse(text: str, source: str = "<provisioning>") -> Provisioning:
             companies = [replace(c, dids=tuple(d for d, _ in c.dids)) for c, _ in valid]
     if check.problems:
         raise ProvisioningError(source, check.problems)
-    return Provisioning(tuple(companies), trunks, media)
+    return Provisioning(tuple(companies), trunks, media, sites)
 
 
 def _peers(check: _Checker, doc: _Doc, kind: str, allowed: set[str], build) -> tuple:
@@ -401,3 +460,98 @@ def _unique(check: _Checker, companies: list[tuple[Company, _Doc]]) -> None:
                 check.fail(doc, f"{attr} {value!r} is already used at line {first[value].line}")
             else:
                 first[value] = doc
+
+
+def _sites(check: _Checker, doc: _Doc, peers) -> tuple[Site, ...]:
+    """Declared sites: a name, public networks that overlap no other site's, hold no trunk or
+    media server of the file (kemi.store.apply checks those already provisioned), and the
+    member companies' ids."""
+    items = doc.sequence()
+    if items is None:
+        check.fail(doc, "expected a list of sites")
+        return ()
+    out = []
+    names: dict[str, int] = {}
+    taken: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, int]] = []
+    for item in items:
+        f = check.fields(item, SITE_FIELDS, {"name", "cidrs"})
+        if f is None:
+            continue
+        before = len(check.problems)
+        name = check.string(f.get("name"), COMPANY_ID_RE, "a site name (lower-case letters, digits, '-')") or ""
+        if name in names:
+            check.fail(item, f"site {name!r} is already defined at line {names[name]}")
+        names.setdefault(name, item.line)
+        nets = []
+        cidr_docs = f["cidrs"].sequence() if "cidrs" in f else []
+        if cidr_docs is None or (not cidr_docs and "cidrs" in f):
+            check.fail(f["cidrs"], "expected a non-empty list of networks like 203.0.113.7/32")
+            cidr_docs = []
+        for cidr_doc in cidr_docs:
+            net = _site_network(check, cidr_doc)
+            if net is None:
+                continue
+            for other, owner, line in taken:
+                if net.overlaps(other):
+                    check.fail(cidr_doc, f"{net} overlaps {other} of site {owner!r} (line {line}): "
+                                         "an address belongs to one site")
+            for peer in peers:
+                if ipaddress.ip_address(peer.host) in net:
+                    check.fail(cidr_doc, f"{net} holds {peer.label}: trunks and media servers are never "
+                                         "part of a site")
+            taken.append((net, name, cidr_doc.line))
+            nets.append(str(net))
+        members = []
+        member_docs = f["companies"].sequence() if "companies" in f else []
+        if member_docs is None:
+            check.fail(f["companies"], "expected a list of company ids")
+            member_docs = []
+        for member_doc in member_docs:
+            co = check.string(member_doc, COMPANY_ID_RE, "a company id (lower-case letters, digits, '-')")
+            if co is not None:
+                members.append(co)
+        if len(check.problems) == before:
+            out.append(Site(name, tuple(nets), tuple(members)))
+    return tuple(out)
+
+
+def _site_network(check: _Checker, doc: _Doc):
+    text = check.string(doc, hint="a network like 203.0.113.7/32 or 2001:db8:7::/48")
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        net = ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_interface(text)
+        except ValueError:
+            check.fail(doc, f"{text!r} is not a network like 203.0.113.7/32 or 2001:db8:7::/48")
+            return None
+        check.fail(doc, f"{text!r} has bits set after the prefix: write {loose.network} (the network) or "
+                        f"{loose.ip}/{loose.max_prefixlen} (the one address)")
+        return None
+    widest = SITE_MIN_PREFIX[net.version]
+    if net.prefixlen < widest:
+        check.fail(doc, f"{net} is too wide for a site (no wider than /{widest} for IPv{net.version}): "
+                        "declare the building's own public addresses")
+        return None
+    return net
+
+
+def site_conflicts(sites, peers, companies: set[str]) -> list[str]:
+    """What keeps these sites from being stored with these trunks and media servers (the file's or
+    those already provisioned) and these companies: a peer inside a site's networks, a member
+    company that is not provisioned. Empty when nothing does."""
+    problems = []
+    for site in sites:
+        nets = [ipaddress.ip_network(cidr) for cidr in site.cidrs]
+        for peer in peers:
+            held = next((net for net in nets if ipaddress.ip_address(peer.host) in net), None)
+            if held is not None:
+                problems.append(f"site {site.name}: {held} holds {peer.label}: trunks and media servers "
+                                "are never part of a site")
+        for co in site.companies:
+            if co not in companies:
+                problems.append(f"site {site.name}: company {co!r} is not provisioned")
+    return problems

@@ -42,6 +42,10 @@ TRUNKS_UNAVAILABLE = Reply(500, "Trunks Unavailable")
 # An emergency call from a stranger: credentials checked and wrong (or none that fit), and no
 # registration from its address (kemi.routing.emergency_admission)
 EMERGENCY_NEEDS_REGISTRATION = Reply(403, "Emergency Calls Need A Registered Phone")
+# Emergency calls over their limits (kemi.routing.emergency_limits), with Retry-After: the phone's own
+# (authenticated user, else source address), and this node's for callers nobody authenticated
+EMERGENCY_PHONE_LIMIT = Reply(503, "Too Many Emergency Calls From This Phone")
+EMERGENCY_UNIDENTIFIED_LIMIT = Reply(503, "Too Many Unauthenticated Emergency Calls")
 
 # -- incoming calls -------------------------------------------------------------------------------
 UNKNOWN_NUMBER = Reply(404, "Number Not Assigned")
@@ -50,6 +54,14 @@ NO_RECEPTIONIST = Reply(503, "Receptionist Unavailable")
 # rtpengine did not answer the SDP offer: the call would have no audio through a NAT, so it is not
 # set up at all (kemi.sip.media; emergency calls go out unanchored instead).
 MEDIA_RELAY_DOWN = Reply(503, "Media Relay Unavailable")
+# What one SDP and one tenant may take of rtpengine's relay ports (kemi.sip.media, SDP_MAX_* and
+# MEDIA_STREAMS_* settings): refused before rtpengine sees the SDP.
+SDP_TOO_LARGE = Reply(413, "SDP Body Too Large")
+TOO_MANY_STREAMS = Reply(488, "Too Many Media Streams")
+SDP_UNREADABLE = Reply(488, "SDP Is Not Text")
+MEDIA_RELAY_FULL = Reply(503, "Media Relay Full")
+COMPANY_MEDIA_LIMIT = Reply(503, "Too Many Calls For This Company")
+PHONE_MEDIA_LIMIT = Reply(486, "Too Many Calls On This Phone")
 FORWARD_LOOP = Reply(482, "Forward Loops Back To Our Number")
 
 ALLOWED_METHODS = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE, INFO, REFER, NOTIFY"
@@ -85,6 +97,8 @@ TOPOS_HEADER_FORGED = Reply(400, "Topology Header Not Allowed")
 # password is refused until AUTH_BAN_S has passed (the rest of that address and that user elsewhere
 # keep working). Unknown users are counted too, so this says nothing about who exists.
 TOO_MANY_FAILURES = Reply(403, "Too Many Failed Attempts")
+# a phone of a declared site that floods with its valid credentials (kemi.sip.gate): once, then dropped
+PHONE_FLOODING = Reply(503, "Too Many Requests From This Phone")
 DIGEST_URI_MISMATCH = Reply(403, "Digest URI Does Not Match Request")
 CONTACT_NOT_SOURCE = Reply(403, "Contact Must Be The Registering Address")
 CONTACT_IS_TRUSTED_PEER = Reply(403, "Contact Names A Trusted Peer")

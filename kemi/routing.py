@@ -185,46 +185,82 @@ IN_DIALOG_TRUNK_HEADERS_PATTERN = header_names_pattern(IN_DIALOG_TRUNK_HEADERS)
 @dataclass(frozen=True)
 class EmergencyIdentity:
     """What an emergency call says about its caller, kept with the HA1 that must prove it is theirs:
-    a cached identity is used only after a digest check against this HA1 passes."""
+    a cached identity is used only after a digest check against this HA1 passes, or for the phone
+    registered at the call's very source address (kemi.sip.gate.registered_phone). The company is
+    what the call record is written for."""
 
     ha1: str
     callback: str | None
     location: str | None
+    company: str | None = None
 
 
 def encode_emergency_identity(identity: EmergencyIdentity) -> str:
-    return f"{identity.ha1}\t{identity.callback or ''}\t{identity.location or ''}"
+    # a location has no control characters (kemi.provisioning), a company id none either
+    return f"{identity.ha1}\t{identity.callback or ''}\t{identity.location or ''}\t{identity.company or ''}"
 
 
 def decode_emergency_identity(text: str | None) -> EmergencyIdentity | None:
     """None for anything that does not start with an HA1: an entry an older version cached
-    (callback and location only) proves nothing and is never used."""
-    parts = (text or "").split("\t", 2)
-    if len(parts) != 3 or not HA1_RE.fullmatch(parts[0]):
+    (callback and location only) proves nothing and is never used. An entry without a company
+    (three fields, an older version's) is an identity all the same."""
+    parts = (text or "").split("\t")
+    if len(parts) not in (3, 4) or not HA1_RE.fullmatch(parts[0]):
         return None
-    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None)
+    company = parts[3] if len(parts) == 4 else ""
+    return EmergencyIdentity(parts[0], parts[1] or None, parts[2] or None, company or None)
 
 
 IDENTIFIED, ANONYMOUS, REFUSED = "identified", "anonymous", "refused"
 
 
-def emergency_admission(verified: bool, registered_source: bool, checkable: bool) -> str:
+def emergency_admission(verified: bool, registered_source: bool, checkable: bool, blocked: bool = False) -> str:
     """Who may place an emergency call, and with which identity.
 
     IDENTIFIED: the digest check passed (against Redis, or against the HA1 this node cached with
     the identity): the call carries the caller's callback number and location.
-    ANONYMOUS: routed without them, when the request comes from an ip:port with a current
-    registration (a phone of ours is there, whatever its credentials say now), or when the
-    credentials could not be checked at all (Redis did not answer or its data is broken, and
-    this node holds no digest for that user): an outage never blocks an emergency call.
+    ANONYMOUS: routed without a verified identity, when the request comes from an ip:port with a
+    current registration (a phone of ours is there, whatever its credentials say now: the call
+    carries that phone's identity), or when the credentials could not be checked at all (Redis did
+    not answer or its data is broken, and this node holds no digest for that user): an outage never
+    blocks an emergency call; or when they may not be checked (blocked: this address failed too many
+    checks of them, kemi.sip.gate). A blocked caller's credentials are never checked, so a right
+    and a wrong password get the same answer and the same call: no password oracle, no refusal.
     REFUSED: everyone else, i.e. a stranger whose credentials were checked and failed, or who
     sent none that fit: the proxy is not an open relay to the emergency services.
+    Whatever is admitted is then limited (emergency_limits).
     """
-    if verified:
+    if verified and not blocked:
         return IDENTIFIED
-    if registered_source or not checkable:
+    if registered_source or not checkable or blocked:
         return ANONYMOUS
     return REFUSED
+
+
+@dataclass(frozen=True)
+class EmergencyLimit:
+    """One counter an admitted emergency call counts in (htable emcalls, EMERGENCY_WINDOW_S)."""
+
+    key: str
+    limit: int
+    answer: Reply
+    what: str  # for the log line
+
+
+def emergency_limits(admission: str, phone: str, source: str, per_phone: int,
+                     unidentified: int) -> tuple[EmergencyLimit, ...]:
+    """The counters of an admitted emergency call, in order; the first over its limit refuses it.
+
+    Per phone: the authenticated user@domain (phone), else the source ip:port (source): a caller
+    who proved nothing is only where it sends from. Calls nobody authenticated also count in one
+    counter for the whole node: a forged UDP source can be any ip:port (a registered one too), so
+    limits per source alone never bound what reaches the emergency trunk. Authenticated calls never
+    count there: they cannot be forged, and a fire in a building makes many of them at once."""
+    if admission == IDENTIFIED:
+        return (EmergencyLimit(f"phone:{phone}", per_phone, replies.EMERGENCY_PHONE_LIMIT, f"phone {phone}"),)
+    return (EmergencyLimit(f"source:{source}", per_phone, replies.EMERGENCY_PHONE_LIMIT, f"source {source}"),
+            EmergencyLimit("unauthenticated", unidentified, replies.EMERGENCY_UNIDENTIFIED_LIMIT,
+                           "unauthenticated callers on this node"))
 
 
 def _one_line(text: str) -> str:
@@ -349,32 +385,50 @@ def uri_key(uri: str | None) -> tuple | None:
     return scheme.lower(), user, host.lower(), int(port) if port else None, uri_transport(scheme, params)
 
 
-def same_peer(expected: str, source: str) -> bool:
-    """Whether a request's source (transport:ip:port) is the party recorded at set-up. A party on
-    a connection-oriented transport may reconnect from another port; on UDP the port must match."""
-    want, got = expected.split(":"), source.split(":")
+CONNECTED = ("tcp", "tls", "ws", "wss")  # transports where a party is its connection
+
+
+def party_address(transport: str, ip: str, port: int, connection: str | None, by_address: bool) -> str:
+    """What the dialog records of a party, for same_peer: transport:ip:port, and on a
+    connection-oriented transport '#' and the connection id, unless by_address (a trunk or a
+    media server: the proxy connects to them, and RFC 3261 lets them send their in-dialog
+    requests over a connection of their own; only they can open one from their address)."""
+    address = f"{transport}:{ip}:{port}"
+    if transport in CONNECTED and not by_address:
+        return f"{address}#{connection or 'gone'}"  # no connection id: no request will match it
+    return address
+
+
+def same_peer(expected: str, source: str, connection: str | None = None) -> bool:
+    """Whether a request's source (transport:ip:port, and its connection id on TCP/TLS) is the
+    party recorded at set-up (party_address). UDP: the same ip:port (a phone behind a NAT keeps its
+    binding). A party recorded with its connection: that connection only, so a neighbour behind
+    the same NAT address, on a connection of its own, is nobody's party. A party recorded without
+    one (a trunk, a media server): any connection from its address."""
+    address, _, bound = expected.partition("#")
+    want, got = address.split(":"), source.split(":")
     if len(want) != 3 or len(got) != 3 or want[0] != got[0] or want[1] != got[1]:
         return False
-    return want[0] != "udp" or want[2] == got[2]
+    if bound:
+        return connection == bound and want[2] == got[2]
+    return want[0] in CONNECTED or want[2] == got[2]
 
 
 def peer_uri(address: str) -> str:
-    """transport:ip:port -> the SIP URI that sends there."""
-    transport, ip, port = address.split(":")
+    """transport:ip:port (party_address) -> the SIP URI that sends there."""
+    transport, ip, port = address.partition("#")[0].split(":")
     return f"sip:{ip}:{port};transport={transport}"
 
 
 @dataclass(frozen=True)
 class DialogParties:
-    """What the proxy recorded about a dialog it set up."""
+    """What the proxy recorded about a dialog it set up, as seen by one request: the party it comes
+    from and the one it goes to (kemi.sip.in_dialog reads only that direction's fields)."""
 
-    caller_tag: str               # the From tag of the initial INVITE
-    caller: str | None            # transport:ip:port the INVITE came from
-    callee: str | None            # transport:ip:port the answer came from (None before the answer)
-    caller_target: str | None     # the caller's Contact: where requests to the caller go
-    callee_target: str | None     # the callee's Contact
-    caller_routes: str | None = None  # the Record-Route set towards the caller, beyond this proxy
-    callee_routes: str | None = None  # the Record-Route set towards the callee (e.g. a carrier's SBC)
+    sender: str | None            # party_address of who may send it (None: not answered yet)
+    receiver: str | None          # party_address of the other party
+    target: str | None            # the other party's Contact: the only Request-URI allowed
+    routes: str | None = None     # the Record-Route set towards the other party, beyond this proxy
 
 
 def route_uris(headers: str | None) -> list[str]:
@@ -382,25 +436,32 @@ def route_uris(headers: str | None) -> list[str]:
     return re.findall(r"<([^>]+)>", headers or "")
 
 
-def in_dialog_verdict(parties: DialogParties, from_tag: str, source: str, ruri: str,
-                      routes: list[str] = ()) -> tuple[Reply | None, str | None]:
+def own_routes_fit(own: list[str]) -> bool:
+    """Whether the request's leading Route entries naming this proxy are what it record-routed:
+    one, or two when it switched transport or socket (rr enable_double_rr: both carry r2=on, and
+    loose_route() strips both). Anything else would leave an entry of ours in the relayed request."""
+    if len(own) == 1:
+        return True
+    return len(own) == 2 and all(re.search(r";\s*r2=on\b", uri, re.IGNORECASE) for uri in own)
+
+
+def in_dialog_verdict(parties: DialogParties, source: str, ruri: str, routes: list[str] = (),
+                      connection: str | None = None, own: list[str] = ("ours",)) -> tuple[Reply | None, str | None]:
     """(refusal, None) or (None, where to send): a request inside a dialog may come only from one of
-    its two parties, only name the other party's Contact, carry beyond this proxy only the route set
-    the dialog recorded, and it goes only to where that party is. routes: the request's Route URIs
-    after this proxy's own."""
-    downstream = from_tag == parties.caller_tag
-    party, other = (parties.caller, parties.callee) if downstream else (parties.callee, parties.caller)
-    target = parties.callee_target if downstream else parties.caller_target
-    recorded = route_uris(parties.callee_routes if downstream else parties.caller_routes)
-    if party is None or not same_peer(party, source):
+    its two parties (on TCP/TLS through its connection), only name the other party's Contact, carry
+    our own Route entries as we record-routed them, and beyond them only the route set the dialog
+    recorded; it goes only to where the other party is. routes: the request's Route URIs after this
+    proxy's own (own)."""
+    if parties.sender is None or not same_peer(parties.sender, source, connection):
         return replies.NOT_A_PARTY, None
-    if other is None or not target:
+    if parties.receiver is None or not parties.target:
         return replies.DIALOG_NOT_ANSWERED, None
-    if uri_key(ruri) is None or uri_key(ruri) != uri_key(target):
+    if uri_key(ruri) is None or uri_key(ruri) != uri_key(parties.target):
         return replies.NOT_THE_DIALOG_TARGET, None
-    if [uri_key(r) for r in routes] != [uri_key(r) for r in recorded]:
+    if not own_routes_fit(list(own)) or \
+            [uri_key(r) for r in routes] != [uri_key(r) for r in route_uris(parties.routes)]:
         return replies.NOT_THE_DIALOG_ROUTE, None
-    return None, peer_uri(other)
+    return None, peer_uri(parties.receiver)
 
 
 # What a BYE of the proxy's own needs from the dialog (kemi.sip.shell.Sip.end_call).

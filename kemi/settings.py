@@ -111,6 +111,30 @@ class Settings:
     auth_fail_max: int = _setting("AUTH_FAIL_MAX", 10, _int, 1, 1_000_000)
     auth_fail_window_s: int = _setting("AUTH_FAIL_WINDOW_S", 600, _int, 1, 86_400)
     auth_ban_s: int = _setting("AUTH_BAN_S", 900, _int, 1, 86_400)
+    # Emergency calls (kemi.sip.emergency): at most EMERGENCY_CALLS_MAX routed per phone (the authenticated
+    # user@domain, else the source ip:port) per EMERGENCY_WINDOW_S, counted from the first; and at most
+    # EMERGENCY_UNIDENTIFIED_MAX unauthenticated ones per window on this node, whatever their source
+    # (a forged UDP source can be any ip:port). Over either: 503 with its own reason, never silence.
+    emergency_calls_max: int = _setting("EMERGENCY_CALLS_MAX", 5, _int, 1, 1000)
+    emergency_window_s: int = _setting("EMERGENCY_WINDOW_S", 60, _int, 1, 3600)
+    emergency_unidentified_max: int = _setting("EMERGENCY_UNIDENTIFIED_MAX", 20, _int, 1, 100_000)
+    # A declared site's address (a building behind one NAT) is never banned: once pike finds it
+    # flooding, each phone (address and port; authenticated user) may send SITE_PHONE_REQS
+    # requests per SITE_PHONE_WINDOW_S, and the one that sends more is banned for BAN_S.
+    site_phone_reqs: int = _setting("SITE_PHONE_REQS", 30, _int, 1, 100_000)
+    site_phone_window_s: int = _setting("SITE_PHONE_WINDOW_S", 2, _int, 1, 3600)
+    # rtpengine's relay ports (kemi.sip.media): an SDP bigger than SDP_MAX_BYTES or with more
+    # than SDP_MAX_STREAMS media streams (m= lines) is refused before rtpengine sees it. Every
+    # anchored media stream takes 4 relay ports (RTP and RTCP on each side): a node relays at most
+    # MEDIA_STREAMS_MAX streams at once (at most a quarter of RTP_PORT_MIN..RTP_PORT_MAX), of which
+    # MEDIA_EMERGENCY_RESERVE only for emergency calls; one company at most
+    # MEDIA_STREAMS_PER_COMPANY, one phone at most MEDIA_STREAMS_PER_PHONE.
+    sdp_max_bytes: int = _setting("SDP_MAX_BYTES", 8192, _int, 512, 65_535)
+    sdp_max_streams: int = _setting("SDP_MAX_STREAMS", 4, _int, 1, 64)
+    media_streams_max: int = _setting("MEDIA_STREAMS_MAX", 2400, _int, 1, 1_000_000)
+    media_emergency_reserve: int = _setting("MEDIA_EMERGENCY_RESERVE", 100, _int, 0, 1_000_000)
+    media_streams_per_company: int = _setting("MEDIA_STREAMS_PER_COMPANY", 200, _int, 1, 1_000_000)
+    media_streams_per_phone: int = _setting("MEDIA_STREAMS_PER_PHONE", 8, _int, 1, 1_000_000)
     # Requests whose User-Agent contains one of these (case-insensitively) are dropped unanswered.
     scanner_user_agents: str = _setting(
         "SCANNER_USER_AGENTS",

@@ -22,8 +22,9 @@ log="$RUN_DIR/call-in-$$.log"
 echo "call-in: $caller -> $number from trunk $name ($host:$port, tcp), through $SIP_ADDR:$SIP_PORT"
 status=0
 # The ring time of the longest fallback chain plus the hold: SIPp gives up after that.
+# -ci 100::1: no control socket (scripts/run.sh, tests/harness.py NO_CONTROL_SOCKET)
 sipp "$SIP_ADDR:$SIP_PORT" -sf "$ROOT/sipp-scenarios/standin-caller.xml" -t t1 -i "$host" -p "$port" \
-  -mi "$host" -mp 29000 -ci "$host" -m 1 -nostdin -set dial "$number" -set caller "$caller" \
+  -mi "$host" -mp 29000 -ci 100::1 -m 1 -nostdin -set dial "$number" -set caller "$caller" \
   -d "$((secs * 1000))" -timeout "$((secs + 360))s" -timeout_error \
   -trace_logs -log_file "$log" > /dev/null 2>&1 || status=$?
 final=$(sed -n 's/.*FINAL \(.*\)/\1/p' "$log" 2>/dev/null | tail -n 1)

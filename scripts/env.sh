@@ -44,6 +44,14 @@ export PIKE_REQS=${PIKE_REQS:-30}
 export PIKE_WINDOW_S=${PIKE_WINDOW_S:-2}
 export MAX_CONTACTS=${MAX_CONTACTS:-4}            # registrations per extension; one DID call rings at most this many
 export TCP_MAX_CONNECTIONS=${TCP_MAX_CONNECTIONS:-2048}  # open TCP connections, all sources together
+# Per source address (scripts/sip-conn-limit.sh, nftables; installed by scripts/run.sh when it runs as
+# root with nft, and by the Ansible role): at most TCP_PER_SOURCE_MAX open TCP and TLS connections to the
+# SIP ports from one address (0: no limit installed); TCP_PER_SITE_MAX from an address in TCP_SITE_NETS
+# (comma-separated IPv4 addresses or CIDRs: the public addresses of declared sites, a building behind one
+# NAT with many TLS phones).
+export TCP_PER_SOURCE_MAX=${TCP_PER_SOURCE_MAX:-64}
+export TCP_PER_SITE_MAX=${TCP_PER_SITE_MAX:-1024}
+export TCP_SITE_NETS=${TCP_SITE_NETS:-}
 # Prometheus metrics (xhttp_prom, GET /metrics over HTTP) on their own TCP socket: a private
 # address, never the SIP one (kamailio.cfg). Loopback by default: scrape it from the host, or set a
 # private address that only the Prometheus server reaches.

@@ -15,6 +15,7 @@ kam_log="$RUN_DIR/kamailio-$SIP_PORT.log"
 redis_log="$RUN_DIR/redis-$REDIS_PORT.log"
 
 redis_pid=""; kam_pid=""; rtp_pid=""; standin_pids=(); declare -A what=() logs=()
+nft_table=""  # the nftables table this run installed (scripts/sip-conn-limit.sh), removed at the end
 stopped=""
 stop() {
   [ -n "$stopped" ] && return; stopped=1
@@ -23,6 +24,7 @@ stop() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  [ -z "$nft_table" ] || NFT_TABLE=$nft_table "$ROOT/scripts/sip-conn-limit.sh" remove
 }
 trap 'stop; echo "run: stopped"; exit 0' INT TERM
 trap stop EXIT
@@ -64,6 +66,9 @@ listening "$TLS_ADDR" "$TLS_PORT" tcp &&
   in_use "$TLS_ADDR:$TLS_PORT (SIP over TLS)" "another proxy? TLS_PORT=... picks another port"
 listening "$METRICS_ADDR" "$METRICS_PORT" tcp &&
   in_use "$METRICS_ADDR:$METRICS_PORT (metrics)" "another proxy? METRICS_PORT=... picks another port"
+
+# The per-source connection limit's settings, checked before anything starts (installed further down)
+if [ "$TCP_PER_SOURCE_MAX" != 0 ]; then "$ROOT/scripts/sip-conn-limit.sh" ruleset > /dev/null || exit 2; fi
 
 # TLS: the operator's certificate and key, or (neither given) a self-signed demo pair.
 if [ -z "$TLS_CERT" ] && [ -z "$TLS_KEY" ]; then
@@ -116,9 +121,10 @@ if [ "$STANDINS" != 0 ]; then
       in_use "$transport:$host:$port (stand-in $name)" "another run.sh? STANDINS=0 starts no stand-ins"
     log="$RUN_DIR/standin-$name.log"
     rm -f "$log" "$RUN_DIR/standin-$name.errors"
-    # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address;
-    # -ci: its control socket on that address too, not on every interface
-    sipp -sf "$ROOT/sipp-scenarios/$scenario" -i "$host" -p "$port" -mi "$host" -mp $((20000 + 4 * n)) -ci "$host" \
+    # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address.
+    # -ci 100::1: no control socket, where one "Q" datagram from anyone would stop it (SIPp 3.6 binds
+    # it as IPv4 whatever the address: every bind fails; tests/harness.py NO_CONTROL_SOCKET)
+    sipp -sf "$ROOT/sipp-scenarios/$scenario" -i "$host" -p "$port" -mi "$host" -mp $((20000 + 4 * n)) -ci 100::1 \
       -t "$([ "$transport" = tcp ] && echo t1 || echo u1)" -nostdin \
       -trace_logs -log_file "$log" -trace_err -error_file "$RUN_DIR/standin-$name.errors" \
       ${extra[@]+"${extra[@]}"} > /dev/null 2>> "$RUN_DIR/standin-$name.errors" &
@@ -137,13 +143,34 @@ if [ "$STANDINS" != 0 ]; then
   done <<< "$peers"
 fi
 
+# At most TCP_PER_SOURCE_MAX TCP/TLS connections per source address (scripts/sip-conn-limit.sh):
+# nftables needs root; without it (or with TCP_PER_SOURCE_MAX=0) the proxy runs unlimited, and says so.
+# The table is this run's own (named after SIP_PORT), removed when run.sh stops.
+if [ "$TCP_PER_SOURCE_MAX" = 0 ]; then
+  echo "run: no per-source TCP/TLS connection limit (TCP_PER_SOURCE_MAX=0)"
+elif [ "$(id -u)" != 0 ] || ! command -v nft > /dev/null; then
+  echo "run: no per-source TCP/TLS connection limit: installing it (nftables) needs root and nft"
+else
+  if NFT_TABLE="cowork_run_$SIP_PORT" "$ROOT/scripts/sip-conn-limit.sh" install > /dev/null; then
+    nft_table="cowork_run_$SIP_PORT"
+    echo "run: at most $TCP_PER_SOURCE_MAX TCP/TLS connections per source address" \
+         "(${TCP_SITE_NETS:+$TCP_PER_SITE_MAX from $TCP_SITE_NETS; }nftables table inet $nft_table)"
+  else
+    echo "run: no per-source TCP/TLS connection limit: nft could not load it (see above)"
+  fi
+fi
+
 # rtpengine: the media relay of every call (kemi/sip/media.py). Userspace forwarding only
 # (--table=-1: no kernel module); no config file, every setting is here and in scripts/env.sh.
+# --offer-timeout: an offer never answered frees its ports after 10 min (the default is an hour),
+# longer than any call may ring (an extension's ring_timeout, at most 300 s, then the receptionist's
+# 120 s); the proxy deletes the offer of every call that fails, this is the last resort.
+# (tests/harness.py MediaRelay starts it the same way.)
 rtp_log="$RUN_DIR/rtpengine.log"
 : > "$rtp_log"
 rtpengine --config-file=none --foreground --table=-1 --interface="$RTP_ADDR" \
   --listen-ng="127.0.0.1:$RTPENGINE_NG_PORT" --port-min="$RTP_PORT_MIN" --port-max="$RTP_PORT_MAX" \
-  --timeout=60 --silent-timeout=3600 --final-timeout=14400 --log-stderr --log-level=6 >> "$rtp_log" 2>&1 &
+  --timeout=60 --silent-timeout=3600 --final-timeout=14400 --offer-timeout=600 --log-stderr --log-level=6 >> "$rtp_log" 2>&1 &
 rtp_pid=$!
 what[$rtp_pid]="media relay (rtpengine)"; logs[$rtp_pid]=$rtp_log
 for _ in $(seq 100); do

@@ -15,6 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+# a phone's SDP offer, one audio stream ($rb of a request with a body)
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.10\r\ns=-\r\nc=IN IP4 127.0.0.10\r\nt=0 0\r\n"
+       "m=audio 49170 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n")
+
 
 @dataclass
 class Relay:
@@ -25,6 +29,9 @@ class Relay:
     branch_route: str | None
     timers: tuple[int, int] | None
     headers: list[str]
+    dst: str | None = None          # $du: where it really goes (None: to ruri)
+    socket: str | None = None       # $fs: the socket it is forced out of
+    bflags: frozenset = frozenset()  # branch 0's flags
 
 
 class _Module:
@@ -53,6 +60,10 @@ class _PV(_Module):
         ksr = self.ksr
         if name in ksr.vars:  # what the script set, or what a test says Kamailio would answer
             return ksr.vars[name]
+        if name == "$ar":  # the realm of the request's credentials, when it has any
+            return ksr.credentials_realm if ksr.request.get("$au") is not None else None
+        if name == "$rb":  # the body, when there is one
+            return ksr.body if ksr.sdp else None
         if name == "$msg(hdrs)":  # the received headers, as Kamailio hands them over
             return "".join(f"{n}: {v}\r\n" for n, v in ksr.headers)
         if name == "$branch(count)":
@@ -101,6 +112,9 @@ class _PV(_Module):
             self.ksr.request["$ru"] = value
             match = re.match(r"sips?:(?:([^@;>]+)@)?", value)
             self.ksr.request["$rU"] = match.group(1) if match else None
+            return
+        if name == "$bf":  # branch 0's flags, as a bit mask
+            self.ksr.bflags = {bit for bit in range(32) if value >> bit & 1}
             return
         self.ksr.vars[name] = value
 
@@ -173,7 +187,8 @@ class _TM(_Module):
             ksr.unsendable -= 1
             return -1
         ksr.relays.append(Relay(ksr.request.get("$ru"), ksr.armed.get("failure"), ksr.armed.get("branch"),
-                                ksr.armed.get("timers"), list(ksr.added_headers)))
+                                ksr.armed.get("timers"), list(ksr.added_headers), ksr.pv.get("$du"),
+                                ksr.pv.get("$fs"), frozenset(ksr.bflags)))
         return 1
 
     def t_uac_send(self, method: str, ruri: str, dst: str, socket: str, headers: str, body: str) -> int:
@@ -280,6 +295,12 @@ class _Htable(_Module):
         self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
         return 1
 
+    def sht_setxs(self, table: str, key: str, value: str, expire_s: int) -> int:
+        assert isinstance(value, str) and isinstance(expire_s, int) and expire_s > 0
+        self.ksr.htables.setdefault(table, {})[key] = value
+        self.ksr.expiries.setdefault(table, {})[key] = self.ksr.now + expire_s
+        return 1
+
     def sht_setex(self, table: str, key: str, expire_s: int) -> int:
         if not self._live(table, key):
             return -1
@@ -335,10 +356,25 @@ class _Dialog(_Module):
         self.ksr.vars[spv] = self.ksr.profile_sizes.get(profile, 0)
         return 1
 
+    def set_dlg_profile(self, profile: str, value: str) -> int:
+        self.ksr.profiles.append(f"{profile}={value}")
+        return 1
+
+    def get_profile_size(self, profile: str, value: str, spv: str) -> int:
+        self.ksr.vars[spv] = self.ksr.profile_sizes.get(f"{profile}={value}", 0)
+        return 1
+
     def dlg_get(self, call_id: str, from_tag: str, to_tag: str) -> int:
+        """Either direction, as get_dlg() matches; the dialog becomes the context (held)."""
         known = self.ksr.known_dialog
-        return 1 if known is not None and (call_id, from_tag, to_tag) == \
-            (known["callid"], known["from_tag"], known["to_tag"]) else -1
+        found = known is not None and call_id == known["callid"] and \
+            {from_tag, to_tag} == {known["from_tag"], known["to_tag"]}
+        self.ksr.dialog_held += found
+        return 1 if found else -1
+
+    def dlg_set_timeout(self, seconds: int) -> int:
+        self.ksr.dialog_timeouts.append(seconds)
+        return 1 if self.ksr.message_dialog() is not None else -1
 
 
 class _XhttpProm(_Module):
@@ -420,6 +456,8 @@ class FakeKSR:
         self.hops = True
         self.nated = False                          # nat_uac_test() finds a NAT
         self.sdp = method == "INVITE"               # the message carries an SDP body
+        self.body: str | bytes = SDP                  # $rb, when sdp
+        self.nat_tests: list[int] = []               # nat_uac_test() flags asked
         self.media_up = True                        # rtpengine answers
         self.reply_status = 0                       # $rs, in a reply route
         # what the script did
@@ -447,6 +485,8 @@ class FakeKSR:
         self.known_dialog: dict | None = None    # the dialog the module tracks ($dlg(...) fields)
         self.dialog_byes: list[str] = []
         self.dlg_bye_result = 1
+        self.dialog_held = 0                     # dlg_get() that found the dialog (its context set)
+        self.dialog_timeouts: list[int] = []     # dlg_set_timeout() calls
         self.uac_sent: list[tuple] = []
         self.uac_next_hops: list[str] = []      # t_uac_send's next hop ("" : the R-URI)
         self.record_routed = 0
@@ -472,12 +512,18 @@ class FakeKSR:
         self.siputils = _Simple(has_totag=lambda: 1 if self.in_dialog else -1)
         self.sanity = _Simple(sanity_check_defaults=lambda: 1 if self.sane else -1)
         self.maxfwd = _Simple(process_maxfwd=lambda limit: 1 if self.hops else -1)
-        self.nathelper = _Simple(nat_uac_test=lambda flags: 1 if self.nated else -1,
+        self.nathelper = _Simple(nat_uac_test=self._nat_uac_test,
                                  fix_nated_register=self._fix_nated_register)
         self.textops = _Simple(has_body_type=lambda kind: 1 if self.sdp and kind == "application/sdp" else -1)
         self.rtpengine = _Simple(rtpengine_offer=lambda flags: self._media("offer", flags),
                                  rtpengine_answer=lambda flags: self._media("answer", flags),
-                                 rtpengine_delete0=lambda: self._media("delete", ""))
+                                 rtpengine_delete0=lambda: self._media("delete", ""),
+                                 block_media0=lambda: self._media("block", ""),
+                                 unblock_media0=lambda: self._media("unblock", ""))
+
+    def _nat_uac_test(self, flags: int) -> int:
+        self.nat_tests.append(flags)
+        return 1 if self.nated else -1
 
     def _fix_nated_register(self) -> int:
         self.nat_registered += 1
@@ -506,6 +552,7 @@ class FakeKSR:
     # -- core --------------------------------------------------------------------------------
     def resetdsturi(self) -> None:
         self.request.pop("$du", None)
+        self.vars.pop("$du", None)
 
     def set_forward_no_connect(self) -> bool:
         self.no_connect = True

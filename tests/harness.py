@@ -172,6 +172,13 @@ def in_netns(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
+# kemi.settings MEDIA_STREAMS_*: a load run or a test of something else (money, latency) places many
+# calls at once from one phone of one company, which the relay's shares would refuse; then only the
+# relay's own port range bounds what it holds (the shares: tests/sip/test_media_security.py)
+LOAD_MEDIA_SHARES = {"MEDIA_STREAMS_MAX": "1000000", "MEDIA_STREAMS_PER_COMPANY": "1000000",
+                     "MEDIA_STREAMS_PER_PHONE": "1000000"}
+
+
 class MediaRelay:
     """rtpengine as scripts/run.sh starts it: userspace forwarding only (--table=-1, no kernel
     module), RTP on `ip` in a port range, its NG control protocol on ip:ng_port."""
@@ -194,7 +201,8 @@ class MediaRelay:
         return in_netns(self.netns) + [
             "rtpengine", "--config-file=none", "--foreground", "--table=-1", f"--interface={self.ip}",
             f"--listen-ng={self.ip}:{self.ng_port}", f"--port-min={self.ports[0]}", f"--port-max={self.ports[1]}",
-            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--log-stderr", "--log-level=6"]
+            "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--offer-timeout=600",
+            "--log-stderr", "--log-level=6"]
 
     def start(self) -> "MediaRelay":
         self.log = open(self.log_path, "ab")
@@ -413,6 +421,16 @@ class SippResult:
         return out
 
 
+# SIPp's options for "no control socket". SIPp 3.6 always opens one (UDP 8888 or the next free port up to
+# 8947, on -ci or every address) and obeys any datagram there: a single "Q" from anyone on the host stops
+# it, and "cset ..." changes its variables. No option turns it off; but it binds that socket as IPv4
+# whatever -ci says (src/socket.cpp setup_ctrl_socket), so an IPv6 -ci makes each of its 60 binds fail
+# (EAFNOSUPPORT) and it runs without one, after a warning. 100::1 is in the IPv6 discard prefix (RFC
+# 6666), never a local address: a SIPp that bound IPv6 correctly would fail there too.
+# tests/sip/test_standins.py checks that no control socket is open and that "Q" stops nothing.
+NO_CONTROL_SOCKET = ["-ci", "100::1"]
+
+
 @dataclass
 class Sipp:
     """One SIPp process; started in the background by start(), collected by wait()."""
@@ -453,8 +471,8 @@ class Sipp:
 
     def command(self, target: str | None) -> list[str]:
         cmd = in_netns(self.netns) + ["sipp"] + ([target] if target else []) + [
-            # -ci: SIPp's control socket on the peer's own address, not on every interface
-            "-sf", self.scenario_file(), "-i", self.ip, "-ci", self.ip, "-p", str(self.port), "-m", str(self.calls),
+            *NO_CONTROL_SOCKET,
+            "-sf", self.scenario_file(), "-i", self.ip, "-p", str(self.port), "-m", str(self.calls),
             "-r", str(self.rate), "-l", str(max(self.calls, 1)),
             "-nostdin", "-trace_logs", "-log_file", str(self.log_path),
             "-trace_msg", "-message_file", str(self.msg_path), "-timeout_error"]

@@ -19,7 +19,7 @@ from kemi.sip.emergency import Emergency, EmergencyCache
 from kemi.sip.gate import Gate, TrustedPeers
 from kemi.sip.in_dialog import InDialog
 from kemi.sip.inbound import Inbound
-from kemi.sip.media import Media
+from kemi.sip.media import Media, media_limits
 from kemi.sip.outbound import Outbound
 from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
@@ -40,19 +40,18 @@ class Router:
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
-        self.media = Media(sip)
-        self.calls = Calls(sip, settings, self.ready_ledger, self.media)
+        self.peers = TrustedPeers(self.directory)
+        self.media = Media(sip, media_limits(settings), self.peers.is_peer_host)
+        self.calls = Calls(sip, settings, self.ready_ledger, self.media, self.peers.addresses)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
-        self.peers = TrustedPeers(self.directory)
         self.gate = Gate(sip, settings, self.peers)
         self.phones = Phones(sip, self.directory, self.calls, cache, self.gate)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
-                                   routing.parse_static_trunks(settings.emergency_trunks),
-                                   self.gate.registered_source)
-        self.in_dialog = InDialog(sip, self.media)
+                                   routing.parse_static_trunks(settings.emergency_trunks), self.gate, settings)
+        self.in_dialog = InDialog(sip, self.media, self.calls.bye_failed)
 
     def ready_ledger(self) -> PrepaidLedger:
         self.conn.ready()  # the schema check, as before every use of the store
@@ -68,7 +67,11 @@ class Router:
 
     def ksr_xhttp_event(self, msg, evname: str) -> int:
         try:
-            self.sip.serve_metrics()
+            with self.sip.scope():
+                # HTTP on a SIP socket (404 below) passes the gate's flood limit like SIP; the metrics
+                # socket is private (METRICS_ADDR) and its scrapes are never limited.
+                if self.sip.on_metrics_socket() or self.gate.admit_http():
+                    self.sip.serve_metrics()
         except Exception as exc:
             self.sip.log("err", f"metrics page: {type(exc).__name__}: {exc}")
         return 1
@@ -134,10 +137,34 @@ class Router:
             self.sip.log("err", f"reply route: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         return 1
 
+    def ksr_reply_bye(self, msg) -> int:
+        try:
+            with self.sip.scope():
+                self.calls.bye_answered(self.prepaid)
+        except Exception as exc:
+            # Money is safe: an unsettled reservation expires by itself and is recorded then.
+            self.sip.log("crit", f"BYE answer of call-id {self.sip.call_id}: record/settlement not written: "
+                                 f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
+
+    def ksr_failure_bye(self, msg) -> int:
+        def failed() -> None:
+            # t_branch_replied() is false here even after a reply: tm's own 408 is the silence
+            code = self.sip.status_code()
+            self.calls.bye_failed("got no answer (408)" if code == 408 else f"was answered {code} by the other party")
+        return self._in_failure_route(failed)
+
     def ksr_branch_media(self, msg) -> int:
         try:
             with self.sip.scope():
                 self.calls.media_branch()
+        except Exception as exc:
+            self.sip.log("err", f"branch route: {type(exc).__name__}: {exc}")
+        return 1
+
+    def ksr_branch_phone(self, msg) -> int:
+        try:
+            self.sip.connections_only()  # this branch only: tm restores the request's flags after it
         except Exception as exc:
             self.sip.log("err", f"branch route: {type(exc).__name__}: {exc}")
         return 1

@@ -13,7 +13,7 @@ from typing import Callable
 from kemi import metrics, records, replies, routing
 from kemi.replies import Reply
 from kemi.settings import Settings
-from kemi.sip.media import Media
+from kemi.sip.media import Media, media_limits
 from kemi.sip.shell import Metric, Profile, Route, Sip, Table, Timers, Var
 from kemi.store.prepaid import PrepaidLedger
 
@@ -40,11 +40,13 @@ def _parties(rec: dict | None) -> str:
 
 
 class Calls:
-    def __init__(self, sip: Sip, settings: Settings, ledger: Ledgers, media: Media | None = None):
+    def __init__(self, sip: Sip, settings: Settings, ledger: Ledgers, media: Media | None = None,
+                 peer_addresses: Callable[[], frozenset | None] = lambda: None):
         self.sip = sip
         self.settings = settings
         self.ledger = ledger
-        self.media = media or Media(sip)
+        self.media = media or Media(sip, media_limits(settings))
+        self.peer_addresses = peer_addresses  # gate.TrustedPeers.addresses: (ip, port) of trunks, media servers
 
     def record(self, co: str, ext: str | None, caller: str | None, to: str | None, category: str,
                billing: str, direction: str) -> dict:
@@ -75,8 +77,9 @@ class Calls:
         and recorded) because rtpengine is down; an emergency call never is (kemi.sip.media)."""
         if self.sip.get(Var.TRACKED):
             return True
-        if not self.media.anchor(emergency):
-            self.refuse(replies.MEDIA_RELAY_DOWN, rec, "Retry-After: 10")
+        if not self.media.anchor(emergency, rec):
+            refusal = self.media.refusal or replies.MEDIA_RELAY_DOWN
+            self.refuse(refusal, rec, *(["Retry-After: 10"] if refusal.code == 503 else []))
             return False
         self.sip.set(Var.TRACKED, "1")
         category = metrics.category(rec)
@@ -88,12 +91,16 @@ class Calls:
             self.sip.set(Var.DLG_TIMEOUT, int(rec["max_secs"]))
         self.sip.set(Var.TIMEOUT_ROUTE, "timeout")  # the proxy ends timed-out calls itself (kamailio.cfg)
         self.sip.manage_dialog()
+        self.media.count_streams()  # its relay ports count against the node, the company and the phone
         if category == metrics.PREPAID:
             self.sip.join_profile(Profile.PREPAID)  # its reservation is in flight until the dialog is gone
         self.sip.cache_set(Table.CALL_IDS, self.sip.call_id, "1")
-        self.sip.set(Var.CALLER, self.sip.source_address())  # who may speak for the caller later
+        # who may speak for the caller later: on TCP/TLS a phone's own connection, a carrier's address
+        self.sip.set(Var.CALLER, self.sip.party_address(by_address=self.by_address(Var.CALLER_CARRIER)))
         if rec is not None:
             self.sip.set(Var.RECORD, records.encode(rec))
+        if emergency:
+            self.sip.set(Var.DLG_EMERGENCY, "1")  # its ACK and BYE pass the gate's bans (kemi.sip.gate)
         self.sip.record_route()
         return True
 
@@ -141,22 +148,60 @@ class Calls:
     def dialog_event(self, event: str, prepaid) -> None:
         """Events of a tracked call; prepaid: PrepaidCalls.
 
-        dialog:start is the answer. The call ends once, by whichever comes first: dialog:end
-        (a BYE), dialog:failed (never answered), or dialog:timeout (its maximum duration, run
-        before any BYE), after which the proxy hangs up both parties itself."""
+        dialog:start is the answer. The call ends once, by whichever comes first: a party's BYE
+        accepted by the other party (bye_answered), dialog:end (a BYE of the proxy's own: end_call),
+        dialog:failed (never answered), or dialog:timeout (its maximum duration, run before any
+        BYE), after which the proxy hangs up both parties itself."""
         if event == "dialog:start":
             self.answered(prepaid)
         elif event in ("dialog:end", "dialog:failed", "dialog:timeout"):
-            if not self.sip.get(Var.FINISHED):
-                self.sip.set(Var.FINISHED, event)
-                self.media.release()
-                self.finished(event, prepaid)
-            if event == "dialog:timeout":
+            first = not self.sip.get(Var.FINISHED)
+            if first:
+                self.end(event, prepaid)
+            # a call already finished times out only when its BYE was accepted (expire_dialog)
+            if event == "dialog:timeout" and first:
                 self.sip.end_call()
+
+    def end(self, event: str, prepaid) -> None:
+        self.sip.set(Var.FINISHED, event)
+        self.media.release()
+        self.finished(event, prepaid)
+
+    # -- a party's BYE (kemi.sip.in_dialog: the dialog module never sees it) -----------------------
+    def bye_answered(self, prepaid) -> None:
+        """A reply to a party's BYE: at the other party's 2xx the call is over, recorded and settled
+        now; the dialog is left to expire (it ends nothing more). A negative answer: bye_failed."""
+        if not 200 <= self.sip.reply_code() < 300 or self.sip.get(Var.FINISHED):
+            return
+        self.end("dialog:end", prepaid)
+        self.sip.expire_dialog()
+
+    def bye_failed(self, why: str) -> None:
+        """The other party refused a party's BYE, never answered it, or it could not be sent: that
+        party's leg may still be up (a carrier's, billed to us). The proxy ends both legs itself,
+        as at a prepaid call's maximum, and the call is recorded and settled then (dialog:end)."""
+        if self.sip.get(Var.FINISHED):
+            return  # ended meanwhile: cut at its maximum, or the other party's own BYE accepted
+        self.sip.log("warn", f"call-id {self.sip.call_id}: {self.sip.method} of a party {why}; "
+                             f"the proxy ends the call itself")
+        if self.sip.hold_dialog():
+            self.sip.end_call()
+
+    def by_address(self, carrier: str) -> bool:
+        """Whether a party on TCP/TLS is known by its address rather than its connection: a carrier
+        or a media server, trusted by their address (the proxy connects to them, and RFC 3261 lets
+        them send their in-dialog requests on a connection of their own). Phones are their
+        connection. Nothing is read on UDP."""
+        if self.sip.transport not in routing.CONNECTED:
+            return True
+        if self.sip.get(carrier) == "1":
+            return True
+        ip = self.sip.source[0]
+        return any(peer_ip == ip for peer_ip, _ in self.peer_addresses() or ())
 
     def answered(self, prepaid) -> None:
         # the event runs on the answer: its source is where the callee really is
-        callee = self.sip.source_address()
+        callee = self.sip.party_address(by_address=self.by_address(Var.CALLEE_CARRIER))
         self.sip.set(Var.CALLEE, callee)
         rec = records.decode(self.sip.get(Var.RECORD))
         self.sip.log("info", f"call-id {self.sip.call_id} connected: {records.summary(rec)} answered from {callee}")
@@ -178,5 +223,7 @@ class Calls:
                                      trunks_failed=bool(self.sip.get(Var.TRUNKS_FAILED)))
         if rec.get("prepaid"):
             prepaid.ended(rec, secs, final)
-        else:
+        elif rec.get("company"):
             self.ledger().record(rec["company"], final)
+        else:
+            self.ledger().record_unattributed(final)  # an emergency call nobody could identify

@@ -1,25 +1,32 @@
-"""Emergency calls: routed whatever happens to Redis, billing or a ban.
+"""Emergency calls: routed whatever happens to Redis, billing, a ban or a block.
 
-The caller's identity (callback number, civic location, with the HA1 that proves it) and
-the emergency trunks are kept in this node's shared memory at every authenticated
-request, so that a call still carries them when Redis is down. Who may call, and with
-which identity: kemi.routing.emergency_admission (a current registration from the source
-address is the gate's regsrc table, kemi.sip.gate).
+The caller's identity (callback number, civic location, company, with the HA1 that proves it)
+and the emergency trunks are kept in this node's shared memory at every authenticated request,
+so that a call still carries them when Redis is down. Who may call, and with which identity:
+kemi.routing.emergency_admission (a current registration from the source address is the gate's
+regsrc table, which names the phone registered there, kemi.sip.gate). How many: per phone and,
+for callers nobody authenticated, per node (kemi.routing.emergency_limits, htable emcalls), so
+that neither a phone nor a flood of forged sources reaches the emergency trunk unboundedly.
+Every call routed gets a call record; none of this needs Redis to route the call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from kemi import metrics, replies, routing
 from kemi.model import Peer, Trunk
 from kemi.routing import EmergencyIdentity
+from kemi.settings import Settings
 from kemi.sip.calls import Calls, refused
+from kemi.sip.gate import Gate
 from kemi.sip.shell import Metric, Sip, Table
 from kemi.sip.trunks import Trunks
 from kemi.store import Directory, StoreUnavailable
 from kemi.store.directory import CallContext
+
+# the call record's `identity`: how the caller was identified
+VERIFIED, REGISTERED_SOURCE, NOBODY = "verified", "registered-source", "none"
 
 
 class EmergencyCache:
@@ -30,7 +37,7 @@ class EmergencyCache:
         """Keep what an emergency call needs when Redis is down (after a passed digest check)."""
         if ctx.caller is not None and ctx.caller.ha1 and ctx.company is not None:
             identity = EmergencyIdentity(ctx.caller.ha1, routing.caller_number(ctx.company, ctx.caller),
-                                         ctx.company.location or None)
+                                         ctx.company.location or None, ctx.company.id)
             self.sip.cache_set(Table.EMERGENCY_IDS, f"{user}@{domain}", routing.encode_emergency_identity(identity))
         self.remember_trunks(routing.trunks_for(ctx.trunks, True))
 
@@ -56,11 +63,23 @@ class Lookup:
     store_down: bool = False
 
 
+@dataclass
+class Admitted:
+    """An emergency call about to be routed: who it says the caller is, and how that was found."""
+
+    identity: EmergencyIdentity | None  # callback number and location to send, None: none
+    company_id: str | None              # whom the call record is for (None: the unattributed stream)
+    phone: str                          # user@domain the identity is of ("" when none)
+    how: str                            # VERIFIED, REGISTERED_SOURCE or NOBODY
+    trunks: list[Peer]                  # from Redis ([]: the cached, then the static ones)
+
+
 class Emergency:
     def __init__(self, sip: Sip, directory: Directory, calls: Calls, trunks: Trunks, cache: EmergencyCache,
-                 static_trunks: tuple[Trunk, ...], registered_source: Callable[[], bool]):
+                 static_trunks: tuple[Trunk, ...], gate: Gate, settings: Settings):
         self.sip = sip
-        self.registered_source = registered_source  # the request's ip:port holds a current registration
+        self.gate = gate  # registrations from the source address, failed-check counters and blocks
+        self.settings = settings
         self.directory = directory
         self.calls = calls
         self.trunks = trunks
@@ -81,34 +100,90 @@ class Emergency:
         except Exception as exc:  # a bug must not cost an emergency call: route it bare
             sip.log("crit", f"emergency call {code} from {who}: {type(exc).__name__}: {exc}: "
                             f"routed without identity")
-            admitted = None, None, []
+            admitted = Admitted(None, None, "", NOBODY, [])
         if admitted is not None:
-            self.route(code, user, who, *admitted)
+            self.route(code, who, admitted)
 
-    def admit(self, code: str, domain: str, user: str,
-              who: str) -> tuple[EmergencyIdentity | None, str | None, list[Peer]] | None:
-        """(identity or None, company id or None, trunks from Redis); None when refused (and answered)."""
+    def admit(self, code: str, domain: str, user: str, who: str) -> Admitted | None:
+        """The call to route, or None when refused (and answered)."""
         sip = self.sip
         auth_user = sip.lenient("$au") or user
-        found = self.look_up(code, domain, auth_user, who)
+        # A block (password guessing from this address) means no check at all, as for any other
+        # request (kemi.sip.phones): a right and a wrong password then get the same call.
+        blocked = bool(domain and auth_user) and self.gate.auth_blocked(auth_user, domain)
+        found = Lookup(checkable=False) if blocked else self.look_up(code, domain, auth_user, who)
         # One digest check, against Redis's HA1 or else the cached one: a cached identity is only
         # ever used for the caller who proves it is theirs.
-        verified = found.identity is not None and sip.check_digest(domain, found.identity.ha1) > 0
+        verified = found.identity is not None and self.checked(domain, auth_user, found.identity.ha1)
+        if found.identity is None and found.ctx is not None and domain and auth_user:
+            self.gate.auth_failed(auth_user, domain)  # no such user or domain: counted alike, names nobody
         if verified and found.ctx is not None:
             self.cache.remember(auth_user, domain, found.ctx)
-        admission = routing.emergency_admission(verified, self.registered_source(), found.checkable)
+        registered = self.gate.registered_phone()
+        admission = routing.emergency_admission(verified, registered is not None, found.checkable, blocked)
         if admission == routing.REFUSED:
             sip.reply(replies.EMERGENCY_NEEDS_REGISTRATION)
             refused(sip, replies.EMERGENCY_NEEDS_REGISTRATION, f"emergency call {code} from {who}: credentials wrong "
                                                                f"or missing and no registration from that address",
                     "warn")
             return None
-        if admission == routing.ANONYMOUS:
-            why = "from a registered address" if found.checkable else "credentials could not be checked"
-            sip.log("warn", f"emergency call {code} from {who} not authenticated: routed anyway ({why}), "
-                            f"without a callback number or location")
-            return None, None, self.redis_trunks(found, who)
-        return found.identity, found.company_id, self.redis_trunks(found, who)
+        phone = f"{auth_user}@{domain}"
+        if self.over_limit(admission, phone, code, who):
+            return None
+        if admission == routing.IDENTIFIED:
+            company = found.company_id or found.identity.company
+            return Admitted(found.identity, company, phone, VERIFIED, self.redis_trunks(found, who))
+        identity = self.registered_identity(registered) if registered else None
+        if blocked:
+            why = f"the credentials of {phone} are blocked at this address after failed checks: not checked"
+        elif registered is not None:
+            why = "from a registered address"
+        else:
+            why = "credentials could not be checked"
+        claim = f"as {registered}, the phone registered at that address" if identity else \
+            "without a callback number or location"
+        sip.log("warn", f"emergency call {code} from {who} not authenticated: routed anyway ({why}), {claim}")
+        if identity is None:
+            return Admitted(None, None, "", NOBODY, self.redis_trunks(found, who))
+        return Admitted(identity, identity.company, registered, REGISTERED_SOURCE, self.redis_trunks(found, who))
+
+    def checked(self, domain: str, auth_user: str, ha1: str) -> bool:
+        """The digest check; a failure counts towards the block like any other (kemi.sip.gate).
+        An expired or reused nonce is no failure: it proves nothing either way."""
+        rc = self.sip.check_digest(domain, ha1)
+        if rc < 0 and replies.auth_failure(rc)[0] == "reply":
+            self.gate.auth_failed(auth_user, domain)
+        return rc > 0
+
+    def registered_identity(self, phone: str) -> EmergencyIdentity | None:
+        """The identity this node cached for the phone registered at the source address (at the
+        REGISTER that put it there): no Redis, no digest check, since the call comes from where that
+        phone is. Never its HA1's business: the call proves nothing with it."""
+        user, _, domain = phone.rpartition("@")
+        return self._cached_identity(user, domain)
+
+    def over_limit(self, admission: str, phone: str, code: str, who: str) -> bool:
+        """Count the call in its limits (routing.emergency_limits); over one, answer it and say so
+        in the log once per window (a flood would otherwise write a line per request)."""
+        sip, cfg = self.sip, self.settings
+        ip, port = sip.source
+        for limit in routing.emergency_limits(admission, phone, f"{ip}:{port}", cfg.emergency_calls_max,
+                                              cfg.emergency_unidentified_max):
+            count = sip.count_in_window(Table.EMERGENCY_CALLS, limit.key, cfg.emergency_window_s)
+            if count <= limit.limit:
+                continue
+            # counted and logged before the answer: should either fail, the call goes (call())
+            # instead of being answered and routed both
+            sip.count(Metric.REFUSALS, metrics.refusal_reason(limit.answer))
+            if count == limit.limit + 1:
+                sip.log("warn", metrics.decision_line(
+                    sip.call_id, "refused", metrics.refusal_reason(limit.answer),
+                    f"{limit.answer.code} {limit.answer.reason}; emergency call {code} from {who}: more than "
+                    f"{limit.limit} emergency calls of {limit.what} within {cfg.emergency_window_s} s: refused "
+                    f"until the window ends (further refusals counted, not logged)"))
+            sip.reply(limit.answer, f"Retry-After: {cfg.emergency_window_s}")
+            return True
+        return False
 
     def look_up(self, code: str, domain: str, auth_user: str, who: str) -> Lookup:
         """The caller's identity from Redis; on any failure (down, wrong types, undecodable data)
@@ -161,10 +236,9 @@ class Emergency:
             cached = []
         return cached or list(self.static_trunks)
 
-    def route(self, code: str, user: str, who: str, identity: EmergencyIdentity | None, company_id: str | None,
-              routes: list[Peer]) -> None:
+    def route(self, code: str, who: str, admitted: Admitted) -> None:
         sip = self.sip
-        trunks = routes or self.fallback_trunks()
+        trunks = admitted.trunks or self.fallback_trunks()
         if not trunks:
             sip.log("crit", f"EMERGENCY CALL {code} from {who} HAS NO ROUTE: provision a trunk with "
                             f"emergency: true or set EMERGENCY_TRUNKS")
@@ -172,12 +246,14 @@ class Emergency:
             sip.count(Metric.CALLS_FAILED, metrics.EMERGENCY)
             return
         sip.remove_credentials()  # whatever they were, they are nobody else's business
+        identity = admitted.identity
         callback = identity.callback if identity else None
         headers = routing.emergency_headers(callback, identity.location if identity else None)
         pai = routing.pai_header(callback, None, sip.local_ip)
-        if company_id:
-            self.calls.track(self.calls.record(company_id, user, callback, code, "emergency", "included", "outbound"),
-                             emergency=True)
-        else:
-            self.calls.track(None, emergency=True)  # no company to record the call for (unverified, or identified from cache)
+        # Every call gets its record, written at its end (a Redis that is down then costs the record,
+        # logged, never the call); one that names no company goes to the unattributed stream.
+        rec = self.calls.record(admitted.company_id or "", admitted.phone.rpartition("@")[0] or None, callback,
+                                code, "emergency", "included", "outbound")
+        rec.update(identity=admitted.how, source=sip.source_address())
+        self.calls.track(rec, emergency=True)
         self.trunks.dial(code, trunks, headers + ([pai] if pai else []), emergency=True)

@@ -36,13 +36,14 @@ class Phones:
         # realm is the value itself: the company's SIP domain from From/To.
         domain = (sip.pv(realm_pv) or "").lower()
         if not domain or not sip.has_credentials(domain):
-            # Only our companies' phones are challenged: a carrier or a scanner
-            # sending from an unknown address is refused outright.
-            if not (self.directory.domain_known(domain) if co is LOOK_UP else co is not None):
+            if not domain:
                 ip, port = sip.source
-                sip.log("notice", f"{sip.method} from untrusted {ip}:{port} for domain {domain!r} refused")
+                sip.log("notice", f"{sip.method} from {ip}:{port} without a domain refused")
                 sip.reply(replies.FORBIDDEN)
                 return None
+            # Every domain is challenged, ours or not, with no lookup: were an unknown one refused at
+            # once, anyone could list our companies' domains. Its credentials are then refused below
+            # as a wrong password is (403), and counted as a failure (SECURITY.md, class 16).
             sip.challenge(domain)
             return None
         if stateful and sip.new_transaction() == 0:
@@ -75,6 +76,10 @@ class Phones:
             sip.log("notice", f"auth refused for {user}@{domain} from {sip.source[0]}: digest uri "
                               f"{digest_uri!r} is not the Request-URI {ruri!r}")
             sip.reply(replies.DIGEST_URI_MISMATCH)
+            return None
+        if not self.gate.phone_within_limit(user, domain):
+            # one answer, so the phone's user hears why; its next requests are dropped at the gate
+            sip.reply(replies.PHONE_FLOODING, f"Retry-After: {self.gate.settings.ban_s}")
             return None
         self.cache.remember(user, domain, ctx)
         return ctx
@@ -113,9 +118,10 @@ class Phones:
             sip.answer_register()  # a query of the bindings
             return
         # The address counts as registered before the phone hears so: it may dial 112 the moment
-        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission).
+        # it has its 200, and that call is admitted by this very entry (kemi.routing.emergency_admission),
+        # which names the phone as its emergency identity is cached (EmergencyCache, by auth user).
         seconds = edge.registration_seconds(contacts, expires, *edge.REGISTRAR_EXPIRES)
-        self.gate.registered(seconds)
+        self.gate.registered(seconds, f"{sip.pv('$au')}@{ctx.company.domain}")
         sip.answer_register()
         ip, port = sip.source
         done = f"registered for {seconds} s" if seconds else "unregistered"
@@ -177,20 +183,21 @@ class Phones:
                         failure_route: str | None, timers: Timers) -> None:
         """Send the call to the phones the lookup found. A phone on TLS is reached only through the
         connection it registered on (its "received"): the port it came from is no listening port, so
-        once that connection is gone nobody is there, and the call is answered at once."""
+        once that connection is gone nobody is there, and the call is answered at once (or goes to
+        the receptionist). Only the phones' branches are held to open connections (Route.BRANCH_PHONE):
+        the receptionist's branch, relayed later in the same transaction, may connect."""
         sip = self.sip
         if not self.all_on_tls():
             sip.relay(failure_route=failure_route, timers=timers)
         elif fallback is None:
-            sip.connections_only()
-            sip.relay(failure_route=failure_route, timers=timers, unsent=replies.PHONE_NOT_CONNECTED)
+            sip.relay(failure_route=failure_route, timers=timers, branch_route=Route.BRANCH_PHONE,
+                      unsent=replies.PHONE_NOT_CONNECTED)
         else:
-            # the receptionist takes the call, as when no phone is registered; no connections_only()
-            # here: it would hold for the receptionist's branch too (a TCP media server)
+            # the receptionist takes the call, as when no phone is registered
             sip.keep_transaction_when_unsent()
-            if not sip.relay(failure_route=failure_route, timers=timers, answer_unsent=False):
+            if not sip.relay(failure_route=failure_route, timers=timers, branch_route=Route.BRANCH_PHONE,
+                             answer_unsent=False):
                 sip.log("info", f"no connection to the TLS phones of {company.id}'s DID {did}: to the receptionist")
-                sip.clear_destination()
                 self.calls.to_receptionist(company.id, did, fallback)
 
     def all_on_tls(self) -> bool:

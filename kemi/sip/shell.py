@@ -72,7 +72,9 @@ class Var:
     CALLER_CARRIER = "$dlg_var(caller_carrier)"  # "1": the caller is a trunk (in-dialog header allow-list)
     CALLEE_CARRIER = "$dlg_var(callee_carrier)"  # "1": the call was dialled out through the trunks
     MEDIA = "$avp(media)"              # this transaction's SDP goes through rtpengine (kemi.sip.media)
+    MEDIA_TAG = "$avp(media_tag)"      # the To-tag of the first answer rtpengine took in this transaction
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
+    DLG_EMERGENCY = "$dlg_var(emergency)"  # "1": an emergency call (its requests pass the gate's bans)
 
 
 class Table:
@@ -84,10 +86,15 @@ class Table:
     EMERGENCY_TRUNKS_KEY = "emergency"
     CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
     # the edge (kemi.sip.gate); every item carries its own expiry (the tables' autoexpire is a cap)
-    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S)
+    IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S); 2: a
+    #                                site's address with phones in SITE_BAN (kemi.edge.SITE_MARK)
     AUTH_FAIL = "authfail"         # "ip|user@domain" and "ip|*" -> failures in the current window
     AUTH_BAN = "authban"           # the same keys -> 1: blocked (AUTH_BAN_S)
-    REGISTERED = "regsrc"          # "ip:port" -> 1 while a registration was saved from there
+    REGISTERED = "regsrc"          # "ip:port" -> user@domain of the phone registered there, while it lasts
+    EMERGENCY_CALLS = "emcalls"    # emergency calls per phone / source / node (routing.emergency_limits)
+    # declared sites (a building behind one NAT address): per phone, never the address (kemi.sip.gate)
+    SITE_FLOOD = "siteflood"       # "ip:port" and "ip|user@domain" -> requests in the current window
+    SITE_BAN = "siteban"           # the same keys -> 1: dropped unanswered while present (BAN_S)
 
 
 class Route:
@@ -98,7 +105,10 @@ class Route:
     FAILURE_EXTENSION = "ksr_failure_extension"
     FAILURE_RECEPTIONIST = "ksr_failure_receptionist"
     BRANCH_MEDIA = "ksr_branch_media"
+    BRANCH_PHONE = "ksr_branch_phone"  # a branch to a TLS phone: its open connection only
     REPLY_MEDIA = "ksr_reply_media"    # replies of a transaction whose SDP goes through rtpengine
+    REPLY_BYE = "ksr_reply_bye"        # replies to a party's BYE: the call ends at the other party's 2xx
+    FAILURE_BYE = "ksr_failure_bye"    # a party's BYE the other party refused or never answered
 
 
 class Metric:
@@ -124,6 +134,12 @@ class Profile:
     """Dialog profiles (kamailio.cfg, profiles_no_value): the dialog module counts their members."""
 
     PREPAID = "prepaid"  # every prepaid call this node carries, from its reservation to its end
+    # rtpengine's relay ports in use, one member per anchored media stream (kemi.sip.media): on this
+    # node (profiles_no_value), per company and per phone ("company/extension") (profiles_with_value)
+    MEDIA = "media"
+    MEDIA_COMPANY = "media_co"
+    MEDIA_PHONE = "media_phone"
+    SIZE_VAR = "$var(profile_size)"
 
 
 @dataclass(frozen=True)
@@ -201,6 +217,18 @@ class _Request:
         """transport:ip:port of what is being processed (a request, or a reply in a reply-side event)."""
         ip, port = self.source
         return f"{self.transport}:{ip}:{port}"
+
+    def connection(self) -> str | None:
+        """The id of the TCP/TLS connection the message came on (None on UDP, or when it is gone)."""
+        return self.pv("$conid")
+
+    def party_address(self, by_address: bool) -> str:
+        """What a dialog records of the party this message comes from (routing.party_address): on
+        TCP/TLS its connection too, unless by_address. One more read, on TCP/TLS only."""
+        ip, port = self.source
+        transport = self.transport
+        bound = transport in routing.CONNECTED and not by_address
+        return routing.party_address(transport, ip, port, self.connection() if bound else None, by_address)
 
     @property
     def call_id(self) -> str:
@@ -291,9 +319,11 @@ class _Answers:
               branch_route: str | None = None, unsent: Reply | None = None, answer_unsent: bool = True) -> bool:
         """Forward statefully (to uri, else to the current R-URI/destination set); answers
         the error itself when tm cannot send (unsent: with that answer, else tm's own; answer_unsent
-        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent."""
+        False: not at all, the caller goes on, see keep_transaction_when_unsent). True when sent.
+        A relay to uri goes there, whatever a lookup earlier in the transaction set (forget_lookup)."""
         if uri is not None:
             self.set_ruri(uri)
+            self.forget_lookup()
         if failure_route is not None:
             self.k.tm.t_on_failure(failure_route)
         if branch_route is not None:
@@ -400,13 +430,22 @@ class _Phones:
         another relay() (tm: t_set_disable_internal_reply)."""
         self.k.tm.t_set_disable_internal_reply(1)
 
-    def clear_destination(self) -> None:
-        """Forget the destination URI ($du) a lookup set: the next relay() goes to its own URI."""
+    def forget_lookup(self) -> None:
+        """Forget where the registrar's lookup pointed the request, so that the next relay() goes to
+        its own Request-URI: the destination ($du: a NATed or TLS phone's "received"), the socket it
+        forced ($fs: the one the contact registered on) and the contact's branch flags (NAT,
+        keepalive). A failure route starts from the request as tm cloned it when it relayed to the
+        phones (tm fake_req), all three included: without this, the receptionist's INVITE goes to
+        the phone's connection or NAT binding with only its Request-URI changed."""
         self.k.resetdsturi()
+        self.k.pv.unset("$fs")   # pv_set_force_sock with a null value: reset_force_socket()
+        self.k.pv.seti("$bf", 0)
 
     def connections_only(self) -> None:
         """Requests forwarded from here on go over TCP/TLS only through a connection that is
-        already open (UDP is unaffected)."""
+        already open (UDP is unaffected). In a branch route (Route.BRANCH_PHONE) it holds for that
+        branch only: tm restores the request's send flags after each branch route (t_fwd.c
+        add_uac), so neither a later branch nor a failure route's relay inherits it."""
         self.k.set_forward_no_connect()
 
     def lookup(self, aor_uri: str) -> int:
@@ -434,6 +473,10 @@ class _Phones:
     def cache_set_for(self, table: str, key: str, value: int, seconds: int) -> None:
         """An integer item that expires by itself after `seconds` (the table's autoexpire must be > 0)."""
         self.k.htable.sht_setxi(table, key, value, seconds)
+
+    def cache_set_text_for(self, table: str, key: str, value: str, seconds: int) -> None:
+        """A text item that expires by itself after `seconds` (the table's autoexpire must be > 0)."""
+        self.k.htable.sht_setxs(table, key, value, seconds)
 
     def cache_remove(self, table: str, key: str) -> None:
         self.k.htable.sht_rm(table, key)
@@ -508,8 +551,8 @@ class _Dialogs:
         """Whether this in-dialog request names (Call-ID, tags, either direction) a dialog the module
         tracks. It only looks: $dlg(...)/$dlg_var(...) then read that dialog by the message's own ids,
         and the dialog module acts on the request only at manage_dialog()/loose_route(). (dlg_get()
-        would set the dialog context, and a set context makes the module skip the request: a BYE
-        would never end the dialog.)"""
+        would set the dialog context, and a set context makes the module skip the request: what
+        hold_dialog() does on purpose for a BYE.)"""
         return self.k.dialog.is_known_dlg() > 0
 
     def dialog(self, field: str) -> str | None:
@@ -521,14 +564,27 @@ class _Dialogs:
         topos added on receipt included."""
         return int(self.pv(f"$hdrc({routing.TOPOS_DIALOG_HEADER})") or 0)
 
-    def routes_beyond_us(self) -> list[str] | None:
-        """The request's Route URIs after this proxy's own leading entries (None: the first Route
-        is not ours, or there is none)."""
+    def routes_beyond_us(self) -> tuple[list[str], list[str]] | None:
+        """The request's Route URIs split into this proxy's own leading entries and the rest (None:
+        the first Route is not ours, or there is none)."""
         routes = routing.route_uris(self.pv("$(hdr(Route)[*])"))
         ours = 0
         while ours < len(routes) and self.k.is_myself(routes[ours]) > 0:
             ours += 1
-        return routes[ours:] if ours else None
+        return (routes[:ours], routes[ours:]) if ours else None
+
+    def hold_dialog(self) -> bool:
+        """Make the dialog this request names (Call-ID, tags) the current one. The dialog module then
+        leaves the request alone (dlg_onroute returns at once when a dialog context is set, in
+        loose_route() and dlg_manage() alike): a BYE passes without ending the dialog. Also what
+        dlg_bye() needs (end_call) outside the dialog's own events. False: no such dialog."""
+        return self.k.dialog.dlg_get(self.pv("$ci") or "", self.pv("$ft") or "", self.pv("$tt") or "") > 0
+
+    def expire_dialog(self) -> None:
+        """The dialog of this message ends at the dialog timer's next tick (within about a second),
+        without a BYE (send_bye is off): for a call whose BYE the other party already accepted. The
+        timer runs dialog:timeout and dialog:end, which find the call finished."""
+        self.k.dialog.dlg_set_timeout(1)
 
     def set_destination(self, uri: str) -> None:
         self.k.pv.sets("$du", uri)
@@ -541,7 +597,7 @@ class _Dialogs:
         it, as a BYE of tm's own built from what the dialog recorded."""
         d = {name: self.dialog(name) or "" for name in routing.DIALOG_BYE_FIELDS}
         # dlg_bye sends to the Contact: a caller behind a NAT gets tm's BYE, through its binding
-        nat_hop = edge.next_hop(d["from_contact"], self.get(Var.CALLER))
+        nat_hop = edge.next_hop(d["from_contact"], (self.get(Var.CALLER) or "").partition("#")[0])
         self.k.dialog.dlg_bye("callee")
         if not nat_hop and self.k.dialog.dlg_get(d["callid"], d["from_tag"], d["to_tag"]) > 0 and \
                 self.k.dialog.dlg_bye("caller") > 0:
@@ -589,6 +645,8 @@ class _Dialogs:
 # nat_uac_test flags (nathelper): 1 the Contact names a private address, 2 the top Via's address
 # is not the source address, 16 its port is not the source port.
 NAT_TEST = 1 | 2 | 16
+MEDIA_NAT_TEST = NAT_TEST | 8  # 8: the SDP names a private address
+MEDIA_NAT_TEST_REPLY = 1 | 8
 NAT_BFLAG = 6      # kamailio.cfg: usrloc nat_bflag, the contact is behind a NAT
 SIPPING_BFLAG = 7  # kamailio.cfg: nathelper sipping_bflag, the proxy pings it with OPTIONS
 
@@ -614,6 +672,13 @@ class _Media:
     def has_sdp(self) -> bool:
         return self.k.textops.has_body_type("application/sdp") > 0
 
+    def media_behind_nat(self, reply: bool = False) -> bool:
+        """Whether the party whose SDP this message carries is behind a NAT (its RTP will not come
+        from the address and port its SDP names): nathelper finds a private address in its Contact
+        or SDP, or (a request) its top Via is not where it came from. (A reply's top Via is the
+        proxy's own, so it is not asked about.)"""
+        return self.k.nathelper.nat_uac_test(MEDIA_NAT_TEST_REPLY if reply else MEDIA_NAT_TEST) > 0
+
     def reply_code(self) -> int:
         """In a reply route: the reply's status code."""
         return int(self.pv("$rs") or 0)
@@ -625,6 +690,13 @@ class _Media:
 
     def media_answer(self, flags: str) -> bool:
         return self.k.rtpengine.rtpengine_answer(flags) > 0
+
+    def media_block(self) -> bool:
+        """rtpengine relays nothing of this call (its Call-ID) until media_unblock()."""
+        return self.k.rtpengine.block_media0() > 0
+
+    def media_unblock(self) -> bool:
+        return self.k.rtpengine.unblock_media0() > 0
 
     def media_delete(self) -> bool:
         """rtpengine frees the ports of the call this message belongs to (its Call-ID)."""
@@ -648,9 +720,23 @@ class _Metrics:
             for label in labels:
                 self.k.xhttp_prom.counter_inc_l1(metric, 0, label)
 
-    def join_profile(self, profile: str) -> None:
-        """The current call counts in a dialog profile until its dialog is gone."""
-        self.k.dialog.set_dlg_profile_static(profile)
+    def join_profile(self, profile: str, value: str | None = None) -> None:
+        """The current call counts in a dialog profile (under that value) until its dialog is gone;
+        once more at each call (a call with three media streams joins three times)."""
+        if value is None:
+            self.k.dialog.set_dlg_profile_static(profile)
+        else:
+            self.k.dialog.set_dlg_profile(profile, value)
+
+    def profile_size(self, profile: str, value: str | None = None) -> int:
+        """Members of a dialog profile (under that value), in this node's shared memory."""
+        if value is None:
+            rc = self.k.dialog.get_profile_size_static(profile, Profile.SIZE_VAR)
+        else:
+            rc = self.k.dialog.get_profile_size(profile, value, Profile.SIZE_VAR)
+        if rc < 0:  # the variable still holds the last size read: never judge on it
+            raise RuntimeError(f"dialog profile {profile!r} could not be read (is it in kamailio.cfg?)")
+        return int(self.k.pv.get(Profile.SIZE_VAR) or 0)
 
     def on_metrics_socket(self) -> bool:
         return self.lenient("$Rn") == Metric.SOCKET

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import redis
 
-from kemi.model import MediaServer, Trunk
-from kemi.provisioning import Provisioning
+from kemi.model import MediaServer, Site, Trunk
+from kemi.provisioning import Provisioning, site_conflicts
 from kemi.settings import SCHEMA_VERSION
 from kemi.store import keys
 from kemi.store.connection import pack, unpack
@@ -43,10 +43,16 @@ def apply_file(pipe: redis.client.Pipeline, prov: Provisioning, prune: bool) -> 
     trunks = prov.trunks if prov.trunks is not None else sorted_trunks(pipe.hgetall(keys.TRUNKS))
     media = prov.media_servers if prov.media_servers is not None else \
         [MediaServer.from_dict(unpack(v)) for v in pipe.hgetall(keys.MEDIA_SERVERS).values()]
+    sites = prov.sites if prov.sites is not None else stored_sites(pipe.hgetall(keys.SITES))
+    members = ({c.id for c in prov.companies} | (stored.existing if not prune else set()))
+    problems = site_conflicts(sites, tuple(trunks) + tuple(media), members)
+    if problems:
+        raise ValueError("; ".join(problems))
     pipe.multi()
     pipe.set(keys.SCHEMA_VERSION, pack(SCHEMA_VERSION))
     pipe.incr(keys.DIRECTORY_VERSION)  # every proxy process re-reads its copy (kemi.store.cache)
     summary = write_peers(pipe, prov)
+    summary += write_sites(pipe, prov.sites)
     write_sources(pipe, stored.sources, trunks, media)
     summary += [write_company(pipe, company, stored) for company in prov.companies]
     if prune:
@@ -88,6 +94,21 @@ def write_peers(pipe, prov: Provisioning) -> list[str]:
             pipe.hset(key, peer.name, pack(peer.to_dict()))
         summary.append(f"{label}: {', '.join(p.name for p in section) or 'none'}")
     return summary
+
+
+def stored_sites(raw: dict) -> tuple[Site, ...]:
+    """Sites as stored (hash name -> msgpack map), by name."""
+    return tuple(sorted((Site.from_dict(unpack(v)) for v in raw.values()), key=lambda s: s.name))
+
+
+def write_sites(pipe, sites) -> list[str]:
+    """The declared sites, replaced whole when the file has a `sites:` section."""
+    if sites is None:
+        return []
+    pipe.delete(keys.SITES)
+    for site in sites:
+        pipe.hset(keys.SITES, site.name, pack(site.to_dict()))
+    return [f"sites: {', '.join(f'{s.name} ({len(s.cidrs)} networks)' for s in sites) or 'none'}"]
 
 
 def write_sources(pipe, old: set[str], trunks, media) -> None:

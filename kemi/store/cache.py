@@ -1,5 +1,5 @@
 """What every call reads but rarely changes, kept per process: trunks, numbering overrides, media
-servers, the trusted source addresses they imply, and which company owns a SIP domain.
+servers, the trusted source addresses they imply, declared sites, and which company owns a SIP domain.
 
 Validity: `directory:version` (keys.DIRECTORY_VERSION), an integer that `kemi.admin` bumps in the
 same transaction as every change of those keys (load, override set/remove). The hot lookups read it
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kemi.model import MediaServer, Trunk
+from kemi.model import MediaServer, Site, Trunk
 from kemi.store import keys
-from kemi.store.apply import sorted_trunks
+from kemi.store.apply import sorted_trunks, stored_sites
 from kemi.store.connection import Connection, unpack
 
 MAX_DOMAINS = 200_000  # a bound on the domain -> company copy; past it the copy starts again
@@ -28,6 +28,7 @@ class Snapshot:
     overrides: dict[str, str] = field(default_factory=dict)
     media: tuple[MediaServer, ...] = ()
     sources: dict[tuple[str, int], dict] = field(default_factory=dict)  # (ip, port) -> {kind, name}
+    sites: tuple[Site, ...] = ()  # declared sites, by name
 
 
 def pairs(reply) -> dict:
@@ -69,12 +70,13 @@ class RoutingCache:
         return self.snapshot
 
     def reload(self, version) -> None:
-        trunks, overrides, media = (pairs(r) for r in self.conn.run(
-            [("HGETALL", keys.TRUNKS), ("HGETALL", keys.NUMBERING_OVERRIDES), ("HGETALL", keys.MEDIA_SERVERS)]))
+        trunks, overrides, media, sites = (pairs(r) for r in self.conn.run(
+            [("HGETALL", keys.TRUNKS), ("HGETALL", keys.NUMBERING_OVERRIDES), ("HGETALL", keys.MEDIA_SERVERS),
+             ("HGETALL", keys.SITES)]))
         servers = tuple(sorted((MediaServer.from_dict(unpack(v)) for v in media.values()), key=lambda m: m.name))
         trunk_list = sorted_trunks(trunks)
         self.snapshot = Snapshot(version, trunk_list, {k.decode(): unpack(v) for k, v in overrides.items()},
-                                 servers, sources_of(trunk_list, servers))
+                                 servers, sources_of(trunk_list, servers), stored_sites(sites))
         self.domains = {}
 
     def current(self) -> Snapshot:

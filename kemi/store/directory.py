@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 
-from kemi.model import RECEPTIONIST, Company, Did, Extension, MediaServer, Trunk
+from kemi.model import RECEPTIONIST, Company, Did, Extension, MediaServer, Site, Trunk
 from kemi.provisioning import Provisioning
 from kemi.store import keys
 from kemi.store.apply import apply_file, sorted_trunks
@@ -149,6 +149,10 @@ class Directory:
         """(ip, port) of every trunk and media server, the trusted sources (this process's copy,
         checked as every copy is: the same addresses as the `sources` index `load` writes)."""
         return frozenset(self.cache.current().sources)
+
+    def sites(self) -> tuple[Site, ...]:
+        """The declared sites (this process's copy, checked as every copy is)."""
+        return self.cache.current().sites
 
     def trunks(self) -> tuple[Trunk, ...]:
         client = self.conn.ready()

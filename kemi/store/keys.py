@@ -12,6 +12,7 @@ TRUNKS = "trunks"
 MEDIA_SERVERS = "media_servers"
 SOURCES = "sources"
 NUMBERING_OVERRIDES = "numbering:overrides"
+SITES = "sites"  # declared sites (a building behind one NAT address): name -> {name, cidrs, companies}
 
 
 def domain(sip_domain: str) -> str:

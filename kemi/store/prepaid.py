@@ -27,6 +27,10 @@ from kemi.store.connection import Connection, StoreRefused
 # a rate is read by the caller and passed to prepaid_reserve as an argument, so
 # it never has to share a Cluster slot with a company's keys.
 RATES = "rates"
+# The records of emergency calls that name no company (a caller nobody could identify,
+# kemi.sip.emergency): same entries as a company's cdr stream, with company "". Written by
+# prepaid_record like any company's: an id with "_" is one no company can have (COMPANY_ID_RE).
+UNATTRIBUTED_CDR = "{co:no_company}:cdr"
 
 # Codes the Lua library returns as the first word of an error reply.
 CODES = frozenset({
@@ -259,6 +263,16 @@ class PrepaidLedger:
         """Append the CDR of a call the Prepaid Account does not pay; returns the stream id."""
         entry_id = self._fcall("prepaid_record", [Keys.of(co).cdr], _pack(record))
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def record_unattributed(self, record: Mapping[str, Any]) -> str:
+        """Append the CDR of an emergency call that names no company (UNATTRIBUTED_CDR)."""
+        entry_id = self._fcall("prepaid_record", [UNATTRIBUTED_CDR], _pack(record))
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def unattributed_cdrs(self, count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """The oldest `count` records of UNATTRIBUTED_CDR as (stream id, record); for ops and tests."""
+        rows = self._redis("xrange", UNATTRIBUTED_CDR, count=count)
+        return [(entry_id.decode(), _unpack(fields[b"r"])) for entry_id, fields in rows]
 
     def status(self, co: str) -> AccountStatus:
         """Balance, currency and live reservations (read-only; FCALL_RO works on replicas)."""

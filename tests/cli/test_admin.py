@@ -128,6 +128,30 @@ def test_missing_file_is_named(fresh):
     assert proc.returncode == 2 and "/nonexistent.yaml: cannot read" in proc.stderr
 
 
+@pytest.mark.parametrize("name, content, says", [
+    ("deep.yaml", "companies: " + "[" * 100_000 + "]" * 100_000, "deep.yaml:line 1: (file): nested deeper than 16"),
+    ("deep-block.yaml", "companies:\n" + "".join("  " * i + "- x:\n" for i in range(1000)),
+     "deep-block.yaml:line 9: (file): nested deeper than 16"),
+    ("laughs.yaml", "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "companies: *i\n",
+     "laughs.yaml:line 2: (file): aliases (*name) are not allowed"),
+    ("huge.yaml", "# " + "x" * (64 * 1024 * 1024) + "\n", "huge.yaml: larger than 2097152 bytes"),
+    ("latin1.yaml", b"companies:\n- id: acme\n  name: Soci\xe9t\xe9\n", "latin1.yaml:line 3: not UTF-8 text (byte 34)"),
+])
+def test_pathological_files_are_exit_2_with_file_and_place(fresh, tmp_path, name, content, says):
+    """Nesting that ends PyYAML's recursion, an alias bomb, a 64 MB file, bytes that are not UTF-8: exit 2 and
+    one line naming the file and the place, nothing written, no traceback."""
+    admin(fresh.url, "load", str(OFFICE))
+    before = snapshot(fresh)
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    proc = admin(fresh.url, "load", str(path), check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert says in proc.stderr and str(tmp_path) in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error:" not in proc.stderr
+    assert snapshot(fresh) == before
+
+
 @pytest.mark.parametrize("args, usage, says", [
     ([], "[--redis-url REDIS_URL] COMMAND ...",
      ["load apply a YAML provisioning file", "show print what is provisioned", "trunks list the provisioned trunks",
@@ -164,3 +188,54 @@ def test_the_proxys_trusted_addresses_follow_every_load(fresh, redis_server, tmp
     assert ("127.0.0.2", 5060) in directory.peer_addresses()  # within the bound: the copy
     now[0] += 0.5
     assert directory.peer_addresses() == {("192.0.2.10", 5070)} | media
+
+
+def test_sites_are_stored_kept_replaced_and_read_by_the_proxy(fresh, tmp_path):
+    """`sites:` goes to the `sites` hash, is left alone by a file without the section, replaced
+    whole by one with it, and reaches Directory.sites() (the proxy's checked copy)."""
+    from kemi.model import Site
+    admin(fresh.url, "load", str(OFFICE))
+    directory = Directory(Connection(Settings(redis_url=fresh.url, redis_timeout_ms=10_000)))
+    assert directory.sites() == ()
+    building = tmp_path / "building.yaml"
+    building.write_text("sites:\n  - name: station-f\n    cidrs: [203.0.113.7/32, '2001:db8:7::/48']\n"
+                        "    companies: [acme, globex]\n")
+    assert "sites: station-f (2 networks)" in admin(fresh.url, "load", str(building)).stdout
+    assert fresh.client().hkeys("sites") == [b"station-f"]
+    fresh_copy = Directory(Connection(Settings(redis_url=fresh.url, redis_timeout_ms=10_000)))
+    assert fresh_copy.sites() == (Site("station-f", ("203.0.113.7/32", "2001:db8:7::/48"), ("acme", "globex")),)
+    admin(fresh.url, "load", str(OFFICE))  # no sites: section: the site stays
+    assert fresh.client().hkeys("sites") == [b"station-f"]
+    building.write_text("sites: []\n")
+    assert "sites: none" in admin(fresh.url, "load", str(building)).stdout
+    assert fresh.client().hkeys("sites") == []
+
+
+@pytest.mark.parametrize("text, words", [
+    # a trunk already provisioned (not in this file) inside the site
+    ("sites:\n  - {name: loopback, cidrs: [127.0.0.0/24]}\n",
+     "site loopback: 127.0.0.0/24 holds primary (udp:127.0.0.2:5060): trunks and media servers are never part"),
+    ("sites:\n  - {name: halle, cidrs: [203.0.113.0/29], companies: [umbrella]}\n",
+     "site halle: company 'umbrella' is not provisioned"),
+])
+def test_a_site_that_would_hold_a_provisioned_peer_or_an_unknown_company_changes_nothing(fresh, tmp_path, text, words):
+    admin(fresh.url, "load", str(OFFICE))
+    before = snapshot(fresh)
+    bad = tmp_path / "site.yaml"
+    bad.write_text(text)
+    proc = admin(fresh.url, "load", str(bad), check=False)
+    assert proc.returncode == 2 and words in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
+    assert snapshot(fresh) == before
+
+
+def test_a_trunk_moved_into_a_stored_site_is_refused(fresh, tmp_path):
+    admin(fresh.url, "load", str(OFFICE))
+    site = tmp_path / "site.yaml"
+    site.write_text("sites:\n  - {name: halle, cidrs: [203.0.113.0/29]}\n")
+    admin(fresh.url, "load", str(site))
+    before = snapshot(fresh)
+    moved = tmp_path / "trunks.yaml"
+    moved.write_text("trunks:\n  - {name: primary, host: 203.0.113.3}\n")
+    proc = admin(fresh.url, "load", str(moved), check=False)
+    assert proc.returncode == 2 and "site halle: 203.0.113.0/29 holds primary" in proc.stderr, proc.stderr
+    assert snapshot(fresh) == before

@@ -308,6 +308,62 @@ def test_the_deployed_tls_listener_answers_with_the_roles_certificate(deployed):
         assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"  # which versions are refused: tests/sip/test_tls.py
 
 
+def test_the_role_limits_tcp_and_tls_connections_per_source_address(deployed, office):
+    """inventories/ci: kamailio_tcp_per_source_max 8, kamailio_tcp_site_nets [127.0.0.77] (the default site limit,
+    1024). One address gets 8 connections to the SIP ports, TCP and TLS together; a phone elsewhere still
+    registers over TCP and TLS; the site's address gets more."""
+    import socket
+    import ssl
+
+    from tests.sip.sipua import UA
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+
+    def connect(src: str, port: int, count: int) -> tuple[list, int]:
+        opened, refused = [], 0
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((src, 0))
+            sock.settimeout(3)
+            try:
+                sock.connect(("127.0.0.1", port))
+                opened.append(sock)
+            except ConnectionRefusedError:
+                sock.close()
+                refused += 1
+        return opened, refused
+
+    alice, _ = phones_of(office, deployed.work)
+    held = []
+    with inside(deployed.netns):
+        table = run(["nft", "list", "table", "inet", "cowork_sip"], timeout=10).stdout
+        assert "ct count over 8" in table and "127.0.0.77" in table, table
+        try:
+            tcp, refused = connect("127.0.0.66", 5060, 6)
+            tls, refused_tls = connect("127.0.0.66", 5061, 2)
+            held += tcp + tls
+            assert (len(tcp), refused, len(tls), refused_tls) == (6, 0, 2, 0)
+            more, refused = connect("127.0.0.66", 5060, 10)
+            more_tls, refused_tls = connect("127.0.0.66", 5061, 3)
+            held += more + more_tls
+            assert (len(more), refused, len(more_tls), refused_tls) == (0, 10, 0, 3)
+            for tls_context in (None, context):
+                ua = UA("127.0.0.12", ("127.0.0.1", 5061 if tls_context else 5060), alice.user, alice.domain,
+                        alice.password, tcp=tls_context is None, tls=tls_context)
+                try:
+                    answer = ua.register(expires=60)
+                    assert answer is not None and answer.status == 200, answer and answer.raw
+                    ua.register(expires=0)  # the other tests' calls ring only their own phones
+                finally:
+                    ua.close()
+            site, refused = connect("127.0.0.77", 5060, 20)
+            held += site
+            assert (len(site), refused) == (20, 0)
+        finally:
+            for sock in held:
+                sock.close()
+
+
 def test_a_provisioned_phone_registers_and_calls_another(deployed, office):
     proxy = DeployedProxy(deployed)
     alice, bruno = phones_of(office, deployed.work)

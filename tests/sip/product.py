@@ -206,8 +206,16 @@ class Baresip:
             wav.setframerate(8000)
             wav.writeframes(b"".join(struct.pack("<h", int(6000 * math.sin(2 * math.pi * 440 * i / 8000)))
                                      for i in range(int(8000 * talk_s))))
+        # baresip 1.0 binds its RTP to no address in particular: on loopback its media leaves from
+        # 127.0.0.1 (the kernel's source towards a loopback destination), so a phone on a loopback
+        # address of its own would talk SIP from one address and RTP from another, which the media
+        # lock (kemi.sip.media: a phone's audio only from its signalling address) rightly refuses. On a
+        # real host both leave from its one address; here the phone signals from 127.0.0.1 too, at a
+        # port of its own (15000 + twice the last byte of its address: baresip takes the next one for TLS),
+        # as a second softphone on one machine.
+        sip_addr = f"{ip}:5060" if netns or not ip.startswith("127.") else f"127.0.0.1:{15000 + 2 * int(ip.rsplit('.', 1)[1])}"
         (self.dir / "config").write_text(
-            f"poll_method epoll\nnet_interface {ip}\nsip_listen {ip}:5060\n"
+            f"poll_method epoll\nnet_interface {ip}\nsip_listen {sip_addr}\n"
             f"audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source aufile,{tone}\n"
             "rtp_stats yes\nmodule_path /usr/lib/baresip/modules\n"
             "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n"

@@ -301,22 +301,37 @@ class Peer(Endpoint):
     invite: 'answer' (100, 200 + SDP), a (code, reason) refusal, or 'silent'.
     record_route: a URI the peer record-routes with, like a carrier's SBC.
     bye_delay: a carrier is a network round trip away; a phone under the attacker's control
-    (a UA) answers at once, and who answers first matters to the dialog module."""
+    (a UA) answers at once, and who answers first matters to the dialog module.
+    bye_answers: how the first BYEs (one per transaction) are answered, in order: a (code, reason)
+    or 'silent'; the later ones get 200."""
 
     def __init__(self, ip: str, port: int, invite="answer", tcp_listen: bool = False, record_route: str | None = None,
-                 bye_delay: float = 0.02):
+                 bye_delay: float = 0.02, bye_answers: list = ()):
         super().__init__(ip, port, tcp_listen=tcp_listen)
         self.invite_policy = invite
         self.record_route = record_route
         self.bye_delay = bye_delay
+        self.bye_answers = list(bye_answers)
+        self.silent: set[str] = set()  # transactions left unanswered
         self.sent: dict[str, str] = {}  # Via branch -> last answer, for retransmissions
         self.to_tag = token()
+        self.sdp: str | None = None  # the SDP it answers with (default: SDP at its own address)
 
     def on_message(self, msg: Msg) -> None:
         if not msg.is_request or msg.method == "ACK":
             return
         branch = (msg.header("via") or "") + msg.header("cseq")
+        if branch in self.silent:
+            return
         if branch in self.sent:
+            self.send(self.sent[branch], msg.src, msg.conn)
+            return
+        if msg.method == "BYE" and self.bye_answers:
+            policy = self.bye_answers.pop(0)
+            if policy == "silent":
+                self.silent.add(branch)
+                return
+            self.sent[branch] = response(msg, policy[0], policy[1])
             self.send(self.sent[branch], msg.src, msg.conn)
             return
         contact = f"sip:peer@{self.ip}:{self.port}"
@@ -325,7 +340,7 @@ class Peer(Endpoint):
                 return
             self.send(response(msg, 100, "Trying"), msg.src, msg.conn)
             if self.invite_policy == "answer":
-                answer = response(msg, 200, "OK", self.to_tag, contact, SDP.format(ip=self.ip),
+                answer = response(msg, 200, "OK", self.to_tag, contact, self.sdp or SDP.format(ip=self.ip),
                                   record_route=self.record_route)
             else:
                 answer = response(msg, self.invite_policy[0], self.invite_policy[1], self.to_tag)
@@ -333,15 +348,19 @@ class Peer(Endpoint):
             answer = response(msg, 200, "OK", None, contact, SDP.format(ip=self.ip))
         else:
             answer = response(msg, 200, "OK", None, contact if msg.method != "BYE" else None)
-        self.sent[branch] = answer
         if msg.method == "BYE" and self.bye_delay:
-            timer = threading.Timer(self.bye_delay, self._send_quietly, (answer, msg.src, msg.conn))
+            self.silent.add(branch)  # retransmissions meanwhile get nothing: the answer is on its way
+            timer = threading.Timer(self.bye_delay, self._send_quietly, (answer, msg.src, msg.conn, branch))
             timer.daemon = True
             timer.start()
             return
+        self.sent[branch] = answer
         self.send(answer, msg.src, msg.conn)
 
-    def _send_quietly(self, text: str, dest, conn) -> None:
+    def _send_quietly(self, text: str, dest, conn, branch: str | None = None) -> None:
+        if branch is not None:
+            self.sent[branch] = text
+            self.silent.discard(branch)
         try:
             self.send(text, dest, conn)
         except OSError:
@@ -420,6 +439,7 @@ class UA(Endpoint):
         self.sent_answers: dict[str, str] = {}
         self.answered: dict[str, tuple[Msg, str]] = {}  # Call-ID -> (INVITE answered 200, our To tag)
         self.ringing: dict[str, tuple[Msg, str]] = {}   # Call-ID -> (INVITE left ringing, our To tag)
+        self.sdp: str | None = None  # the SDP it offers and answers with (default: SDP at its own address)
 
     # -- building ------------------------------------------------------------------------------------
     @property
@@ -520,7 +540,7 @@ class UA(Endpoint):
         from_tag = from_tag or token()
         ruri = dial if dial.startswith("sip:") else f"sip:{dial}@{self.domain}"
         answer, cseq = self._with_auth("INVITE", ruri, call_id, from_tag, ruri, list(extra),
-                                       SDP.format(ip=self.ip), timeout, challenge_codes=(407,))
+                                       self.sdp or SDP.format(ip=self.ip), timeout, challenge_codes=(407,))
         call = Call(self, call_id, from_tag, ruri, ruri, cseq, answer)
         if answer is None or answer.status < 200:
             return call
@@ -568,7 +588,7 @@ class UA(Endpoint):
                     # two proxy workers may take the 180 and the 200 at once: a 180 handled after
                     # the 200 is dropped (the transaction is over), as it would be from a real phone
                     time.sleep(0.05)
-                answer = response(msg, 200, "OK", tag, contact, SDP.format(ip=self.ip))
+                answer = response(msg, 200, "OK", tag, contact, self.sdp or SDP.format(ip=self.ip))
                 self.answered[msg.call_id] = (msg, tag)
             else:
                 answer = response(msg, self.answer_invites[0], self.answer_invites[1], token())

@@ -49,10 +49,15 @@ def test_unknown_did_is_404(phones):
     assert call_in(phones, "+33142685399").wait().final == (404, "Number Not Assigned")
 
 
-def test_untrusted_source_is_refused_403(phones):
-    phones.registered(phones.phone("2002"))
-    call = call_in(phones, "+33142685302", source=("127.0.0.9", 5060)).wait()
-    assert call.final == (403, "Forbidden")
+def test_untrusted_source_is_challenged_as_a_phone_and_rings_nobody(phones):
+    # any domain is challenged (SECURITY.md, class 16): a carrier is a carrier by its address only
+    bruno = phones.registered(phones.phone("2002"))
+    ringing = phones.ring(bruno, timeout=4)
+    from tests.sip.rawsip import Uac
+    with Uac(phones.proxy, "127.0.0.9", 5060) as stranger:  # inbound.xml knows no 407
+        call = stranger.invite("+33698000001", "carrier.example", None, "+33142685302")
+    assert call.final == (407, "Proxy Authentication Required")
+    assert ringing.wait().received("INVITE") == []
 
 
 def test_did_to_receptionist_carries_company_and_did(phones):

@@ -27,6 +27,7 @@ PCAP_PACKETS = 236
 ENOUGH = 150  # packets that must arrive each way (the first ones may go before the far end latched)
 HOLD_MS = 6500  # the caller keeps the call up while both recordings play
 MEDIA_PORT = 6000
+RECEPTION_PORT = 5064  # the receptionist stand-in, beside the announcer on the media server's address
 PRIVATE = re.compile(r"\b(?:10\.\d+|172\.(?:1[6-9]|2\d|3[01])|192\.168)\.\d+\.\d+")
 OFFICE = """
 companies:
@@ -37,15 +38,20 @@ companies:
     extensions:
       - {number: "2001", name: Alice, password: alice-nat-1, did: "+33142685301"}
       - {number: "2002", name: Bruno, password: bruno-nat-2, did: "+33142685302"}
+      - {number: "2003", name: Chloe, password: chloe-nat-3, ring_timeout: 5}
     dids:
       - {number: "+33142685301", target: "2001"}
       - {number: "+33142685302", target: "2002"}
+      - {number: "+33142685303", target: "2003", fallback: receptionist}
+    receptionist: reception
 trunks:
   - {name: carrier, host: %s, port: 5060, priority: 1}
 media_servers:
   - {name: announcer, host: %s, port: 5060, role: announcement}
-""" % (TRUNK, MEDIA)
+  - {name: reception, host: %s, port: %d, role: receptionist}
+""" % (TRUNK, MEDIA, MEDIA, RECEPTION_PORT)
 ALICE = Phone("2001", "acme.test", "alice-nat-1", PHONE_A, 5060)
+CHLOE = Phone("2003", "acme.test", "chloe-nat-3", PHONE_A, 5060)  # her DID falls back to the receptionist
 BRUNO = Phone("2002", "acme.test", "bruno-nat-2", PHONE_B, 5060)
 PLAY = f'<nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>'
 # call.xml / inbound.xml / answer.xml with the recording played once the call is up
@@ -247,6 +253,50 @@ def test_keepalives_reach_a_phone_through_its_nat(net, office, workdir, redis):
         kam.stop()
 
 
+# -- the receptionist fallback of a phone behind the NAT ------------------------------------------
+FALLBACK_DID = "+33142685303"
+
+
+def call_the_fallback_did(net, office):
+    """The carrier calls Chloe's DID with the receptionist stand-in listening; (caller, receptionist)."""
+    reception = office.sipp("answer.xml", net.carrier, MEDIA, "-set", "ring", "100",
+                            port=RECEPTION_PORT).start(timeout=30)
+    caller = office.sipp("inbound.xml", net.carrier, TRUNK, "-s", "0612345678", "-set", "from_domain",
+                         "carrier.example", "-set", "dial", FALLBACK_DID, "-set", "company", "",
+                         "-d", "200").start(office.target, timeout=30)
+    result = caller.wait(40)
+    assert result.final == (200, "OK"), result.log + result.stdout
+    invites = reception.wait(10).received("INVITE")
+    assert len(invites) == 1 and invites[0].startswith(f"INVITE sip:{FALLBACK_DID}@{MEDIA}:{RECEPTION_PORT}"), invites
+    return result, invites[0]
+
+
+@pytest.mark.parametrize("phone_does", ["busy", "no answer", "not registered"])
+def test_a_did_of_a_phone_behind_the_nat_falls_back_to_the_receptionist(net, office, proxy, phone_does):
+    """The lookup points the call at the phone's NAT binding ($du = its "received"): the failure
+    route must send the receptionist's INVITE to the receptionist, not down that binding."""
+    proxy.unregister(CHLOE.aor)
+    phone = None
+    if phone_does != "not registered":
+        office.register(CHLOE)
+        if phone_does == "busy":
+            phone = office.sipp("reject.xml", net.office, CHLOE.ip,
+                                edits=[("SIP/2.0 503 Service Unavailable", "SIP/2.0 486 Busy Here")]).start(timeout=30)
+        else:
+            phone = office.sipp("ring.xml", net.office, CHLOE.ip).start(timeout=30)
+    started = time.monotonic()
+    call_the_fallback_did(net, office)
+    if phone is None:
+        return
+    got = phone.wait(10)
+    assert len(got.received("INVITE")) == 1, got.messages  # the receptionist's INVITE never came here
+    if phone_does == "no answer":
+        assert time.monotonic() - started >= 5 - 0.25 and "CANCELLED" in got.log, got.log
+    else:
+        assert "REJECTED" in got.log, got.log
+    proxy.unregister(CHLOE.aor)
+
+
 # -- a real softphone ------------------------------------------------------------------------------
 def baresip(net, workdir, phone: Phone, proxy: Proxy, talk_s: float) -> Baresip:
     account = (f"<sip:{phone.user}@{phone.domain}>;auth_pass={phone.password};"
@@ -322,3 +372,105 @@ def test_early_media_reaches_a_phone_behind_the_nat_and_the_proxys_bye_too(net, 
         assert "HUNGUP" in trunk.wait(10).log
     finally:
         kam.stop()
+
+
+# -- media locked to its parties through the NAT (SECURITY.md class 20) ---------------------------
+# A third party on the public side (like the carrier, but nobody's peer) and a neighbour behind the
+# office's own NAT address (another phone's host): Python RTP sockets (tests/sip/rtp.py) in the
+# namespaces, calls by tests/sip/sipua.py phones behind the router.
+THIRD_PARTY = "198.51.100.66"
+
+
+@pytest.fixture(scope="module")
+def third_party(net):
+    net.ns(net.carrier, "ip", "addr", "add", f"{THIRD_PARTY}/24", "dev", "eth0")
+    return THIRD_PARTY
+
+
+class NatCall:
+    """Alice behind the NAT calls out to the trunk; each has an RTP socket; the trunk answers."""
+
+    def __init__(self, net: Network, proxy: Proxy, caller_c: str | None = None):
+        from tests.sip.rtp import Rtp, relay, sdp
+        from tests.sip.sipua import UA, Peer
+
+        self.net, self.opened = net, []
+        self.alice = self.open(net.office, lambda: UA(PHONE_A, (proxy.ip, proxy.port), "2001", "acme.test",
+                                                      "alice-nat-1"))
+        self.alice_rtp = self.open(net.office, lambda: Rtp(PHONE_A))
+        self.trunk = self.open(net.carrier, lambda: Peer(TRUNK, 5060))
+        self.trunk_rtp = self.open(net.carrier, lambda: Rtp(TRUNK))
+        answer = self.alice.register()
+        assert answer is not None and answer.status == 200, answer
+        self.alice.sdp = sdp(PHONE_A, self.alice_rtp.port, caller_c)
+        self.trunk.sdp = sdp(TRUNK, self.trunk_rtp.port)
+        self.call = self.alice.invite("0145678901")
+        assert self.call.code == 200, self.call.final
+        self.to_trunk_relay = relay(self.trunk.invites()[-1].body)  # where the trunk sends
+        self.to_alice_relay = relay(self.call.final.body)           # where Alice sends, through her NAT
+
+    def open(self, where: str, make):
+        made = netns.run_in(where, make)
+        self.opened.append(made)
+        return made
+
+    def talk(self) -> None:
+        self.alice_rtp.send(self.to_alice_relay)
+        self.trunk_rtp.send(self.to_trunk_relay)
+
+    def close(self) -> None:
+        self.call.bye()
+        for item in self.opened:
+            item.close()
+
+
+def test_behind_the_nat_a_third_party_and_a_neighbour_reach_nobody_and_hear_nothing(net, proxy, third_party):
+    from tests.sip.rtp import Rtp
+
+    call = NatCall(net, proxy)
+    try:
+        third = call.open(net.carrier, lambda: Rtp(third_party))
+        third.send(call.to_trunk_relay)  # first, at the trunk's relay port: locked to its SDP from the start
+        call.talk()
+        time.sleep(0.2)
+        # after both parties talked: both relay ports, from outside and from behind the same NAT address
+        neighbour = call.open(net.office, lambda: Rtp(PHONE_B))
+        for sender in (third, neighbour):
+            sender.send(call.to_alice_relay)
+            sender.send(call.to_trunk_relay)
+        call.talk()
+        assert call.trunk_rtp.ssrcs() == {call.alice_rtp.ssrc}, "the trunk heard someone else (or nobody)"
+        assert call.alice_rtp.ssrcs() == {call.trunk_rtp.ssrc}, "the phone heard someone else (or nobody)"
+        assert third.drain() == [] and neighbour.drain() == []
+    finally:
+        call.close()
+
+
+def test_behind_the_nat_an_sdp_naming_a_third_party_never_sends_it_the_call(net, proxy, third_party):
+    from tests.sip.rtp import Rtp
+
+    victim = netns.run_in(net.carrier, lambda: Rtp(third_party))
+    call = NatCall(net, proxy, caller_c=third_party)
+    try:
+        call.trunk_rtp.send(call.to_trunk_relay)
+        assert victim.drain() == []
+        call.talk()  # the phone itself, from behind its NAT: its call works
+        assert call.trunk_rtp.ssrc in call.alice_rtp.ssrcs() and victim.drain() == []
+    finally:
+        call.close()
+        victim.close()
+
+
+@pytest.mark.xfail(strict=True, reason="SECURITY.md class 20, left open: rtpengine 10.5 learns a NATed phone's "
+                                       "port from the first packet at its relay port, whoever sends it")
+def test_behind_the_nat_a_third_party_that_beats_the_phone_to_its_relay_port_gets_nothing(net, proxy, third_party):
+    from tests.sip.rtp import Rtp
+
+    call = NatCall(net, proxy)
+    try:
+        third = call.open(net.carrier, lambda: Rtp(third_party))
+        third.send(call.to_alice_relay)  # before the phone's first packet
+        call.talk()
+        assert third.drain() == [] and call.trunk_rtp.ssrcs() == {call.alice_rtp.ssrc}
+    finally:
+        call.close()

@@ -17,7 +17,7 @@ import pytest
 
 from kemi.store.prepaid import PrepaidLedger
 from tests.conftest import OFFICE, SIP_DB
-from tests.harness import Proxy, RedisServer, Sipp, admin, send_raw, status_line, wait_for
+from tests.harness import LOAD_MEDIA_SHARES, Proxy, RedisServer, Sipp, admin, send_raw, status_line, wait_for
 from tests.sip.conftest import ANNOUNCER, BACKUP, PRIMARY, Phones, ruri, trunk
 
 GERMAN_MOBILE = "004915112345678"
@@ -176,9 +176,10 @@ def own_proxy(workdir, request):
     """A Redis and a proxy of their own, with short prepaid limits (PREPAID_MAX_CALL_S from the param)."""
     redis = RedisServer(workdir).start()
     admin(redis.url, "load", str(OFFICE))
-    # PIKE_REQS: fifty calls at once from one phone's address are this test's load, not a flood
+    # PIKE_REQS, LOAD_MEDIA_SHARES: fifty calls at once from one phone are this test's load, not a
+    # flood, nor one phone taking the media relay (tests/sip/test_media_security.py)
     proxy = Proxy(workdir, redis.url, PREPAID_MAX_CALL_S=str(request.param), PREPAID_SETUP_S="2",
-                  PREPAID_TTL_MARGIN_S="1", PIKE_REQS="1000000").start()
+                  PREPAID_TTL_MARGIN_S="1", PIKE_REQS="1000000", **LOAD_MEDIA_SHARES).start()
     phones = Phones(proxy, workdir)
     yield redis, proxy, phones, Account(redis, 0)
     phones.cleanup()

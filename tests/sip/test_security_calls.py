@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import ssl
 import time
 
 import pytest
@@ -79,8 +80,8 @@ class Net:
         self.opened: list = []
         self.aors: set[str] = set()
 
-    def peer(self, where, invite="answer", tcp: bool = False, record_route: str | None = None) -> Peer:
-        peer = Peer(where[0], where[1], invite, tcp_listen=tcp, record_route=record_route)
+    def peer(self, where, invite="answer", tcp: bool = False, record_route: str | None = None, **kw) -> Peer:
+        peer = Peer(where[0], where[1], invite, tcp_listen=tcp, record_route=record_route, **kw)
         self.opened.append(peer)
         return peer
 
@@ -293,12 +294,16 @@ def test_stranger_who_knows_the_dialog_cannot_send_in_it(env, net, live_call, me
     assert call.bye().status == 200  # the real call is still there, and its party can end it
 
 
-def test_stranger_posing_as_the_trunk_cannot_hang_up_the_phone(env, net, live_call):
-    """The upstream direction: a BYE 'from the callee' sent by someone else."""
+@pytest.mark.parametrize("target", ["the proxy's Contact the trunk was given", "the phone's own Contact"])
+def test_stranger_posing_as_the_trunk_cannot_hang_up_the_phone(env, net, live_call, target):
+    """The upstream direction: a BYE 'from the callee' sent by someone else, at what the trunk's BYE
+    names (topos's Contact, which topos turns back into the phone's), or at the phone's own Contact."""
     trunk, alice, call = live_call
     mallory = net.stranger()
-    # From/To swapped: the callee's tag in From, the caller's in To; R-URI the phone's contact
-    text = raw_request("BYE", alice.contact, via_host=f"{mallory.ip}:{mallory.port}", call_id=call.call_id,
+    ruri = trunk.invites()[0].uris("contact")[0] if target.startswith("the proxy") else alice.contact
+    assert ("tpsh-" in ruri) == target.startswith("the proxy"), ruri
+    # From/To swapped: the callee's tag in From, the caller's in To
+    text = raw_request("BYE", ruri, via_host=f"{mallory.ip}:{mallory.port}", call_id=call.call_id,
                        from_uri="sip:+33612345678@acme.test", from_tag=call.to_tag,
                        to_uri="sip:2001@acme.test", to_tag=call.from_tag, cseq=50,
                        extra=[f"Route: <{r}>" for r in reversed(call.route)])
@@ -341,6 +346,94 @@ def test_internal_call_cannot_be_turned_into_a_trunk_call(env, net):
     saw_nothing(trunk)
     assert is_4xx(answer), answer
     call.bye()
+
+
+# == 1c. on TCP/TLS a party is its connection (issue 18.8) ==============================================
+def connected_phone(env: Env, net: Net, user: str, domain: str, transport: str, ip: str | None = None,
+                    port: int = 0) -> UA:
+    """A phone on its own UDP socket, TCP connection or TLS connection to the proxy."""
+    tls = ssl.create_default_context(cafile=env.proxy.tls_cert) if transport == "tls" else None
+    where = (env.proxy.ip, env.proxy.tls_port if transport == "tls" else env.proxy.port)
+    ua = UA(ip or next(_phone_ips), where, user, domain, PASSWORDS[(user, domain)], tcp=transport == "tcp",
+            tls=tls, port=port)
+    net.opened.append(ua)
+    net.aors.add(f"{user}@{domain}")
+    return ua
+
+
+def neighbour_of(env: Env, net: Net, phone: UA, transport: str) -> UA:
+    """Someone behind the same NAT address as the phone: its IP, a port (a connection) of its own."""
+    return connected_phone(env, net, phone.user, phone.domain, transport, ip=phone.ip)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("method", ["BYE", "INVITE"])
+def test_a_neighbour_behind_the_callers_nat_cannot_speak_for_it(env, net, account, transport, method):
+    """A prepaid caller on TCP/TLS (or UDP); another connection (port) from its IP sends its dialog's
+    BYE or re-INVITE: refused, the trunk hears nothing, the money stays held, the call goes on."""
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY)
+    ines = connected_phone(env, net, "2001", "initech.test", transport)
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    assert trunk.wait(lambda m: m.is_request and m.method == "ACK", 3)
+    neighbour = neighbour_of(env, net, ines, transport)
+    assert neighbour.ip == ines.ip and neighbour.port != ines.port
+    before = [m.first for m in trunk.requests()]
+    text = neighbour.build(method, call.target, call.call_id, call.from_tag, call.to_uri, call.to_tag, 40,
+                           [f"Route: <{r}>" for r in call.route],
+                           SDP.format(ip=neighbour.ip) if method == "INVITE" else "", from_uri=f"sip:2001@initech.test")
+    answer = neighbour.transact(text, call.call_id, 40, method, timeout=3)
+    assert answer is not None and answer.first == "SIP/2.0 403 Not A Party To This Dialog", answer
+    time.sleep(GRACE)
+    assert [m.first for m in trunk.requests()] == before, "the trunk heard the neighbour"
+    assert account.records() == [] and account.reserved > 0, "the neighbour's BYE stopped the billing"
+    # the phone itself, on its own connection, still speaks for the call
+    assert call.request("INFO").status == 200
+    time.sleep(0.6)
+    assert call.bye().status == 200
+    assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_neighbour_behind_the_callees_nat_cannot_hang_up_the_caller(env, net, transport):
+    """Bruno answers over TCP/TLS; another connection from his address sends his BYE to Alice."""
+    bruno = connected_phone(env, net, "2002", "acme.test", transport)
+    assert bruno.register().status == 200
+    alice = net.phone("2001")
+    call = alice.invite("2002")
+    assert call.code == 200, call.final
+    invite, tag = bruno.answered[call.call_id]
+    neighbour = neighbour_of(env, net, bruno, transport)
+    caller_contact = invite.uris("contact")[0]
+    text = neighbour.build("BYE", caller_contact, call.call_id, tag, call.ruri, call.from_tag, 900,
+                           [f"Route: <{r}>" for r in invite.uris("record-route")], from_uri=call.to_uri)
+    answer = neighbour.transact(text, call.call_id, 900, "BYE", timeout=3)
+    assert answer is not None and answer.first == "SIP/2.0 403 Not A Party To This Dialog", answer
+    time.sleep(GRACE)
+    assert call.ended_by_peer() is None, "Alice got the neighbour's BYE"
+    answer = bruno.bye_as_callee(call.call_id)
+    assert answer is not None and answer.status == 200, answer
+    assert call.ended_by_peer() is not None or alice.wait(
+        lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 2)
+
+
+def test_a_carrier_on_tcp_may_hang_up_on_a_connection_of_its_own(env, net):
+    """Guard: a carrier calling in over TCP may send its BYE on a new connection (RFC 3261 18.1.1
+    lets it): it is known by its address, as every trusted peer is; nobody else has that address."""
+    bruno = net.registered(net.phone("2002"))
+    carrier = UA(CARRIER_IN[0], env.addr, "+33698000001", "carrier.example", tcp=True, port=CARRIER_IN[1])
+    net.opened.append(carrier)
+    call = carrier.invite(f"sip:+33142685302@{hostport(env.addr)}")
+    assert call.code == 200, call.final
+    again = UA(CARRIER_IN[0], env.addr, "+33698000001", "carrier.example", tcp=True)
+    net.opened.append(again)
+    assert again.port != carrier.port
+    text = again.build("BYE", call.target, call.call_id, call.from_tag, call.to_uri, call.to_tag, 77,
+                       [f"Route: <{r}>" for r in call.route])
+    answer = again.transact(text, call.call_id, 77, "BYE", timeout=3)
+    assert answer is not None and answer.status == 200, answer
+    assert bruno.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 2)
 
 
 # == 2. registration hijack ============================================================================
@@ -455,13 +548,32 @@ def test_genuine_bye_reaches_the_trunk_and_settles(net, account, prepaid_call):
     assert account.records()[0]["cost"] == 2  # 1.2 s, rounded up to 2 s at 1 cent a second
 
 
+# Under topology hiding (kamailio.cfg, topos) a phone's dialog is the proxy's Contact (call.target,
+# atpsh-<id>@proxy) and no Route: topos puts the trunk's Contact in the Request-URI and appends the
+# proxy's Record-Route (and the trunk's, if it record-routed) after whatever Route the request
+# carries, before the routes run. The in-dialog check judges that restored request, what tm acts
+# on: a Route the phone adds comes first (404, or 403 when it names the proxy: two entries of ours);
+# a Request-URI that is not a topos Contact of a dialog is left as the phone wrote it.
+OUR_ADDRESS = lambda call: "sip:" + call.target.split("@", 1)[1].split(";")[0]
 FORGED_BYES = {
     "R-URI nowhere": lambda call: {"ruri": f"sip:void@{hostport(VOID)}"},
     "R-URI at the backup trunk": lambda call: {"ruri": f"sip:{E164}@{hostport(BACKUP)}"},
+    # the trunk's own Contact (learnt elsewhere: a trace), skipping the proxy's topos record
+    "R-URI the trunk's Contact, no Route": lambda call: {"ruri": f"sip:peer@{hostport(PRIMARY)}"},
     "extra Route nowhere": lambda call: {"route": call.route + [f"sip:{hostport(VOID)};lr"]},
-    "R-URI at the proxy": lambda call: {"ruri": "sip:" + call.target.split("@", 1)[1].split(";")[0]},
-    # a Contact of the proxy's topology hiding (kamailio.cfg, topos) that names no dialog
+    "R-URI at the proxy": lambda call: {"ruri": OUR_ADDRESS(call)},
+    # a Contact of the proxy's topology hiding that names no dialog
     "R-URI at a made-up topos Contact": lambda call: {"ruri": call.target.replace("atpsh-", "atpsh-9", 1)},
+    # issue 18.5: a strict router's URI (no ;lr) before the Record-Route topos restores
+    "extra strict Route": lambda call: {"route": call.route + [f"sip:{VOID[0]}"]},
+    # the phone writes the proxy's Route itself, topos appends the real one: ours twice
+    "our Route twice": lambda call: {"route": [OUR_ADDRESS(call) + ";lr"]},
+    "extra Route at the backup trunk": lambda call: {"route": call.route + [f"sip:{hostport(BACKUP)};lr"]},
+    # the pre-RFC 3261 shape: R-URI the proxy, the real target (topos's Contact) last in Route
+    "strict-routing style": lambda call: {"ruri": OUR_ADDRESS(call) + ";lr", "route": [f"{call.target}"]},
+    # our Route as the dialog module would have it, a made-up did, and bare: topos's follows it
+    "our Route with other parameters": lambda call: {"route": [OUR_ADDRESS(call) + ";lr;did=999.999"]},
+    "our Route without parameters": lambda call: {"route": [OUR_ADDRESS(call) + ";lr"]},
 }
 
 
@@ -470,17 +582,118 @@ def test_forged_bye_never_stops_billing_while_the_trunk_leg_is_up(env, net, acco
     opening, trunk, ines, call = prepaid_call
     void, backup = net.peer(VOID), net.peer(BACKUP)
     time.sleep(0.5)
-    call.bye(wait=1.5, **FORGED_BYES[forgery](call))
+    answer = call.bye(wait=1.5, **FORGED_BYES[forgery](call))
     time.sleep(GRACE)
     trunk_got_bye = bool(byes_of(trunk, call))
     settled = account.records()
     saw_nothing(void, backup, grace=0)
+    # under topos none of them leads to the callee (see above): each is refused before the dialog
+    assert is_4xx(answer) and not trunk_got_bye, (answer, byes_of(trunk, call))
     assert trunk_got_bye == bool(settled), (
         f"settled {settled} while the trunk leg is still up" if settled else "the trunk got a BYE, nothing settled")
     if not trunk_got_bye:  # refused: the call goes on, and is billed when it really ends
+        assert account.reserved > 0, "refused, yet the reservation is gone"
         time.sleep(1.0)
         assert call.bye().status == 200
     assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+def test_a_bye_naming_the_topos_contact_of_the_phones_other_call_ends_neither(env, net, account, prepaid_call):
+    """The phone's second call's Contact (atpsh-) as the first call's R-URI: topos restores what it
+    recorded for the second call (keyed by that Contact, not the Call-ID), and, the From tag not
+    being that call's caller's, as if it came from its callee: the phone's own Contact and route
+    set. The check judges that restored R-URI against the first dialog's target."""
+    opening, trunk, ines, call = prepaid_call
+    other = ines.invite(GERMAN_MOBILE)
+    assert other.code == 200 and other.target != call.target, (other.final, other.target)
+    answer = call.bye(ruri=other.target, wait=1.5)
+    time.sleep(GRACE)
+    assert is_4xx(answer), answer
+    assert byes_of(trunk, call) == [] and byes_of(trunk, other) == [], "the trunk got a BYE"
+    assert ines.requests("BYE") == [], "the phone got its own BYE back"
+    assert account.records() == [] and account.reserved > 0, "refused, yet something settled"
+    # both calls go on and end as they should
+    assert other.bye().status == 200 and call.bye().status == 200
+    records = account.wait_records(2)
+    assert account.balance == opening - sum(r["cost"] for r in records) and account.reserved == 0
+
+
+# A BYE that reaches the trunk but that the trunk does not accept: its leg stays up (issue 18.5).
+# A carrier refuses a BYE whose CSeq went backwards (500), that requires an extension it lacks
+# (420), for a dialog it does not know (481), or says nothing (tm's 408 after fr_timer, 5 s).
+REFUSED_BYES = {
+    "481": dict(answers=[(481, "Call/Transaction Does Not Exist")], extra=[]),
+    "420 to a Require": dict(answers=[(420, "Bad Extension")], extra=["Require: x-made-up"]),
+    "500 to a CSeq gone back": dict(answers=[(500, "Server Internal Error")], extra=[]),
+    "silence": dict(answers=["silent"], extra=[]),
+}
+
+
+def via_branch(msg) -> str:
+    return re.search(r"branch=([^;,\s]+)", msg.header("via") or "").group(1)
+
+
+def relayed_and_own_byes(trunk: Peer, call) -> tuple[list, list]:
+    """The phone's BYE as the proxy relayed it (the first BYE transaction, its retransmissions
+    included), and the BYEs the proxy sent the trunk itself (transactions of their own). Both
+    carry the proxy's Via alone (topology hiding): the transaction tells them apart."""
+    byes = byes_of(trunk, call)
+    if not byes:
+        return [], []
+    first = via_branch(byes[0])
+    return [m for m in byes if via_branch(m) == first], [m for m in byes if via_branch(m) != first]
+
+
+def own_byes(trunk: Peer, call) -> list:
+    return relayed_and_own_byes(trunk, call)[1]
+
+
+@pytest.mark.parametrize("variant", list(REFUSED_BYES))
+def test_a_bye_the_trunk_does_not_accept_has_the_proxy_end_the_call_and_bill_it_to_the_end(env, net, account, variant):
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY, bye_answers=REFUSED_BYES[variant]["answers"])
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    time.sleep(0.5)
+    answer = call.bye(extra=REFUSED_BYES[variant]["extra"], wait=8)
+    assert answer is not None and answer.status >= 400, answer  # the trunk's answer, relayed
+    relayed = relayed_and_own_byes(trunk, call)[0]
+    assert relayed and relayed[0].cseq == (call.cseq, "BYE"), "the phone's BYE never reached the trunk"
+    assert trunk.wait(lambda m: own_byes(trunk, call), 3), "the proxy never ended the trunk's leg itself"
+    own = own_byes(trunk, call)[0]
+    # through topology hiding as the trunk's dialog has it: its Contact, its tags, the proxy's Via alone
+    assert own.ruri == f"sip:peer@{hostport(PRIMARY)}" and not own.all("route"), own.raw
+    assert own.tag("from") == call.from_tag and own.tag("to") == call.to_tag
+    assert len(own.all("via")) == 1 and hostport(env.addr) in own.header("via"), own.raw
+    # and the phone's leg too
+    assert ines.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
+    (record,) = account.wait_records(1)
+    leg = own.at - call.answered_at
+    assert record["billed_secs"] >= int(leg), f"billed {record['billed_secs']} s for a trunk leg of {leg:.1f} s"
+    assert account.balance == opening - record["cost"] and account.reserved == 0
+    time.sleep(GRACE)
+    assert len(account.records()) == 1 and len(own_byes(trunk, call)) == 1, "settled or hung up twice"
+    assert call.bye().status == 481  # the call is over
+
+
+def test_a_bye_the_trunk_accepts_settles_at_its_answer(net, account):
+    """The trunk takes its time (a carrier far away): the call is billed until it accepted the BYE."""
+    opening = account.reset(500)
+    trunk = net.peer(PRIMARY, bye_delay=1.5)
+    ines = net.phone("2001", domain="initech.test")
+    call = ines.invite(GERMAN_MOBILE)
+    assert call.code == 200, call.final
+    time.sleep(0.3)
+    sent = time.monotonic()
+    assert call.bye(wait=4).status == 200
+    assert time.monotonic() - sent >= 1.4
+    (record,) = account.wait_records(1)
+    assert record["billed_secs"] >= 2, record  # 0.3 s + 1.5 s before the trunk's 200
+    assert record["disposition"] == "answered" and account.balance == opening - record["cost"]
+    time.sleep(2.5)  # the dialog expires quietly: no BYE of the proxy's own, nothing settled twice
+    assert own_byes(trunk, call) == [] and call.ended_by_peer() is None
+    assert len(account.records()) == 1 and account.reserved == 0
 
 
 # == 4. Call-ID reuse ===================================================================================

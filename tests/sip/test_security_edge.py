@@ -5,7 +5,7 @@ Every attack test asserts on what the trunk, the emergency trunk or the victim R
 that proves the setup would have shown the attack: the same peer does receive the
 legitimate call. Floods are bounded in count and time and only ever target loopback.
 
-Settings the fixes read (defaults in scripts/env.sh, recipes in notes/sec-edge-recipes.md):
+Settings the fixes read (defaults in scripts/env.sh, recipes in SECURITY.md):
 PIKE_REQS, PIKE_WINDOW_S, BAN_S (flood bans per source address); AUTH_FAIL_MAX,
 AUTH_FAIL_WINDOW_S, AUTH_BAN_S (auth failures per source address and user);
 MAX_CONTACTS; TCP_MAX_CONNECTIONS, TCP_IDLE_S.
@@ -20,8 +20,10 @@ import uuid
 
 import pytest
 
-from tests.conftest import OFFICE
+from kemi.store.prepaid import PrepaidLedger
+from tests.conftest import OFFICE, SIP_DB
 from tests.harness import Proxy, RedisServer, admin, closed_by_peer, wait_for
+from tests.sip.conftest import PASSWORDS
 from tests.sip.rawsip import (Peer, Uac, call_id, digest_header, fresh_ip, header, header_names, headers, status,
                               tcp_options)
 
@@ -32,7 +34,9 @@ ALICE_DID, ACME_LOCATION = "+33142685301", "12 rue de la Paix, 75002 Paris"
 
 # The proxy these tests start with low thresholds (its own Kamailio, the session's Redis).
 GUARDED = dict(PIKE_REQS="30", PIKE_WINDOW_S="2", BAN_S="4", AUTH_FAIL_MAX="4", AUTH_FAIL_WINDOW_S="60",
-               AUTH_BAN_S="60", MAX_CONTACTS="3")
+               AUTH_BAN_S="60", MAX_CONTACTS="3",
+               # the module's tests share this proxy's emergency counters: out of their way (see LIMITS)
+               EMERGENCY_CALLS_MAX="1000", EMERGENCY_UNIDENTIFIED_MAX="100000")
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +245,131 @@ def test_flood_bans_a_stranger_but_never_a_trusted_trunk(guarded):
         assert carrier.options().final == (200, "OK")
 
 
+def http_flood(proxy, ip: str, count: int, transport: str) -> int:
+    """`count` HTTP GETs from ip to the proxy's SIP socket, within a few seconds: datagrams over UDP; over TCP ten,
+    over TLS thirty pipelined on each connection (a client keeping its connection alive: handshakes alone are
+    slower than a flood, and BAN_S would be over before the flood is). How many got an HTTP answer."""
+    import select
+    import ssl
+    request = f"GET /metrics HTTP/1.1\r\nHost: {proxy.ip}\r\nUser-Agent: curl/8.0\r\n\r\n".encode()
+    per_socket = {"udp": 1, "tcp": 10, "tls": 30}[transport]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    socks = []
+    try:
+        for start in range(0, count, per_socket):
+            n = min(per_socket, count - start)
+            if transport == "udp":
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind((ip, 0))
+                s.sendto(request, (proxy.ip, proxy.port))
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((ip, 0))
+                s.settimeout(2)
+                s.connect((proxy.ip, proxy.tls_port if transport == "tls" else proxy.port))
+                if transport == "tls":
+                    s = context.wrap_socket(s)
+                s.sendall(request * n)
+            s.setblocking(False)
+            socks.append(s)
+        answered, received = 0, {s: b"" for s in socks}
+        deadline = time.monotonic() + 1.5
+        waiting = list(socks)
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            for s in ready:
+                try:
+                    data = s.recv(65535)
+                except ssl.SSLWantReadError:  # a TLS record that is no data (a session ticket)
+                    continue
+                except OSError:
+                    data = b""
+                if not data or transport == "udp":
+                    waiting.remove(s)
+                received[s] += data
+        return sum(data.count(b"HTTP/1.") for data in received.values())
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp", "tls"])
+def test_http_flood_on_the_sip_ports_is_limited_like_sip(guarded, transport):
+    """Kamailio hands HTTP on any socket to the routes (xhttp), which answered each one 404: 300 GETs from one
+    address were all answered. pike now counts them as it counts SIP, and the address is banned."""
+    flooder, bystander = fresh_ip(), fresh_ip()
+    mark = guarded.mark()
+    assert http_flood(guarded, bystander, 1, transport) == 1, "control: one HTTP request is answered (404)"
+    sent = 300
+    answered = http_flood(guarded, flooder, sent, transport)
+    assert answered < sent / 2, f"{answered} of {sent} HTTP requests from one address answered"
+    assert [line for line in log_lines_with(guarded, mark, flooder) if "banned" in line], "the ban is not logged"
+    assert not keepalive_answered(guarded, flooder), "the flooding address is still served SIP"
+    assert keepalive_answered(guarded, bystander), "another address must not suffer"
+    # the metrics socket is not the SIP one: Prometheus is served, even from the banned address
+    import http.client
+    conn = http.client.HTTPConnection(guarded.ip, guarded.metrics_port, timeout=5, source_address=(flooder, 0))
+    try:
+        conn.request("GET", "/metrics")
+        page = conn.getresponse()
+        assert page.status == 200 and "kamailio_core_rcv_requests" in page.read().decode()
+    finally:
+        conn.close()
+
+
+def shape(answer: str, domain: str, attacker) -> tuple:
+    """An answer with what differs between any two requests blanked out (tags, branch, Call-ID, nonce, the
+    attacker's own address and the domain it asked about): what it tells about the domain. The status line
+    last, the headers sorted before it."""
+    text = answer.replace(f"{attacker.ip}:{attacker.port}", "<addr>").replace(attacker.ip, "<ip>")
+    text = text.replace(str(attacker.port), "<port>").replace(domain, "<domain>")
+    text = re.sub(r'(nonce|opaque)="[^"]*"', r'\1="<x>"', text)
+    text = re.sub(r"(tag|branch)=[^;>\s,]*", r"\1=<x>", text)
+    text = re.sub(r"^Call-ID:.*$", "Call-ID: <x>", text, flags=re.M | re.I)
+    first, *rest = text.strip().split("\r\n")
+    return (*sorted(rest), first)
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "INVITE"])
+def test_known_and_unknown_domains_get_the_same_answers_so_none_can_be_listed(proxy, method):
+    """An unknown domain got 403 at once and ours a challenge: 100 guesses listed our companies. Now every domain is
+    challenged, and credentials for one that is not ours are refused as a wrong password is (and counted)."""
+    ours = ["acme.test", "globex.test", "initech.test"]
+    guesses = [f"{word}{n}.test" for n, word in enumerate(["acme", "corp", "office", "sales", "team"] * 20)][:97]
+    shapes = {}
+    with Peer(*PRIMARY) as trunk:
+        for domain in ours + guesses:
+            # an address per guess, as a botnet would: pike's flood limit and the per-address failure limit
+            # are not what is tested here
+            with Uac(proxy) as attacker:
+                if method == "REGISTER":
+                    bare = attacker.register("2001", domain, None)
+                    tried = attacker.register("2001", domain, "a-guessed-password", rounds=1)
+                else:
+                    bare = attacker.invite("2001", domain, None, "0612345678")
+                    tried = attacker.invite("2001", domain, "a-guessed-password", "0612345678", rounds=1)
+                finals = [[a for a in ex.answers if not a.startswith("SIP/2.0 1")] for ex in (bare, tried)]
+                assert all(finals), (domain, bare.answers, tried.answers)
+                shapes[domain] = tuple(shape(f[-1], domain, attacker) for f in finals)
+        time.sleep(0.3)
+        assert trunk.requests("INVITE") == [], "a guessed domain's call reached the trunk"
+    first = shapes["acme.test"]
+    assert first[0][-1].startswith(("SIP/2.0 401", "SIP/2.0 407")) and first[1][-1] == "SIP/2.0 403 Forbidden", first
+    assert {domain for domain, got in shapes.items() if got != first} == set(), \
+        [(d, got) for d, got in shapes.items() if got != first][:2]
+    assert proxy.contacts("2001@acme5.test") == []
+    with Uac(proxy) as phone:  # control: the domain is real, and answers its phone's true password
+        assert phone.register(*ALICE, expires=0).final == (200, "OK")
+
+
+def test_guessing_credentials_on_an_unknown_domain_is_counted_and_blocked_like_a_wrong_password(guarded):
+    with Uac(guarded) as guesser:
+        for _ in range(int(GUARDED["AUTH_FAIL_MAX"])):
+            assert guesser.register("2001", "nowhere.test", "guess", rounds=1).final == (403, "Forbidden")
+        assert guesser.register("2001", "nowhere.test", "guess", rounds=1).final == (403, "Too Many Failed Attempts")
+
+
 @pytest.mark.parametrize("agent", ["friendly-scanner", "sipcli/v1.8", "sipvicious", "VaxSIPUserAgent/3.1",
                                    "pplsip", "SIPVicious 0.3.4"])
 @pytest.mark.parametrize("method", ["OPTIONS", "REGISTER", "INVITE"])
@@ -284,6 +413,226 @@ def test_emergency_call_of_a_user_blocked_for_guessing_gets_through(guarded):
             assert guesser.register(*BRUNO).final != (200, "OK"), "control: 2002 is blocked at this address"
             call = phone.invite(*BRUNO, "112")
             assert psap.wait_for("INVITE", call_id(call.last_sent)), call.answers
+    finally:
+        guarded.unregister("2002@acme.test")
+
+
+# The proxies of the emergency-limit tests: small limits, a window no test outlives.
+LIMITS = dict(GUARDED, EMERGENCY_CALLS_MAX="3", EMERGENCY_UNIDENTIFIED_MAX="5", EMERGENCY_WINDOW_S="60")
+BRUNO_DID = "+33142685302"
+
+
+@pytest.fixture
+def limited(workdir, proxy, redis_server):
+    """A proxy of its own per test (the per-node emergency counter is the node's), on the session's Redis."""
+    kam = Proxy(workdir, redis_server.url, **LIMITS).start()
+    yield kam
+    kam.stop()
+
+
+def junk_credentials(variant: str, dial: str = "112") -> tuple[str, list[str]]:
+    """(From URI, extra headers) of an emergency INVITE whose credentials prove nothing."""
+    if variant == "unknown realm":
+        return "sip:x@junk.invalid", [
+            f'Proxy-Authorization: Digest username="x", realm="junk.invalid", nonce="00", '
+            f'uri="sip:{dial}@junk.invalid", response="0123456789abcdef0123456789abcdef"']
+    return "sip:2002@acme.test", [  # a made-up answer to a challenge nobody sent
+        f'Proxy-Authorization: Digest username="2002", realm="acme.test", nonce="00", '
+        f'uri="sip:{dial}@acme.test", response="0123456789abcdef0123456789abcdef"']
+
+
+def blast(uac: Uac, count: int, from_uri: str, extra: list[str], dial: str = "112",
+          seconds: float = 1.0) -> dict[str, tuple[int, str] | None]:
+    """Send `count` emergency INVITEs from uac within about `seconds`, without waiting for answers;
+    then each Call-ID's final answer (None: unanswered). Finals of 300 and up are ACKed."""
+    cids = [uuid.uuid4().hex for _ in range(count)]
+    tags = {cid: cid[:10] for cid in cids}
+    ruri = f"sip:{dial}@acme.test"
+    for n, cid in enumerate(cids):
+        uac.send(uac.build("INVITE", ruri, from_uri=from_uri, to_uri=ruri, cid=cid, from_tag=tags[cid], cseq=1,
+                           extra=extra, contact=f"<sip:x@{uac.ip}:{uac.port}>"))
+        time.sleep(seconds / count)
+    finals: dict[str, tuple[int, str] | None] = {cid: None for cid in cids}
+    deadline = time.monotonic() + 6
+    while None in finals.values() and time.monotonic() < deadline:
+        uac.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            data = uac.sock.recv(65535).decode(errors="replace")
+        except (socket.timeout, ConnectionRefusedError):
+            break
+        cid = call_id(data)
+        if cid in finals and not data.startswith("SIP/2.0 1") and finals[cid] is None:
+            finals[cid] = status(data)
+            if finals[cid][0] >= 300:
+                uac.ack(data, ruri, from_uri, ruri, cid, tags[cid], 1)
+    return finals
+
+
+def emergency_records(redis_server, company: str | None, cids) -> list[dict]:
+    ledger = PrepaidLedger(redis_server.store(SIP_DB))
+    rows = ledger.cdrs(company) if company else ledger.unattributed_cdrs()
+    return [r for _, r in rows if r.get("call_id") in set(cids)]
+
+
+def failures_counted(kam, ip: str, user: str = "2001") -> bool:
+    """Whether the address is blocked for the user: the right password no longer registers."""
+    with Uac(kam, ip) as probe:
+        return probe.register(user, "acme.test", PASSWORDS[(user, "acme.test")]).final == \
+            (403, "Too Many Failed Attempts")
+
+
+# -- issue 18.2: 112 is no password oracle --------------------------------------------------------------
+@pytest.mark.parametrize("guessed_with", ["REGISTER", "INVITE to 112"])
+def test_after_the_block_a_right_and_a_wrong_password_get_the_same_emergency_call(guarded, redis_server,
+                                                                                  guessed_with):
+    ip = fresh_ip()
+    with Uac(guarded, ip) as a, Peer(*EMERGENCY) as psap:
+        for n in range(int(GUARDED["AUTH_FAIL_MAX"])):
+            if guessed_with == "REGISTER":
+                a.register(*ALICE[:2], f"guess-{n}")
+            else:
+                guess = a.invite(*ALICE[:2], f"guess-{n}", "112")
+                assert guess.final == (403, "Emergency Calls Need A Registered Phone"), guess.answers
+                assert psap.requests("INVITE", call_id(guess.last_sent)) == [], "a wrong guess reached the PSAP"
+            time.sleep(0.1)  # guessing, not flooding
+        # the failures on the emergency path counted like any other: the pair is blocked
+        assert failures_counted(guarded, ip)
+        right = a.invite(*ALICE, "112")
+        wrong = a.invite(*ALICE[:2], "not-alices-password", "112")
+        got_right = psap.wait_for("INVITE", call_id(right.last_sent))
+        got_wrong = psap.wait_for("INVITE", call_id(wrong.last_sent))
+        assert got_right and got_wrong, "an emergency call was refused during a block"
+        assert right.final == wrong.final and [status(m) for m in right.answers] == [status(m) for m in wrong.answers]
+        claims = [(header_names(m[0]), header(m[0], "X-Emergency-Callback"), header(m[0], "P-Asserted-Identity"))
+                  for m in (got_right, got_wrong)]
+        assert claims[0] == claims[1] and claims[0][1] is None, claims  # neither borrows Alice's identity
+        # both recorded alike, for no company (nobody proved who they are), with where they came from
+        cids = [call_id(right.last_sent), call_id(wrong.last_sent)]
+        assert wait_for(lambda: len(emergency_records(redis_server, None, cids)) == 2, 8, "both records")
+        recs = sorted(emergency_records(redis_server, None, cids), key=lambda r: cids.index(r["call_id"]))
+        assert [(r["company"], r["identity"], r["source"], r["to"]) for r in recs] == \
+            [("", "none", f"udp:{a.ip}:{a.port}", "112")] * 2
+    with Uac(guarded) as elsewhere, Peer(*EMERGENCY) as psap:  # control: the same password from elsewhere
+        own = elsewhere.invite(*ALICE, "112")
+        got = psap.wait_for("INVITE", call_id(own.last_sent))
+        assert got and header(got[0], "X-Emergency-Callback") == ALICE_DID
+
+
+# -- issue 18.6 and 19: floods, limits, identity, records, bans --------------------------------------------
+@pytest.mark.parametrize("credentials", ["unknown realm", "made-up answer"])
+def test_an_anonymous_emergency_flood_from_a_registered_phone_is_limited_identified_and_recorded(
+        limited, redis_server, credentials):
+    limit = int(LIMITS["EMERGENCY_CALLS_MAX"])
+    with Uac(limited) as phone, Peer(*EMERGENCY) as psap:
+        assert phone.register(*BRUNO).final == (200, "OK")
+        mark = limited.mark()
+        from_uri, extra = junk_credentials(credentials)
+        finals = blast(phone, 100, from_uri, extra)
+        reached = [m for cid in finals for m in psap.requests("INVITE", cid)]
+        assert len(reached) == limit, f"{len(reached)} of 100 reached the emergency trunk"
+        for invite in reached:  # each carries the registered phone's identity
+            assert header(invite, "X-Emergency-Callback") == BRUNO_DID, invite
+            assert header(invite, "X-Emergency-Location") == ACME_LOCATION
+            assert BRUNO_DID in (header(invite, "P-Asserted-Identity") or "")
+            assert headers(invite, "Proxy-Authorization") == []
+        assert None not in finals.values(), "an emergency INVITE was dropped unanswered"
+        refused = [cid for cid, final in finals.items() if final == (503, "Too Many Emergency Calls From This Phone")]
+        assert len(refused) == 100 - limit
+        lines = log_lines_with(limited, mark, "more than 3 emergency calls of source")
+        assert len(lines) == 1 and phone.ip in lines[0], lines
+        routed = [cid for cid in finals if cid not in refused]
+        assert wait_for(lambda: len(emergency_records(redis_server, "acme", routed)) == limit, 8,
+                        "a record for every routed emergency call")
+        for rec in emergency_records(redis_server, "acme", routed):
+            assert (rec["extension"], rec["from"], rec["to"], rec["identity"], rec["category"]) == \
+                ("2002", BRUNO_DID, "112", "registered-source", "emergency"), rec
+            assert rec["source"] == f"udp:{phone.ip}:{phone.port}"
+
+
+def test_unauthenticated_emergency_calls_are_capped_per_node_whatever_their_sources(limited, redis_server):
+    cap = int(LIMITS["EMERGENCY_UNIDENTIFIED_MAX"])
+    phones = [(BRUNO, Uac(limited)), (("2003", "acme.test", "chloe-secret-3"), Uac(limited)),
+              (("2004", "acme.test", "denis-secret-4"), Uac(limited))]
+    try:
+        with Peer(*EMERGENCY) as psap:
+            for who, uac in phones:
+                assert uac.register(*who).final == (200, "OK")
+            from_uri, extra = junk_credentials("unknown realm")
+            finals = {}
+            for _ in range(3):  # 3 from each: within each source's limit, over the node's
+                for _, uac in phones:
+                    finals.update(blast(uac, 1, from_uri, extra, seconds=0.05))
+            reached = [cid for cid in finals if psap.requests("INVITE", cid)]
+            assert len(reached) == cap, f"{len(reached)} of {len(finals)} reached the emergency trunk"
+            assert sorted(f for c, f in finals.items() if c not in reached) == \
+                [(503, "Too Many Unauthenticated Emergency Calls")] * (len(finals) - cap)
+            # a phone that proves who it is still gets through, from one of those sources too
+            own = phones[0][1].invite(*BRUNO, "112")
+            got = psap.wait_for("INVITE", call_id(own.last_sent))
+            assert got and header(got[0], "X-Emergency-Callback") == BRUNO_DID, own.answers
+    finally:
+        for _, uac in phones:
+            uac.close()
+        for user in ("2002", "2003", "2004"):
+            limited.unregister(f"{user}@acme.test")
+
+
+def test_an_authenticated_phone_is_limited_too(limited, redis_server):
+    limit = int(LIMITS["EMERGENCY_CALLS_MAX"])
+    with Uac(limited) as roaming, Peer(*EMERGENCY) as psap:
+        calls = [roaming.invite(*ALICE, "112") for _ in range(limit + 1)]
+        reached = [c for c in calls if psap.wait_for("INVITE", call_id(c.last_sent), timeout=1)]
+        assert len(reached) == limit and calls[-1].final == (503, "Too Many Emergency Calls From This Phone")
+        assert header(calls[-1].answers[-1], "Retry-After") == LIMITS["EMERGENCY_WINDOW_S"]
+        cids = [call_id(c.last_sent) for c in reached]
+        assert wait_for(lambda: len(emergency_records(redis_server, "acme", cids)) == limit, 8, "records")
+        assert {r["identity"] for r in emergency_records(redis_server, "acme", cids)} == {"verified"}
+        with Uac(limited) as other:  # another phone is not limited by it
+            call = other.invite(*BRUNO, "112")
+            assert psap.wait_for("INVITE", call_id(call.last_sent)), call.answers
+
+
+def test_with_redis_down_an_emergency_call_goes_and_its_lost_record_is_logged(isolated):
+    redis, kam = isolated
+    with Uac(kam) as alice, Peer(*EMERGENCY) as psap:
+        assert alice.register(*ALICE).final == (200, "OK")
+        redis.stop()
+        mark = kam.mark()
+        call = alice.invite(*ALICE, "112")
+        got = psap.wait_for("INVITE", call_id(call.last_sent))
+        assert got and header(got[0], "X-Emergency-Callback") == ALICE_DID, call.answers
+        assert wait_for(lambda: log_lines_with(kam, mark, "record/settlement not written"), 8,
+                        "the lost record in the log")
+
+
+@pytest.mark.parametrize("caller", ["new port of a registered phone", "phone never registered there"])
+def test_an_emergency_call_from_a_banned_address_is_answered_and_its_dialog_passes(guarded, caller):
+    ip = fresh_ip()
+    guarded.unregister("2002@acme.test")
+    try:
+        with Uac(guarded, ip) as registered:
+            if caller == "new port of a registered phone":
+                assert registered.register(*BRUNO).final == (200, "OK")
+            flood(guarded, ip, 300)  # forged, or another device of the building
+            assert not keepalive_answered(guarded, ip), "control: the address is banned"
+            who, did = (BRUNO, BRUNO_DID) if caller.startswith("new port") else (ALICE, ALICE_DID)
+            with Uac(guarded, ip) as phone, Peer(*EMERGENCY, answer=(200, "OK"), contact=True) as psap:
+                call = phone.invite(*who, "112")
+                got = psap.wait_for("INVITE", call_id(call.last_sent))
+                assert got and header(got[0], "X-Emergency-Callback") == did, call.answers
+                assert call.final == (200, "OK"), call.answers
+                # its ACK and BYE pass the ban: without the ACK the PSAP would end the call
+                ok = call.answers[-1]
+                routes = list(reversed(headers(ok, "Record-Route")))
+                target = re.search(r"<([^>]+)>", header(ok, "Contact")).group(1)
+                cid, to = call_id(ok), header(ok, "To")
+                from_tag = re.search(r"tag=([^;>\s]+)", header(call.last_sent, "From")).group(1)
+                cseq = int(header(ok, "CSeq").split()[0])
+                for method, number in (("ACK", cseq), ("BYE", cseq + 1)):
+                    phone.send(phone.build(method, target, from_uri=f"sip:{who[0]}@acme.test", to_uri="x", cid=cid,
+                                           from_tag=from_tag, cseq=number, extra=[f"Route: {r}" for r in routes])
+                               .replace("To: <x>", f"To: {to}"))
+                    assert psap.wait_for(method, cid), f"the {method} of the emergency call was dropped"
     finally:
         guarded.unregister("2002@acme.test")
 
@@ -438,11 +787,12 @@ def test_emergency_call_falls_back_on_any_data_fault(isolated, fault):
 def test_emergency_call_with_a_non_utf8_user_falls_back(isolated):
     redis, kam = isolated
     with Uac(kam) as caller, Peer(*EMERGENCY) as psap:
-        assert caller.register(*ALICE).final == (200, "OK")  # a registered address: no question of policy
+        assert caller.register(*BRUNO).final == (200, "OK")  # a registered address: no question of policy
         call = caller.invite("20\udcff1", "acme.test", "whatever", "112", auth_user="2001")
         got = psap.wait_for("INVITE", call_id(call.last_sent))
         assert got, call.answers
-        assert ALICE_DID not in got[0]
+        # unauthenticated: the identity of the phone registered there, never the one the credentials name
+        assert ALICE_DID not in got[0] and header(got[0], "X-Emergency-Callback") == "+33142685302"
 
 
 # == 10. TCP exhaustion ==============================================================================

@@ -13,10 +13,12 @@ The run.sh tests bind the demo's fixed addresses: run them in a private network 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +26,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import OFFICE, SIP_DB
-from tests.harness import ROOT, Proxy, admin, bound, options_request, send_raw, status_line
+from tests.harness import ROOT, Proxy, admin, bound, options_request, send_raw, status_line, wait_for
 from tests.sip.product import DEMO_PEERS, PROXY, RunSh, demo_addresses_free, foreign_python
 
 TLS = (PROXY[0], 5061)  # scripts/env.sh's TLS_ADDR (SIP_ADDR) and TLS_PORT
@@ -150,6 +152,9 @@ def nothing_left(run: RunSh) -> None:
     held = [f"{ip}:{port}" for ip, port in [PROXY, *DEMO_PEERS.values()] if bound(ip, port)]
     held += [f"tls {ip}:{port}" for ip, port in [TLS] if bound(ip, port, tcp=True)]
     assert not held and not bound("127.0.0.1", run.redis_port, tcp=True), held
+    if shutil.which("nft") and os.geteuid() == 0:
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+        assert "cowork_run_" not in tables, tables  # scripts/sip-conn-limit.sh's table of this run
 
 
 def test_run_sh_under_a_run_dir_too_deep_for_a_socket_path(run_sh, tmp_path):
@@ -307,3 +312,183 @@ def test_run_sh_refuses_a_tls_port_in_use(run_sh):
     run = refused_while_taken(run_sh(), TLS)
     assert "run: 127.0.0.1:5061 (SIP over TLS) is in use: another proxy? TLS_PORT=... picks another port" in run.output
     nothing_left(run)
+
+
+# -- SIPp stand-ins: no control socket ------------------------------------------------------------
+
+SIPP_CONTROL_PORTS = range(8888, 8888 + 60)  # SIPp 3.6: 8888, or the next free one of 60
+
+
+def udp_sockets_of(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) of every UDP socket process pid holds, IPv4 and IPv6 (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[9] in inodes:
+                hexaddr, hexport = fields[1].split(":")
+                raw = bytes.fromhex(hexaddr)
+                # /proc prints each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((socket.inet_ntop(family, raw), int(hexport, 16)))
+    return found
+
+
+def sipp_pids_of_group(pgid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        if comm == "sipp" and int(fields[2]) == pgid:  # fields[2]: the process group
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def send_quit_everywhere(addresses) -> None:
+    """The attack: SIPp's quit key "Q" (and a variable change, "cset") to every port its control socket could
+    have taken, on each address."""
+    for ip in addresses:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as attacker:
+            for port in SIPP_CONTROL_PORTS:
+                for payload in (b"cset ext 2999", b"Q"):
+                    try:
+                        attacker.sendto(payload, (ip, port))
+                    except OSError:  # no IPv6 in this namespace
+                        break
+
+
+def test_run_sh_stand_ins_have_no_control_socket_and_a_q_datagram_stops_none(run_sh, tmp_path):
+    # The attack works on a SIPp with a control socket (what run.sh used to start: -ci on the peer's address):
+    # without that, this test could not fail.
+    ip, port = DEMO_PEERS["carrier-a"]
+    control = subprocess.Popen(["sipp", "-sf", str(ROOT / "sipp-scenarios" / "standin-carrier.xml"), "-i", ip,
+                                "-p", str(port), "-ci", ip, "-nostdin", "-timeout", "30s"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(p in SIPP_CONTROL_PORTS for _, p in udp_sockets_of(control.pid)), 10, "SIPp's control socket")
+        send_quit_everywhere([ip])
+        control.wait(10)
+    finally:
+        control.kill()
+        control.wait()
+
+    run = run_sh().start().up()
+    standins = sipp_pids_of_group(run.proc.pid)
+    assert len(standins) == len(DEMO_PEERS)
+    hosts = {host for host, _ in DEMO_PEERS.values()}
+    for pid in standins:
+        held = udp_sockets_of(pid)
+        # its SIP port (a UDP peer) and its two media ports, on its own address; nothing else
+        assert held and all(addr in hosts and p not in SIPP_CONTROL_PORTS for addr, p in held), held
+    send_quit_everywhere(sorted(hosts) + ["127.0.0.1", "0.0.0.0", "::1"])
+    time.sleep(1)
+    assert all(Path(f"/proc/{pid}").exists() for pid in standins), "a stand-in stopped"
+    assert run.proc.poll() is None and "exited" not in run.output
+    for name, (ip, port) in DEMO_PEERS.items():
+        assert bound(ip, port) or bound(ip, port, tcp=True), f"stand-in {name} no longer on {ip}:{port}"
+    assert run.stop() == 0
+    nothing_left(run)
+
+
+def test_the_harness_sipp_peers_have_no_control_socket_either(tmp_path):
+    from tests.harness import Sipp
+    peer = Sipp("answer.xml", [], tmp_path, ip="127.0.0.61").start()
+    try:
+        held = udp_sockets_of(peer.proc.pid)
+        assert ("127.0.0.61", peer.port) in held
+        assert not [s for s in held if s[1] in SIPP_CONTROL_PORTS], held
+        send_quit_everywhere(["127.0.0.61", "127.0.0.1"])
+        time.sleep(0.5)
+        assert peer.proc.poll() is None and bound("127.0.0.61", peer.port)
+    finally:
+        peer.stop()
+
+
+# -- the per-source TCP/TLS connection limit (scripts/sip-conn-limit.sh, nftables) ----------------
+
+def nft_tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+
+
+def connections(src: str, dst: tuple[str, int], count: int, tls: bool = False) -> tuple[list, int]:
+    """Open `count` connections from src to dst (TLS: with a handshake); (the open ones, how many were refused)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    opened, refused = [], 0
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((src, 0))
+        sock.settimeout(3)
+        try:
+            sock.connect(dst)
+            opened.append(context.wrap_socket(sock) if tls else sock)
+        except ConnectionRefusedError:  # the TCP reset of the limit
+            sock.close()
+            refused += 1
+    return opened, refused
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nftables needs root and nft")
+def test_run_sh_limits_tcp_and_tls_connections_per_source_and_a_site_gets_more(run_sh):
+    """One address held all 2,048 TCP/TLS slots (a CRLF every 20 s each) and others' connections were reset.
+    run.sh (as root, with nft) installs the limit of scripts/sip-conn-limit.sh and removes it when it stops."""
+    from tests.sip.sipua import UA
+    hog, site, phone = "127.0.0.66", "127.0.0.77", "127.0.0.88"
+    run = run_sh(TCP_PER_SOURCE_MAX="5", TCP_PER_SITE_MAX="12", TCP_SITE_NETS=f"{site}/32,198.51.100.0/24").start().up()
+    assert ("run: at most 5 TCP/TLS connections per source address (12 from "
+            f"{site}/32,198.51.100.0/24; nftables table inet cowork_run_5060)") in run.output
+    held = []
+    try:
+        # the hog: 5 connections (TCP, then TLS), and every one more refused, on either port
+        tcp, refused = connections(hog, PROXY, 3)
+        tls, refused_tls = connections(hog, TLS, 2, tls=True)
+        held += tcp + tls
+        assert (len(tcp), refused, len(tls), refused_tls) == (3, 0, 2, 0)
+        more, refused = connections(hog, PROXY, 20)
+        more_tls, refused_tls = connections(hog, TLS, 5)
+        held += more + more_tls
+        assert (len(more), refused, len(more_tls), refused_tls) == (0, 20, 0, 5)
+        # while the hog holds its five, a phone elsewhere connects and registers over TCP and over TLS
+        for transport in ("tcp", "tls"):
+            context = None
+            if transport == "tls":
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            ua = UA(phone, TLS if context else PROXY, "2001", "acme.cowork.example", "alice-demo-secret",
+                    tcp=context is None, tls=context)
+            try:
+                answer = ua.register()
+                assert answer is not None and answer.status == 200, answer and answer.raw
+            finally:
+                ua.close()
+        # a declared site's address: up to TCP_PER_SITE_MAX
+        site_conns, refused = connections(site, PROXY, 15)
+        held += site_conns
+        assert (len(site_conns), refused) == (12, 3)
+        # a connection the hog closes frees its place
+        held.remove(tcp[0])
+        tcp[0].close()
+        time.sleep(0.5)
+        again, refused = connections(hog, PROXY, 2)
+        held += again
+        assert (len(again), refused) == (1, 1)
+    finally:
+        for sock in held:
+            sock.close()
+    assert "cowork_run_5060" in nft_tables()
+    assert run.stop() == 0
+    nothing_left(run)
+    assert "cowork_run_5060" not in nft_tables(), "run.sh left its nftables table behind"

@@ -9,6 +9,7 @@ from hypothesis import given, strategies as st
 
 from kemi import edge, replies
 from kemi.edge import Address
+from kemi.model import Site
 from kemi.paths import ROOT
 from kemi.settings import Settings
 
@@ -32,8 +33,49 @@ def test_scanner_user_agents_are_found_case_insensitively_anywhere(agent, found)
 
 
 def test_auth_keys_separate_users_and_name_the_address():
-    assert edge.auth_keys("10.0.0.1", "2001", "acme.test") == ("10.0.0.1|2001@acme.test", "10.0.0.1|*")
-    assert edge.auth_keys("10.0.0.1", "2002", "acme.test")[0] != edge.auth_keys("10.0.0.2", "2001", "acme.test")[0]
+    assert edge.auth_keys("10.0.0.1", 5060, "2001", "acme.test") == ("10.0.0.1|2001@acme.test", "10.0.0.1|*")
+    assert edge.auth_keys("10.0.0.1", 5060, "2002", "acme.test")[0] != \
+        edge.auth_keys("10.0.0.2", 5060, "2001", "acme.test")[0]
+    # another port of an undeclared address is the same sender
+    assert edge.auth_keys("10.0.0.1", 5061, "2001", "acme.test") == edge.auth_keys("10.0.0.1", 5060, "2001", "acme.test")
+
+
+def test_at_a_site_the_any_user_counter_is_per_port_and_the_user_counter_per_address():
+    at_5060 = edge.auth_keys("203.0.113.7", 5060, "2001", "acme.test", site=True)
+    at_5061 = edge.auth_keys("203.0.113.7", 5061, "2001", "acme.test", site=True)
+    assert at_5060 == ("203.0.113.7|2001@acme.test", "203.0.113.7:5060|*")
+    assert at_5060[0] == at_5061[0] and at_5060[1] != at_5061[1]
+    # no key of a site phone is the undeclared address's key: a site is never blocked as a whole
+    assert "203.0.113.7|*" not in at_5060 + at_5061
+
+
+SITES = (Site("station-f", ("203.0.113.7/32", "198.51.100.0/29", "2001:db8:7::/48")),
+         Site("halle", ("192.0.2.0/24",)), Site("loft", ("192.0.2.128/32",)))
+
+
+@pytest.mark.parametrize("ip, site", [
+    ("203.0.113.7", "station-f"), ("203.0.113.8", None), ("203.0.113.6", None),
+    ("198.51.100.0", "station-f"), ("198.51.100.7", "station-f"), ("198.51.100.8", None),
+    ("2001:db8:7::1", "station-f"), ("2001:db8:7:ffff::2", "station-f"), ("[2001:db8:7::1]", "station-f"),
+    ("2001:db8:8::1", None), ("192.0.2.1", "halle"), ("192.0.2.128", "loft"),  # the longest prefix wins
+    ("not an address", None), ("", None), ("::ffff:203.0.113.7", None),
+])
+def test_sites_find_the_site_of_an_address(ip, site):
+    assert edge.Sites(SITES).site_of(ip) == site
+
+
+@given(st.ip_addresses(v=4), st.integers(8, 32))
+def test_an_address_is_in_a_site_exactly_when_a_network_of_it_holds_it(ip, length):
+    import ipaddress
+    net = ipaddress.ip_network(f"{ip}/{length}", strict=False)
+    sites = edge.Sites([Site("only", (str(net),))])
+    for probe in (ip, net.network_address, net.broadcast_address, net.network_address - 1 if int(net.network_address) else ip,
+                  net.broadcast_address + 1 if int(net.broadcast_address) < 2**32 - 1 else ip):
+        assert (sites.site_of(str(probe)) == "only") == (probe in net)
+
+
+def test_no_sites_answer_none_without_parsing():
+    assert not edge.Sites() and edge.Sites().site_of("203.0.113.7") is None
 
 
 @pytest.mark.parametrize("uri, expected", [

@@ -34,7 +34,7 @@ def test_kamailio_cfg_declares_exactly_the_shells_metrics_with_their_labels():
     assert declared("counter") == {name: label for name, (label, _) in Metric.COUNTERS.items()}
     assert declared("gauge") == {name: None for name in Metric.GAUGES}
     assert f'name "{Metric.SOCKET}"' in CFG
-    assert re.search(r'modparam\("dialog", "profiles_no_value", "prepaid"\)', CFG)
+    assert re.search(r'modparam\("dialog", "profiles_no_value", "prepaid;media"\)', CFG)
 
 
 def test_label_values_are_prometheus_label_values_and_few():

@@ -89,6 +89,29 @@ def test_broken_files(text, words):
     assert any(words in m for _, _, m in problems(text))
 
 
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "companies: *i\n"
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("companies: " + "[" * 5000 + "]" * 5000, 1, "nested deeper than 16 levels"),
+    ("companies:\n" + "".join(" " * i + "-\n" for i in range(1, 2000)), 17, "nested deeper than 16 levels"),
+    ("companies: " + "{a: " * 5000 + "1" + "}" * 5000, 1, "nested deeper than 16 levels"),
+    (LAUGHS, 2, "aliases (*name) are not allowed"),
+    ("companies:\n  - &c {id: acme, name: A, domain: a.test}\n  - *c\n", 3, "aliases (*name) are not allowed"),
+    ("companies: [" + ", ".join(["1"] * 100_001) + "]", 1, "more than 100000 values"),
+    ("#" * (2 * 1024 * 1024 + 1), 1, "longer than 2097152 characters"),
+    ("companies:\n- id: acme\n  name: A\n  domain: a.test\n  main_number: " + "1" * 5000, 5, "is not an E.164"),
+    ("companies:\n- id: acme\n  name: A\n  domain: a.test\n  main_number: 2024-02-30", 5, "is not an E.164"),
+])
+def test_pathological_yaml_is_one_problem_with_its_line(text, line, words):
+    """Deep nesting (PyYAML composes recursively), alias bombs, too many values, a huge file and scalars YAML
+    types but cannot build (an int past Python's 4,300 digits, a date that does not exist): a problem with its
+    line, never RecursionError or ValueError."""
+    found = problems(text)
+    assert any(ln == line and words in m for ln, _, m in found), found[:3]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_any_text_parses_or_fails_cleanly(text):
@@ -147,3 +170,63 @@ def test_dids_trunks_media_servers_and_forward_in_e164():
 def test_routing_mistakes_are_refused_at_provisioning(old, new, words):
     assert old in ROUTED
     assert any(words in m for _, _, m in problems(ROUTED.replace(old, new))), problems(ROUTED.replace(old, new))
+
+
+# -- sites: a building behind one NAT address ------------------------------------------------------------
+SITES = textwrap.dedent("""\
+    trunks:
+      - {name: primary, host: 192.0.2.10}
+    media_servers:
+      - {name: announcer, host: 192.0.2.20, role: announcement}
+    sites:
+      - name: station-f
+        cidrs: ["203.0.113.7/32", "2001:db8:7::/48"]
+        companies: [acme, globex]
+      - name: halle-2
+        cidrs: [198.51.100.0/29, "203.0.113.9"]
+    """)
+
+
+def test_sites_parse_with_canonical_networks():
+    prov = parse(SITES)
+    assert [(s.name, s.cidrs, s.companies) for s in prov.sites] == [
+        ("station-f", ("203.0.113.7/32", "2001:db8:7::/48"), ("acme", "globex")),
+        ("halle-2", ("198.51.100.0/29", "203.0.113.9/32"), ())]
+    assert parse(GOOD).sites is None  # no section: the stored sites stay as they are
+    assert parse("sites: []\n").sites == ()  # an empty section removes them all
+
+
+@pytest.mark.parametrize("old, new, line, path, words", [
+    ("name: station-f", "name: Station F", 6, "sites[0].name", "not a site name"),
+    ('"203.0.113.7/32"', '"203.0.113.7/24"', 7, "sites[0].cidrs[0]",
+     "bits set after the prefix: write 203.0.113.0/24 (the network) or 203.0.113.7/32"),
+    ('"203.0.113.7/32"', '"0.0.0.0/0"', 7, "sites[0].cidrs[0]", "too wide for a site (no wider than /8"),
+    ('"203.0.113.7/32"', '"64.0.0.0/2"', 7, "sites[0].cidrs[0]", "too wide"),
+    ('"2001:db8:7::/48"', '"2000::/3"', 7, "sites[0].cidrs[1]", "no wider than /32 for IPv6"),
+    ('"203.0.113.7/32"', '"station-f.example"', 7, "sites[0].cidrs[0]", "is not a network"),
+    ('"203.0.113.7/32"', '"203.0.113.0/28"', 10, "sites[1].cidrs[1]",
+     "203.0.113.9/32 overlaps 203.0.113.0/28 of site 'station-f' (line 7)"),
+    ('"203.0.113.7/32"', '"192.0.2.0/24"', 7, "sites[0].cidrs[0]", "holds primary (udp:192.0.2.10:5060)"),
+    ('"203.0.113.7/32"', '"192.0.2.16/28"', 7, "sites[0].cidrs[0]", "holds announcer"),
+    ("name: halle-2", "name: station-f", 9, "sites[1]", "site 'station-f' is already defined at line 6"),
+    ("companies: [acme, globex]", "companies: [Acme]", 8, "sites[0].companies[0]", "not a company id"),
+    ("companies: [acme, globex]", "compagnies: [acme]", 8, "sites[0].compagnies", "unknown field"),
+    ('cidrs: [198.51.100.0/29, "203.0.113.9"]', "cidrs: []", 10, "sites[1].cidrs", "non-empty list"),
+    ('cidrs: [198.51.100.0/29, "203.0.113.9"]', "cidrs: 198.51.100.0/29", 10, "sites[1].cidrs", "non-empty list"),
+    ('    cidrs: [198.51.100.0/29, "203.0.113.9"]\n', "", 9, "sites[1]", "missing required field 'cidrs'"),
+])
+def test_each_bad_site_field_is_named_with_its_line(old, new, line, path, words):
+    assert old in SITES
+    found = problems(SITES.replace(old, new))
+    assert any((ln, pa) == (line, path) and words in m for ln, pa, m in found), found
+
+
+def test_a_site_cannot_hold_a_trunk_or_name_a_company_that_is_not_provisioned():
+    from kemi.model import Trunk
+    from kemi.provisioning import site_conflicts
+    (station, halle) = parse(SITES).sites
+    assert site_conflicts([station, halle], [Trunk("primary", "192.0.2.10")], {"acme", "globex"}) == []
+    assert site_conflicts([halle], [Trunk("old", "198.51.100.3")], set()) == [
+        "site halle-2: 198.51.100.0/29 holds old (udp:198.51.100.3:5060): trunks and media servers are never "
+        "part of a site"]
+    assert site_conflicts([station], [], {"acme"}) == ["site station-f: company 'globex' is not provisioned"]

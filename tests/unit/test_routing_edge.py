@@ -74,13 +74,18 @@ HA1 = "0123456789abcdef0123456789abcdef"
 @pytest.mark.parametrize("identity", [
     EmergencyIdentity(HA1, "+33142685301", "12 rue de la Paix, 75002 Paris"),
     EmergencyIdentity(HA1, None, None), EmergencyIdentity(HA1, "+33142685300", None),
+    EmergencyIdentity(HA1, "+33142685301", "Floor 3", "acme"), EmergencyIdentity(HA1, None, None, "acme"),
 ])
 def test_emergency_identity_round_trip(identity):
     assert routing.decode_emergency_identity(routing.encode_emergency_identity(identity)) == identity
 
 
+def test_an_entry_of_the_previous_version_is_an_identity_without_a_company():
+    assert routing.decode_emergency_identity(f"{HA1}\t+331\tFloor 3") == EmergencyIdentity(HA1, "+331", "Floor 3")
+
+
 @pytest.mark.parametrize("text", [None, "", "+33142685301\t12 rue X", f"{HA1}\t+331", "nothex" * 5 + "ab\t\t",
-                                  f"{HA1.upper()}\t+331\tX"])
+                                  f"{HA1.upper()}\t+331\tX", f"{HA1}\t+331\tX\tacme\tmore"])
 def test_an_entry_without_an_ha1_is_no_identity(text):
     assert routing.decode_emergency_identity(text) is None
 
@@ -94,6 +99,22 @@ def test_an_entry_without_an_ha1_is_no_identity(text):
 ])
 def test_emergency_admission(verified, registered, checkable, admission):
     assert routing.emergency_admission(verified, registered, checkable) == admission
+
+
+@pytest.mark.parametrize("verified", [True, False])
+@pytest.mark.parametrize("registered", [True, False])
+def test_a_blocked_caller_is_admitted_unidentified_whatever_its_password(verified, registered):
+    # never checked, so `verified` cannot be True in practice; were it, the block still wins
+    assert routing.emergency_admission(verified, registered, True, blocked=True) == ANONYMOUS
+
+
+def test_emergency_limits():
+    identified = routing.emergency_limits(IDENTIFIED, "2001@acme.test", "192.0.2.1:5060", 5, 20)
+    assert [(lim.key, lim.limit, lim.answer.reason) for lim in identified] == [
+        ("phone:2001@acme.test", 5, "Too Many Emergency Calls From This Phone")]
+    anonymous = routing.emergency_limits(ANONYMOUS, "2001@acme.test", "192.0.2.1:5060", 5, 20)
+    assert [(lim.key, lim.limit, lim.answer.code) for lim in anonymous] == [
+        ("source:192.0.2.1:5060", 5, 503), ("unauthenticated", 20, 503)]
 
 
 @pytest.mark.parametrize("name, allowed", [

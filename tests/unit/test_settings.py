@@ -31,13 +31,20 @@ def test_every_setting_is_read_from_its_variable():
            "TRUNK_TIMEOUT_MS": "500", "EMERGENCY_TRUNKS": "udp:127.0.0.5:5060,tcp:127.0.0.6:5070",
            "PREPAID_MAX_CALL_S": "86400", "PREPAID_SETUP_S": "3600", "PREPAID_TTL_MARGIN_S": "1",
            "BAN_S": "4", "AUTH_FAIL_MAX": "1000000", "AUTH_FAIL_WINDOW_S": "60", "AUTH_BAN_S": "86400",
-           "SCANNER_USER_AGENTS": " Evil-Bot , scan"}
+           "SCANNER_USER_AGENTS": " Evil-Bot , scan", "EMERGENCY_CALLS_MAX": "1000", "EMERGENCY_WINDOW_S": "1",
+           "EMERGENCY_UNIDENTIFIED_MAX": "100000", "SITE_PHONE_REQS": "100000", "SITE_PHONE_WINDOW_S": "3600",
+           "SDP_MAX_BYTES": "4096", "SDP_MAX_STREAMS": "2",
+           "MEDIA_STREAMS_MAX": "500", "MEDIA_EMERGENCY_RESERVE": "20", "MEDIA_STREAMS_PER_COMPANY": "50",
+           "MEDIA_STREAMS_PER_PHONE": "3"}
     got = Settings.from_env(env)
     assert got == Settings(
         redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
         emergency_trunks="udp:127.0.0.5:5060,tcp:127.0.0.6:5070", prepaid_max_call_s=86400,
         prepaid_setup_s=3600, prepaid_ttl_margin_s=1, ban_s=4, auth_fail_max=1_000_000, auth_fail_window_s=60,
-        auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan")
+        auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan", emergency_calls_max=1000, emergency_window_s=1,
+        emergency_unidentified_max=100_000, site_phone_reqs=100_000, site_phone_window_s=3600,
+        sdp_max_bytes=4096, sdp_max_streams=2,
+        media_streams_max=500, media_emergency_reserve=20, media_streams_per_company=50, media_streams_per_phone=3)
     assert got.scanner_agents == ("evil-bot", "scan")
     assert sorted(env) == sorted(f.metadata["env"] for f in FIELDS.values())
 

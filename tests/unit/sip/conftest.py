@@ -47,6 +47,7 @@ class FakeDirectory:
         self.trunk_list = (CARRIER_A, CARRIER_B, EMERGENCY)
         self.media = (ANNOUNCER, RECEPTION)
         self.overrides: dict[str, str] = {}
+        self.site_list: tuple = ()  # declared sites (kemi.model.Site)
         self.down = False
         self.peer_reads = 0  # round trips of peer_addresses()
         self.faults: dict[str, Exception] = {}  # lookup name -> what it raises (broken data)
@@ -112,6 +113,10 @@ class FakeDirectory:
         self.peer_reads += 1
         return frozenset((p.host, p.port) for p in self.trunk_list + self.media)
 
+    def sites(self):
+        self._up()
+        return self.site_list
+
 
 @dataclass
 class FakeLedger:
@@ -126,6 +131,7 @@ class FakeLedger:
     renewed: list[tuple[str, int]] = field(default_factory=list)
     settled: list[tuple[str, int]] = field(default_factory=list)
     broken: bool = False  # the ledger's data is damaged (LEDGER_BROKEN)
+    unattributed: int = 0  # records written to the stream of no company
 
     def rate_for(self, e164):
         return money.longest_prefix_rate(e164, self.rates)
@@ -159,6 +165,11 @@ class FakeLedger:
 
     def record(self, co, record):
         self.records.append(dict(record))
+        return "1-0"
+
+    def record_unattributed(self, record):
+        self.records.append(dict(record))
+        self.unattributed += 1
         return "1-0"
 
 

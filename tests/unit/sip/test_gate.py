@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from kemi.model import digest_ha1
+from kemi.model import Site, digest_ha1
 from kemi.settings import Settings
 from kemi.sip.gate import PEERS_TTL_S, TrustedPeers
-from kemi.sip.shell import Table
+from kemi.sip.shell import Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 from tests.unit.sip.test_in_dialog_and_app import in_dialog
@@ -135,17 +135,47 @@ def test_trusted_peers_are_read_once_per_ttl_and_the_last_copy_outlives_an_outag
 
 def test_a_registered_address_still_places_emergency_calls_while_banned(world: World, node: Node):
     node.htables[Table.IP_BAN] = {"127.0.1.50": 1}
-    node.htables[Table.REGISTERED] = {"127.0.1.50:5071": 1}
+    node.htables[Table.REGISTERED] = {"127.0.1.50:5071": "2002@acme.test"}
     call = FakeKSR("INVITE", "sip:112@acme.test", src="127.0.1.50", sport=5071)
     world.request(node(call))
     assert call.challenges == [("acme.test", 1)]  # the emergency route took it
     hangup = FakeKSR("BYE", "sip:112@127.0.0.5", src="127.0.1.50", sport=5071, to_tag="t")
     world.request(node(hangup))
     assert hangup.reply == (481, "Call/Transaction Does Not Exist")  # routed: in_dialog answered
-    for dropped in (FakeKSR("INVITE", "sip:0612345678@acme.test", src="127.0.1.50", sport=5071),
-                    FakeKSR("INVITE", "sip:112@acme.test", src="127.0.1.50", sport=5072)):
-        world.request(node(dropped))
-        assert dropped.replies == [] and dropped.challenges == []
+    dropped = FakeKSR("INVITE", "sip:0612345678@acme.test", src="127.0.1.50", sport=5071)
+    world.request(node(dropped))
+    assert dropped.replies == [] and dropped.challenges == []
+
+
+@pytest.mark.parametrize("why", ["banned", "flooding"])
+@pytest.mark.parametrize("sport", [5072, 40000])  # a new NAT port of a registered phone, a phone never seen
+def test_an_emergency_call_from_any_port_of_a_banned_address_is_answered_never_dropped(world, node, why, sport):
+    node.htables[Table.REGISTERED] = {"127.0.1.50:5071": "2002@acme.test"}
+    if why == "banned":
+        node.htables[Table.IP_BAN] = {"127.0.1.50": 1}
+    call = FakeKSR("INVITE", "sip:112@acme.test", src="127.0.1.50", sport=sport)
+    call.pike_verdict = 1 if why == "banned" else -1
+    world.request(node(call))
+    assert call.challenges == [("acme.test", 1)]
+    ordinary = FakeKSR("INVITE", "sip:0612345678@acme.test", src="127.0.1.50", sport=sport)
+    ordinary.pike_verdict = call.pike_verdict
+    world.request(node(ordinary))
+    assert ordinary.replies == [] and ordinary.challenges == [], "control: the address is banned"
+
+
+def test_what_follows_an_emergency_call_in_its_dialog_passes_a_ban_and_nothing_else_does(world, node):
+    node.htables[Table.IP_BAN] = {"127.0.0.30": 1}  # the caller's address, registered at no port
+    emergency = node(in_dialog())
+    emergency.vars[Var.DLG_EMERGENCY] = "1"
+    world.request(emergency)
+    assert emergency.relay.ruri == "sip:+33145678901@127.0.0.2:5060"
+    ordinary = node(in_dialog())
+    world.request(ordinary)
+    assert ordinary.relays == [] and ordinary.replies == []
+    cancel = node(FakeKSR("CANCEL", "sip:112@acme.test", src="127.0.0.30", sport=5071))
+    cancel.transaction = 1  # tm matches it to the INVITE's transaction
+    world.request(cancel)
+    assert len(cancel.relays) == 1
 
 
 def test_a_registered_address_that_floods_with_an_emergency_call_is_banned_but_the_call_goes(world, node):
@@ -270,6 +300,13 @@ def test_a_guesser_rotating_users_blocks_its_address_for_every_user(world: World
     assert world.request(node(register(src=("127.0.1.51", 40000)))).saved
 
 
+def test_credentials_for_an_unknown_domain_count_as_failures_and_block_like_a_wrong_password(
+        world: World, node: Node):
+    for n in range(3):  # auth_fail_max of SETTINGS
+        assert world.request(node(register(domain="evil.test"))).reply == (403, "Forbidden")
+    assert world.request(node(register(domain="evil.test"))).reply == (403, "Too Many Failed Attempts")
+
+
 def test_invite_guessing_counts_the_same_way(world: World, node: Node):
     for n in range(3):
         ksr = World.phone_invite("0612345678", src=STRANGER[0], sport=STRANGER[1])
@@ -295,3 +332,142 @@ def test_credentials_whose_uri_is_this_proxy_are_accepted_as_sipp_sends_them(wor
     elsewhere = World.phone_invite("0612345678")
     elsewhere.request["$adu"] = "sip:127.0.0.2:5060"  # a host, but not this proxy
     assert world.request(elsewhere).reply == (403, "Digest URI Does Not Match Request")
+
+
+# -- declared sites: a building behind one NAT address -----------------------------------------------
+SITE_IP = "203.0.113.7"
+SITE_SETTINGS = Settings(emergency_trunks="udp:127.0.0.9:5060", ban_s=300, auth_fail_max=3, auth_fail_window_s=600,
+                         auth_ban_s=900, site_phone_reqs=5, site_phone_window_s=2)
+
+
+@pytest.fixture
+def building(world: World) -> World:
+    world.settings = SITE_SETTINGS
+    world.directory.site_list = (Site("station-f", (f"{SITE_IP}/32", "2001:db8:7::/48"), ("acme",)),)
+    return world
+
+
+def hot(ksr: FakeKSR, verdict: int = -1) -> FakeKSR:
+    """A request that pike finds over its limit (the address as a whole floods)."""
+    ksr.pike_verdict = verdict
+    return ksr
+
+
+def test_a_sites_address_that_floods_is_never_banned_its_flooding_port_is(building: World, node: Node):
+    flooder, neighbour = (SITE_IP, 20001), (SITE_IP, 20002)
+    for n in range(5):  # SITE_PHONE_REQS while the address is hot: all served
+        assert building.request(node(hot(options(src=flooder), -2 if n == 0 else -1))).reply == (200, "OK")
+    over = building.request(node(hot(options(src=flooder))))
+    assert over.replies == []
+    assert node.htables[Table.SITE_BAN] == {f"{SITE_IP}:20001": 1}
+    assert node.expiries[Table.SITE_BAN][f"{SITE_IP}:20001"] == node.now + 300
+    assert node.htables[Table.IP_BAN] == {SITE_IP: 2}  # a mark, not a ban
+    (line,) = over.logged("warn")
+    assert f"{SITE_IP}:20001" in line and "station-f" in line and "300s" in line and "other phones are not" in line
+    # the neighbour, from the same address while it is still hot, and once it cools down
+    assert building.request(node(hot(options(src=neighbour)))).reply == (200, "OK")
+    assert building.request(node(options(src=neighbour))).reply == (200, "OK")
+    # the flooding port: dropped, silently, even once the address is no longer hot
+    quiet = building.request(node(options(src=flooder)))
+    assert quiet.replies == [] and quiet.logs == []
+    node.now += 300
+    assert building.request(node(options(src=flooder))).reply == (200, "OK")
+
+
+def test_an_undeclared_address_that_floods_is_still_banned_as_a_whole(building: World, node: Node):
+    building.request(node(hot(options(src=("203.0.113.8", 20001)), -2)))
+    assert node.htables[Table.IP_BAN] == {"203.0.113.8": 1}
+    assert building.request(node(options(src=("203.0.113.8", 20002)))).replies == []
+
+
+def test_an_ipv6_site_is_limited_per_port_too(building: World, node: Node):
+    for n in range(6):
+        building.request(node(hot(options(src=("2001:db8:7::10", 40000)))))
+    assert node.htables[Table.SITE_BAN] == {"2001:db8:7::10:40000": 1} and node.htables[Table.IP_BAN] == {
+        "2001:db8:7::10": 2}
+    assert building.request(node(options(src=("2001:db8:7::10", 40001)))).reply == (200, "OK")
+
+
+def test_ordinary_traffic_of_a_site_pays_nothing_new(building: World, node: Node):
+    """pike within its limit: no site lookup (no read of the copy), no counter, no table."""
+    for port in range(20001, 20011):
+        assert building.request(node(options(src=(SITE_IP, port)))).reply == (200, "OK")
+    assert building.directory.peer_reads == 0
+    assert Table.SITE_FLOOD not in node.htables and Table.SITE_BAN not in node.htables
+
+
+def test_a_banned_site_phone_with_a_registration_still_calls_112(building: World, node: Node):
+    node.htables[Table.REGISTERED] = {f"{SITE_IP}:20001": 1}
+    for n in range(6):
+        building.request(node(hot(options(src=(SITE_IP, 20001)))))
+    assert f"{SITE_IP}:20001" in node.htables[Table.SITE_BAN]
+    call = building.request(node(FakeKSR("INVITE", "sip:112@acme.test", src=SITE_IP, sport=20001)))
+    assert call.challenges == [("acme.test", 1)]  # the emergency route took it
+    ordinary = building.request(node(FakeKSR("INVITE", "sip:0612345678@acme.test", src=SITE_IP, sport=20001)))
+    assert ordinary.replies == [] and ordinary.challenges == []
+
+
+def test_an_authenticated_user_flooding_from_many_ports_is_banned_alone(building: World, node: Node):
+    for port in range(20001, 20006):  # one request per port: no port reaches its limit
+        assert building.request(node(hot(register(src=(SITE_IP, port))))).saved
+    over = building.request(node(hot(register(src=(SITE_IP, 20006)))))
+    assert over.reply == (503, "Too Many Requests From This Phone") and not over.saved
+    assert "Retry-After: 300" in over.reply_headers
+    assert f"{SITE_IP}|2001@acme.test" in node.htables[Table.SITE_BAN]
+    assert "2001@acme.test" in over.logged("warn")[0]
+    # that user, from any port of the site: dropped at the gate; another user: served
+    again = building.request(node(register(src=(SITE_IP, 20099))))
+    assert again.replies == [] and again.digest_checks == []
+    assert building.request(node(register(src=(SITE_IP, 20100), user="2002"))).saved
+    # the same user from another address is another matter
+    assert building.request(node(register(src=("127.0.1.51", 40000)))).saved
+
+
+def test_nobody_gets_a_member_banned_by_sending_in_its_name(building: World, node: Node):
+    """Only a passed digest check counts a user: wrong passwords in 2001's name, from many ports
+    of the site while it floods, ban no user (they are password guesses, counted as such)."""
+    for port in range(20001, 20021):
+        building.request(node(hot(wrong(src=(SITE_IP, port)))))
+    assert not any("|" in key for key in node.htables.get(Table.SITE_BAN, {}))
+    assert not any("|" in key for key in node.htables.get(Table.SITE_FLOOD, {}))
+
+
+def test_at_a_site_a_guesser_rotating_users_blocks_its_own_port_not_the_building(building: World, node: Node):
+    guesser = (SITE_IP, 20001)
+    lines = []
+    for n in range(30):  # AUTH_FAIL_MAX x 10 made-up users, one try each
+        lines += building.request(node(register(src=guesser, user=f"2{n + 100:03d}"))).logged("warn")
+    assert [line for line in lines if f"auth from {SITE_IP}:20001 for any user blocked" in line], lines
+    assert building.request(node(register(src=guesser))).reply == (403, "Too Many Failed Attempts")
+    assert f"{SITE_IP}:20001|*" in node.htables[Table.AUTH_BAN]
+    assert f"{SITE_IP}|*" not in node.htables[Table.AUTH_BAN]
+    # another company's phone of the building, with its right password
+    assert building.request(node(register(src=(SITE_IP, 20002), user="2002"))).saved
+
+
+def test_a_site_with_the_store_never_reached_is_treated_as_today(building: World, node: Node):
+    building.directory.down = True
+    flood = building.request(node(hot(options(src=(SITE_IP, 20001)), -2)))
+    assert flood.reply == (200, "OK") and Table.IP_BAN not in node.htables  # nobody banned, as for any address
+
+
+def test_sites_are_read_with_the_peers_and_a_store_down_since_start_is_not_asked_at_every_digest(building: World):
+    clock = [0.0]
+    reads = []
+    real = building.directory.sites
+    building.directory.sites = lambda: reads.append(1) or real()
+    peers = TrustedPeers(building.directory, clock=lambda: clock[0])
+    assert peers.site(SITE_IP) == "station-f" and peers.site("203.0.113.8") is None and len(reads) == 1
+    building.directory.site_list = ()
+    clock[0] += PEERS_TTL_S
+    assert peers.site(SITE_IP) is None and len(reads) == 2  # a removed site is gone within PEERS_TTL_S
+    down = TrustedPeers(building.directory, clock=lambda: clock[0])
+    building.directory.down = True
+    attempts = []
+    asked = building.directory.peer_addresses
+    building.directory.peer_addresses = lambda: attempts.append(1) or asked()
+    for _ in range(5):
+        assert down.site(SITE_IP) is None
+    assert len(attempts) == 1
+    clock[0] += PEERS_TTL_S
+    assert down.site(SITE_IP) is None and len(attempts) == 2

@@ -1,7 +1,7 @@
 """in_dialog and the facade: what every request gets before a role decides (fake KSR)."""
 
 from kemi import records, routing
-from kemi.sip.shell import Var
+from kemi.sip.shell import Route, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import World
 
@@ -25,8 +25,17 @@ def in_dialog(method="BYE", ruri="sip:+33145678901@127.0.0.2:5060", src=("127.0.
 
 def test_the_caller_may_hang_up_and_the_bye_goes_where_the_callee_answered_from(world: World):
     ksr = world.request(in_dialog())
-    assert ksr.relay.ruri == "sip:+33145678901@127.0.0.2:5060" and ksr.dialog_managed == 1
+    assert ksr.relay.ruri == "sip:+33145678901@127.0.0.2:5060"
     assert ksr.vars["$du"] == "sip:127.0.0.2:5060;transport=udp"
+    # the dialog module never sees the BYE: the call ends at the callee's answer
+    assert ksr.dialog_held == 1 and ksr.dialog_managed == 0
+    assert ksr.armed["on_reply"] == Route.REPLY_BYE and ksr.relay.failure_route == Route.FAILURE_BYE
+
+
+def test_other_requests_go_through_the_dialog_module(world: World):
+    for method in ("INVITE", "INFO", "UPDATE", "ACK", "PRACK"):
+        ksr = world.request(in_dialog(method=method))
+        assert ksr.relay is not None and ksr.dialog_managed == 1 and ksr.dialog_held == 0, method
 
 
 def test_the_callee_may_hang_up_towards_the_callers_contact(world: World):
@@ -36,11 +45,12 @@ def test_the_callee_may_hang_up_towards_the_callers_contact(world: World):
 
 
 def test_a_request_for_a_dialog_we_do_not_know_is_refused_and_nothing_is_sent(world: World):
-    for ksr in (in_dialog(dialog=None), in_dialog(tags=("caller-tag", "guessed")),
-                in_dialog(dialog={**DIALOG, "state": "5"})):
+    ended = in_dialog()
+    ended.vars[Var.FINISHED] = "dialog:end"  # its BYE accepted: the dialog lingers until it expires
+    for ksr in (in_dialog(dialog=None), in_dialog(tags=("caller-tag", "guessed")), ended):
         world.request(ksr)
         assert ksr.reply == (481, "Call/Transaction Does Not Exist")
-        assert ksr.relays == [] and ksr.dialog_managed == 0
+        assert ksr.relays == [] and ksr.dialog_managed == 0 and ksr.dialog_held == 0
 
 
 def test_a_stranger_with_the_right_tags_is_not_a_party(world: World):
@@ -91,12 +101,97 @@ def test_acks_are_never_answered(world: World):
     assert forged.replies == [] and forged.relays == []
 
 
-def test_a_phone_on_tcp_may_come_back_on_a_new_connection(world: World):
-    ksr = in_dialog(src=("127.0.0.30", 40001))
-    ksr.vars[Var.CALLER] = "tcp:127.0.0.30:39999"
-    ksr.request["$pr"] = "tcp"
+def test_a_phone_on_tcp_or_tls_is_its_connection(world: World):
+    for transport in ("tcp", "tls"):
+        for port, conid, relayed in ((39999, "17", True), (40001, "18", False), (39999, "18", False)):
+            ksr = in_dialog(src=("127.0.0.30", port))
+            ksr.vars[Var.CALLER] = f"{transport}:127.0.0.30:39999#17"
+            ksr.request.update({"$pr": transport, "$conid": conid})
+            world.request(ksr)
+            assert (ksr.relay is not None) == relayed, (transport, port, conid)
+            if not relayed:
+                assert ksr.reply == (403, "Not A Party To This Dialog") and ksr.dialog_held == 0
+
+
+def test_a_trunk_on_tcp_may_send_on_a_connection_of_its_own(world: World):
+    ksr = in_dialog(ruri="sip:2001@127.0.0.30:5071", src=("127.0.0.2", 41234), tags=("callee-tag", "caller-tag"),
+                    callee="tcp:127.0.0.2:5060")
+    ksr.request.update({"$pr": "tcp", "$conid": "5"})
+    assert world.request(ksr).relay is not None
+
+
+def test_our_route_twice_or_an_extra_route_is_refused_before_the_dialog_sees_it(world: World):
+    ours = "<sip:127.0.0.1:5060;lr;ftag=caller-tag;did=1.2>"
+    for routes in ([ours, ours], [ours, "<sip:127.0.0.20>"], [ours, "<sip:127.0.0.20;lr>"]):
+        for method in ("BYE", "INVITE", "INFO"):
+            ksr = in_dialog(method=method)
+            ksr.headers = [("Route", r) for r in routes]
+            world.request(ksr)
+            assert ksr.reply == (403, "Route Is Not The Dialog Route Set"), (routes, method)
+            assert ksr.relays == [] and ksr.dialog_managed == 0 and ksr.dialog_held == 0
+
+
+# -- a party's BYE ends the call at the other party's answer ------------------------------------------
+PREPAID = records.start(company="acme", extension="2001", caller="+33142685301", to="+4915112345678",
+                        category="international", billing="prepaid", direction="outbound", call_id="call-1",
+                        setup_ms=1, prepaid=True, max_secs=480)
+PREPAID["reservation"] = "r-1"
+
+
+def answered_bye(status: int) -> FakeKSR:
+    """The reply route of the caller's BYE, with the other party's answer; the call was answered 1.5 s ago."""
+    import time
+    ksr = in_dialog()
+    ksr.request["$rs"] = status
+    ksr.vars.update({Var.RECORD: records.encode(PREPAID), Var.ANSWER_MS: str(int(time.time() * 1000) - 1500)})
+    return ksr
+
+
+def test_the_call_is_settled_when_the_other_party_accepts_the_bye(world: World):
+    for status in (100, 180):
+        ksr = answered_bye(status)
+        world.router(ksr).ksr_reply_bye(None)
+        assert world.ledger.settled == [] and Var.FINISHED not in ksr.vars
+    ksr = answered_bye(200)
+    world.router(ksr).ksr_reply_bye(None)
+    assert world.ledger.settled == [("r-1", 2)] and ksr.vars[Var.FINISHED] == "dialog:end"
+    assert ksr.dialog_timeouts == [1] and ksr.dialog_byes == []  # the dialog expires, nobody gets a BYE
+    assert ("delete", "") in ksr.media_ops or Var.DLG_MEDIA not in ksr.vars
+    # then the dialog times out, and ends: nothing more is settled, no BYE is sent
+    router = world.router(ksr)
+    router.ksr_dialog_event(None, "dialog:timeout")
+    router.ksr_dialog_event(None, "dialog:end")
+    assert len(world.ledger.settled) == 1 and ksr.dialog_byes == [] and ksr.uac_sent == []
+
+
+def test_a_bye_the_other_party_refuses_or_never_answers_has_the_proxy_end_the_call(world: World):
+    for code, replied in ((481, True), (420, True), (500, True), (408, False)):
+        ksr = answered_bye(0)
+        ksr.failure_code, ksr.branch_replied = code, replied
+        world.router(ksr).ksr_failure_bye(None)
+        assert ksr.dialog_held >= 1 and ksr.dialog_byes == ["callee", "caller"], code
+        assert (f"was answered {code}" if replied else "got no answer") in ksr.logged("warn")[0]
+    # the settlement is dialog:end's, run by dlg_bye("callee") inside (see the prepaid tests)
+
+
+def test_a_bye_that_cannot_be_sent_has_the_proxy_end_the_call(world: World):
+    ksr = in_dialog()
+    ksr.relay_result = -1
     world.request(ksr)
-    assert ksr.relay is not None
+    assert ksr.relays == [] and ksr.dialog_byes == ["callee", "caller"]
+    assert "could not be sent" in ksr.logged("warn")[0]
+
+
+def test_a_failed_bye_of_a_call_already_finished_does_nothing(world: World):
+    ksr = answered_bye(0)
+    ksr.vars[Var.FINISHED] = "dialog:timeout"  # cut at its maximum meanwhile
+    ksr.failure_code, ksr.branch_replied = 481, True
+    world.router(ksr).ksr_failure_bye(None)
+    assert ksr.dialog_byes == [] and ksr.dialog_held == 0
+    late = answered_bye(200)
+    late.vars[Var.FINISHED] = "dialog:end"
+    world.router(late).ksr_reply_bye(None)
+    assert world.ledger.settled == [] and late.dialog_timeouts == []
 
 
 def test_options_to_the_proxy_is_answered_and_other_methods_get_405_with_allow(world: World):
@@ -209,3 +304,13 @@ def test_dialling_out_and_calling_in_mark_the_carriers_side_of_the_dialog(world:
     inbound.registered["sip:2002@acme.test"] = 1
     world.request(inbound)
     assert inbound.vars[Var.CALLER_CARRIER] == "1" and Var.CALLEE_CARRIER not in inbound.vars
+
+
+def test_a_caller_on_tcp_or_tls_is_remembered_by_its_connection(world: World):
+    for transport in ("tcp", "tls"):
+        ksr = world.phone_invite("0145678901", transport=transport, src="127.0.0.61", sport=40000)
+        ksr.request["$conid"] = "23"
+        world.request(ksr)
+        assert ksr.relay is not None and ksr.vars[Var.CALLER] == f"{transport}:127.0.0.61:40000#23"
+    udp = world.request(world.phone_invite("0145678901", src="127.0.0.61", sport=40000))
+    assert udp.vars[Var.CALLER] == "udp:127.0.0.61:40000"

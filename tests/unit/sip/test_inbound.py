@@ -1,5 +1,7 @@
 """inbound: trunk DIDs, the receptionist, media-server INVITEs and the 3xx rule (fake KSR)."""
 
+import pytest
+
 from kemi import records
 from kemi.sip.shell import Route, Var
 from tests.fake_ksr import FakeKSR
@@ -56,7 +58,7 @@ def test_a_did_whose_tls_phones_cannot_be_reached_goes_to_the_receptionist(world
     world.request(ksr)
     assert ksr.armed["keep_unsent"] == 1 and ksr.replies == [] and not ksr.no_connect
     assert [r.ruri for r in ksr.relays] == ["sip:+33142685301@127.0.0.3:5060;transport=udp"]
-    assert ksr.relay.failure_route == Route.FAILURE_RECEPTIONIST and "$du" not in ksr.request
+    assert ksr.relay.failure_route == Route.FAILURE_RECEPTIONIST and ksr.relay.dst is None
 
 
 def test_a_did_whose_tls_phone_is_reached_rings_it_with_the_fallback_armed(world: World):
@@ -66,6 +68,24 @@ def test_a_did_whose_tls_phone_is_reached_rings_it_with_the_fallback_armed(world
     world.request(ksr)
     assert [r.ruri for r in ksr.relays] == ["sip:2001@127.0.0.30:40312;transport=tls"]
     assert ksr.relay.failure_route == Route.FAILURE_EXTENSION and ksr.replies == []
+
+
+@pytest.mark.parametrize("received", ["sip:127.0.0.30:40312;transport=tls", "sip:198.51.100.2:20411"])
+def test_the_receptionist_after_a_phone_gets_the_invite_not_the_phones_connection(world: World, received):
+    """The failure route starts from the request as tm cloned it at the phones' relay: the
+    lookup's destination (a TLS phone's connection, a NATed phone's binding), forced socket and
+    branch flags must not carry over to the receptionist's branch."""
+    ksr = FakeKSR()
+    ksr.vars.update({Var.FALLBACK: "reception@udp:127.0.0.3:5060", Var.COMPANY: "acme", Var.DID: "+33142685301"})
+    ksr.request["$du"] = received
+    ksr.vars["$fs"] = "tls:127.0.0.1:5061"
+    ksr.bflags = {6, 7}  # the contact's: behind a NAT, pinged
+    ksr.failure_code = 486
+    world.router(ksr).ksr_failure_extension(None)
+    (relay,) = ksr.relays
+    assert relay.ruri == "sip:+33142685301@127.0.0.3:5060;transport=udp"
+    assert (relay.dst, relay.socket, relay.bflags) == (None, None, frozenset())
+    assert relay.branch_route == Route.BRANCH_MEDIA and not ksr.no_connect
 
 
 def test_no_answer_from_the_extension_falls_back_busy_too_but_not_a_decline(world: World):
@@ -111,4 +131,5 @@ def test_the_media_server_names_company_and_extension(world: World):
 
 def test_only_trusted_addresses_are_trunks(world: World):
     ksr = world.request(from_trunk("+33142685302", sport=5070))  # the trunk's IP, another port
-    assert ksr.reply == (403, "Forbidden") and ksr.lookups == []
+    # a phone's call as far as the proxy knows: challenged (any domain is), never rung
+    assert ksr.challenges == [("carrier.example", 1)] and ksr.lookups == [] and ksr.relays == []

@@ -4,7 +4,7 @@ import pytest
 
 from kemi.model import digest_ha1
 from kemi.store import StoreUnavailable
-from kemi.sip.shell import Table, Var
+from kemi.sip.shell import Route, Table, Var
 from tests.fake_ksr import FakeKSR
 from tests.unit.sip.conftest import PASSWORD, World
 
@@ -23,10 +23,18 @@ def test_register_without_credentials_is_challenged_in_the_company_realm(world: 
     assert ksr.saved == []
 
 
-def test_register_for_an_unknown_domain_is_refused_without_a_challenge(world: World):
-    ksr = world.request(register(domain="evil.test", credentials=False))
-    assert ksr.reply == (403, "Forbidden") and ksr.challenges == []
-    assert any("untrusted" in line for line in ksr.logged("notice"))
+def test_an_unknown_domain_is_challenged_as_a_known_one_and_its_credentials_refused_as_a_wrong_password(
+        world: World):
+    """Were an unknown domain refused at once, its 403 against a known domain's 401 would list our companies."""
+    known, unknown = world.request(register(credentials=False)), world.request(register(domain="evil.test",
+                                                                                         credentials=False))
+    assert known.replies == unknown.replies == [(401, "Unauthorized")] and known.saved == unknown.saved == []
+    assert known.challenges == [("acme.test", 1)] and unknown.challenges == [("evil.test", 1)]
+    wrong = register()
+    wrong.good_ha1 = "0" * 32
+    guessed = world.request(register(domain="evil.test"))
+    assert world.request(wrong).reply == guessed.reply == (403, "Forbidden") and guessed.saved == []
+    assert any("no phone extension '2001' at 'evil.test'" in line for line in guessed.logged("notice"))
 
 
 def test_wrong_password_and_unknown_user_get_the_same_403(world: World):
@@ -49,7 +57,7 @@ def test_good_register_is_saved_and_remembered_for_emergencies(world: World):
     ksr = world.request(register())
     assert ksr.saved and ksr.replies == []  # the registrar answers 200 itself
     assert ksr.htables[Table.EMERGENCY_IDS]["2001@acme.test"] == \
-        f"{digest_ha1('2001', 'acme.test', PASSWORD)}\t+33142685301\t12 rue de la Paix, Paris"
+        f"{digest_ha1('2001', 'acme.test', PASSWORD)}\t+33142685301\t12 rue de la Paix, Paris\tacme"
     assert ksr.htables[Table.ROUTES][Table.EMERGENCY_TRUNKS_KEY] == "emergency@udp:127.0.0.5:5060"
 
 
@@ -108,13 +116,13 @@ def test_register_is_handled_statefully_and_a_retransmission_is_left_to_tm(world
 def test_a_contact_at_the_source_is_saved_and_the_address_remembered_for_its_expiry(world: World):
     ksr = world.request(register_from("<sip:2001@127.0.0.30:5071;transport=udp>;expires=120"))
     assert ksr.saved and ksr.replies == []
-    assert ksr.htables[Table.REGISTERED] == {"127.0.0.30:5071": 1}
+    assert ksr.htables[Table.REGISTERED] == {"127.0.0.30:5071": "2001@acme.test"}  # which phone is there
     assert ksr.expiries[Table.REGISTERED]["127.0.0.30:5071"] == ksr.now + 120
     # the registrar answers once, after the address is remembered: a 112 dialled the moment the
     # 200 arrives finds it registered
     assert ksr.save_flags == 0x02
     (answer,) = ksr.register_answers
-    assert answer[Table.REGISTERED] == {"127.0.0.30:5071": 1}
+    assert answer[Table.REGISTERED] == {"127.0.0.30:5071": "2001@acme.test"}
 
 
 @pytest.mark.parametrize("contact", [
@@ -233,14 +241,18 @@ def test_udp_and_tcp_phones_get_no_received(world: World):
 
 def test_phones_on_tls_are_rung_only_over_open_connections(world: World):
     ksr = world.request(ring_2002(["sip:2002@127.0.0.30:40312;transport=tls"]))
-    assert ksr.no_connect and ksr.relay.ruri == "sip:2002@127.0.0.30:40312;transport=tls"
+    assert ksr.relay.ruri == "sip:2002@127.0.0.30:40312;transport=tls"
+    # per branch (tm restores the request's send flags after a branch route), never on the request
+    assert ksr.relay.branch_route == Route.BRANCH_PHONE and not ksr.no_connect
+    world.router(ksr).ksr_branch_phone(None)
+    assert ksr.no_connect
 
 
 @pytest.mark.parametrize("bindings", [["sip:2002@127.0.0.30:5071;transport=tcp"],
                                       ["sip:2002@127.0.0.30:40312;transport=tls", "sip:2002@127.0.0.31:5071"]])
 def test_phones_not_all_on_tls_may_be_connected_to(world: World, bindings):
     ksr = world.request(ring_2002(bindings))
-    assert not ksr.no_connect and ksr.relays
+    assert not ksr.no_connect and ksr.relays and ksr.relay.branch_route is None
 
 
 def test_a_phone_whose_connection_is_gone_gets_480_not_connected(world: World):

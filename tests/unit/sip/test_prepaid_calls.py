@@ -182,3 +182,18 @@ def test_when_the_dialog_is_gone_the_caller_gets_a_bye_built_from_the_dialog(wor
     ((method, ruri, socket, headers),) = ksr.uac_sent
     assert (method, ruri, socket) == ("BYE", "sip:2001@127.0.0.30:5071", "udp:127.0.0.1:5060")
     assert "From: <sip:+4915112345678@acme.test>;tag=tt\r\nTo: <sip:2001@acme.test>;tag=ft\r\n" in headers
+
+
+def test_on_tcp_or_tls_a_phone_is_remembered_by_its_connection_a_peer_by_its_address(world: World):
+    rec = records.start(company="acme", extension="2001", caller=None, to="+33145678901", category="x",
+                        billing="included", direction="outbound", call_id="c-13", setup_ms=1)
+    peer = next(iter(world.directory.peer_addresses()))
+    cases = [("127.0.0.61", 40000, {}, "tls:127.0.0.61:40000#17"),           # a phone answered
+             ("127.0.0.61", 40000, {Var.CALLEE_CARRIER: "1"}, "tls:127.0.0.61:40000"),  # a carrier
+             (peer[0], 41000, {}, f"tls:{peer[0]}:41000")]                   # a trunk or media server's address
+    for ip, port, marks, expected in cases:
+        ksr = FakeKSR("INVITE", src=ip, sport=port, transport="tls")
+        ksr.request["$conid"] = "17"
+        ksr.vars.update({Var.RECORD: records.encode(rec), **marks})
+        world.router(ksr).ksr_dialog_event(None, "dialog:start")
+        assert ksr.vars[Var.CALLEE] == expected, marks
