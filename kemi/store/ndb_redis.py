@@ -1,7 +1,10 @@
 """REDIS_URL in the words of Kamailio's ndb_redis, the connection topology hiding keeps its records
 through (kamailio.cfg: topos_redis). scripts/kamailio.sh asks it at every start:
 
-    python -m kemi.store.ndb_redis URL   ->  the `server` modparam on stdout, a warning on stderr
+    python -m kemi.store.ndb_redis [--required] URL   ->  the `server` modparam on stdout
+
+A URL ndb_redis cannot use is a warning on stderr, or with --required (TOPOS_REDIS_URL, which a
+deployment sets) an error and exit 2: Kamailio does not start rather than hide nothing.
 
 The URL is read by the parser the routes' own connection uses (redis-py's parse_url, kemi.store.
 connection), so both reach the same Redis. ndb_redis 5.6 logs in with a password only (AUTH
@@ -47,16 +50,23 @@ def ndb_server(url: str) -> NdbServer:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m kemi.store.ndb_redis REDIS_URL", file=sys.stderr)
+    required = argv[1:2] == ["--required"]
+    args = argv[2:] if required else argv[1:]
+    name = "TOPOS_REDIS_URL" if required else "REDIS_URL"
+    if len(args) != 1:
+        print("usage: python -m kemi.store.ndb_redis [--required] REDIS_URL", file=sys.stderr)
         return 2
     try:
-        found = ndb_server(argv[1])
+        found = ndb_server(args[0])
     except ValueError as exc:
-        print(f"kemi.store.ndb_redis: REDIS_URL is not a Redis URL: {exc}", file=sys.stderr)
+        print(f"kemi.store.ndb_redis: {name} is not a Redis URL: {exc}", file=sys.stderr)
+        return 2
+    if found.problem and required:
+        print(f"ERROR: topology hiding cannot use {name} ({found.problem}): carriers and phones would see "
+              f"each other's addresses; Kamailio not started (kamailio.cfg, topos)", file=sys.stderr)
         return 2
     if found.problem:
-        print(f"WARNING: topology hiding cannot use REDIS_URL ({found.problem}): carriers and phones will "
+        print(f"WARNING: topology hiding cannot use {name} ({found.problem}): carriers and phones will "
               f"see each other's addresses (kamailio.cfg, topos)", file=sys.stderr)
     print(found.server)
     return 0

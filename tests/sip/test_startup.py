@@ -118,6 +118,18 @@ def test_kamailio_sh_refuses_to_start_tls_without_its_certificate(workdir, offic
         in str(refused.value)
 
 
+@pytest.mark.parametrize("url, why", [("redis://cowork-proxy:pw@127.0.0.1:6379/0", "ACL user 'cowork-proxy'"),
+                                       ("rediss://127.0.0.1:6380/0", "TLS")])
+def test_kamailio_sh_refuses_a_topos_redis_url_ndb_redis_cannot_use(workdir, office_url, url, why):
+    """TOPOS_REDIS_URL, as a deployment sets it: a URL topos could never store through stops the start
+    (without it, the proxy would send every message unhidden)."""
+    proxy = Proxy(workdir, office_url, TOPOS_REDIS_URL=url)
+    with pytest.raises(RuntimeError) as refused:
+        proxy.start()
+    proxy.stop()
+    assert f"ERROR: topology hiding cannot use TOPOS_REDIS_URL ({why}" in str(refused.value)
+
+
 def test_kamailio_sh_refuses_a_venv_of_another_python(workdir, office_url, tmp_path):
     venv = tmp_path / "venv"
     venv.mkdir()

@@ -73,3 +73,17 @@ def test_the_cli_prints_the_line_and_warns_on_stderr(capsys):
     assert out == "name=topos;addr=h;port=6379;db=0;pass=pw\n" and "WARNING: topology hiding" in err
     assert ndb_redis.main(["x"]) == 2
     assert ndb_redis.main(["x", "http://h/"]) == 2
+
+
+def test_a_required_url_ndb_redis_cannot_use_stops_the_start(capsys):
+    """TOPOS_REDIS_URL (a deployment's, scripts/kamailio.sh --required): no line, exit 2, the reason."""
+    assert ndb_redis.main(["x", "--required", "redis://proxy:pw@h/0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "ERROR: topology hiding cannot use TOPOS_REDIS_URL (ACL user 'proxy'" in err
+    assert ndb_redis.main(["x", "--required", "rediss://h:6380/0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "(TLS (rediss://)" in err
+    assert ndb_redis.main(["x", "--required", "redis://:s3cret@10.0.0.1:6379/0"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "name=topos;addr=10.0.0.1;port=6379;db=0;pass=s3cret\n" and err == ""
+    assert ndb_redis.main(["x", "--required"]) == 2
