@@ -92,6 +92,8 @@ NOT_A_PARTY = Reply(403, "Not A Party To This Dialog")
 DIALOG_NOT_ANSWERED = Reply(403, "Dialog Not Answered Yet")
 NOT_THE_DIALOG_TARGET = Reply(403, "Request-URI Is Not The Dialog Target")
 NOT_THE_DIALOG_ROUTE = Reply(403, "Route Is Not The Dialog Route Set")
+# topology hiding (kamailio.cfg topos; kemi.routing.TOPOS_DIALOG_HEADER): a header only the proxy writes
+TOPOS_HEADER_FORGED = Reply(400, "Topology Header Not Allowed")
 
 # -- the edge (kemi.edge, kemi.sip.gate): abuse, registrations, bytes that are not text ------------
 # A (source address, user) pair that failed the digest check AUTH_FAIL_MAX times: even the right

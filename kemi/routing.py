@@ -156,11 +156,27 @@ def headers_named(block: str, names) -> list[str]:
     return [name for name in names if name.lower() in present]
 
 
+# Topology hiding (kamailio.cfg, topos): topos marks every in-dialog request it restored with this
+# header, naming its own record of the dialog, and reads it again (then removes it) when the request
+# leaves, to put the proxy's Via and Contact in place of the sender's. It never reaches a peer; it
+# must survive the allow-list in between. topos reads the first one a request holds and removes only
+# that one: a request that arrives with one of its own would choose topos's record and leak the rest
+# (kemi.sip.in_dialog refuses it: topos_marker_forged).
+TOPOS_DIALOG_HEADER = "P-SR-XUID"
+
+
+def topos_marker_forged(count: int) -> bool:
+    """Whether an in-dialog request carries more topos markers than topos adds (one, or none when it
+    knows no record of the dialog): the sender wrote one."""
+    return count > 1
+
+
 # Inside a dialog a carrier also gets what mid-call requests carry: PRACK's RAck, BYE's Reason,
 # NOTIFY's Event and Subscription-State, INFO's packages. Never Refer-To/Referred-By/Replaces: a
 # REFER would have the carrier place a new call, on our account, wherever the phone says.
 IN_DIALOG_TRUNK_HEADERS = TRUNK_HEADERS | frozenset({
     "rack", "reason", "event", "o", "subscription-state", "info-package", "recv-info",
+    TOPOS_DIALOG_HEADER.lower(),
 })
 IN_DIALOG_TRUNK_HEADERS_PATTERN = header_names_pattern(IN_DIALOG_TRUNK_HEADERS)
 

@@ -46,6 +46,20 @@ done < <(compgen -e)
 export PYTHONNOUSERSITE=1
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
+# Topology hiding (kamailio.cfg, topos) keeps what it strips from each call in the proxy's Redis,
+# through ndb_redis: TOPOS_REDIS is TOPOS_REDIS_URL in ndb_redis's words (kemi/store/ndb_redis.py).
+# A deployment gives it (Ansible: Redis's default user, held to topos's keys) and then a URL ndb_redis
+# cannot use stops the start: the proxy never runs silently unhidden. Without it, REDIS_URL (or the
+# routes' default, kemi/settings.py), with a warning when ndb_redis cannot use that one.
+if [ -n "${TOPOS_REDIS_URL:-}" ]; then
+  TOPOS_REDIS=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.ndb_redis --required "$TOPOS_REDIS_URL") ||
+    exit 2
+else
+  TOPOS_REDIS=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.ndb_redis "${REDIS_URL:-redis://127.0.0.1:6379/0}") ||
+    exit 2
+fi
+export TOPOS_REDIS
+
 # Where kamailio.cfg lists the metrics socket: before the SIP one when on loopback, after it
 # otherwise, so that SIP over TCP always leaves from the SIP socket (see kamailio.cfg, listen).
 defines=()

@@ -36,6 +36,9 @@ class InDialog:
                 return
             self.refuse(replies.NO_SUCH_DIALOG, "no dialog of ours")
             return
+        if routing.topos_marker_forged(sip.topos_markers()):
+            self.refuse(replies.TOPOS_HEADER_FORGED, f"it carries its own {routing.TOPOS_DIALOG_HEADER}")
+            return
         split = sip.routes_beyond_us()
         if split is None:  # every dialog of ours carries our Record-Route
             self.refuse(replies.NOT_HERE, "not routed through this proxy")

@@ -644,6 +644,11 @@ class _Dialogs:
         """A field of the current dialog: from_tag, to_tag, from_contact, to_contact, state, ..."""
         return self.pv(f"$dlg({field})")
 
+    def topos_markers(self) -> int:
+        """How many topology-hiding markers (routing.TOPOS_DIALOG_HEADER) the request holds, the one
+        topos added on receipt included."""
+        return int(self.pv(f"$hdrc({routing.TOPOS_DIALOG_HEADER})") or 0)
+
     def routes_beyond_us(self) -> tuple[list[str], list[str]] | None:
         """The request's Route URIs split into this proxy's own leading entries and the rest (None:
         the first Route is not ours, or there is none)."""

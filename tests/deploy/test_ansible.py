@@ -353,7 +353,7 @@ def test_the_role_limits_tcp_and_tls_connections_per_source_address(deployed, of
                 sock.close()
 
 
-def test_a_provisioned_phone_registers_and_calls_another(deployed, office):
+def test_a_provisioned_phone_registers_and_calls_another(deployed, office, secrets):
     proxy = DeployedProxy(deployed)
     alice, bruno = phones_of(office, deployed.work)
     with inside(deployed.netns):
@@ -365,6 +365,13 @@ def test_a_provisioned_phone_registers_and_calls_another(deployed, office):
         assert caller.final == (200, "OK"), caller.log + caller.stdout
         assert caller.returncode == 0 and callee.returncode == 0, caller.stdout + callee.stdout
         assert callee.received("BYE"), callee.messages[-2000:]
+        # topology hiding works here: the callee was given the proxy's topos Contact, and topos kept
+        # its records in Redis as the default user (the only one ndb_redis 5.6 logs in as)
+        assert "tpsh-" in callee.messages, callee.messages[-2000:]
+        kept = run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "--user", "cowork-admin", "--scan",
+                    "--pattern", "d:z:*"],
+                   env={**os.environ, "REDISCLI_AUTH": secrets["vault_redis_admin_passwords"][0]}, timeout=10)
+        assert kept.stdout.split(), kept.stdout + kept.stderr
         if metrics_merged(deployed):
             after = http_get(METRICS)
             routed = "kamailio_calls_routed_total"
@@ -383,18 +390,32 @@ def test_redis_persists_and_only_its_acl_users_get_in(deployed, secrets):
         as_proxy = run(proxy + ["--no-raw", "EXISTS", "schema:version"], env=proxy_env, timeout=10)
         proxy_flush = run(proxy + ["FLUSHALL"], env=proxy_env, timeout=10)
         wrong = run(proxy + ["PING"], env={**os.environ, "REDISCLI_AUTH": "not-the-password"}, timeout=10)
+        # Redis's default user is topology hiding's (ndb_redis 5.6 knows no other): its keys and commands only
+        topos = ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "--no-raw"]
+        topos_env = {**os.environ, "REDISCLI_AUTH": secrets["vault_redis_topos_passwords"][0]}
+        as_topos = run(topos, input="HMSET d:z:atpsh-deploy-test a_tag x\nEXPIRE d:z:atpsh-deploy-test 5\n"
+                       "HGETALL d:z:atpsh-deploy-test\n", env=topos_env, timeout=10)
+        denied = [run(topos + command, env=topos_env, timeout=10) for command in
+                  (["EXISTS", "schema:version"], ["GET", "schema:version"], ["HGETALL", "company:x"], ["KEYS", "*"],
+                   ["FLUSHALL"], ["EVAL", "return 1", "0"], ["DEL", "d:z:atpsh-deploy-test"], ["CONFIG", "GET", "*"],
+                   ["ACL", "LIST"])]
+        topos_denied = [r.stdout + r.stderr for r in denied]
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     assert as_admin.stdout.split() == ["appendonly", "yes", "appendfsync", "everysec", "bind", "127.0.0.1"]
     assert as_proxy.stdout.strip() == "(integer) 1", as_proxy.stdout + as_proxy.stderr  # provisioned
     assert "NOPERM" in proxy_flush.stdout + proxy_flush.stderr
     assert "WRONGPASS" in wrong.stdout + wrong.stderr
+    assert as_topos.stdout.split("\n")[:3] == ["OK", "(integer) 1", '1) "a_tag"'], as_topos.stdout + as_topos.stderr
+    assert all("NOPERM" in denied for denied in topos_denied), topos_denied
     assert list((deployed.prefix / "var" / "lib" / "cowork-redis").glob("appendonlydir/*.aof")), "no AOF written"
     # the proxy's REDIS_URL names its ACL user; its settings file is not world-readable
     env_file = deployed.prefix / "etc" / "cowork-proxy" / "proxy.env"
     assert re.search(r"^REDIS_URL=redis://cowork-proxy:[^@]+@127\.0\.0\.1:6379/0$", env_file.read_text(), re.M)
+    assert re.search(r"^TOPOS_REDIS_URL=redis://:[^@]+@127\.0\.0\.1:6379/0$", env_file.read_text(), re.M)
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o640
     # no secret in what the playbook printed, nor in the proxy's log
-    for secret in (secrets["vault_redis_proxy_passwords"][0], secrets["vault_redis_admin_passwords"][0]):
+    for secret in (secrets["vault_redis_proxy_passwords"][0], secrets["vault_redis_admin_passwords"][0],
+                   secrets["vault_redis_topos_passwords"][0]):
         assert all(secret not in output for _, output in deployed.runs)
         assert secret not in deployed.log("cowork-proxy/kamailio.log")
 

@@ -58,6 +58,16 @@ PLAY = f'<nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>'
 CALLER_PLAYS = ('<nop><action><log message="FINAL [$code] [$reason]"/></action></nop>\n  <pause/>',
                 '<nop><action><log message="FINAL [$code] [$reason]"/></action></nop>\n  ' + PLAY + '\n  <pause/>')
 CALLEE_PLAYS = ('<recv request="ACK" crlf="true"/>', '<recv request="ACK" crlf="true"/>\n  ' + PLAY)
+CALL_ID_LINE = re.compile(r"^(?:call-id|i)\s*:[^\n]*\n?", re.I | re.M)
+
+
+def naming(messages: list[str], *addresses: str, private: bool = False) -> list[str]:
+    """The first lines of the messages that name one of the addresses (or, private: any private
+    address) anywhere but in the Call-ID (topology hiding, kamailio.cfg: SIPp writes its own address
+    in its Call-IDs, which the proxy passes on as they are)."""
+    named = re.compile("|".join(re.escape(a) + r"(?![0-9])" for a in addresses))
+    return [m.split("\n", 1)[0] for m in messages
+            if named.search(CALL_ID_LINE.sub("", m)) or (private and PRIVATE.search(CALL_ID_LINE.sub("", m)))]
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +189,11 @@ def test_a_did_call_from_the_trunk_rings_an_office_phone_with_rtp_both_ways(net,
     assert result.final == (200, "OK"), result.log + result.stdout
     counts = assert_both_ways(to_bruno, to_trunk)
     print(f"\nDID call through the NAT: to the phone {counts[0]}, to the trunk {counts[1]}")
-    assert "HUNGUP" in callee.wait(10).log  # the trunk's BYE reached the phone through its NAT
+    answered = callee.wait(10)
+    assert "HUNGUP" in answered.log  # the trunk's BYE reached the phone through its NAT
+    # the phone saw only the proxy, the trunk nothing of the office (its NAT's address neither)
+    assert not naming(answered.received("INVITE") + answered.received("ACK") + answered.received("BYE"), TRUNK)
+    assert not naming(result.received("SIP/2.0"), PHONE_B, ROUTER_WAN, private=True)
     seen = sdp_addresses(result.received("SIP/2.0"))
     assert seen and not any(PRIVATE.search(line) for line in seen), seen
     assert all(line.endswith(CORE) for line in seen), seen
@@ -201,6 +215,9 @@ def test_an_office_phone_calls_out_to_the_trunk_with_rtp_both_ways(net, office, 
     messages = got.received("INVITE") + got.received("ACK") + got.received("BYE")
     seen = sdp_addresses(messages)
     assert seen and not any(PRIVATE.search(line) for line in seen), seen
+    # nor anywhere in the signalling: not the phone's Contact or Via, not its NAT's address
+    assert not naming(messages, PHONE_A, ROUTER_WAN, private=True)
+    assert not naming(result.received("SIP/2.0"), TRUNK)
 
 
 def test_rtpengine_down_refuses_a_call_with_503_but_not_an_emergency_call(net, office, workdir, redis):

@@ -256,7 +256,9 @@ def test_record_routing_trunk_still_gets_the_in_dialog_requests_of_its_call(env,
     trunk = net.peer(PRIMARY, record_route=f"sip:sbc@{hostport(PRIMARY)};lr")
     alice = net.phone("2001")
     call = alice.invite("0612345678")
-    assert call.code == 200 and len(call.route) == 2, (call.final, call.route)
+    # the phone sees neither the SBC nor the proxy's Record-Route (topology hiding, kamailio.cfg): the
+    # proxy's Contact is its whole dialog; the trunk's requests still follow the SBC's route set
+    assert call.code == 200 and call.route == [] and hostport(env.addr) in call.target, (call.final, call.route)
     assert call.request("INFO").status == 200
     assert call.bye().status == 200
     assert [m.method for m in trunk.requests() if m.method != "ACK"] == ["INVITE", "INFO", "BYE"]
@@ -270,7 +272,7 @@ def live_call(net):
     alice = net.phone("2001")
     call = alice.invite("0612345678")
     assert call.code == 200, call.final
-    assert call.route, "the proxy record-routes the call"
+    assert call.route == [] and hostport(net.env.addr) in call.target, "the dialog's only hop is the proxy"
     assert trunk.wait(lambda m: m.is_request and m.method == "ACK", 3), "the ACK reached the trunk"
     return trunk, alice, call
 
@@ -292,12 +294,16 @@ def test_stranger_who_knows_the_dialog_cannot_send_in_it(env, net, live_call, me
     assert call.bye().status == 200  # the real call is still there, and its party can end it
 
 
-def test_stranger_posing_as_the_trunk_cannot_hang_up_the_phone(env, net, live_call):
-    """The upstream direction: a BYE 'from the callee' sent by someone else."""
+@pytest.mark.parametrize("target", ["the proxy's Contact the trunk was given", "the phone's own Contact"])
+def test_stranger_posing_as_the_trunk_cannot_hang_up_the_phone(env, net, live_call, target):
+    """The upstream direction: a BYE 'from the callee' sent by someone else, at what the trunk's BYE
+    names (topos's Contact, which topos turns back into the phone's), or at the phone's own Contact."""
     trunk, alice, call = live_call
     mallory = net.stranger()
-    # From/To swapped: the callee's tag in From, the caller's in To; R-URI the phone's contact
-    text = raw_request("BYE", alice.contact, via_host=f"{mallory.ip}:{mallory.port}", call_id=call.call_id,
+    ruri = trunk.invites()[0].uris("contact")[0] if target.startswith("the proxy") else alice.contact
+    assert ("tpsh-" in ruri) == target.startswith("the proxy"), ruri
+    # From/To swapped: the callee's tag in From, the caller's in To
+    text = raw_request("BYE", ruri, via_host=f"{mallory.ip}:{mallory.port}", call_id=call.call_id,
                        from_uri="sip:+33612345678@acme.test", from_tag=call.to_tag,
                        to_uri="sip:2001@acme.test", to_tag=call.from_tag, cseq=50,
                        extra=[f"Route: <{r}>" for r in reversed(call.route)])
@@ -619,22 +625,32 @@ def test_genuine_bye_reaches_the_trunk_and_settles(net, account, prepaid_call):
     assert account.records()[0]["cost"] == 2  # 1.2 s, rounded up to 2 s at 1 cent a second
 
 
+# Under topology hiding (kamailio.cfg, topos) a phone's dialog is the proxy's Contact (call.target,
+# atpsh-<id>@proxy) and no Route: topos puts the trunk's Contact in the Request-URI and appends the
+# proxy's Record-Route (and the trunk's, if it record-routed) after whatever Route the request
+# carries, before the routes run. The in-dialog check judges that restored request, what tm acts
+# on: a Route the phone adds comes first (404, or 403 when it names the proxy: two entries of ours);
+# a Request-URI that is not a topos Contact of a dialog is left as the phone wrote it.
+OUR_ADDRESS = lambda call: "sip:" + call.target.split("@", 1)[1].split(";")[0]
 FORGED_BYES = {
     "R-URI nowhere": lambda call: {"ruri": f"sip:void@{hostport(VOID)}"},
     "R-URI at the backup trunk": lambda call: {"ruri": f"sip:{E164}@{hostport(BACKUP)}"},
+    # the trunk's own Contact (learnt elsewhere: a trace), skipping the proxy's topos record
+    "R-URI the trunk's Contact, no Route": lambda call: {"ruri": f"sip:peer@{hostport(PRIMARY)}"},
     "extra Route nowhere": lambda call: {"route": call.route + [f"sip:{hostport(VOID)};lr"]},
-    "R-URI at the proxy": lambda call: {"ruri": call.route[0].split(";")[0]},
-    # issue 18.5: our Record-Route, then a strict router's URI (no ;lr)
+    "R-URI at the proxy": lambda call: {"ruri": OUR_ADDRESS(call)},
+    # a Contact of the proxy's topology hiding that names no dialog
+    "R-URI at a made-up topos Contact": lambda call: {"ruri": call.target.replace("atpsh-", "atpsh-9", 1)},
+    # issue 18.5: a strict router's URI (no ;lr) before the Record-Route topos restores
     "extra strict Route": lambda call: {"route": call.route + [f"sip:{VOID[0]}"]},
-    "our Route twice": lambda call: {"route": call.route + call.route},
+    # the phone writes the proxy's Route itself, topos appends the real one: ours twice
+    "our Route twice": lambda call: {"route": [OUR_ADDRESS(call) + ";lr"]},
     "extra Route at the backup trunk": lambda call: {"route": call.route + [f"sip:{hostport(BACKUP)};lr"]},
-    # the pre-RFC 3261 shape: R-URI the proxy, the real target last in Route
-    "strict-routing style": lambda call: {"ruri": call.route[0].split(";")[0] + ";lr",
-                                          "route": [f"{call.target}"]},
-    "no Route": lambda call: {"route": []},
-    # these two lead to the callee: relayed, and the call ends when the trunk accepts the BYE
-    "our Route with other parameters": lambda call: {"route": [call.route[0].split(";")[0] + ";lr;did=999.999"]},
-    "our Route without parameters": lambda call: {"route": [call.route[0].split(";")[0] + ";lr"]},
+    # the pre-RFC 3261 shape: R-URI the proxy, the real target (topos's Contact) last in Route
+    "strict-routing style": lambda call: {"ruri": OUR_ADDRESS(call) + ";lr", "route": [f"{call.target}"]},
+    # our Route as the dialog module would have it, a made-up did, and bare: topos's follows it
+    "our Route with other parameters": lambda call: {"route": [OUR_ADDRESS(call) + ";lr;did=999.999"]},
+    "our Route without parameters": lambda call: {"route": [OUR_ADDRESS(call) + ";lr"]},
 }
 
 
@@ -643,11 +659,13 @@ def test_forged_bye_never_stops_billing_while_the_trunk_leg_is_up(env, net, acco
     opening, trunk, ines, call = prepaid_call
     void, backup = net.peer(VOID), net.peer(BACKUP)
     time.sleep(0.5)
-    call.bye(wait=1.5, **FORGED_BYES[forgery](call))
+    answer = call.bye(wait=1.5, **FORGED_BYES[forgery](call))
     time.sleep(GRACE)
     trunk_got_bye = bool(byes_of(trunk, call))
     settled = account.records()
     saw_nothing(void, backup, grace=0)
+    # under topos none of them leads to the callee (see above): each is refused before the dialog
+    assert is_4xx(answer) and not trunk_got_bye, (answer, byes_of(trunk, call))
     assert trunk_got_bye == bool(settled), (
         f"settled {settled} while the trunk leg is still up" if settled else "the trunk got a BYE, nothing settled")
     if not trunk_got_bye:  # refused: the call goes on, and is billed when it really ends
@@ -655,6 +673,26 @@ def test_forged_bye_never_stops_billing_while_the_trunk_leg_is_up(env, net, acco
         time.sleep(1.0)
         assert call.bye().status == 200
     assert_billed_for_the_trunk_leg(account, trunk, call, opening)
+
+
+def test_a_bye_naming_the_topos_contact_of_the_phones_other_call_ends_neither(env, net, account, prepaid_call):
+    """The phone's second call's Contact (atpsh-) as the first call's R-URI: topos restores what it
+    recorded for the second call (keyed by that Contact, not the Call-ID), and, the From tag not
+    being that call's caller's, as if it came from its callee: the phone's own Contact and route
+    set. The check judges that restored R-URI against the first dialog's target."""
+    opening, trunk, ines, call = prepaid_call
+    other = ines.invite(GERMAN_MOBILE)
+    assert other.code == 200 and other.target != call.target, (other.final, other.target)
+    answer = call.bye(ruri=other.target, wait=1.5)
+    time.sleep(GRACE)
+    assert is_4xx(answer), answer
+    assert byes_of(trunk, call) == [] and byes_of(trunk, other) == [], "the trunk got a BYE"
+    assert ines.requests("BYE") == [], "the phone got its own BYE back"
+    assert account.records() == [] and account.reserved > 0, "refused, yet something settled"
+    # both calls go on and end as they should
+    assert other.bye().status == 200 and call.bye().status == 200
+    records = account.wait_records(2)
+    assert account.balance == opening - sum(r["cost"] for r in records) and account.reserved == 0
 
 
 # A BYE that reaches the trunk but that the trunk does not accept: its leg stays up (issue 18.5).
@@ -668,13 +706,27 @@ REFUSED_BYES = {
 }
 
 
+def via_branch(msg) -> str:
+    return re.search(r"branch=([^;,\s]+)", msg.header("via") or "").group(1)
+
+
+def relayed_and_own_byes(trunk: Peer, call) -> tuple[list, list]:
+    """The phone's BYE as the proxy relayed it (the first BYE transaction, its retransmissions
+    included), and the BYEs the proxy sent the trunk itself (transactions of their own). Both
+    carry the proxy's Via alone (topology hiding): the transaction tells them apart."""
+    byes = byes_of(trunk, call)
+    if not byes:
+        return [], []
+    first = via_branch(byes[0])
+    return [m for m in byes if via_branch(m) == first], [m for m in byes if via_branch(m) != first]
+
+
 def own_byes(trunk: Peer, call) -> list:
-    """BYEs the proxy sent the trunk itself (its own Via only), not relayed from the phone."""
-    return [m for m in byes_of(trunk, call) if len(m.all("via")) == 1]
+    return relayed_and_own_byes(trunk, call)[1]
 
 
 @pytest.mark.parametrize("variant", list(REFUSED_BYES))
-def test_a_bye_the_trunk_does_not_accept_has_the_proxy_end_the_call_and_bill_it_to_the_end(net, account, variant):
+def test_a_bye_the_trunk_does_not_accept_has_the_proxy_end_the_call_and_bill_it_to_the_end(env, net, account, variant):
     opening = account.reset(500)
     trunk = net.peer(PRIMARY, bye_answers=REFUSED_BYES[variant]["answers"])
     ines = net.phone("2001", domain="initech.test")
@@ -683,12 +735,14 @@ def test_a_bye_the_trunk_does_not_accept_has_the_proxy_end_the_call_and_bill_it_
     time.sleep(0.5)
     answer = call.bye(extra=REFUSED_BYES[variant]["extra"], wait=8)
     assert answer is not None and answer.status >= 400, answer  # the trunk's answer, relayed
-    relayed = [m for m in byes_of(trunk, call) if len(m.all("via")) == 2]
-    assert relayed, "the phone's BYE never reached the trunk"
-    own = trunk.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id
-                     and len(m.all("via")) == 1, 3)
-    assert own is not None, "the proxy never ended the trunk's leg itself"
+    relayed = relayed_and_own_byes(trunk, call)[0]
+    assert relayed and relayed[0].cseq == (call.cseq, "BYE"), "the phone's BYE never reached the trunk"
+    assert trunk.wait(lambda m: own_byes(trunk, call), 3), "the proxy never ended the trunk's leg itself"
+    own = own_byes(trunk, call)[0]
+    # through topology hiding as the trunk's dialog has it: its Contact, its tags, the proxy's Via alone
+    assert own.ruri == f"sip:peer@{hostport(PRIMARY)}" and not own.all("route"), own.raw
     assert own.tag("from") == call.from_tag and own.tag("to") == call.to_tag
+    assert len(own.all("via")) == 1 and hostport(env.addr) in own.header("via"), own.raw
     # and the phone's leg too
     assert ines.wait(lambda m: m.is_request and m.method == "BYE" and m.call_id == call.call_id, 3)
     (record,) = account.wait_records(1)

@@ -75,7 +75,9 @@ def test_a_bare_kamailio_breaks_with_a_foreign_python_first_on_path(workdir, off
     """The failure this file is about, reproduced: without scripts/kamailio.sh the proxy dies at start.
     (If this ever passes without the error, the other tests here no longer prove anything.)"""
     proxy = Proxy(workdir, office_url, PATH=f"{foreign_bin}:{os.environ['PATH']}")
-    proc = subprocess.Popen(["kamailio", *kamailio_args(workdir, proxy.port)], env=proxy.env(), cwd=ROOT,
+    # what scripts/kamailio.sh would have computed besides: topology hiding's Redis, in ndb_redis's words
+    env = {**proxy.env(), "TOPOS_REDIS": "name=topos;addr=127.0.0.1;port=6379;db=0"}
+    proc = subprocess.Popen(["kamailio", *kamailio_args(workdir, proxy.port)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
     try:
@@ -115,6 +117,18 @@ def test_kamailio_sh_refuses_to_start_tls_without_its_certificate(workdir, offic
     proxy.stop()
     assert f"kamailio.sh: TLS_CERT={cert} is not a readable file: the TLS listener needs its certificate" \
         in str(refused.value)
+
+
+@pytest.mark.parametrize("url, why", [("redis://cowork-proxy:pw@127.0.0.1:6379/0", "ACL user 'cowork-proxy'"),
+                                       ("rediss://127.0.0.1:6380/0", "TLS")])
+def test_kamailio_sh_refuses_a_topos_redis_url_ndb_redis_cannot_use(workdir, office_url, url, why):
+    """TOPOS_REDIS_URL, as a deployment sets it: a URL topos could never store through stops the start
+    (without it, the proxy would send every message unhidden)."""
+    proxy = Proxy(workdir, office_url, TOPOS_REDIS_URL=url)
+    with pytest.raises(RuntimeError) as refused:
+        proxy.start()
+    proxy.stop()
+    assert f"ERROR: topology hiding cannot use TOPOS_REDIS_URL ({why}" in str(refused.value)
 
 
 def test_kamailio_sh_refuses_a_venv_of_another_python(workdir, office_url, tmp_path):
