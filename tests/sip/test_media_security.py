@@ -88,8 +88,8 @@ class Net:
         for call in self.calls:
             if call.code == 200 and not getattr(call, "hung_up", False):
                 call.bye()
-        # a call's relay shares are its dialog's profile memberships: the dialog outlives an accepted
-        # BYE by about a second (kemi.sip.calls.bye_answered), and the next test starts from none
+        # a call's relay shares are left when its BYE's 200 passes the proxy (kemi.sip.media.free_shares),
+        # which the phone may see first: the next test starts from none
         wait_for(lambda: relay_shares_in_use(self.proxy) == 0, 10, "the relay shares freed")
         for item in self.opened:
             item.close()
