@@ -82,7 +82,10 @@ case ${1:-} in
     # the table carries the digest of what it was made from: an unchanged install changes nothing
     # (and keeps the elements added by hand, and the counts)
     digest=$(printf %s "$text" | sha256sum | cut -c1-16)
-    if nft list table inet "$NFT_TABLE" 2>/dev/null | grep -q "comment \"sip-conn-limit $digest\""; then
+    # (read whole, then matched: `nft list | grep -q` under pipefail fails whenever grep's early exit
+    # makes nft die of SIGPIPE, and an unchanged table was reinstalled: "changed" on every Ansible run)
+    loaded=$(nft list table inet "$NFT_TABLE" 2>/dev/null) || loaded=""
+    if [[ $loaded == *"comment \"sip-conn-limit $digest\""* ]]; then
       echo unchanged
       exit 0
     fi

@@ -223,6 +223,7 @@ class Baresip:
             + "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule_tmp account.so\nmodule_app menu.so\n")
         (self.dir / "accounts").write_text(account + "\n")
         self.ip = ip
+        self.sip_addr = sip_addr  # where its SIP leaves from (ip:port)
         self.netns = netns  # run in that network namespace (tests/netns.py)
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None

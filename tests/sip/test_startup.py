@@ -437,6 +437,24 @@ def nft_tables() -> str:
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nftables needs root and nft")
+def test_the_limit_installed_again_unchanged_is_unchanged_and_a_change_reinstalls_it():
+    """What keeps the Ansible task idempotent (tests/deploy: a second run changes nothing): the same
+    settings are "unchanged", every time, also with a connection counted in the table; another limit
+    is "installed". In a network namespace of its own (unshare), so no table of this machine is touched."""
+    script = f"""
+        ip link set lo up
+        export SIP_ADDR=127.0.0.1 SIP_PORT=5060 TLS_ADDR=127.0.0.1 TLS_PORT=5061 TCP_PER_SOURCE_MAX=8
+        export TCP_PER_SITE_MAX=1024 TCP_SITE_NETS=127.0.0.77 NFT_TABLE=cowork_sip
+        limit={ROOT}/scripts/sip-conn-limit.sh
+        $limit install; for i in 1 2 3 4 5 6 7 8; do $limit install; done
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 5060)); s.listen(); c = socket.create_connection(("127.0.0.1", 5060)); import subprocess; subprocess.run(["{ROOT}/scripts/sip-conn-limit.sh", "install"])'
+        TCP_PER_SOURCE_MAX=9 $limit install
+    """
+    proc = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["installed"] + ["unchanged"] * 9 + ["installed"], proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nftables needs root and nft")
 def test_run_sh_limits_tcp_and_tls_connections_per_source_and_a_site_gets_more(run_sh):
     """One address held all 2,048 TCP/TLS slots (a CRLF every 20 s each) and others' connections were reset.
     run.sh (as root, with nft) installs the limit of scripts/sip-conn-limit.sh and removes it when it stops."""
