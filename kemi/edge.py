@@ -278,3 +278,28 @@ def unsafe_target(socket: str | None, peers: frozenset[tuple[str, int]] | None) 
     if peers is not None and where.host in {host for host, _ in peers}:
         return "a trusted peer's address"
     return None
+
+
+# -- a site of several proxies (kemi.sip.site) ----------------------------------------------------
+def own_path(socket: Address, source: Address) -> str:
+    """The Path header value this proxy saves with a phone's contacts (RFC 3327): the socket the phone
+    reached, loose-routing, and where the phone really is, in the path module's `received` format
+    (a SIP URI whose ;transport is escaped), which its use_received reads back at loose_route."""
+    transport = "" if socket.transport == "udp" else f";transport={socket.transport}"
+    received = f"sip:{uri_host(source.host)}:{source.port}" + \
+        ("" if source.transport == "udp" else f"%3Btransport%3D{source.transport}")
+    return f"<sip:{uri_host(socket.host)}:{socket.port}{transport};lr;received={received}>"
+
+
+def uri_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def sibling_route_refusal(own: list[str], beyond: list[str]) -> str | None:
+    """Why an initial request from a sibling proxy is not one this proxy relays: it must be routed by one
+    Path entry of ours carrying where the phone is (received), and nothing beyond it. None: relay it."""
+    if len(own) != 1 or beyond:
+        return f"routed by {len(own)} entries of ours and {len(beyond)} beyond"
+    if not re.search(r";\s*received=", own[0], re.IGNORECASE):
+        return "its Route of ours names no phone (no received parameter)"
+    return None

@@ -110,6 +110,10 @@ CONTACT_IS_PROXY = Reply(403, "Contact Names This Proxy")
 # TLS connection, never at the address the Contact gives (kemi.edge.tls_contact_refusal)
 CONTACT_NOT_TLS = Reply(403, "Contact Must Use TLS")
 UNREADABLE_CONTACT = Reply(400, "Unreadable Contact")
+# A site of several proxies (kemi.sip.site): a sibling proxy only ever sends this one a call for a phone
+# registered through it (routed by the Path it saved): no REGISTER, no call of its own
+NOT_ROUTED_BY_OUR_PATH = Reply(403, "Not Routed By A Path Of Ours")
+SIBLING_SENDS_CALLS_ONLY = Reply(405, "A Sibling Proxy Sends Calls Only")
 
 # Where an unreadable pseudo-variable lives, in the words of a reason phrase.
 _PLACES = {"$rU": "Request-URI", "$ru": "Request-URI", "$rd": "Request-URI", "$rm": "Method",

@@ -80,6 +80,18 @@ def _agents(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _addresses(env: Mapping[str, str], name: str, default: str) -> str:
+    import ipaddress
+
+    raw = env.get(name) or default
+    for item in (i.strip() for i in raw.split(",") if i.strip()):
+        try:
+            ipaddress.IPv4Address(item)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected comma-separated IPv4 addresses") from None
+    return raw
+
+
 def _setting(env: str, default: Any, parse: Callable, *limits: int) -> Any:
     """A field read from the environment variable `env` by parse(environ, env, default, *limits)."""
     return field(default=default, metadata={"env": env, "parse": parse, "limits": limits})
@@ -135,6 +147,10 @@ class Settings:
     media_emergency_reserve: int = _setting("MEDIA_EMERGENCY_RESERVE", 100, _int, 0, 1_000_000)
     media_streams_per_company: int = _setting("MEDIA_STREAMS_PER_COMPANY", 200, _int, 1, 1_000_000)
     media_streams_per_phone: int = _setting("MEDIA_STREAMS_PER_PHONE", 8, _int, 1, 1_000_000)
+    # The other proxies of this site (kemi.sip.site): the addresses they send SIP from, declared by the
+    # operator, never learnt from a message. A call one of them sends here for a phone registered through
+    # this proxy (its Path) is relayed to that phone; nothing else is taken from them. Empty: a lone proxy.
+    site_proxies: str = _setting("SITE_PROXIES", "", _addresses)
     # Requests whose User-Agent contains one of these (case-insensitively) are dropped unanswered.
     scanner_user_agents: str = _setting(
         "SCANNER_USER_AGENTS",
@@ -149,6 +165,11 @@ class Settings:
     @property
     def scanner_agents(self) -> tuple[str, ...]:
         return tuple(item.strip().lower() for item in self.scanner_user_agents.split(","))
+
+    @property
+    def siblings(self) -> frozenset[str]:
+        """SITE_PROXIES as a set of addresses."""
+        return frozenset(i.strip() for i in self.site_proxies.split(",") if i.strip())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":

@@ -66,6 +66,19 @@ defines=()
 case ${METRICS_ADDR:-} in
   127.*) defines=(-A METRICS_ON_LOOPBACK) ;;
 esac
+# A site (several proxies sharing their registrations, kamailio.cfg "Site"): LOCATION_STORE=redis keeps
+# usrloc's location table in Redis through db_redis, at the address topos uses (TOPOS_REDIS_URL, else
+# REDIS_URL: db_redis logs in as Redis's default user too). A URL db_redis cannot use stops the start.
+# SERVER_ID tells this proxy's contacts from its siblings' (each pings only its own: nathelper).
+case ${LOCATION_STORE:-memory} in
+  memory) ;;
+  redis)
+    LOCATION_DB_URL=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.db_redis \
+                      "${TOPOS_REDIS_URL:-${REDIS_URL:-redis://127.0.0.1:6379/0}}") || exit 2
+    export LOCATION_DB_URL SERVER_ID=${SERVER_ID:-1}
+    defines+=(-A LOCATION_IN_REDIS) ;;
+  *) echo "kamailio.sh: LOCATION_STORE=${LOCATION_STORE} is neither memory nor redis" >&2; exit 2 ;;
+esac
 # Kamailio's default allocator (qm) is its debugging one: its free-list search was the largest single
 # C cost of a call (dialogs, transactions and variables live in shared memory; bench/PERF.md). TLSF
 # allocates in constant time, for shared (-x) and private (-X) memory alike.

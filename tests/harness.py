@@ -104,12 +104,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False, netns: str | None = None):
+        self.netns = netns  # run in that network namespace (tests/netns.py): the tests reach it by its socket
         self.port = port or free_port(kind=socket.SOCK_STREAM)
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         # a proxy in another network namespace reaches Redis through the file system (tests/netns.py)
-        self.socket = self.dir / "redis.sock" if unix_socket else None
+        self.socket = self.dir / "redis.sock" if unix_socket or netns else None
         self.proc: subprocess.Popen | None = None
 
     def socket_url(self, db: int = 0) -> str:
@@ -124,7 +125,7 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+            in_netns(self.netns) + ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
              "--save", "", "--appendonly", "no", "--loglevel", "warning"]
             + (["--unixsocket", str(self.socket), "--unixsocketperm", "700"] if self.socket else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,16 +133,20 @@ class RedisServer:
         return self
 
     def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        def ping() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        return run_in_netns(self.netns, ping)
 
     def client(self, db: int = 0):
         """A raw client, for tests that inspect or break what kemi.store wrote."""
         import redis
+        if self.netns:
+            return redis.Redis(unix_socket_path=str(self.socket), db=db, socket_timeout=10)
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10)
 
     def store(self, db: int = 0):

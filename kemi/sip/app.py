@@ -25,6 +25,7 @@ from kemi.sip.phones import Phones
 from kemi.sip.prepaid_calls import PrepaidCalls
 from kemi.sip import shell
 from kemi.sip.shell import Metric, NotText, Sip
+from kemi.sip.site import Site
 from kemi.sip.trunks import Trunks
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
@@ -41,12 +42,16 @@ class Router:
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
         self.peers = TrustedPeers(self.directory, publish=sip.publish_peers)
-        self.media = Media(sip, media_limits(settings), self.peers.is_peer_host)
+        # a sibling proxy of the site (SITE_PROXIES) relays media like a trunk: its SDP names its relay
+        siblings = settings.siblings
+        self.media = Media(sip, media_limits(settings),
+                           lambda source: source[0] in siblings or self.peers.is_peer_host(source))
         self.calls = Calls(sip, settings, self.ready_ledger, self.media, self.peers.addresses)
         self.trunks = Trunks(sip, settings)
         self.prepaid = PrepaidCalls(sip, settings, self.ready_ledger, self.calls, self.trunks)
         self.gate = Gate(sip, settings, self.peers)
-        self.phones = Phones(sip, self.directory, self.calls, cache, self.gate)
+        self.site = Site(sip, settings, self.calls, self.peers)
+        self.phones = Phones(sip, self.directory, self.calls, cache, self.gate, self.site)
         self.outbound = Outbound(sip, self.directory, self.calls, self.trunks, self.phones, self.prepaid)
         self.inbound = Inbound(sip, self.directory, self.calls, self.phones, self.outbound)
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
@@ -224,6 +229,9 @@ class Router:
             # every request: a request inside a dialog of ours is what it would be on the SIP socket.)
             ip, port = sip.source
             sip.log("notice", f"SIP {sip.method} from {ip}:{port} on the metrics socket dropped")
+            return
+        if self.site.is_sibling(sip.source[0]):
+            self.site.from_sibling()  # a call for a phone of ours, routed by its Path: nothing else
             return
         # An initial request never carries our Route: dropping any preloaded
         # Route keeps the proxy from relaying to places the caller chooses.

@@ -104,6 +104,23 @@ class Calls:
         self.sip.record_route()
         return True
 
+    def track_for_sibling(self) -> bool:
+        """A call a sibling proxy of the site sends to a phone registered through this one
+        (kemi.sip.site): the sibling routes, records and bills it. This proxy anchors the phone's media
+        at its own relay (the phone's NAT lets only this proxy's addresses in), follows the dialog so
+        that the phone's in-dialog requests are served (the sibling, known by its address, is the
+        caller), and stays in its path. False when refused (answered)."""
+        if not self.media.anchor(False, None):
+            refusal = self.media.refusal or replies.MEDIA_RELAY_DOWN
+            self.refuse(refusal, None, *(["Retry-After: 10"] if refusal.code == 503 else []))
+            return False
+        self.sip.set(Var.TRACKED, "1")
+        self.sip.manage_dialog()
+        self.media.count_streams()
+        self.sip.set(Var.CALLER, self.sip.party_address(by_address=True))
+        self.sip.record_route()
+        return True
+
     def call_id_reused(self) -> bool:
         """A new call with the Call-ID of a call relayed in the last 24 h: refused, never merged with
         it (one dialog, one record, one charge per Call-ID). Answered, and logged."""

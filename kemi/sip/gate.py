@@ -125,8 +125,8 @@ class Gate:
         peers = self.peers.addresses()
         if peers is None:
             return True  # the store never answered: a trunk cannot be told from a stranger, ban no one
-        if (ip, port) in peers:
-            return True  # trunks and media servers carry everyone's calls: never limited
+        if (ip, port) in peers or ip in self.settings.siblings:
+            return True  # trunks, media servers, the site's other proxies carry everyone's calls: never limited
         site = self.peers.site(ip)
         if site is not None:
             return self.site_flood(site, ip, port)

@@ -11,6 +11,7 @@ from kemi.sip.calls import Calls
 from kemi.sip.emergency import EmergencyCache
 from kemi.sip.gate import Gate
 from kemi.sip.shell import Route, Sip, Timers
+from kemi.sip.site import Site
 from kemi.store import Directory
 from kemi.store.directory import CallContext
 
@@ -19,8 +20,10 @@ RING_SILENT_MS = 5000  # a phone that does not even send 100/180 within this is 
 
 
 class Phones:
-    def __init__(self, sip: Sip, directory: Directory, calls: Calls, cache: EmergencyCache, gate: Gate):
+    def __init__(self, sip: Sip, directory: Directory, calls: Calls, cache: EmergencyCache, gate: Gate,
+                 site: Site | None = None):
         self.sip = sip
+        self.site = site
         self.directory = directory
         self.calls = calls
         self.cache = cache
@@ -115,6 +118,9 @@ class Phones:
             # NAT's binding open with OPTIONS pings (kamailio.cfg, nathelper)
             nated = True
             sip.save_behind_nat()
+        if not query and self.site is not None and self.site.shared:
+            # the site's other proxies reach this phone through this one (kemi.sip.site)
+            sip.save_with_own_path()
         # The registrar parses the Contacts (and answers an unreadable one, or `*` without
         # Expires: 0, itself); what it saved is then read back and judged, so that what is
         # judged is what lookup() sends to, never a second reading of the header.

@@ -845,7 +845,28 @@ class _Metrics:
         self.k.xhttp_prom.dispatch()
 
 
-class Sip(_Request, _Answers, _Phones, _Dialogs, _Media, _Metrics):
+class _Site:
+    """A site of several proxies sharing one location (kemi.sip.site, kamailio.cfg "Site")."""
+
+    def save_with_own_path(self) -> None:
+        """The contacts the next save_contact() saves carry this proxy's Path, and no Path the phone
+        sent (edge.own_path): any Path header is removed, ours appended, and the message re-parsed so
+        that the registrar reads only ours (textopsx msg_apply_changes: the registrar reads parsed
+        headers, not pending changes). Four KSR calls, per REGISTER of a site's proxy only."""
+        ip, port = self.source
+        here = edge.source_address(self.pv("$Ri") or "", int(self.pv("$Rp") or 0), self.transport)
+        self.k.hdr.remove("Path")
+        self.k.hdr.append(f"Path: {edge.own_path(here, edge.source_address(ip, port, self.transport))}\r\n")
+        self.k.textopsx.msg_apply_changes()
+
+    def follow_preloaded_route(self) -> bool:
+        """loose_route() on an initial request whose Route names this proxy (a sibling's, kemi.sip.site):
+        True when rr took our entry off. rr answers RR_PRELOADED (-3) for a route set on an initial
+        request, and runs its callbacks all the same (path's use_received sets the destination)."""
+        return int(self.k.rr.loose_route()) in (1, -3)
+
+
+class Sip(_Request, _Answers, _Phones, _Dialogs, _Media, _Metrics, _Site):
     """Kamailio as the roles see it: one object, its parts grouped by subject above."""
 
 

@@ -35,7 +35,7 @@ def test_every_setting_is_read_from_its_variable():
            "EMERGENCY_UNIDENTIFIED_MAX": "100000", "SITE_PHONE_REQS": "100000", "SITE_PHONE_WINDOW_S": "3600",
            "SDP_MAX_BYTES": "4096", "SDP_MAX_STREAMS": "2",
            "MEDIA_STREAMS_MAX": "500", "MEDIA_EMERGENCY_RESERVE": "20", "MEDIA_STREAMS_PER_COMPANY": "50",
-           "MEDIA_STREAMS_PER_PHONE": "3"}
+           "MEDIA_STREAMS_PER_PHONE": "3", "SITE_PROXIES": " 10.0.0.2, 10.0.0.3 "}
     got = Settings.from_env(env)
     assert got == Settings(
         redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
@@ -44,7 +44,9 @@ def test_every_setting_is_read_from_its_variable():
         auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan", emergency_calls_max=1000, emergency_window_s=1,
         emergency_unidentified_max=100_000, site_phone_reqs=100_000, site_phone_window_s=3600,
         sdp_max_bytes=4096, sdp_max_streams=2,
-        media_streams_max=500, media_emergency_reserve=20, media_streams_per_company=50, media_streams_per_phone=3)
+        media_streams_max=500, media_emergency_reserve=20, media_streams_per_company=50, media_streams_per_phone=3,
+        site_proxies=" 10.0.0.2, 10.0.0.3 ")
+    assert got.siblings == {"10.0.0.2", "10.0.0.3"}
     assert got.scanner_agents == ("evil-bot", "scan")
     assert sorted(env) == sorted(f.metadata["env"] for f in FIELDS.values())
 
@@ -67,6 +69,8 @@ def test_each_range_is_enforced_at_both_ends(name):
     ({"SCANNER_USER_AGENTS": "sipvicious,,friendly-scanner"}, "SCANNER_USER_AGENTS='sipvicious,,friendly-scanner'"),
     ({"SCANNER_USER_AGENTS": "caf\u00e9"}, "expected comma-separated User-Agent fragments"),
     ({"SCANNER_USER_AGENTS": "x" * 65}, "1..64 characters each"),
+    ({"SITE_PROXIES": "10.0.0.2,proxy2"}, "SITE_PROXIES='10.0.0.2,proxy2': expected comma-separated IPv4"),
+    ({"SITE_PROXIES": "10.0.0.2:5060"}, "expected comma-separated IPv4 addresses"),
 ])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match=re.escape(words)):
