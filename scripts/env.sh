@@ -74,5 +74,15 @@ export RTP_PORT_MIN=${RTP_PORT_MIN:-30000}
 export RTP_PORT_MAX=${RTP_PORT_MAX:-39999}
 export RTPENGINE_NG_PORT=${RTPENGINE_NG_PORT:-2223}
 export RTPENGINE_SOCK=${RTPENGINE_SOCK:-udp:127.0.0.1:$RTPENGINE_NG_PORT}
+# A site of several proxies sharing their registrations (README, A site of two proxies; kamailio.cfg
+# "Site"): LOCATION_STORE=redis keeps them in Redis (memory: this proxy's own, lost at a restart);
+# SERVER_ID (1, 2, ...) is this proxy's number in the site, LOCATION_TIMER_S how often it removes expired
+# contacts from Redis. REDIS_START=0 (scripts/run.sh): use the Redis already on REDIS_PORT (the site's
+# first proxy's) instead of starting one. SITE_PROXIES (the other proxies) is a routing setting (README).
+export LOCATION_STORE=${LOCATION_STORE:-memory}
+export SERVER_ID=${SERVER_ID:-1}
+export LOCATION_TIMER_S=${LOCATION_TIMER_S:-60}
+export LOCATION_REDIS_DB=${LOCATION_REDIS_DB:-1}  # the location's own Redis database (kemi/store/db_redis.py)
+export REDIS_START=${REDIS_START:-1}
 export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
 export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)

@@ -68,14 +68,16 @@ case ${METRICS_ADDR:-} in
 esac
 # A site (several proxies sharing their registrations, kamailio.cfg "Site"): LOCATION_STORE=redis keeps
 # usrloc's location table in Redis through db_redis, at the address topos uses (TOPOS_REDIS_URL, else
-# REDIS_URL: db_redis logs in as Redis's default user too). A URL db_redis cannot use stops the start.
-# SERVER_ID tells this proxy's contacts from its siblings' (each pings only its own: nathelper).
+# REDIS_URL: db_redis logs in as Redis's default user too), in its database LOCATION_REDIS_DB (kemi.store.
+# db_redis says why one of its own). A URL db_redis cannot use stops the start.
+# SERVER_ID tells this proxy's contacts from its siblings' (each pings only its own: nathelper);
+# LOCATION_TIMER_S: how often it removes expired contacts from Redis (a scan of them all, kamailio.cfg).
 case ${LOCATION_STORE:-memory} in
   memory) ;;
   redis)
     LOCATION_DB_URL=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.db_redis \
-                      "${TOPOS_REDIS_URL:-${REDIS_URL:-redis://127.0.0.1:6379/0}}") || exit 2
-    export LOCATION_DB_URL SERVER_ID=${SERVER_ID:-1}
+                      "${TOPOS_REDIS_URL:-${REDIS_URL:-redis://127.0.0.1:6379/0}}" "${LOCATION_REDIS_DB:-1}") || exit 2
+    export LOCATION_DB_URL SERVER_ID=${SERVER_ID:-1} LOCATION_TIMER_S=${LOCATION_TIMER_S:-60}
     defines+=(-A LOCATION_IN_REDIS) ;;
   *) echo "kamailio.sh: LOCATION_STORE=${LOCATION_STORE} is neither memory nor redis" >&2; exit 2 ;;
 esac

@@ -55,8 +55,14 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 # Something else on a port would be taken for ours (the demo loaded into another Redis, OPTIONS
 # answered by another proxy): refuse at once instead.
 in_use() { fail "$1 is in use: $2"; }
-listening 127.0.0.1 "$REDIS_PORT" tcp &&
+# REDIS_START=0: the second proxy of a site (README, A site of two proxies) uses the Redis the first one
+# started, with its provisioning: nothing to start or load here.
+if [ "$REDIS_START" = 0 ]; then
+  listening 127.0.0.1 "$REDIS_PORT" tcp ||
+    fail "REDIS_START=0, but nothing listens on 127.0.0.1:$REDIS_PORT: start the site's first proxy first"
+elif listening 127.0.0.1 "$REDIS_PORT" tcp; then
   in_use "127.0.0.1:$REDIS_PORT (Redis)" "another Redis? REDIS_PORT=... picks another port"
+fi
 if listening "$SIP_ADDR" "$SIP_PORT" udp || listening "$SIP_ADDR" "$SIP_PORT" tcp; then
   in_use "$SIP_ADDR:$SIP_PORT (SIP)" "another proxy? SIP_PORT=... picks another port"
 fi
@@ -87,6 +93,7 @@ export TLS_CERT TLS_KEY
 # Output goes to the terminal and to a log (tail shown on failure). The tee is opened here, not as
 # `cmd > >(tee ...)`: that tee would become the child of the command, and Kamailio waits for all
 # its children before it exits, the tee included, which waits for Kamailio: it never stops.
+if [ "$REDIS_START" != 0 ]; then
 exec {redis_out}> >(tee "$redis_log")
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis-$REDIS_PORT" \
   --appendonly yes --save "" --daemonize no --loglevel warning >&"$redis_out" 2>&1 &
@@ -101,9 +108,10 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 ours || fail "redis-server did not come up on 127.0.0.1:$REDIS_PORT" "$redis_log"
+fi
 
 cd "$ROOT"
-"$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
+[ "$REDIS_START" = 0 ] || "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
 
 # Stand-ins (sipp-scenarios/standin-*.xml) for the peers on loopback addresses.
 if [ "$STANDINS" != 0 ]; then
@@ -230,9 +238,9 @@ echo "run: proxy on $SIP_ADDR:$SIP_PORT (udp+tcp) and $TLS_ADDR:$TLS_PORT (tls),
      "metrics on http://$METRICS_ADDR:$METRICS_PORT/metrics, Redis on 127.0.0.1:$REDIS_PORT, log $kam_log; Ctrl-C stops all"
 
 status=0
-wait -n -p ended "$kam_pid" "$rtp_pid" "$redis_pid" ${standin_pids[@]+"${standin_pids[@]}"} || status=$?
+wait -n -p ended "$kam_pid" "$rtp_pid" ${redis_pid:+"$redis_pid"} ${standin_pids[@]+"${standin_pids[@]}"} || status=$?
 # Ctrl-C reaches the whole process group: a stand-in may exit before this shell runs its trap (a
 # clean stop, exit 0). Give the trap that moment before calling the exit a failure.
 sleep 0.5
-[ "${ended:-}" = "$redis_pid" ] && fail "redis-server exited (status $status)" "$redis_log"
+[ -n "$redis_pid" ] && [ "${ended:-}" = "$redis_pid" ] && fail "redis-server exited (status $status)" "$redis_log"
 fail "the ${what[$ended]:-proxy} exited (status $status)" "${logs[$ended]:-$kam_log}"

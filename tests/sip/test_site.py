@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(netns.available() is not None, reason=netns.avai
 
 CORE_B = "198.51.100.11"  # proxy B, on the core network beside A (CORE)
 MEDIA_PORT = 6000
+LOCATION_DB = 1  # LOCATION_REDIS_DB's default (scripts/env.sh)
 PCAP = "/usr/share/sip-tester/g711a.pcap"
 ENOUGH = 150  # of its 236 packets, each way
 OFFICE = """
@@ -78,7 +79,7 @@ def site_proxy(net: Network, workdir, redis: RedisServer, ip: str, sibling: str,
     # no keepalives during these calls: a SIPp callee would take an OPTIONS for a call it must fail
     # (each on a port of its own: the harness names its pid file, log and control socket by port)
     return Proxy(workdir, redis.url, ip=ip, netns=net.core, port=port, LOCATION_STORE="redis",
-                 SERVER_ID=server_id, SITE_PROXIES=sibling, NATPING_S="3600")
+                 SERVER_ID=server_id, SITE_PROXIES=sibling, NATPING_S="3600", LOCATION_TIMER_S="5")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def office(net, workdir):
 
 def contacts(redis: RedisServer, phone: Phone) -> list[dict]:
     """The location rows of the phone's AOR, as db_redis keeps them (kamailio.cfg, Site)."""
-    client = redis.client()
+    client = redis.client(LOCATION_DB)
     rows = []
     for key in client.smembers(f"location:usrdom::{phone.user}:{phone.domain}"):
         row = client.hgetall(key)
@@ -206,10 +207,10 @@ def test_an_expired_contact_is_neither_rung_nor_kept(office, site, redis):
     (row,) = contacts(redis, ALICE)
     key = f"location:entry::{row['ruid']}"
     # its registration ran out a minute ago (usrloc keeps expires as local time)
-    redis.client().hset(key, "expires", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 60)))
+    redis.client(LOCATION_DB).hset(key, "expires", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 60)))
     result = did_call(office, b, "+33142685301").wait(40)
     assert result.final == (480, "Extension Not Registered"), result.log
-    wait_for(lambda: not redis.client().exists(key), 25, "the expired contact removed by the usrloc timer")
+    wait_for(lambda: not redis.client(LOCATION_DB).exists(key), 15, "the expired contact removed by the usrloc timer")
 
 
 def test_a_path_the_phone_sends_is_not_saved(office, site, redis):
