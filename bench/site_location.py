@@ -107,19 +107,25 @@ def main() -> int:
     results: dict[str, dict] = {}
     try:
         for name, env in systems.items():
-            proxy = Proxy(work, redis.url, **common, **env).start()
+            proxy = Proxy(work, redis.url, **common, **env)
+            # a relay range of its own that frees a call's ports at once (as bench/cpu_per_call.py's)
+            proxy.media.ports = (10000, 17499) if name == "memory" else (17500, 24999)
+            proxy.media.command = lambda base=proxy.media.command: base() + ["--delete-delay=0"]
+            proxy.start()
             try:
                 callee = phone(CALLEE)
                 reg, reg_cmds = per_item(client, lambda: register(work, proxy, callee, calls=SAMPLES), SAMPLES)
                 call, call_cmds = per_item(client, lambda: did_calls(work, proxy, SAMPLES), SAMPLES)
-                cpu = {}
+                cpu, completed = {}, {}
                 for kind in ("register", "inbound"):
                     done, used = run(kind, work, proxy, args.calls, args.rate)
                     cpu[kind] = used / done * 1000 if done else float("nan")
+                    completed[kind] = done
                 results[name] = {"reg": reg, "reg_cmds": reg_cmds, "call": call, "call_cmds": call_cmds, "cpu": cpu}
                 print(f"{name:6s} Redis commands per REGISTER {reg:.1f} {reg_cmds}", flush=True)
                 print(f"{name:6s} Redis commands per DID call {call:.1f} {call_cmds}", flush=True)
-                print(f"{name:6s} CPU ms: " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()), flush=True)
+                print(f"{name:6s} CPU ms: " + ", ".join(f"{k} {v:.3f} ({completed[k]}/{args.calls} done)"
+                                                         for k, v in cpu.items()), flush=True)
                 if name == "redis":
                     stats, used = timer_tick(redis.client(1), args.contacts)  # LOCATION_REDIS_DB
                     print(f"redis  expiry timer, one tick with {args.contacts} contacts: {sum(stats.values())} "

@@ -7,6 +7,7 @@ tests. Every $avp, $dlg_var, htable and route callback name is defined here, onc
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -852,9 +853,17 @@ class _Site:
         """The contacts the next save_contact() saves carry this proxy's Path, and no Path the phone
         sent (edge.own_path): any Path header is removed, ours appended, and the message re-parsed so
         that the registrar reads only ours (textopsx msg_apply_changes: the registrar reads parsed
-        headers, not pending changes). Four KSR calls, per REGISTER of a site's proxy only."""
+        headers, not pending changes). Four KSR calls, per REGISTER of a site's proxy only.
+
+        The Path names this proxy's UDP socket whatever the phone registered on (kamailio.cfg listens
+        on udp:SIP_ADDR:SIP_PORT, from the same environment): a sibling sends there, and this proxy
+        reaches a TCP or TLS phone through its own connection (the received parameter's transport). A
+        sibling must never have to open a TLS connection, which the branch route of TLS phones forbids."""
         ip, port = self.source
-        here = edge.source_address(self.pv("$Ri") or "", int(self.pv("$Rp") or 0), self.transport)
+        if self.transport == "udp" or not os.environ.get("SIP_ADDR"):
+            here = edge.source_address(self.pv("$Ri") or "", int(self.pv("$Rp") or 0), "udp")
+        else:
+            here = edge.source_address(os.environ["SIP_ADDR"], int(os.environ.get("SIP_PORT") or 5060), "udp")
         self.k.hdr.remove("Path")
         self.k.hdr.append(f"Path: {edge.own_path(here, edge.source_address(ip, port, self.transport))}\r\n")
         self.k.textopsx.msg_apply_changes()
