@@ -16,11 +16,8 @@ with `AUTH <password>` (Redis's default user, as ndb_redis): a URL it cannot use
 exit 2, and Kamailio does not start. A proxy of a site that silently kept its registrations to
 itself would answer 480 for every phone registered through another one.
 
-What db_redis reads and writes (for the ACL of the default user): `version:entry::location` (HGET at
-start), `location:entry::<ruid>` hashes (HMSET, HGETALL/HMGET, DEL, EXPIRE is not used),
-`location:usrdom::<user>:<domain>` and `location:timer::<partition>:<keepalive>` sets (SADD, SREM,
-SMEMBERS), the `location:timer` / `location:usrdom` index sets of those sets, and `SCAN` over
-`location:entry::*` for the expiry timer (kamailio.cfg says what that costs).
+What db_redis reads and writes, for the ACL of the default user: kamailio.cfg, "Site" (keys location:*
+and version:entry::*, and the commands listed there).
 """
 
 from __future__ import annotations
