@@ -134,10 +134,16 @@ def contacts(redis: RedisServer, phone: Phone) -> list[dict]:
     return rows
 
 
+# Each reply is relayed by the worker that read it: now and then a 180 arrives after its call's 200
+# (two hops here, A then B). SIPp would abort the call on that late 180 and send its BYE nowhere; it
+# ignores it instead (as bench/cpu_per_call.py's TOLERANT), and the call is judged by its answers.
+TOLERANT = ("-default_behaviors", "all,-abortunexp")
+
+
 def did_call(office: Office, proxy: Proxy, did: str, edits=(), hold_ms: int = 300) -> Sipp:
     return office.sipp("inbound.xml", office.net.carrier, TRUNK, "-s", "0612345678", "-set", "from_domain",
                        "carrier.example", "-set", "dial", did, "-set", "company", "", "-d", str(hold_ms),
-                       edits=edits).start(f"{proxy.ip}:{proxy.port}", timeout=40)
+                       *TOLERANT, edits=edits).start(f"{proxy.ip}:{proxy.port}", timeout=40)
 
 
 def test_a_phone_registered_on_a_is_saved_with_a_path_of_a_and_answers_calls_arriving_at_b(net, office, site, redis):
@@ -155,7 +161,7 @@ def test_a_phone_registered_on_a_is_saved_with_a_path_of_a_and_answers_calls_arr
     to_alice = net.count_udp(net.office, CORE, PHONE_A, 5060)
     callee = office.answer(ALICE)
     caller = office.sipp("call.xml", net.office, BRUNO.ip, *BRUNO.auth_args(), "-set", "dial", "2001",
-                         "-d", "300").start(f"{b.ip}:{b.port}", timeout=30)
+                         "-d", "300", *TOLERANT).start(f"{b.ip}:{b.port}", timeout=30)
     result = caller.wait(40)
     assert result.final == (200, "OK"), result.log + result.stdout
     assert "BYE 200" in result.log  # Bruno's BYE went B -> A -> Alice, and her answer came back
