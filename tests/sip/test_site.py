@@ -285,3 +285,19 @@ def test_a_sibling_sends_calls_only(net, site):
                 f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     answer = run_in_netns(net.core, lambda: send_raw(a, register, src=CORE_B))
     assert status_line(answer) == (405, "A Sibling Proxy Sends Calls Only"), answer
+
+
+@pytest.mark.parametrize("url, why", [
+    ("unix:///run/redis/redis.sock?db=0", "a unix socket: db_redis 5.6 connects over TCP only"),
+    ("redis://cowork-proxy:pw@127.0.0.1:6379/0", "ACL user 'cowork-proxy'"),
+    ("rediss://127.0.0.1:6380/0", "TLS (rediss://)"),
+])
+def test_a_proxy_of_a_site_does_not_start_with_a_redis_url_db_redis_cannot_use(tmp_path, url, why):
+    """Started, it would keep its registrations to itself while its siblings look in Redis: 480 for
+    every phone registered through it. scripts/kamailio.sh stops instead and says why."""
+    proxy = Proxy(tmp_path, url, LOCATION_STORE="redis", RTPENGINE_SOCK="udp:127.0.0.1:9")
+    with pytest.raises(RuntimeError) as refused:
+        proxy.start()
+    proxy.stop()
+    assert f"the site's shared registrations (LOCATION_STORE=redis) cannot use that Redis URL: {why}" \
+        in str(refused.value)
