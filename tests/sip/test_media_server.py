@@ -226,6 +226,197 @@ def test_the_announcement_says_the_callers_own_balance(proxy, announcer, account
         assert scores[(h, h)] > scores[(h, other)], scores
 
 
+
+# -- the Virtual Receptionist ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def receptionist(proxy, tmp_path_factory):
+    where = tmp_path_factory.mktemp("receptionist")
+    server = MediaServer("receptionist", *RECEPTION, where, OFFICE, MEDIA_SILENCE_S=str(SILENCE_S)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def extensions(proxy):
+    """acme's 2001, 2002 and 2003 registered, each answering whatever rings it."""
+    from tests.sip.conftest import PASSWORDS
+    made = {}
+    for ext, ip in EXT_IPS.items():
+        ua = UA(ip, (proxy.ip, proxy.port), ext, "acme.test", PASSWORDS[(ext, "acme.test")])
+        assert ua.register().status == 200
+        made[ext] = ua
+    yield made
+    for ua in made.values():
+        ua.register(expires=0)
+        ua.close()
+
+
+def rung(extensions) -> list[str]:
+    return [ext for ext, ua in extensions.items() if ua.callee_invites()]
+
+
+def dtmf_packets(digit: str, seq: int, ts: int, ssrc: int) -> list[bytes]:
+    """One RFC 4733 event as a phone sends it: updates every 20 ms, then the end three times."""
+    event = "0123456789*#".index(digit)
+    out = []
+    for i, end in enumerate([False] * 4 + [True] * 3):
+        duration = min(i + 1, 5) * 160
+        payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, duration)
+        header = struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | DTMF_PT, (seq + i) & 0xFFFF, ts, ssrc)
+        out.append(header + payload)
+    return out
+
+
+class Carrier:
+    """The carrier calling in from its trunk (carrier-in), with an RTP socket that dials RFC 4733."""
+
+    def __init__(self, proxy):
+        self.rtp = Recorder(CARRIER_IN[0])
+        self.ua = UA(CARRIER_IN[0], (proxy.ip, proxy.port), "+33698000001", "carrier.example", port=CARRIER_IN[1])
+        self.ua.sdp = caller_sdp(CARRIER_IN[0], self.rtp.port)
+        self.proxy = proxy
+        self.call = None
+        self.seq, self.ts = 1000, 16000
+
+    def dial(self, number: str = MAIN_NUMBER) -> "Carrier":
+        def run():
+            self.call = self.ua.invite(f"sip:{number}@{self.proxy.ip}:{self.proxy.port}", timeout=40)
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        early = self.ua.wait(lambda m: not m.is_request and m.status == 183, 10)
+        assert early is not None, "no early media from the receptionist"
+        self.relay = relay(early.body)
+        return self
+
+    def press(self, digits: str, gap: float = 0.3) -> None:
+        for digit in digits:
+            for packet in dtmf_packets(digit, self.seq, self.ts, 0x5EED):
+                self.rtp.sock.sendto(packet, self.relay)
+                time.sleep(0.02)
+            self.seq += 7
+            self.ts += 1600
+            time.sleep(gap)
+
+    def final(self, timeout: float = 30):
+        self.thread.join(timeout)
+        assert self.call is not None, "the carrier's INVITE got no final answer"
+        return self.call
+
+    def close(self) -> None:
+        if self.call is not None and self.call.code == 200:
+            self.call.bye()
+        self.rtp.stop()
+        self.ua.close()
+
+
+@pytest.fixture
+def carrier(proxy):
+    made = []
+
+    def make() -> Carrier:
+        made.append(Carrier(proxy))
+        return made[-1]
+    yield make
+    for c in made:
+        c.close()
+
+
+def redirects(receptionist, why: str) -> list[str]:
+    return [line for line in receptionist.lines() if f" redirect " in line and f"why={why}" in line]
+
+
+def test_a_caller_dials_an_extension_in_rfc4733_and_it_rings(receptionist, extensions, carrier):
+    caller = carrier().dial()
+    time.sleep(1)  # a second of the greeting
+    caller.press("2002")
+    call = caller.final()
+    assert call.code == 200, call.final
+    assert rung(extensions) == ["2002"]
+    (invite,) = extensions["2002"].callee_invites()
+    assert invite.header("from").startswith("<sip:+33698000001@")  # the caller's ID, not the receptionist's
+    assert caller.rtp.packets, "the greeting's early media never reached the carrier"
+
+
+def test_sipp_dials_from_its_rfc4733_pcaps(receptionist, extensions, phones):
+    """SIPp's own DTMF pcaps (sip-tester: /usr/share/sip-tester/dtmf_2833_N.pcap), played as early
+    media by a SIPp carrier: the extension dialled, 2090 (virtual: it forwards to its number through
+    the carrier). Every pcap carries the same RTP timestamp, so a receiver takes a digit played twice
+    in a row for one event (RFC 4733 2.5.1.3, pjmedia does): 2090 has no digit twice in a row."""
+    trunk = Peer(*PRIMARY)
+    # a pause between the digits (SIPp plays a pcap in the background), none after the last: the
+    # proxy's 200 from the extension may come at once
+    plays = '<pause milliseconds="400"/>'.join(
+        f'<nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_{d}.pcap"/></action></nop>'
+        for d in "2090")
+    edits = (('<recv response="183" optional="true"/>\n  <recv response="180" optional="true"/>',
+              f'<recv response="183"/>\n  <pause milliseconds="800"/>{plays}\n  <recv response="180" optional="true"/>'),
+             ("m=audio [media_port] RTP/AVP 8\n      a=rtpmap:8 PCMA/8000",
+              f"m=audio [media_port] RTP/AVP 8 {DTMF_PT}\n      a=rtpmap:8 PCMA/8000\n"
+              f"      a=rtpmap:{DTMF_PT} telephone-event/8000"))
+    ip, port = CARRIER_IN
+    sipp = Sipp("inbound.xml", ["-s", "+33698000002", "-set", "from_domain", "carrier.example", "-set", "dial",
+                                MAIN_NUMBER, "-set", "company", "", "-d", "200", "-mi", ip],
+                phones.workdir, ip=ip, port=port, edits=edits)
+    phones.running.append(sipp)
+    try:
+        result = sipp.start(phones.target, timeout=30).wait()
+        assert result.final == (200, "OK"), result.log + result.stdout
+        assert rung(extensions) == []
+        (invite,) = trunk.invites()
+        assert invite.ruri.startswith("sip:+33698765432@"), invite.raw
+    finally:
+        trunk.close()
+
+
+def test_zero_is_the_operator(receptionist, extensions, carrier):
+    caller = carrier().dial()
+    caller.press("0")
+    assert caller.final().code == 200
+    assert rung(extensions) == [OPERATOR]
+
+
+def test_an_unknown_extension_is_said_and_three_go_to_the_operator(receptionist, extensions, carrier):
+    caller = carrier().dial()
+    caller.press("2999")
+    wait_for(lambda: any("digit=9" in line for line in receptionist.lines()), 5, "the digits heard")
+    time.sleep(1.5)  # "extension 2 9 9 9 does not exist": the caller may dial again
+    assert rung(extensions) == []
+    caller.press("2888")
+    time.sleep(1.5)
+    caller.press("2777")
+    call = caller.final()
+    assert call.code == 200
+    assert rung(extensions) == [OPERATOR]
+    assert redirects(receptionist, "tries"), receptionist.lines()[-10:]
+
+
+def test_a_wrong_extension_then_a_right_one(receptionist, extensions, carrier):
+    caller = carrier().dial()
+    caller.press("2999")
+    time.sleep(1.5)
+    caller.press("2001")
+    assert caller.final().code == 200
+    assert rung(extensions) == ["2001"]
+
+
+def test_silence_goes_to_the_operator(receptionist, extensions, carrier):
+    caller = carrier().dial()
+    began = time.monotonic()
+    call = caller.final(timeout=60)
+    assert call.code == 200
+    assert rung(extensions) == [OPERATOR]
+    # greeting and menu, then SILENCE_S without a digit, then the operator prompt
+    assert time.monotonic() - began >= SILENCE_S
+    assert redirects(receptionist, "silence")
+
+
+def test_health_and_metrics(receptionist):
+    assert receptionist.http("/health") == (200, "ok\n")
+    code, text = receptionist.http("/metrics")
+    assert code == 200
+    assert re.search(r'^media_calls_active\{role="receptionist"\} \d+$', text, re.M)
+    assert 'media_dtmf_digits_total{role="receptionist"}' in text
+
 SURVEY = (60, 1234, 98765, 5000, 1999, 100000000)
 
 
