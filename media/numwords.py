@@ -113,6 +113,8 @@ def number(n: int, lang: str) -> str:
 def amount(minor: int, currency: str, lang: str) -> str:
     """`minor` units of `currency` in words: "douze euros trente-quatre", "twelve euros and
     thirty-four cents", "zéro euro", "un million d'euros", "thirty-four cents"."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r}: expected one of {', '.join(LANGUAGES)}")
     if currency not in CURRENCIES:
         raise ValueError(f"currency {currency!r}: expected one of {', '.join(CURRENCIES)}")
     if not 0 <= minor <= MAX_MINOR:
