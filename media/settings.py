@@ -108,7 +108,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         cache_dir=Path(env.get("MEDIA_CACHE_DIR", "") or Path(env.get("RUN_DIR", "/tmp")) / "media-cache"),
         http_addr=_ip(env, "MEDIA_HTTP_ADDR", "127.0.0.1"),
         http_port=_int(env, "MEDIA_HTTP_PORT", 0, 0, 65535),
-        max_calls=_int(env, "MEDIA_MAX_CALLS", 120, 1, 200),
+        # at most 4: the pjsua2-python wheel's PJSUA_MAX_CALLS (media/server.py)
+        max_calls=_int(env, "MEDIA_MAX_CALLS", 4, 1, 4),
         clock_rate=rate,
         silence_s=_int(env, "MEDIA_SILENCE_S", 10, 2, 120),
         digit_gap_s=_int(env, "MEDIA_DIGIT_GAP_S", 3, 1, 30),
