@@ -430,6 +430,88 @@ def test_health_and_metrics(receptionist):
     assert re.search(r'^media_calls_active\{role="receptionist"\} \d+$', text, re.M)
     assert 'media_dtmf_digits_total{role="receptionist"}' in text
 
+
+# -- hostile INVITEs straight at the media server ----------------------------------------------------
+def invite_media(server: MediaServer, src_ip: str, headers: str, call_id: str | None = None,
+                 wait: float = 2.5) -> tuple[list[str], int]:
+    """A raw INVITE from src_ip to the media server: (the first lines of its answers, RTP packets that
+    reached the offer's address)."""
+    import uuid
+    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sip.bind((src_ip, 0))
+    sip.settimeout(0.1)
+    rec = Recorder(src_ip)
+    port = sip.getsockname()[1]
+    body = caller_sdp(src_ip, rec.port)
+    call_id = call_id or uuid.uuid4().hex
+    text = (f"INVITE sip:announce@{server.ip}:{server.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src_ip}:{port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
+            f"From: <sip:mallory@{src_ip}>;tag={uuid.uuid4().hex[:8]}\r\nTo: <sip:announce@{server.ip}>\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: 1 INVITE\r\nContact: <sip:mallory@{src_ip}:{port}>\r\nMax-Forwards: 70\r\n{headers}"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+    sip.sendto(text.encode(), (server.ip, server.port))
+    answers = []
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            answers.append(sip.recv(65535).decode(errors="replace").split("\r\n", 1)[0])
+        except socket.timeout:
+            continue
+        if int(answers[-1].split(" ")[1]) >= 300:
+            time.sleep(0.3)  # any RTP sent until then has arrived
+            break
+    sip.close()
+    rec.stop()
+    return answers, len(rec.packets)
+
+
+@pytest.fixture(scope="module")
+def bare_announcer(tmp_path_factory):
+    """An announcer on its own address, serving only the proxy at 127.0.0.1 (no proxy needed here)."""
+    where = tmp_path_factory.mktemp("bare-announcer")
+    server = MediaServer("announcement", "127.0.0.71", 5060, where, OFFICE, MEDIA_PROXIES="127.0.0.1").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("src", ["127.0.0.9", "127.0.0.2"])  # a stranger; a trunk (trusted by the proxy, not here)
+def test_only_the_proxy_gets_the_media_servers_ear(bare_announcer, src):
+    answers, rtp = invite_media(bare_announcer, src, "X-Balance: 1234\r\nX-Currency: EUR\r\nX-Company: initech\r\n")
+    assert "SIP/2.0 403 Calls Come Through The Proxy Only" in answers, answers
+    assert not any(a.startswith("SIP/2.0 183") for a in answers) and rtp == 0
+
+
+@pytest.mark.parametrize("headers, answer", [
+    ("X-Currency: EUR\r\n", "SIP/2.0 400 Missing Or Bad X-Balance"),
+    ("X-Balance: -5\r\nX-Currency: EUR\r\n", "SIP/2.0 400 Missing Or Bad X-Balance"),
+    ("X-Balance: 12.34\r\nX-Currency: EUR\r\n", "SIP/2.0 400 Missing Or Bad X-Balance"),
+    ("X-Balance: 1234567890123456\r\nX-Currency: EUR\r\n", "SIP/2.0 400 Missing Or Bad X-Balance"),
+    ("X-Balance: 1234\r\nX-Currency: BTC\r\n", "SIP/2.0 400 Unknown X-Currency"),
+    ("X-Balance: 1234\r\nX-Currency: eur\r\n", "SIP/2.0 400 Unknown X-Currency"),
+    ("X-Balance: 1234\r\n", "SIP/2.0 400 Unknown X-Currency"),
+])
+def test_a_balance_that_cannot_be_said_is_refused_not_guessed(bare_announcer, headers, answer):
+    answers, rtp = invite_media(bare_announcer, "127.0.0.1", headers + "X-Company: initech\r\n")
+    assert answer in answers, answers
+    assert not any(a.startswith("SIP/2.0 183") for a in answers) and rtp == 0
+
+
+@pytest.mark.parametrize("company", ["../../etc/passwd\x01" + "x" * 300])
+def test_a_hostile_company_is_spoken_in_the_default_language_and_logged_safely(bare_announcer, company):
+    """X-Company names nothing the server looks up on disk or trusts: an unknown one gets the default
+    language; the Call-ID and the value are logged cut and printable."""
+    import uuid
+    call_id = f"evil{uuid.uuid4().hex}" + "c" * 200
+    answers, rtp = invite_media(bare_announcer, "127.0.0.1", f"X-Balance: 1234\r\nX-Currency: EUR\r\nX-Company: {company}\r\n",
+                                call_id=call_id, wait=8)
+    assert "SIP/2.0 480 Announcement Complete" in answers and rtp > 50, answers
+    line = next(line for line in bare_announcer.lines() if " announce " in line and "evil" in line)
+    assert len(line.split(" call=", 1)[1].split(" ", 1)[0]) <= 80
+    logged = line.split(" company=", 1)[1].split(" balance=", 1)[0]
+    assert len(logged) <= 80 and all(0x21 <= ord(c) <= 0x7E for c in logged), line
+    assert "language=fr" in line
+
+
 SURVEY = (60, 1234, 98765, 5000, 1999, 100000000)
 
 
