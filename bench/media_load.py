@@ -1,7 +1,11 @@
 """The media server under load: N simultaneous balance announcements and N simultaneous receptionist
 calls, through the real Kamailio and rtpengine, with what every caller's socket received.
 
-    unshare -n bash -c 'ip link set lo up && source scripts/env.sh && .venv/bin/python bench/media_load.py [--calls 50]'
+    unshare -n bash -c 'ip link set lo up && source scripts/env.sh && .venv/bin/python bench/media_load.py [--calls 50] [--at-once K]'
+
+--at-once K: at most K calls of a kind in progress (default: all at once). One media server process holds
+4 calls (the pjsua2-python wheel's PJSUA_MAX_CALLS, bench/BENCHMARKS.md "Media server"): --at-once 4
+measures the served calls' audio and CPU, the default shows what happens to the others.
 
 Starts its own redis-server, the product's Kamailio with its rtpengine, and the two media servers
 (python -m media) on the SIP tests' addresses (tests/sip/office.yaml; run it in a private network

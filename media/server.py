@@ -86,6 +86,7 @@ class MediaCall(pj.Call):
 
     def __init__(self, server: "Server", acc, call_id: int, sip_callid: str):
         super().__init__(acc, call_id)
+        self.slot = call_id  # pjsua's call id, kept: getId() may no longer give it once disconnected
         self.server = server
         self.callid = sip_callid
         self.media_up = False
@@ -419,7 +420,7 @@ class Server:
         self.log(call.callid, "ended", outcome=call.outcome, status=status)
         if call.pending is not None:
             call.pending.cancel()
-        self.calls.pop(call.getId(), None)
+        self.calls.pop(call.slot, None)
         self.retired.append(call)
         self.metrics.active = len(self.calls)
 

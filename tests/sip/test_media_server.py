@@ -387,6 +387,13 @@ def test_zero_is_the_operator(receptionist, extensions, carrier):
     assert caller.final().code == 200
     assert rung(extensions) == [OPERATOR]
     assert [ln for ln in receptionist.lines(caller.call_id) if " redirect " in ln and "why=operator" in ln]
+    # the call is over at the media server too: none left in progress, counted by how it ended, its digit too
+    wait_for(lambda: re.search(r'^media_calls_active\{role="receptionist"\} 0$', receptionist.http("/metrics")[1], re.M),
+             5, "no call in progress")
+    text = receptionist.http("/metrics")[1]
+    assert re.search(r'^media_calls_total\{role="receptionist",outcome="redirected"\} [1-9]\d*$', text, re.M), text
+    assert re.search(r'^media_redirects_total\{role="receptionist",why="operator"\} [1-9]\d*$', text, re.M), text
+    assert re.search(r'^media_dtmf_digits_total\{role="receptionist"\} [1-9]\d*$', text, re.M), text
 
 
 def test_an_unknown_extension_is_said_and_three_go_to_the_operator(receptionist, extensions, carrier):
@@ -421,8 +428,8 @@ def test_health_and_metrics(receptionist):
     assert receptionist.http("/health") == (200, "ok\n")
     code, text = receptionist.http("/metrics")
     assert code == 200
-    assert re.search(r'^media_calls_active\{role="receptionist"\} \d+$', text, re.M)
-    assert 'media_dtmf_digits_total{role="receptionist"}' in text
+    assert re.search(r'^media_calls_active\{role="receptionist"\} \d+$', text, re.M), text
+    assert "# TYPE media_calls_total counter" in text and "# TYPE media_tts_renders_total counter" in text
 
 
 # -- hostile INVITEs straight at the media server ----------------------------------------------------
