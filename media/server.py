@@ -26,8 +26,10 @@ from media.menu import Menu, Play, Redirect, Stop
 from media.settings import Settings
 from media.tts import Speech, TtsError, duration_s
 
-# What the end of a prompt is judged by: its length, plus the jitter of the bridge's first frame.
-TAIL_S = 0.25
+# A prompt ends when its player reaches the end of its file (the bridge's clock, which lags the wall clock
+# on a loaded machine); its length times SLACK plus a second is only the backstop of a lost end-of-file.
+TAIL_S = 0.1  # the last frame, still in the bridge, once the file has been read to its end
+SLACK = 2.0
 BALANCE_RE = re.compile(r"[0-9]{1,15}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
 # A Call-ID or header value as it may be logged: printable, bounded (a hostile one is cut, not echoed)
@@ -81,6 +83,19 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+class Player(pj.AudioMediaPlayer):
+    """A player that says when it has played its file(s) to the end (called in the media clock's
+    thread: it only sets a flag the server's loop reads)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended_at: float | None = None
+
+    def onEof2(self):
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+
+
 class MediaCall(pj.Call):
     """One caller. Everything here runs in the server's loop."""
 
@@ -125,14 +140,14 @@ class MediaCall(pj.Call):
 
     def play(self, paths: list[Path], seconds: float) -> None:
         self.stop_prompt()
-        player = pj.AudioMediaPlayer()
+        player = Player()
         if len(paths) == 1:
             player.createPlayer(str(paths[0]), pj.PJMEDIA_FILE_NO_LOOP)
         else:
             player.createPlaylist([str(p) for p in paths], "prompt", pj.PJMEDIA_FILE_NO_LOOP)
         player.startTransmit(self.audio())
         self.player = player
-        self.prompt_end = time.monotonic() + seconds + TAIL_S
+        self.prompt_end = time.monotonic() + SLACK * seconds + 1.0
 
     def stop_prompt(self) -> None:
         self.prompt_end = None
@@ -358,7 +373,8 @@ class Server:
             else:
                 call.pending_then = (paths, seconds)
             return
-        if call.prompt_end is not None and now >= call.prompt_end:
+        played = call.player is not None and call.player.ended_at is not None and now >= call.player.ended_at + TAIL_S
+        if call.prompt_end is not None and (played or now >= call.prompt_end):
             call.stop_prompt()
             if self.s.role == "announcement":
                 call.outcome = "announced"
