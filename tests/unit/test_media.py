@@ -258,3 +258,38 @@ def test_bad_settings_name_the_variable(env, words):
     env = {"MEDIA_ROLE": "announcement", **env} if "MEDIA_ROLE" not in env and env else env
     with pytest.raises(SettingsError, match=re.escape(words)):
         load(env)
+
+
+# -- the provisioning file's company fields for the media server ------------------------------------
+from kemi.provisioning import ProvisioningError, parse as parse_provisioning  # noqa: E402
+
+COMPANY = """companies:
+  - id: acme
+    name: Acme
+    domain: acme.test
+{extra}    extensions:
+      - {{number: "2001", name: Alice, password: alice-secret-1}}
+      - {{number: "2002", name: Bruno, password: bruno-secret-2}}
+"""
+
+
+def test_language_greeting_and_operator_are_read_and_never_stored():
+    (company,) = parse_provisioning(COMPANY.format(extra='    language: en\n    greeting: "Hello, Acme here."\n'
+                                                         '    operator: "2002"\n')).companies
+    assert (company.language, company.greeting, company.operator) == ("en", "Hello, Acme here.", "2002")
+    assert not {"language", "greeting", "operator"} & set(company.to_dict())  # Redis never holds them
+    (default,) = parse_provisioning(COMPANY.format(extra="")).companies
+    assert (default.language, default.greeting, default.operator) == ("fr", None, None)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ('    operator: "2099"\n', "line 5: companies[0].operator: '2099' is not an extension of this company"),
+    ('    operator: "99"\n', "line 5: companies[0].operator: '99' is not an extension number 2XXX"),
+    ("    language: de\n", "line 5: companies[0].language: expected one of fr, en"),
+    ('    greeting: "Bonjour {company}"\n', "line 5: companies[0].greeting: 'Bonjour {company}' is not a one-line greeting"),
+    ('    greeting: "' + "x" * 401 + '"\n', "line 5: companies[0].greeting:"),
+])
+def test_a_bad_media_field_names_its_line(extra, words):
+    with pytest.raises(ProvisioningError) as err:
+        parse_provisioning(COMPANY.format(extra=extra))
+    assert words in str(err.value)
