@@ -71,10 +71,16 @@ class Company:
     receptionist: str | None = None  # name of the media server that plays its Virtual Receptionist
     extensions: tuple[Extension, ...] = field(default=(), compare=False)
     dids: tuple["Did", ...] = field(default=(), compare=False)
+    # What the media server (media/) says and does for this company; it reads them from the
+    # provisioning file itself, so they are not stored in Redis (the proxy never needs them).
+    language: str = field(default="fr", compare=False)  # of the greeting and the spoken balance
+    greeting: str | None = field(default=None, compare=False)  # None: media/prompts.txt's greeting
+    operator: str | None = field(default=None, compare=False)  # the receptionist's 0; None: first extension
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        del data["extensions"], data["dids"]  # stored under their own keys
+        for name in VOICE_FIELDS + ("extensions", "dids"):  # stored under their own keys, or not at all
+            del data[name]
         return data
 
     @classmethod
@@ -84,6 +90,9 @@ class Company:
 
 
 RECEPTIONIST = "receptionist"
+VOICE_FIELDS = ("language", "greeting", "operator")
+LANGUAGES = ("fr", "en")
+GREETING_RE = re.compile(r"[^\x00-\x1f\x7f{}]{1,400}")  # one line, spoken; no {placeholders}
 
 
 @dataclass(frozen=True)

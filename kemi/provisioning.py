@@ -25,6 +25,8 @@ from kemi.model import (
     E164_RE,
     EXTENSION_RE,
     EXTENSION_TYPES,
+    GREETING_RE,
+    LANGUAGES,
     DISPLAY_NAME_RE,
     HA1_RE,
     LOCATION_RE,
@@ -167,7 +169,7 @@ MEDIA_FIELDS = {"name", "host", "port", "transport", "role"}
 DID_FIELDS = {"number", "target", "fallback"}
 TRUNK_FIELDS = {"name", "host", "port", "transport", "priority", "emergency", "outbound"}
 COMPANY_FIELDS = {"id", "name", "domain", "main_number", "location", "allow_special", "receptionist",
-                  "extensions", "dids"}
+                  "extensions", "dids", "language", "greeting", "operator"}
 EXTENSION_FIELDS = {"number", "name", "password", "ha1", "did", "type", "forward", "ring_timeout"}
 SITE_FIELDS = {"name", "cidrs", "companies"}
 # The widest network a site may declare: a building has a few public addresses, a company with
@@ -369,6 +371,12 @@ def _company(check: _Checker, doc: _Doc) -> Company | None:
         seen[ext.number] = ext_doc.line
         extensions.append(ext)
     co = check.string(f.get("id"), COMPANY_ID_RE, "a company id (lower-case letters, digits, '-')") or ""
+    language = check.string(f.get("language"), optional=True) or "fr"
+    if language not in LANGUAGES:
+        check.fail(f["language"], f"expected one of {', '.join(LANGUAGES)}")
+    operator = check.string(f.get("operator"), EXTENSION_RE, "an extension number 2XXX", optional=True)
+    if operator is not None and operator not in seen:
+        check.fail(f["operator"], f"{operator!r} is not an extension of this company: the receptionist's 0 rings it")
     company = Company(
         id=co,
         name=check.string(f.get("name")) or "",
@@ -380,6 +388,11 @@ def _company(check: _Checker, doc: _Doc) -> Company | None:
         receptionist=check.string(f.get("receptionist"), COMPANY_ID_RE, "a media server name", optional=True),
         extensions=tuple(extensions),
         dids=_dids(check, f, co, set(seen)),  # (Did, doc) pairs until _check_dids has used the lines
+        language=language,
+        greeting=check.string(f.get("greeting"), GREETING_RE,
+                              "a one-line greeting of at most 400 characters (no control characters or braces)",
+                              optional=True),
+        operator=operator,
     )
     return company if len(check.problems) == before else None
 

@@ -26,6 +26,10 @@ export RUN_DIR=${RUN_DIR:-$ROOT/.run}           # pid files, Redis data, the con
 # media servers on loopback addresses, so that outside calls get an answer (0: start none).
 export STANDINS=${STANDINS:-1}
 export STANDIN_EXTENSION=${STANDIN_EXTENSION:-2002}  # where the receptionist stand-in sends every caller
+# Who plays the loopback receptionist and announcement media servers: `media` (the media server,
+# media/, pjsua2: greeting, DTMF, the spoken balance) or `sipp` (the SIPp stand-ins).
+export MEDIA_SERVERS=${MEDIA_SERVERS:-media}
+export MEDIA_HTTP_PORT=${MEDIA_HTTP_PORT:-9190}  # each media server's /metrics and /health, on its own address
 export START_TIMEOUT_S=${START_TIMEOUT_S:-30}    # scripts/run.sh gives up when the proxy does not answer by then
 # The control socket. A unix socket's path holds at most 104 bytes for Kamailio's ctl module (it then
 # refuses to start): under a deep RUN_DIR it goes to the temporary directory, named after RUN_DIR so that

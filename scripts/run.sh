@@ -113,7 +113,29 @@ fi
 cd "$ROOT"
 [ "$REDIS_START" = 0 ] || "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
 
-# Stand-ins (sipp-scenarios/standin-*.xml) for the peers on loopback addresses.
+# The media server (media/, MEDIA_SERVERS=media) in the receptionist or announcement role NAME on
+# HOST:PORT, its log in $RUN_DIR/media-NAME.log; up once it says "started".
+start_media() {  # start_media ROLE NAME HOST PORT TRANSPORT N
+  local log="$RUN_DIR/media-$2.log" pid
+  : > "$log"
+  MEDIA_ROLE=$1 MEDIA_SIP_ADDR=$3 MEDIA_SIP_PORT=$4 MEDIA_TRANSPORT=$5 MEDIA_PROXIES=$SIP_ADDR \
+    MEDIA_PROVISION_FILE=$PROVISION_FILE MEDIA_CACHE_DIR=${MEDIA_CACHE_DIR:-$RUN_DIR/media-cache} \
+    MEDIA_HTTP_ADDR=$3 MEDIA_HTTP_PORT=$MEDIA_HTTP_PORT \
+    MEDIA_RTP_PORT_MIN=$((40000 + 1000 * $6)) MEDIA_RTP_PORT_MAX=$((40999 + 1000 * $6)) \
+    "$KEMI_VENV/bin/python" -m media >> "$log" 2>&1 &
+  pid=$!
+  standin_pids+=("$pid"); what[$pid]="media server $2 ($1) on $5:$3:$4"; logs[$pid]=$log
+  for _ in $(seq 200); do
+    grep -q "started sip=" "$log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  grep -q "started sip=" "$log" || fail "the ${what[$pid]} did not come up" "$log"
+  echo "run: ${what[$pid]}, metrics on http://$3:$MEDIA_HTTP_PORT/metrics, log $log"
+}
+
+# Stand-ins (sipp-scenarios/standin-*.xml) for the peers on loopback addresses, and the media
+# server for the receptionist and announcement roles (MEDIA_SERVERS=sipp: SIPp stand-ins for those too).
 if [ "$STANDINS" != 0 ]; then
   peers=$("$ROOT/scripts/standin-peers.sh" "$PROVISION_FILE")
   n=0
@@ -127,6 +149,11 @@ if [ "$STANDINS" != 0 ]; then
     esac
     listening "$host" "$port" "$transport" &&
       in_use "$transport:$host:$port (stand-in $name)" "another run.sh? STANDINS=0 starts no stand-ins"
+    if [ "$role" != carrier ] && [ "$MEDIA_SERVERS" = media ]; then
+      start_media "$role" "$name" "$host" "$port" "$transport" "$n"
+      n=$((n + 1))
+      continue
+    fi
     log="$RUN_DIR/standin-$name.log"
     rm -f "$log" "$RUN_DIR/standin-$name.errors"
     # SIPp binds -mp and -mp+2 (audio, video): four ports per stand-in, as two may share an address.

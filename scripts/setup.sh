@@ -3,13 +3,14 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+# espeak-ng and sox speak for the media server (media/tts.py).
 # rtpengine, TLS, ndb_redis (native benchmark baseline), promtool, the Redis exporter and Ansible are
 # what the edge, monitoring, load and deployment tests start for real.
 DEBS=(kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
       kamailio-tls-modules kamailio-redis-modules rtpengine-daemon
       redis-server sip-tester baresip python3-venv python3-dev gcc
       prometheus prometheus-redis-exporter ansible ansible-lint yamllint nftables iproute2 openssl
-      logrotate procps)
+      logrotate procps espeak-ng sox)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -547,3 +547,55 @@ class Phone:
 
     def auth_args(self) -> list[str]:
         return ["-s", self.user, "-au", self.user, "-ap", self.password, "-set", "domain", self.domain]
+
+
+class MediaServer:
+    """The media server (python -m media, media/) playing one role on ip:port: the receptionist and
+    announcement roles' default in the tests, as in scripts/run.sh and the Ansible role (SIPp stays
+    for carriers and load). Its log is collected; stop() ends it."""
+
+    def __init__(self, role: str, ip: str, port: int, workdir: Path, provision: Path, **env: str):
+        self.role, self.ip, self.port = role, ip, port
+        self.log_path = workdir / f"media-{role}-{ip}-{port}-{uuid.uuid4().hex[:6]}.log"
+        self.http_port = free_port(ip, socket.SOCK_STREAM)
+        self.env = {**os.environ, "MEDIA_ROLE": role, "MEDIA_SIP_ADDR": ip, "MEDIA_SIP_PORT": str(port),
+                    "MEDIA_PROVISION_FILE": str(provision), "MEDIA_CACHE_DIR": str(workdir / "media-cache"),
+                    "MEDIA_HTTP_ADDR": ip, "MEDIA_HTTP_PORT": str(self.http_port), **env}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MediaServer":
+        self._out = open(self.log_path, "w")
+        self.proc = subprocess.Popen([PYTHON, "-m", "media"], cwd=ROOT, env=self.env, stdout=self._out,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is not None or "started sip=" in self.log, 20,
+                 f"media server {self.role} on {self.ip}:{self.port}")
+        assert self.proc.poll() is None, f"media server exited:\n{self.log[-3000:]}"
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def lines(self, callid: str | None = None) -> list[str]:
+        return [line for line in self.log.splitlines()
+                if line.startswith("media[") and (callid is None or f" call={callid} " in line + " ")]
+
+    def http(self, path: str) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://{self.ip}:{self.http_port}{path}", timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None:
+            self._out.close()

@@ -28,6 +28,8 @@ _demo = office_file(DEMO)
 # The stand-ins run.sh starts: every trunk and media server of the demo (all on loopback).
 DEMO_PEERS = {peer["name"]: (peer["host"], peer.get("port", 5060))
               for peer in (_demo.get("trunks") or []) + (_demo.get("media_servers") or [])}
+# of those, the media servers: run.sh starts the media server (media/) on them, SIPp stand-ins on the trunks
+DEMO_MEDIA = {peer["name"]: (peer["host"], peer.get("port", 5060)) for peer in _demo.get("media_servers") or []}
 PROXY = ("127.0.0.1", 5060)  # scripts/env.sh's SIP_ADDR and SIP_PORT
 
 

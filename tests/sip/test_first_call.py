@@ -1,7 +1,8 @@
 """The README's First call, followed with baresip from Debian against scripts/run.sh and its stand-ins.
 
 A phone registers with the README's account line and dials what the README says; the demo's
-carrier, emergency centre, receptionist and announcement server are run.sh's SIPp stand-ins.
+carrier and emergency centre are run.sh's SIPp stand-ins; the receptionist and the announcement
+server are run.sh's media servers (media/: the greeting and its DTMF menu, the spoken balance).
 Media flows phone <-> rtpengine <-> stand-in (the proxy anchors every call), so received RTP packets
 prove the call really connected. run.sh binds the demo's fixed addresses: run in a private network
 namespace, unshare -n sh -c 'ip link set lo up && ./scripts/test.sh -q tests/sip/test_first_call.py'
@@ -9,6 +10,7 @@ namespace, unshare -n sh -c 'ip link set lo up && ./scripts/test.sh -q tests/sip
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -55,6 +57,23 @@ def phones(tmp_path):
 def standin_log(demo: RunSh, name: str) -> str:
     path = demo.run_dir / f"standin-{name}.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def media_log(demo: RunSh, name: str) -> str:
+    path = demo.run_dir / f"media-{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def announcement_packets(cents: int) -> int:
+    """20 ms packets of the demo announcer's sentence for this balance (acme speaks French)."""
+    from media import numwords, prompts
+    from media.tts import Speech, duration_s
+    said = prompts.parse((ROOT / "media" / "prompts.txt").read_text(encoding="utf-8"))
+    text = said.say("fr", "balance", amount=numwords.amount(cents, "EUR", "fr"))
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as cache:
+        return int(duration_s(Speech(Path(cache), 8000).sentence(text, "fr")) * 50)
 
 
 def registered(phone: Baresip, user: str) -> None:
@@ -122,30 +141,33 @@ def test_a_prepaid_call_hears_the_announcement_then_the_carrier(demo, phones):
     alice.wait_for("183 Session Progress", 20)
     alice.wait_for("Call established: sip:004915112345678@acme.cowork.example", 20)
     alice.wait_for("terminated (duration:", 20)
-    # the announcement's early media, then the carrier's recording
-    assert alice.packets()[1] >= 2 * RECORDING_PACKETS - 10
-    assert "BALANCE 5000 EUR acme" in standin_log(demo, "announcer")
+    # the spoken balance as early media ("cinquante euros"), then the carrier's recording
+    assert alice.packets()[1] >= announcement_packets(5000) + RECORDING_PACKETS - 10
+    assert "announce company=acme balance=5000 currency=EUR language=fr" in media_log(demo, "announcer")
     assert "ANSWERED sip:+4915112345678@127.0.0.2:5060;transport=udp" in standin_log(demo, "carrier-a")
     shown = admin(demo.redis_url, "prepaid", "show", "acme").stdout
     assert "2001 -> +4915112345678  answered" in shown and "cost 0.60" in shown
 
 
-@pytest.mark.parametrize("number, via_receptionist", [("+33142685302", False), ("+33142685300", True)])
-def test_a_call_from_outside_rings_2002(demo, phones, number, via_receptionist):
-    """scripts/call-in.sh, as the README shows it: 2002's own number, and the main number, which the
-    receptionist stand-in redirects to 2002."""
-    assert f"`scripts/call-in.sh {number}`" in FIRST_CALL
-    bruno = phones("2002", BRUNO_IP, 30, auto_answer=True)
-    registered(bruno, "2002")
-    call = subprocess.run([str(ROOT / "scripts" / "call-in.sh"), number, "3"], env=demo.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("command, user, ip", [
+    (["+33142685302"], "2002", BRUNO_IP),
+    (["--dtmf", "2001", "+33142685300"], "2001", ALICE_IP)])
+def test_a_call_from_outside_rings_its_extension(demo, phones, command, user, ip):
+    """scripts/call-in.sh, as the README shows it: 2002's own number rings 2002; the main number is
+    answered by the receptionist's greeting (early media), the caller dials 2001 in RFC 4733 events,
+    and 2001 rings."""
+    assert f"`scripts/call-in.sh {' '.join(command)}`" in FIRST_CALL
+    phone = phones(user, ip, 30, auto_answer=True)
+    registered(phone, user)
+    call = subprocess.run([str(ROOT / "scripts" / "call-in.sh"), *command, "3"], env={**demo.env, "DTMF_AFTER_S": "1"},
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert call.returncode == 0, call.stdout + call.stderr
     assert "call-in: answered; the carrier hung up after 3s (BYE: 200 OK)" in call.stdout
-    bruno.wait_for("Call established: sip:+33612345678@127.0.0.2", 5)
-    bruno.wait_for("terminated (duration:", 10)
-    assert bruno.packets()[1] >= 2 * 50  # the carrier's recording reached the phone
-    redirected = f"REDIRECTED acme {number} to 2002"
-    assert (redirected in standin_log(demo, "reception")) == via_receptionist
+    phone.wait_for("Call established: sip:+33612345678@127.0.0.2", 5)
+    phone.wait_for("terminated (duration:", 10)
+    assert phone.packets()[1] >= 2 * 50  # the carrier's recording reached the phone
+    dialled = re.search(r"call=(\S+) redirect extension=2001 why=dialled", media_log(demo, "reception"))
+    assert (dialled is not None) == (command[0] == "--dtmf"), media_log(demo, "reception")[-2000:]
 
 
 # -- SIP over TLS (the README's section): baresip's account line with ;transport=tls ------------------
