@@ -35,10 +35,11 @@ def test_every_setting_is_read_from_its_variable():
            "EMERGENCY_UNIDENTIFIED_MAX": "100000", "SITE_PHONE_REQS": "100000", "SITE_PHONE_WINDOW_S": "3600",
            "SDP_MAX_BYTES": "4096", "SDP_MAX_STREAMS": "2",
            "MEDIA_STREAMS_MAX": "500", "MEDIA_EMERGENCY_RESERVE": "20", "MEDIA_STREAMS_PER_COMPANY": "50",
-           "MEDIA_STREAMS_PER_PHONE": "3"}
+           "MEDIA_STREAMS_PER_PHONE": "3", "REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "10000"}
     got = Settings.from_env(env)
     assert got == Settings(
-        redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
+        redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, redis_wait_replicas=1,
+        redis_wait_timeout_ms=10000, schema_recheck_s=1, trunk_timeout_ms=500,
         emergency_trunks="udp:127.0.0.5:5060,tcp:127.0.0.6:5070", prepaid_max_call_s=86400,
         prepaid_setup_s=3600, prepaid_ttl_margin_s=1, ban_s=4, auth_fail_max=1_000_000, auth_fail_window_s=60,
         auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan", emergency_calls_max=1000, emergency_window_s=1,
