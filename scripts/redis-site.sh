@@ -45,6 +45,8 @@ for port in "${nodes[@]}"; do
   {
     echo "bind 127.0.0.1"; echo "port $port"; echo "dir $dir/node-$port"
     echo "appendonly yes"; echo 'save ""'; echo "loglevel warning"; echo "logfile $dir/node-$port.log"
+    # one replica: nothing to gain from waiting 5 s (the default) for others before a full sync
+    echo "repl-diskless-sync-delay 0"
     echo "pidfile $dir/node-$port.pid"
     [ "$port" = "$primary" ] || echo "replicaof 127.0.0.1 $primary"
   } > "$dir/node-$port.conf"
