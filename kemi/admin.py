@@ -14,10 +14,10 @@ import sys
 
 from kemi import admin_prepaid, numbering, provisioning
 from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, EXIT_UNREPLICATED, CliError, OutcomeUnknown
-from kemi.store.prepaid import Unreplicated
 from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
+from kemi.store.prepaid import Unreplicated
 from kemi.store.prepaid import PrepaidLedger
 
 

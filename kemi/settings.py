@@ -158,5 +158,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        return cls(**{f.name: f.metadata["parse"](env, f.metadata["env"], f.default, *f.metadata["limits"])
-                      for f in fields(cls)})
+        settings = cls(**{f.name: f.metadata["parse"](env, f.metadata["env"], f.default, *f.metadata["limits"])
+                          for f in fields(cls)})
+        if settings.redis_wait_replicas and settings.redis_wait_timeout_ms >= settings.redis_timeout_ms:
+            # the socket would give up first, and a money change already applied would look lost
+            raise SettingsError(f"REDIS_WAIT_TIMEOUT_MS={settings.redis_wait_timeout_ms}: expected less than "
+                                f"REDIS_TIMEOUT_MS={settings.redis_timeout_ms} (WAIT rides in the same round trip)")
+        return settings

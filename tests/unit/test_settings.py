@@ -129,3 +129,12 @@ def test_store_errors_name_redis_without_its_password():
     with pytest.raises(StoreUnavailable) as down:
         conn.ping()
     assert "s3cret" not in str(down.value) and "cowork-proxy:***@127.0.0.1:1" in str(down.value)
+
+
+def test_wait_must_end_before_the_command_timeout():
+    """WAIT rides in the money change's round trip: waiting longer than REDIS_TIMEOUT_MS would make an
+    applied top-up or reservation look lost (sentinel, issue 20)."""
+    with pytest.raises(SettingsError, match="REDIS_WAIT_TIMEOUT_MS=250: expected less than REDIS_TIMEOUT_MS=250"):
+        Settings.from_env({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "250"})
+    assert Settings.from_env({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "249"}).redis_wait_timeout_ms == 249
+    assert Settings.from_env({"REDIS_WAIT_TIMEOUT_MS": "5000"}).redis_wait_replicas == 0  # no WAIT: no conflict
