@@ -13,10 +13,11 @@ import os
 import sys
 
 from kemi import admin_prepaid, numbering, provisioning
-from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, CliError, OutcomeUnknown
+from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, EXIT_UNREPLICATED, CliError, OutcomeUnknown
 from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
+from kemi.store.prepaid import Unreplicated
 from kemi.store.prepaid import PrepaidLedger
 
 
@@ -181,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except StoreRefused as exc:  # WRONGTYPE, OOM, BUSY...: Redis answered, and not with a result
         print(f"error: Redis refused the command: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Unreplicated as exc:  # applied, but a failover now could undo it
+        print(f"error: {exc}: it is applied, but a Redis failover before the replica catches up would lose it; "
+              f"check the replicas (INFO replication), then check with 'prepaid show' and repeat the same "
+              f"command if it is gone (a top-up with the same --ref credits once)", file=sys.stderr)
+        return EXIT_UNREPLICATED
     except OutcomeUnknown as exc:  # a write was sent: "nothing was changed" may be false
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORE_DOWN

@@ -132,7 +132,8 @@ def csv_row(co: str, entry_id: str, record: dict[str, Any] | None) -> list[str]:
 # ---------------------------------------------------------------- Redis helpers
 
 def _ledger(directory) -> PrepaidLedger:
-    return PrepaidLedger(directory.conn)
+    # an operator's money change is reported as unsafe (exit 4) until a replica has it
+    return PrepaidLedger(directory.conn, require_replica=True)
 
 
 def _company(directory, co: str, *, need_provisioned: bool = True) -> None:

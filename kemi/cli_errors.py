@@ -10,6 +10,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2   # refused: bad arguments, a bad file, a ledger refusal; nothing was changed
 EXIT_STORE_DOWN = 3  # Redis unreachable (nothing changed) or silent after a write (check, or repeat)
+EXIT_UNREPLICATED = 4  # a money change applied on the primary that no replica confirmed (REDIS_WAIT_*)
 
 
 class CliError(Exception):

@@ -93,7 +93,9 @@ def refusal_reason(answer: Reply) -> str:
 
 # -- Redis failures, by kind (redis_errors_total; kemi.store.Connection reports them) -------------
 TIMEOUT, UNREACHABLE, REFUSED, SCHEMA = "timeout", "unreachable", "refused", "schema"
-REDIS_ERRORS = (TIMEOUT, UNREACHABLE, REFUSED, SCHEMA)
+# a money change that no replica confirmed within REDIS_WAIT_TIMEOUT_MS (kemi.store.prepaid.Unreplicated)
+UNREPLICATED = "unreplicated"
+REDIS_ERRORS = (TIMEOUT, UNREACHABLE, REFUSED, SCHEMA, UNREPLICATED)
 # Error replies of the prepaid Functions that are the ledger's answer to a request, not a fault
 # (kemi.store.prepaid.CODES minus the ones that mean damaged data or a bug).
 LEDGER_DECISIONS = frozenset({"NOT_ACTIVE", "INSUFFICIENT_FUNDS", "TOPUP_CONFLICT", "BALANCE_LIMIT",

@@ -101,6 +101,12 @@ def _setting(env: str, default: Any, parse: Callable, *limits: int) -> Any:
 class Settings:
     redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url)
     redis_timeout_ms: int = _setting("REDIS_TIMEOUT_MS", 250, _int, 1, 60_000)
+    # Money changes (kemi.store.prepaid: every FCALL that writes) are followed, in the same round trip,
+    # by WAIT REDIS_WAIT_REPLICAS REDIS_WAIT_TIMEOUT_MS: answered once that many replicas have them, so a
+    # failover cannot lose them. 0: no WAIT (a single Redis, the demo). What happens when no replica
+    # confirms in time: kemi.store.prepaid.Unreplicated.
+    redis_wait_replicas: int = _setting("REDIS_WAIT_REPLICAS", 0, _int, 0, 5)
+    redis_wait_timeout_ms: int = _setting("REDIS_WAIT_TIMEOUT_MS", 100, _int, 1, 10_000)
     # How often a process re-reads schema:version, so that a store that was
     # flushed or replaced is noticed without a restart.
     schema_recheck_s: int = _setting("SCHEMA_RECHECK_S", 5, _int, 1, 3600)
@@ -173,5 +179,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        return cls(**{f.name: f.metadata["parse"](env, f.metadata["env"], f.default, *f.metadata["limits"])
-                      for f in fields(cls)})
+        settings = cls(**{f.name: f.metadata["parse"](env, f.metadata["env"], f.default, *f.metadata["limits"])
+                          for f in fields(cls)})
+        if settings.redis_wait_replicas and settings.redis_wait_timeout_ms >= settings.redis_timeout_ms:
+            # the socket would give up first, and a money change already applied would look lost
+            raise SettingsError(f"REDIS_WAIT_TIMEOUT_MS={settings.redis_wait_timeout_ms}: expected less than "
+                                f"REDIS_TIMEOUT_MS={settings.redis_timeout_ms} (WAIT rides in the same round trip)")
+        return settings

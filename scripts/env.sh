@@ -90,3 +90,16 @@ export LOCATION_REDIS_DB=${LOCATION_REDIS_DB:-1}  # the location's own Redis dat
 export REDIS_START=${REDIS_START:-1}
 export KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-512}  # shared memory: transactions, dialogs, registrations
 export KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-16}   # private memory per process (the embedded Python lives here too)
+# Redis for a site (scripts/redis-site.sh; scripts/run.sh starts it when REDIS_SITE=1, instead of one
+# redis-server): a primary and a replica on REDIS_SITE_NODE_PORTS, three Sentinels on
+# REDIS_SITE_SENTINEL_PORTS naming the primary REDIS_SITE_MASTER, and an HAProxy on 127.0.0.1:$REDIS_PORT
+# that routes to the primary only. Timings: a primary silent for REDIS_SENTINEL_DOWN_AFTER_MS is failed
+# over; HAProxy re-checks which server is the primary every REDIS_SITE_CHECK_MS. The demo values fail over
+# in about 2 s; production's (Ansible role redis) say why they are longer.
+export REDIS_SITE=${REDIS_SITE:-0}
+export REDIS_SITE_NODE_PORTS=${REDIS_SITE_NODE_PORTS:-"$((REDIS_PORT + 1)) $((REDIS_PORT + 2))"}
+export REDIS_SITE_SENTINEL_PORTS=${REDIS_SITE_SENTINEL_PORTS:-"$((REDIS_PORT + 20000)) $((REDIS_PORT + 20001)) $((REDIS_PORT + 20002))"}
+export REDIS_SITE_MASTER=${REDIS_SITE_MASTER:-cowork}
+export REDIS_SENTINEL_DOWN_AFTER_MS=${REDIS_SENTINEL_DOWN_AFTER_MS:-1000}
+export REDIS_SENTINEL_FAILOVER_TIMEOUT_MS=${REDIS_SENTINEL_FAILOVER_TIMEOUT_MS:-10000}
+export REDIS_SITE_CHECK_MS=${REDIS_SITE_CHECK_MS:-250}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Run the product: a local redis-server with the demo office loaded, stand-ins for the provisioned
-# trunks and media servers that have loopback addresses (STANDINS=0: none), and the proxy on
+# Run the product: a local redis-server with the demo office loaded (REDIS_SITE=1: a site's Redis
+# instead, scripts/redis-site.sh: primary, replica, three Sentinels, and HAProxy on 127.0.0.1:$REDIS_PORT
+# following the primary), stand-ins for the provisioned trunks and media servers that have loopback
+# addresses (STANDINS=0: none), and the proxy on
 # $SIP_ADDR:$SIP_PORT (UDP and TCP) and $TLS_ADDR:$TLS_PORT (TLS), all in the foreground. Ctrl-C (or
 # SIGTERM) stops everything.
 # "run: proxy on ..." is printed only once the proxy answers an OPTIONS; when the proxy, Redis or
@@ -95,6 +97,22 @@ export TLS_CERT TLS_KEY
 # its children before it exits, the tee included, which waits for Kamailio: it never stops.
 if [ "$REDIS_START" != 0 ]; then
 exec {redis_out}> >(tee "$redis_log")
+if [ "$REDIS_SITE" = 1 ]; then
+  # a site's Redis (scripts/redis-site.sh): primary, replica, three Sentinels, HAProxy on
+  # 127.0.0.1:$REDIS_PORT; money changes wait for the replica unless told otherwise
+  export REDIS_WAIT_REPLICAS=${REDIS_WAIT_REPLICAS:-1}
+  for port in $REDIS_SITE_NODE_PORTS $REDIS_SITE_SENTINEL_PORTS; do
+    listening 127.0.0.1 "$port" tcp && in_use "127.0.0.1:$port (Redis site)" "REDIS_SITE_NODE_PORTS/REDIS_SITE_SENTINEL_PORTS pick others"
+  done
+  "$ROOT/scripts/redis-site.sh" >&"$redis_out" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 300); do
+    kill -0 "$redis_pid" 2>/dev/null || break
+    grep -q "^redis-site: ready" "$redis_log" && break
+    sleep 0.1
+  done
+  grep -q "^redis-site: ready" "$redis_log" || fail "the Redis site did not come up on 127.0.0.1:$REDIS_PORT" "$redis_log"
+else
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis-$REDIS_PORT" \
   --appendonly yes --save "" --daemonize no --loglevel warning >&"$redis_out" 2>&1 &
 redis_pid=$!

@@ -599,3 +599,57 @@ class MediaServer:
                 self.proc.wait(5)
         if self.proc is not None:
             self._out.close()
+class RedisSite:
+    """scripts/redis-site.sh, as scripts/run.sh starts it with REDIS_SITE=1: a primary, a replica, three
+    Sentinels, and HAProxy on 127.0.0.1:port routing to the primary. Sentinel timings come from
+    env (REDIS_SENTINEL_DOWN_AFTER_MS, REDIS_SITE_CHECK_MS; scripts/env.sh)."""
+
+    def __init__(self, workdir: Path, **env: str):
+        self.port = free_port(kind=socket.SOCK_STREAM)
+        self.node_ports = [free_port(kind=socket.SOCK_STREAM) for _ in range(2)]
+        self.sentinel_ports = [free_port(kind=socket.SOCK_STREAM) for _ in range(3)]
+        self.dir = workdir / f"redis-site-{self.port}"
+        self.env = {**os.environ, "REDIS_PORT": str(self.port), "REDIS_SITE_DIR": str(self.dir),
+                    "RUN_DIR": str(workdir), "REDIS_SITE_NODE_PORTS": " ".join(map(str, self.node_ports)),
+                    "REDIS_SITE_SENTINEL_PORTS": " ".join(map(str, self.sentinel_ports)), **env}
+        self.proc: subprocess.Popen | None = None
+        self.out = workdir / f"redis-site-{self.port}.out"
+
+    def start(self) -> "RedisSite":
+        self.proc = subprocess.Popen([str(ROOT / "scripts" / "redis-site.sh")], env=self.env, cwd=ROOT,
+                                     stdout=open(self.out, "wb"), stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is None and b"redis-site: ready" in self.out.read_bytes()
+                 or self.proc.poll() is not None, 30, "scripts/redis-site.sh")
+        assert self.proc.poll() is None, self.out.read_text()
+        return self
+
+    def url_of(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0, port: int | None = None):
+        import redis
+        return redis.Redis(host="127.0.0.1", port=port or self.port, db=db, socket_timeout=10)
+
+    def store(self, db: int = 0):
+        from kemi.settings import Settings
+        from kemi.store import Connection
+        return Connection(Settings(redis_url=self.url_of(db), redis_timeout_ms=10_000))
+
+    def primary(self) -> int:
+        """The port the Sentinels name as the primary's (the first that answers)."""
+        for port in self.sentinel_ports:
+            try:
+                return int(self.client(port=port).execute_command(
+                    "SENTINEL", "get-master-addr-by-name", self.env.get("REDIS_SITE_MASTER", "cowork"))[1])
+            except Exception:
+                continue
+        raise RuntimeError("no Sentinel answered")
+
+    def pid_of(self, port: int) -> int:
+        return int((self.dir / f"node-{port}.pid").read_text())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.proc = None

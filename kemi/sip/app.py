@@ -37,7 +37,7 @@ class Router:
         self.sip = sip
         self.settings = settings
         self.conn = conn or Connection(settings)
-        self.conn.on_error = lambda kind: sip.count(Metric.REDIS_ERRORS, kind)
+        self.conn.on_error = self.redis_failed
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)
@@ -57,6 +57,13 @@ class Router:
         self.emergency = Emergency(sip, self.directory, self.calls, self.trunks, cache,
                                    routing.parse_static_trunks(settings.emergency_trunks), self.gate, settings)
         self.in_dialog = InDialog(sip, self.media, self.calls.bye_failed)
+
+    def redis_failed(self, kind: str) -> None:
+        self.sip.count(Metric.REDIS_ERRORS, kind)
+        if kind == metrics.UNREPLICATED:  # the call goes on (kemi.store.prepaid.Unreplicated says why)
+            self.sip.log("warn", f"call-id {self.sip.call_id}: a prepaid money change was not confirmed by a Redis "
+                                 f"replica within {self.settings.redis_wait_timeout_ms} ms (REDIS_WAIT_TIMEOUT_MS); "
+                                 f"a failover now could lose it: check the replica (INFO replication)")
 
     def ready_ledger(self) -> PrepaidLedger:
         self.conn.ready()  # the schema check, as before every use of the store

@@ -85,7 +85,7 @@ class Connection:
         # proxy counts them (kemi.sip.app); the CLI leaves it unset.
         self.on_error = None
 
-    def _failed(self, kind: str) -> None:
+    def failed(self, kind: str) -> None:
         if self.on_error is not None:
             try:
                 self.on_error(kind)
@@ -118,12 +118,12 @@ class Connection:
                 replies = wire.run(commands)
             except (OSError, WireError, hiredis.ProtocolError) as exc:
                 self._schema_checked_at = float("-inf")  # it may come back empty
-                self._failed(metrics.TIMEOUT if isinstance(exc, TimeoutError) else metrics.UNREACHABLE)
+                self.failed(metrics.TIMEOUT if isinstance(exc, TimeoutError) else metrics.UNREACHABLE)
                 raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         for reply in replies:
             if isinstance(reply, (hiredis.ReplyError, redis.ResponseError)):
                 if metrics.redis_refusal_is_fault(str(reply)):
-                    self._failed(metrics.REFUSED)
+                    self.failed(metrics.REFUSED)
                 raise StoreRefused(str(reply))
         return replies
 
@@ -135,7 +135,7 @@ class Connection:
         the periodic check."""
         version = unpack(found)
         if version != SCHEMA_VERSION:
-            self._failed(metrics.SCHEMA)
+            self.failed(metrics.SCHEMA)
             raise SchemaMismatch(
                 f"Redis at {self.settings.redis_where} has {keys.SCHEMA_VERSION}={version!r}, "
                 f"this proxy understands {SCHEMA_VERSION}: load the provisioning with "
@@ -163,11 +163,11 @@ class Connection:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._schema_checked_at = float("-inf")  # it may come back empty
             timeout = isinstance(exc, (redis.TimeoutError, TimeoutError))
-            self._failed(metrics.TIMEOUT if timeout else metrics.UNREACHABLE)
+            self.failed(metrics.TIMEOUT if timeout else metrics.UNREACHABLE)
             raise StoreUnavailable(f"Redis at {self.settings.redis_where} unreachable: {exc}") from exc
         except redis.ResponseError as exc:
             if metrics.redis_refusal_is_fault(str(exc)):
-                self._failed(metrics.REFUSED)
+                self.failed(metrics.REFUSED)
             raise StoreRefused(str(exc)) from exc
 
     def ping(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 
 import msgpack
 
-from kemi import money
+from kemi import metrics, money
 from kemi.model import COMPANY_ID_RE
 from kemi.paths import PREPAID_LUA
 from kemi.store.connection import Connection, StoreRefused
@@ -37,6 +37,19 @@ CODES = frozenset({
     "NOT_ACTIVE", "INSUFFICIENT_FUNDS", "NO_RATE", "BAD_ARGUMENT", "BAD_RATE", "BAD_KEYS",
     "TOPUP_CONFLICT", "BALANCE_LIMIT", "CURRENCY_MISMATCH", "LEDGER_BROKEN",
 })
+
+
+class Unreplicated(Exception):
+    """A money change that the primary applied but fewer than REDIS_WAIT_REPLICAS replicas confirmed
+    within REDIS_WAIT_TIMEOUT_MS: a failover now could lose it. Raised only by a ledger made with
+    require_replica=True (the ops CLI, which says so and exits non-zero); the proxy's ledger goes on
+    (counted as redis_errors_total{kind="unreplicated"}): refusing paid calls whenever the replica is
+    slow or down would turn a replica outage into a calling outage, and what a failover can lose then
+    is the reservation of a call set up in that window, never a top-up nor a settled cost twice."""
+
+    def __init__(self, message: str, acknowledged: int):
+        super().__init__(message)
+        self.acknowledged = acknowledged
 
 
 class PrepaidError(Exception):
@@ -182,8 +195,9 @@ def _int_arg(name: str, value: Any, low: int) -> int:
 
 
 class PrepaidLedger:
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, require_replica: bool = False):
         self.conn = conn  # its client has decode_responses=False: results are msgpack bytes
+        self.require_replica = require_replica  # see Unreplicated
 
     def _redis(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One redis-py command on this process's client, errors translated by Connection.call."""
@@ -195,18 +209,28 @@ class PrepaidLedger:
 
     def _fcall(self, name: str, keys: list[str], *args: Any, read_only: bool = False) -> Any:
         command = ("FCALL_RO" if read_only else "FCALL", name, len(keys), *keys, *args)
+        replicas = 0 if read_only else self.conn.settings.redis_wait_replicas
+        # WAIT in the same round trip: the answer comes once the replicas have the change
+        commands = [command, ("WAIT", replicas, self.conn.settings.redis_wait_timeout_ms)] if replicas else [command]
         try:
-            return self.conn.run([command])[0]
+            replies = self.conn.run(commands)
         except StoreRefused as exc:
             # A fresh or restarted Redis without the library: nothing ran, so loading it
             # and calling once more cannot apply anything twice.
             if "function not found" not in str(exc).lower():
                 raise _error(exc) from exc
-        self.load_functions()
-        try:
-            return self.conn.run([command])[0]
-        except StoreRefused as exc:
-            raise _error(exc) from exc
+            self.load_functions()
+            try:
+                replies = self.conn.run(commands)
+            except StoreRefused as exc:
+                raise _error(exc) from exc
+        if replicas and replies[1] < replicas:
+            self.conn.failed(metrics.UNREPLICATED)
+            if self.require_replica:
+                raise Unreplicated(f"{name} was applied on the primary at {self.conn.settings.redis_where} but "
+                                   f"{replies[1]} of {replicas} replica(s) confirmed it within "
+                                   f"{self.conn.settings.redis_wait_timeout_ms} ms", replies[1])
+        return replies[0]
 
     def _state(self, name: str, co: str, *args: Any) -> AccountState:
         d = _unpack(self._fcall(name, [Keys.of(co).prepaid], *args))

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
 
 import msgpack
 import pytest
 
 from kemi import money
-from kemi.cli_errors import EXIT_STORE_DOWN
+from kemi.cli_errors import EXIT_STORE_DOWN, EXIT_UNREPLICATED
 from kemi.store import StoreUnavailable
 from kemi.store.prepaid import RATES, Keys, PrepaidLedger
 from tests.conftest import CLI_PREPAID_DB, OFFICE
-from tests.harness import admin
+from tests.harness import PYTHON, ROOT, admin
 
 
 class Db:
@@ -332,3 +334,18 @@ def test_in_process_refusals_are_exit_2(db, capsys):
 
     assert admin_module.main(["--redis-url", db.url, "prepaid", "activate", "umbrella"]) == 2
     assert capsys.readouterr().err == "error: company 'umbrella': not provisioned\n"
+
+
+def test_a_top_up_no_replica_confirmed_is_reported_applied_but_unconfirmed(db):
+    """REDIS_WAIT_REPLICAS=1 and no replica (the session's Redis has none): exit 4, and the message says
+    the top-up is applied and that repeating it with the same --ref is safe (sentinel, issue 20)."""
+    db.run("prepaid", "activate", "acme")
+    env = {**os.environ, "REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "20"}
+    args = [PYTHON, "-m", "kemi.admin", "--redis-url", db.url, "prepaid", "topup", "acme", "5", "--ref", "INV-W"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == EXIT_UNREPLICATED, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith("error: prepaid_topup was applied on the primary") and "Traceback" not in proc.stderr
+    assert "same --ref credits once" in proc.stderr
+    assert db.balance("acme") == 500
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert again.returncode == EXIT_UNREPLICATED and db.balance("acme") == 500  # the same --ref credits once

@@ -270,7 +270,8 @@ def scraping(proxy, redis_server, workdir):
     jobs["cowork-proxy"]["static_configs"][0]["targets"] = [f"{proxy.ip}:{proxy.metrics_port}"]
     jobs["redis"]["static_configs"][0]["targets"] = [f"127.0.0.1:{exporter_port}"]
     (run / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    shutil.copy(PROM / "cowork-proxy.rules.yml", run / "cowork-proxy.rules.yml")
+    for rules in PROM.glob("*.rules.yml"):  # every file its rule_files names
+        shutil.copy(rules, run / rules.name)
     started = [
         subprocess.Popen(["prometheus-redis-exporter", "-redis.addr", f"redis://127.0.0.1:{redis_server.port}",
                           "-web.listen-address", f"127.0.0.1:{exporter_port}"],

@@ -80,3 +80,15 @@ def test_logrotate_rotates_a_log_still_being_appended_to(tmp_path):
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_the_redis_site_alerts_load_and_fire_as_their_unit_tests_say():
+    """sentinel's rules (issue 20): no replica, a failover, replica lag, unconfirmed money changes."""
+    assert (checked := promtool("check", "rules", "cowork-redis-site.rules.yml")).returncode == 0, checked.stdout
+    result = promtool("test", "rules", "cowork-redis-site.rules.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = yaml.safe_load((PROM / "cowork-redis-site.rules.yml").read_text(encoding="utf-8"))
+    assert {r["alert"] for g in rules["groups"] for r in g["rules"]} == {
+        "CoworkRedisNoReplica", "CoworkRedisFailover", "CoworkRedisReplicaLag", "CoworkMoneyUnreplicated"}
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
+    assert "cowork-redis-site.rules.yml" in config["rule_files"]

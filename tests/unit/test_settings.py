@@ -35,10 +35,12 @@ def test_every_setting_is_read_from_its_variable():
            "EMERGENCY_UNIDENTIFIED_MAX": "100000", "SITE_PHONE_REQS": "100000", "SITE_PHONE_WINDOW_S": "3600",
            "SDP_MAX_BYTES": "4096", "SDP_MAX_STREAMS": "2",
            "MEDIA_STREAMS_MAX": "500", "MEDIA_EMERGENCY_RESERVE": "20", "MEDIA_STREAMS_PER_COMPANY": "50",
-           "MEDIA_STREAMS_PER_PHONE": "3", "SITE_PROXIES": " 10.0.0.2, 10.0.0.3 "}
+           "MEDIA_STREAMS_PER_PHONE": "3", "SITE_PROXIES": " 10.0.0.2, 10.0.0.3 ",
+           "REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "10000"}
     got = Settings.from_env(env)
     assert got == Settings(
-        redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
+        redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, redis_wait_replicas=1,
+        redis_wait_timeout_ms=10000, schema_recheck_s=1, trunk_timeout_ms=500,
         emergency_trunks="udp:127.0.0.5:5060,tcp:127.0.0.6:5070", prepaid_max_call_s=86400,
         prepaid_setup_s=3600, prepaid_ttl_margin_s=1, ban_s=4, auth_fail_max=1_000_000, auth_fail_window_s=60,
         auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan", emergency_calls_max=1000, emergency_window_s=1,
@@ -132,3 +134,12 @@ def test_store_errors_name_redis_without_its_password():
     with pytest.raises(StoreUnavailable) as down:
         conn.ping()
     assert "s3cret" not in str(down.value) and "cowork-proxy:***@127.0.0.1:1" in str(down.value)
+
+
+def test_wait_must_end_before_the_command_timeout():
+    """WAIT rides in the money change's round trip: waiting longer than REDIS_TIMEOUT_MS would make an
+    applied top-up or reservation look lost (sentinel, issue 20)."""
+    with pytest.raises(SettingsError, match="REDIS_WAIT_TIMEOUT_MS=250: expected less than REDIS_TIMEOUT_MS=250"):
+        Settings.from_env({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "250"})
+    assert Settings.from_env({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "249"}).redis_wait_timeout_ms == 249
+    assert Settings.from_env({"REDIS_WAIT_TIMEOUT_MS": "5000"}).redis_wait_replicas == 0  # no WAIT: no conflict
