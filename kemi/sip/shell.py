@@ -76,6 +76,8 @@ class Var:
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
     DLG_SHARES = "$dlg_var(shares)"    # "streams company phone" the call holds of the relay (kemi.sip.media)
     DLG_EMERGENCY = "$dlg_var(emergency)"  # "1": an emergency call (its requests pass the gate's bans)
+    # this node's shared memory (kamailio.cfg: pv shvset): 1 while scripts/drain.sh drains the proxy
+    DRAINING = "$shv(draining)"
 
 
 class Table:
@@ -278,6 +280,10 @@ class _Request:
 
     def unset(self, var: str) -> None:
         self.k.pv.unset(var)
+
+    def draining(self) -> bool:
+        """Whether ops drain this proxy (scripts/drain.sh): one shared-memory read, on new calls only."""
+        return self.k.pv.get(Var.DRAINING) == 1
 
     def set_ruri(self, uri: str) -> None:
         self.k.pv.sets("$ru", uri)
