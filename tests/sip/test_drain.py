@@ -18,7 +18,7 @@ import pytest
 from kemi import replies
 from tests.conftest import OFFICE
 from tests.harness import LOAD_MEDIA_SHARES, ROOT, Proxy, RedisServer, Sipp, admin, wait_for
-from tests.sip.conftest import PRIMARY, Phones, header
+from tests.sip.conftest import EMERGENCY, PRIMARY, Phones, header
 from tests.sip.test_prepaid import GERMAN_MOBILE, Account, announcer
 
 B_IP = "127.0.0.61"  # beside the phones' 127.0.0.10-59 and the peers' 127.0.0.2-7
@@ -75,6 +75,12 @@ def test_a_drained_proxy_sends_new_calls_to_the_other_and_finishes_its_own(pair)
     assert through_b.final == (200, "OK") and "BYE 200 OK" in through_b.log, through_b.log + through_b.stdout
     # registrations and emergency calls still go to A
     assert on_a.register(on_a.phone("2002")).final == (200, "OK")
+    sos = Sipp("answer.xml", ["-set", "ring", "0"], on_a.workdir, ip=EMERGENCY[0], port=EMERGENCY[1])
+    on_a.running.append(sos)
+    sos.start(timeout=30)
+    emergency = on_a.call(alice, "112", hold_ms=200).wait()
+    assert emergency.final == (200, "OK") and "BYE 200 OK" in emergency.log, emergency.log + emergency.stdout
+    assert len(sos.wait(10).received("INVITE")) == 1
 
     # the call in progress ends by itself, is billed as any other, and the wait then returns
     waited = drain(a, "wait", "--timeout", "30")
