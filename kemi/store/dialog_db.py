@@ -16,6 +16,10 @@ db_redis 5.6 connects over TCP only (no unix socket, no TLS) and logs in with a 
 (DIALOG_REDIS_URL, which a deployment sets) an error and exit 2, the proxy does not start; without,
 a warning and MODE 0: dialogs in memory only, a restart ends the calls in progress (the tests that
 run a proxy in a network namespace reach Redis through a unix socket).
+
+A Redis that does not answer at start is a warning and MODE 0 too, whatever the URL: with db_mode 1 the
+dialog module cannot start without its database, and a proxy must start without Redis (emergency calls
+need no data). That start reloads no call and keeps the new ones in memory until the next restart.
 """
 
 from __future__ import annotations
@@ -58,6 +62,21 @@ def dialog_db(url: str, db: int | None = None) -> DialogDb:
                     None)
 
 
+def unreachable(url: str, timeout_s: float = 1.0) -> str | None:
+    """Why Redis at url does not answer (None: it does), as db_redis would connect (AUTH, SELECT)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def main(argv: list[str]) -> int:
     required = argv[1:2] == ["--required"]
     args = argv[2:] if required else argv[1:]
@@ -77,6 +96,11 @@ def main(argv: list[str]) -> int:
     if found.problem:
         print(f"WARNING: the dialogs cannot be kept in {name} ({found.problem}): they stay in memory, and a "
               f"restart cuts every call in progress (kamailio.cfg, dialog db_mode)", file=sys.stderr)
+    elif (why := unreachable(found.url)) is not None:
+        print(f"WARNING: Redis for the dialogs ({name}) does not answer ({why}): starting with the dialogs in "
+              f"memory; the calls of before this start are not reloaded and a restart cuts the new ones: restart "
+              f"the proxy once Redis is back (kamailio.cfg, dialog db_mode)", file=sys.stderr)
+        found = DialogDb(0, "", why)
     print(found.mode, found.url or "none")
     return 0
 

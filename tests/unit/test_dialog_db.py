@@ -38,8 +38,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=30)
 
 
-def test_kamailio_sh_gets_the_mode_and_url_and_a_deployment_url_it_cannot_use_stops_the_start():
-    assert run("redis://127.0.0.1:6379/0", "15").stdout.split() == ["1", "redis://127.0.0.1:6379/15"]
+def test_kamailio_sh_gets_the_mode_and_url_and_a_deployment_url_it_cannot_use_stops_the_start(monkeypatch, capsys):
+    monkeypatch.setattr(dialog_db, "unreachable", lambda url: None)  # a Redis that answers
+    assert dialog_db.main(["x", "redis://127.0.0.1:6379/0", "15"]) == 0
+    assert capsys.readouterr().out.split() == ["1", "redis://127.0.0.1:6379/15"]
     fallback = run("unix:///tmp/r.sock", "15")
     assert fallback.returncode == 0 and fallback.stdout.split() == ["0", "none"]
     assert "WARNING" in fallback.stderr and "restart cuts every call" in fallback.stderr
@@ -56,3 +58,11 @@ def test_kamailio_cfg_keeps_the_dialogs_where_kamailio_sh_says():
     for table in ("dialog", "dialog_vars"):
         assert re.search(rf'modparam\("db_redis", "keys", "{table}=entry:', cfg)
     assert "-m kemi.store.dialog_db" in (ROOT / "scripts" / "kamailio.sh").read_text()
+
+
+def test_a_redis_that_does_not_answer_at_start_keeps_the_dialogs_in_memory_so_the_proxy_starts():
+    # nothing listens on port 1: refused at once. db_mode 1 without its database would stop Kamailio,
+    # and a proxy must start without Redis (emergency calls)
+    down = run("--required", "redis://:pw@127.0.0.1:1/0")
+    assert down.returncode == 0 and down.stdout.split() == ["0", "none"]
+    assert "does not answer" in down.stderr and "restart the proxy once Redis is back" in down.stderr
