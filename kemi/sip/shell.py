@@ -674,8 +674,13 @@ class _Dialogs:
     def expire_dialog(self) -> None:
         """The dialog of this message ends at the dialog timer's next tick (within about a second),
         without a BYE (send_bye is off): for a call whose BYE the other party already accepted. The
-        timer runs dialog:timeout and dialog:end, which find the call finished."""
+        timer runs dialog:timeout and dialog:end, which find the call finished.
+
+        The new timeout reaches the dialog's copy in Redis (kamailio.cfg, dialog db_mode) only with the
+        next write of the dialog: a variable is written again for it. Without that, a restart within
+        that second would bring the ended call back with its old timeout, alive for up to 12 h."""
         self.k.dialog.dlg_set_timeout(1)
+        self.k.pv.sets(Var.FINISHED, self.pv(Var.FINISHED) or "dialog:end")
 
     def set_destination(self, uri: str) -> None:
         self.k.pv.sets("$du", uri)
