@@ -70,6 +70,7 @@ _BY_REPLY = {
     replies.EMERGENCY_PHONE_LIMIT: "emergency_phone_limit",
     replies.EMERGENCY_UNIDENTIFIED_LIMIT: "emergency_unidentified_limit",
     replies.STORE_DOWN: "store_down",
+    replies.DRAINING: "draining",
     replies.SCHEMA_UNKNOWN: "store_not_provisioned",
     replies.INTERNAL_ERROR: "internal_error",
 }

@@ -31,6 +31,11 @@ EXTENSION_UNREACHABLE = Reply(480, "Extension Not Reachable")
 TOO_MANY_HOPS = Reply(483, "Too Many Hops")
 INTERNAL_ERROR = Reply(500, "Internal Server Error")
 STORE_DOWN = Reply(503, "Subscriber Data Unavailable")
+# A proxy being drained before its restart (scripts/drain.sh): a new call goes to the site's other
+# proxy. With Retry-After the phone or carrier tries its next server rather than this one again
+# (RFC 3261 21.5.4, RFC 3263 4.3); calls in progress, REGISTERs and emergency calls go on.
+DRAINING = Reply(503, "Proxy Draining For Restart")
+DRAINING_RETRY_AFTER_S = 60
 SCHEMA_UNKNOWN = Reply(503, "Subscriber Data Not Provisioned")
 
 # -- dialling out (kemi.routing decides which) ----------------------------------------------------

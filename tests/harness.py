@@ -309,6 +309,13 @@ class Proxy:
             env=self.env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         if wait:
             wait_for(self.answers_options, 20, f"Kamailio on {self.ip}:{self.port} (log: {self.log_path})")
+            # Kamailio forks its TCP receivers and its modules' timer processes after the UDP receivers
+            # answer: a test that stops Redis at once would otherwise do it while they start, and with the
+            # dialogs in Redis (kamailio.cfg, dialog db_mode) a process that cannot reach it at its start
+            # stops Kamailio (a deployment's supervisor starts it again, in memory: scripts/kamailio.sh).
+            wait_for(self.answers_options_on_tcp, 20, f"Kamailio on tcp:{self.ip}:{self.port} (log: {self.log_path})")
+            self._forked = []
+            wait_for(self.all_forked, 20, f"every Kamailio process started (log: {self.log_path})", interval=0.1)
         return self
 
     def answers_options(self) -> bool:
@@ -319,6 +326,27 @@ class Proxy:
         except (OSError, TimeoutError):
             return False
         return answer is not None and answer.startswith("SIP/2.0 200")
+
+    def all_forked(self) -> bool:
+        """Kamailio's process table (core.psx) the same size three reads in a row: the forks are over."""
+        count = self.kamcmd("core.psx").count("IDX:")
+        self._forked = [*self._forked, count][-3:]
+        return count > 0 and self._forked == [count] * 3
+
+    def answers_options_on_tcp(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"Kamailio exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+
+        def ask() -> bool:
+            with socket.create_connection((self.ip, self.port), timeout=0.5) as s:
+                local_ip, local_port = s.getsockname()
+                request = options_request(self, src=local_ip, src_port=local_port).replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+                s.sendall(request.encode())
+                return s.recv(65535).startswith(b"SIP/2.0 200")
+        try:
+            return run_in_netns(self.netns, ask)
+        except OSError:
+            return False
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

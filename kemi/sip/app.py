@@ -262,6 +262,14 @@ class Router:
             sip.remove_headers(routing.PRIVATE_HEADERS)
             self.emergency.call(numbering.normalise(dialled) or dialled)
             return
+        # A draining proxy (scripts/drain.sh) refuses new calls so that phones and carriers place them
+        # through the site's other proxy. Emergency calls were routed above, whatever the drain: a phone
+        # may have no other proxy configured, or fail over slowly, and a caller in danger must not wait
+        # on that; the drain waits for their end like any call's.
+        if sip.draining():
+            self.calls.refuse(replies.DRAINING, None, f"Retry-After: {replies.DRAINING_RETRY_AFTER_S}",
+                              detail="this proxy is draining (scripts/drain.sh): new calls go to another")
+            return
         if self.calls.call_id_reused():
             return
         ip, port = sip.source

@@ -77,6 +77,8 @@ class Var:
     DLG_MEDIA = "$dlg_var(media)"      # "1": the call's media is anchored at rtpengine
     DLG_SHARES = "$dlg_var(shares)"    # "streams company phone" the call holds of the relay (kemi.sip.media)
     DLG_EMERGENCY = "$dlg_var(emergency)"  # "1": an emergency call (its requests pass the gate's bans)
+    # this node's shared memory (kamailio.cfg: pv shvset): 1 while scripts/drain.sh drains the proxy
+    DRAINING = "$shv(draining)"
 
 
 class Table:
@@ -279,6 +281,10 @@ class _Request:
 
     def unset(self, var: str) -> None:
         self.k.pv.unset(var)
+
+    def draining(self) -> bool:
+        """Whether ops drain this proxy (scripts/drain.sh): one shared-memory read, on new calls only."""
+        return self.k.pv.get(Var.DRAINING) == 1
 
     def set_ruri(self, uri: str) -> None:
         self.k.pv.sets("$ru", uri)
@@ -669,8 +675,13 @@ class _Dialogs:
     def expire_dialog(self) -> None:
         """The dialog of this message ends at the dialog timer's next tick (within about a second),
         without a BYE (send_bye is off): for a call whose BYE the other party already accepted. The
-        timer runs dialog:timeout and dialog:end, which find the call finished."""
+        timer runs dialog:timeout and dialog:end, which find the call finished.
+
+        The new timeout reaches the dialog's copy in Redis (kamailio.cfg, dialog db_mode) only with the
+        next write of the dialog: a variable is written again for it. Without that, a restart within
+        that second would bring the ended call back with its old timeout, alive for up to 12 h."""
         self.k.dialog.dlg_set_timeout(1)
+        self.k.pv.sets(Var.FINISHED, self.pv(Var.FINISHED) or "dialog:end")
 
     def set_destination(self, uri: str) -> None:
         self.k.pv.sets("$du", uri)

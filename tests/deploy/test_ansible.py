@@ -390,15 +390,16 @@ def test_redis_persists_and_only_its_acl_users_get_in(deployed, secrets):
         as_proxy = run(proxy + ["--no-raw", "EXISTS", "schema:version"], env=proxy_env, timeout=10)
         proxy_flush = run(proxy + ["FLUSHALL"], env=proxy_env, timeout=10)
         wrong = run(proxy + ["PING"], env={**os.environ, "REDISCLI_AUTH": "not-the-password"}, timeout=10)
-        # Redis's default user is topology hiding's (ndb_redis 5.6 knows no other): its keys and commands only
+        # Redis's default user is topology hiding's and the dialogs' (ndb_redis and db_redis 5.6 know no
+        # other): their keys and commands only
         topos = ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "--no-raw"]
         topos_env = {**os.environ, "REDISCLI_AUTH": secrets["vault_redis_topos_passwords"][0]}
         as_topos = run(topos, input="HMSET d:z:atpsh-deploy-test a_tag x\nEXPIRE d:z:atpsh-deploy-test 5\n"
                        "HGETALL d:z:atpsh-deploy-test\n", env=topos_env, timeout=10)
         denied = [run(topos + command, env=topos_env, timeout=10) for command in
-                  (["EXISTS", "schema:version"], ["GET", "schema:version"], ["HGETALL", "company:x"], ["KEYS", "*"],
-                   ["FLUSHALL"], ["EVAL", "return 1", "0"], ["DEL", "d:z:atpsh-deploy-test"], ["CONFIG", "GET", "*"],
-                   ["ACL", "LIST"])]
+                  (["EXISTS", "schema:version"], ["GET", "schema:version"], ["HGETALL", "company:x"],
+                   ["FLUSHALL"], ["EVAL", "return 1", "1", "schema:version"], ["DEL", "schema:version"],
+                   ["CONFIG", "GET", "*"], ["ACL", "LIST"], ["SET", "dialog:entry::x", "1"])]
         topos_denied = [r.stdout + r.stderr for r in denied]
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     assert as_admin.stdout.split() == ["appendonly", "yes", "appendfsync", "everysec", "bind", "127.0.0.1"]
@@ -412,6 +413,9 @@ def test_redis_persists_and_only_its_acl_users_get_in(deployed, secrets):
     env_file = deployed.prefix / "etc" / "cowork-proxy" / "proxy.env"
     assert re.search(r"^REDIS_URL=redis://cowork-proxy:[^@]+@127\.0\.0\.1:6379/0$", env_file.read_text(), re.M)
     assert re.search(r"^TOPOS_REDIS_URL=redis://:[^@]+@127\.0\.0\.1:6379/0$", env_file.read_text(), re.M)
+    # the dialogs: the default user too, in the first proxy's own database (kamailio_dialog_redis_db)
+    assert re.search(r"^DIALOG_REDIS_URL=redis://:[^@]+@127\.0\.0\.1:6379/15$", env_file.read_text(), re.M)
+    assert "ERROR: db_redis" not in deployed.log("cowork-proxy/kamailio.log")  # the calls' dialogs were written
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o640
     # no secret in what the playbook printed, nor in the proxy's log
     for secret in (secrets["vault_redis_proxy_passwords"][0], secrets["vault_redis_admin_passwords"][0],

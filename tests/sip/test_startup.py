@@ -75,8 +75,10 @@ def test_a_bare_kamailio_breaks_with_a_foreign_python_first_on_path(workdir, off
     """The failure this file is about, reproduced: without scripts/kamailio.sh the proxy dies at start.
     (If this ever passes without the error, the other tests here no longer prove anything.)"""
     proxy = Proxy(workdir, office_url, PATH=f"{foreign_bin}:{os.environ['PATH']}")
-    # what scripts/kamailio.sh would have computed besides: topology hiding's Redis, in ndb_redis's words
-    env = {**proxy.env(), "TOPOS_REDIS": "name=topos;addr=127.0.0.1;port=6379;db=0"}
+    # what scripts/kamailio.sh would have computed besides: topology hiding's Redis, in ndb_redis's words,
+    # and the dialogs' (in memory here: the failure comes before any of it)
+    env = {**proxy.env(), "TOPOS_REDIS": "name=topos;addr=127.0.0.1;port=6379;db=0",
+           "DIALOG_DB_MODE": "0", "DIALOG_DB_URL": "none"}
     proc = subprocess.Popen(["kamailio", *kamailio_args(workdir, proxy.port)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
