@@ -103,6 +103,26 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+# The test Redis has the product's ACL users (redis-schema/acl/, kemi.store.acl): the admin user for
+# the CLI and the tests' own clients, the proxy's user for Kamailio, `default` for topology hiding.
+PROXY_PASSWORD = "proxy-test-secret"
+ADMIN_PASSWORD = "admin-test-secret"
+
+
+class RedisUrl(str):
+    """An admin URL of a RedisServer (what the CLI and the tests use) that knows the URLs of the same
+    database for the proxy's Python (`proxy`) and for topology hiding (`topos`, the default user):
+    Proxy takes those, so a test that hands a proxy `redis.url` runs it with the production rights."""
+
+    proxy: str
+    topos: str
+
+    def __new__(cls, admin: str, proxy: str, topos: str) -> "RedisUrl":
+        url = super().__new__(cls, admin)
+        url.proxy, url.topos = proxy, topos
+        return url
+
+
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False):
         self.port = port or free_port(kind=socket.SOCK_STREAM)
@@ -112,20 +132,28 @@ class RedisServer:
         self.socket = self.dir / "redis.sock" if unix_socket else None
         self.proc: subprocess.Popen | None = None
 
-    def socket_url(self, db: int = 0) -> str:
-        return f"unix://{self.socket}?db={db}"
+    def socket_url(self, db: int = 0) -> RedisUrl:
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        return RedisUrl(f"unix://{ADMIN_USER}:{ADMIN_PASSWORD}@{self.socket}?db={db}",
+                        f"unix://{PROXY_USER}:{PROXY_PASSWORD}@{self.socket}?db={db}", f"unix://{self.socket}?db={db}")
 
     @property
-    def url(self) -> str:
+    def url(self) -> RedisUrl:
         return self.url_of(0)
 
-    def url_of(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    def url_of(self, db: int) -> RedisUrl:
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        where = f"127.0.0.1:{self.port}/{db}"
+        return RedisUrl(f"redis://{ADMIN_USER}:{ADMIN_PASSWORD}@{where}",
+                        f"redis://{PROXY_USER}:{PROXY_PASSWORD}@{where}", f"redis://{where}")
 
     def start(self) -> "RedisServer":
+        from kemi.store.acl import acl_file
+        acl = self.dir / "users.acl"
+        acl.write_text(acl_file(PROXY_PASSWORD, ADMIN_PASSWORD))
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+             "--save", "", "--appendonly", "no", "--loglevel", "warning", "--aclfile", str(acl)]
             + (["--unixsocket", str(self.socket), "--unixsocketperm", "700"] if self.socket else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, 10, f"redis-server on {self.port}")
@@ -139,17 +167,28 @@ class RedisServer:
         except OSError:
             return False
 
-    def client(self, db: int = 0):
-        """A raw client, for tests that inspect or break what kemi.store wrote."""
+    def client(self, db: int = 0, as_proxy: bool = False):
+        """A raw client (the admin user), for tests that inspect or break what kemi.store wrote; as_proxy:
+        the proxy's user, for tests of what it may not do."""
         import redis
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10)
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        user, password = (PROXY_USER, PROXY_PASSWORD) if as_proxy else (ADMIN_USER, ADMIN_PASSWORD)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10,
+                           username=user, password=password)
 
-    def store(self, db: int = 0):
-        """kemi.store's own Connection to one database, as the proxy and the CLI make it."""
+    def store(self, db: int = 0, as_proxy: bool = False):
+        """kemi.store's own Connection to one database, as the CLI (admin) or the proxy makes it."""
         from kemi.settings import Settings
         from kemi.store import Connection
+        url = self.url_of(db)
         # a loaded test machine may be slower than the proxy's 250 ms
-        return Connection(Settings(redis_url=self.url_of(db), redis_timeout_ms=10_000))
+        return Connection(Settings(redis_url=url.proxy if as_proxy else url, redis_timeout_ms=10_000))
+
+    def refusals(self, user: str) -> list[dict]:
+        """ACL LOG entries of `user` (what Redis refused it, latest first), each as a dict of str."""
+        entries = self.client().acl_log(count=128)
+        return [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in e.items()}
+                for e in entries if (e.get("username") or e.get(b"username")) in (user, user.encode())]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -267,7 +306,9 @@ class Proxy:
         # TCP; in a namespace of its own, beside the SIP port, rtpengine's (port + 1) and TLS's (port + 2)
         self.metrics_port = self.port + 3 if netns else free_port(ip, socket.SOCK_STREAM)
         self.workdir = workdir
-        self.redis_url = redis_url
+        # a RedisServer's URL: Kamailio gets its users (the proxy's for the routes, default for topos)
+        self.redis_url = getattr(redis_url, "proxy", redis_url)
+        self.topos_url = getattr(redis_url, "topos", None)
         self.log_path = workdir / f"kamailio-{self.port}.log"
         self.ctl = f"unix:{workdir}/kamailio-{self.port}.ctl"
         self.extra_env = env
@@ -289,6 +330,8 @@ class Proxy:
         })
         if self.media is not None:
             env["RTPENGINE_SOCK"] = self.media.sock
+        if self.topos_url:
+            env["TOPOS_REDIS_URL"] = self.topos_url
         env.update(self.extra_env)
         return env
 
