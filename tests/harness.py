@@ -124,8 +124,9 @@ class RedisUrl(str):
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False, default_extra: str = ""):
         self.port = port or free_port(kind=socket.SOCK_STREAM)
+        self.default_extra = default_extra  # kemi.store.acl.acl_file: the benches' native baseline only
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         # a proxy in another network namespace reaches Redis through the file system (tests/netns.py)
@@ -150,7 +151,7 @@ class RedisServer:
     def start(self) -> "RedisServer":
         from kemi.store.acl import acl_file
         acl = self.dir / "users.acl"
-        acl.write_text(acl_file(PROXY_PASSWORD, ADMIN_PASSWORD))
+        acl.write_text(acl_file(PROXY_PASSWORD, ADMIN_PASSWORD, default_extra=self.default_extra))
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
              "--save", "", "--appendonly", "no", "--loglevel", "warning", "--aclfile", str(acl)]

@@ -31,11 +31,14 @@ def _secret(password: str | None) -> str:
     return f"#{hashlib.sha256(password.encode()).hexdigest()}" if password else "nopass"
 
 
-def acl_file(proxy_password: str, admin_password: str, topos_password: str | None = None) -> str:
+def acl_file(proxy_password: str, admin_password: str, topos_password: str | None = None,
+             default_extra: str = "") -> str:
+    """default_extra: rules added to `default` (the benches' native baseline reads its own keys with
+    ndb_redis, which logs in as `default` only); never in a deployment."""
     if not proxy_password or not admin_password:
         raise ValueError("the proxy and admin users need a password")
     return "\n".join([
-        f"user default on {_secret(topos_password)} {rules('default')}",
+        f"user default on {_secret(topos_password)} {rules('default')} {default_extra}".rstrip(),
         f"user {PROXY_USER} on {_secret(proxy_password)} {rules(PROXY_USER)}",
         f"user {ADMIN_USER} on {_secret(admin_password)} ~* &* +@all",
     ]) + "\n"
