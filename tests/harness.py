@@ -307,8 +307,9 @@ class Proxy:
         # TCP; in a namespace of its own, beside the SIP port, rtpengine's (port + 1) and TLS's (port + 2)
         self.metrics_port = self.port + 3 if netns else free_port(ip, socket.SOCK_STREAM)
         self.workdir = workdir
+        self.redis_url = redis_url  # what the tests use (a RedisServer's: its admin user)
         # a RedisServer's URL: Kamailio gets its users (the proxy's for the routes, default for topos)
-        self.redis_url = getattr(redis_url, "proxy", redis_url)
+        self.proxy_redis_url = getattr(redis_url, "proxy", redis_url)
         self.topos_url = getattr(redis_url, "topos", None)
         self.log_path = workdir / f"kamailio-{self.port}.log"
         self.ctl = f"unix:{workdir}/kamailio-{self.port}.ctl"
@@ -321,7 +322,7 @@ class Proxy:
         env = dict(os.environ)
         env.update({
             "SIP_ADDR": self.ip, "SIP_PORT": str(self.port), "SIP_CHILDREN": "2", "LOG_LEVEL": "2",
-            "REDIS_URL": self.redis_url, "KEMI_SCRIPT": str(ROOT / "kemi" / "kamailio_entry.py"),
+            "REDIS_URL": self.proxy_redis_url, "KEMI_SCRIPT": str(ROOT / "kemi" / "kamailio_entry.py"),
             # the venv running the tests is the one the proxy must import from
             "KEMI_VENV": sys.prefix if sys.prefix != sys.base_prefix else str(ROOT / ".venv"),
             "KAMAILIO_CTL": self.ctl, "SCHEMA_RECHECK_S": "1",

@@ -174,7 +174,7 @@ class Calls:
         if call_id:
             self.sip.cache_set_text_for(Table.CALL_IDS, call_id, "1", self.settings.call_id_grace_s)
         self.media.release()
-        self.finished(event, prepaid)
+        self.finished(event, prepaid, rec)
 
     # -- a party's BYE (kemi.sip.in_dialog: the dialog module never sees it) -----------------------
     def bye_answered(self, prepaid) -> None:
@@ -224,8 +224,7 @@ class Calls:
             if not prepaid.answered(rec):
                 self.sip.end_call()
 
-    def finished(self, event: str, prepaid) -> None:
-        rec = records.decode(self.sip.get(Var.RECORD))
+    def finished(self, event: str, prepaid, rec: dict | None) -> None:
         if rec is None:
             return
         answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)

@@ -105,7 +105,7 @@ def test_the_harness_proxy_starts_with_a_foreign_python_first_on_path(workdir, o
         proxy.start()  # waits for the 200 to an OPTIONS
         log = proxy.log_since(mark)
         # the proxy's own Redis user (tests/harness.py RedisUrl), its password masked
-        assert f"Redis at {Settings(redis_url=proxy.redis_url).redis_where} ready" in log, log[-3000:]
+        assert f"Redis at {Settings(redis_url=proxy.proxy_redis_url).redis_where} ready" in log, log[-3000:]
         assert "Traceback" not in log and "VerifyMode" not in log
         assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
     finally:

@@ -30,7 +30,7 @@ def test_every_setting_is_read_from_its_variable():
     env = {"REDIS_URL": "redis://10.0.0.9:6390/4", "REDIS_TIMEOUT_MS": "60000", "SCHEMA_RECHECK_S": "1",
            "TRUNK_TIMEOUT_MS": "500", "EMERGENCY_TRUNKS": "udp:127.0.0.5:5060,tcp:127.0.0.6:5070",
            "PREPAID_MAX_CALL_S": "86400", "PREPAID_SETUP_S": "3600", "PREPAID_TTL_MARGIN_S": "1",
-           "BAN_S": "4", "AUTH_FAIL_MAX": "1000000", "AUTH_FAIL_WINDOW_S": "60", "AUTH_BAN_S": "86400",
+           "CALL_ID_GRACE_S": "60", "BAN_S": "4", "AUTH_FAIL_MAX": "1000000", "AUTH_FAIL_WINDOW_S": "60", "AUTH_BAN_S": "86400",
            "SCANNER_USER_AGENTS": " Evil-Bot , scan", "EMERGENCY_CALLS_MAX": "1000", "EMERGENCY_WINDOW_S": "1",
            "EMERGENCY_UNIDENTIFIED_MAX": "100000", "SITE_PHONE_REQS": "100000", "SITE_PHONE_WINDOW_S": "3600",
            "SDP_MAX_BYTES": "4096", "SDP_MAX_STREAMS": "2",
@@ -40,7 +40,7 @@ def test_every_setting_is_read_from_its_variable():
     assert got == Settings(
         redis_url="redis://10.0.0.9:6390/4", redis_timeout_ms=60000, schema_recheck_s=1, trunk_timeout_ms=500,
         emergency_trunks="udp:127.0.0.5:5060,tcp:127.0.0.6:5070", prepaid_max_call_s=86400,
-        prepaid_setup_s=3600, prepaid_ttl_margin_s=1, ban_s=4, auth_fail_max=1_000_000, auth_fail_window_s=60,
+        prepaid_setup_s=3600, prepaid_ttl_margin_s=1, call_id_grace_s=60, ban_s=4, auth_fail_max=1_000_000, auth_fail_window_s=60,
         auth_ban_s=86400, scanner_user_agents=" Evil-Bot , scan", emergency_calls_max=1000, emergency_window_s=1,
         emergency_unidentified_max=100_000, site_phone_reqs=100_000, site_phone_window_s=3600,
         sdp_max_bytes=4096, sdp_max_streams=2,
