@@ -107,6 +107,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 # the CLI and the tests' own clients, the proxy's user for Kamailio, `default` for topology hiding.
 PROXY_PASSWORD = "proxy-test-secret"
 ADMIN_PASSWORD = "admin-test-secret"
+EXPORTER_PASSWORD = "exporter-test-secret"
 
 
 class RedisUrl(str):
@@ -151,7 +152,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         from kemi.store.acl import acl_file
         acl = self.dir / "users.acl"
-        acl.write_text(acl_file(PROXY_PASSWORD, ADMIN_PASSWORD, default_extra=self.default_extra))
+        acl.write_text(acl_file(PROXY_PASSWORD, ADMIN_PASSWORD, default_extra=self.default_extra,
+                                exporter_password=EXPORTER_PASSWORD))
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
              "--save", "", "--appendonly", "no", "--loglevel", "warning", "--aclfile", str(acl)]

@@ -4,8 +4,9 @@ One source for every place that starts a Redis: the Ansible template (roles/redi
 files), scripts/run.sh and tests/harness.py (through this module):
 
     python -m kemi.store.acl FILE   writes an ACL file (mode 0600) for the users named by the
-                                    environment: REDIS_PROXY_PASSWORD, REDIS_ADMIN_PASSWORD, and
-                                    REDIS_TOPOS_PASSWORD (empty: the default user has no password)
+                                    environment: REDIS_PROXY_PASSWORD, REDIS_ADMIN_PASSWORD,
+                                    REDIS_TOPOS_PASSWORD (empty: the default user has no password) and
+                                    REDIS_EXPORTER_PASSWORD (empty: no exporter user)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kemi.paths import ACL_DIR
 
 PROXY_USER = "cowork-proxy"
 ADMIN_USER = "cowork-admin"
+EXPORTER_USER = "cowork-exporter"
 
 
 def rules(name: str) -> str:
@@ -32,7 +34,7 @@ def _secret(password: str | None) -> str:
 
 
 def acl_file(proxy_password: str, admin_password: str, topos_password: str | None = None,
-             default_extra: str = "") -> str:
+             default_extra: str = "", exporter_password: str | None = None) -> str:
     """default_extra: rules added to `default` (the benches' native baseline reads its own keys with
     ndb_redis, which logs in as `default` only); never in a deployment."""
     if not proxy_password or not admin_password:
@@ -41,7 +43,8 @@ def acl_file(proxy_password: str, admin_password: str, topos_password: str | Non
         f"user default on {_secret(topos_password)} {rules('default')} {default_extra}".rstrip(),
         f"user {PROXY_USER} on {_secret(proxy_password)} {rules(PROXY_USER)}",
         f"user {ADMIN_USER} on {_secret(admin_password)} ~* &* +@all",
-    ]) + "\n"
+    ] + ([f"user {EXPORTER_USER} on {_secret(exporter_password)} {rules(EXPORTER_USER)}"] if exporter_password else [])
+    ) + "\n"
 
 
 def main(argv: list[str]) -> int:
@@ -50,7 +53,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         text = acl_file(os.environ.get("REDIS_PROXY_PASSWORD", ""), os.environ.get("REDIS_ADMIN_PASSWORD", ""),
-                        os.environ.get("REDIS_TOPOS_PASSWORD") or None)
+                        os.environ.get("REDIS_TOPOS_PASSWORD") or None,
+                        exporter_password=os.environ.get("REDIS_EXPORTER_PASSWORD") or None)
     except ValueError as exc:
         print(f"kemi.store.acl: {exc}", file=sys.stderr)
         return 2

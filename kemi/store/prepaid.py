@@ -180,6 +180,10 @@ def _error(exc: StoreRefused) -> Exception:
     return PrepaidError(code, message, available)
 
 
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode(errors="replace")
+
+
 def _maybe_unpack(blob: bytes) -> Any:
     try:
         return _unpack(blob)
@@ -347,11 +351,10 @@ class PrepaidLedger:
             if not page:
                 break
             charges.extend(_maybe_unpack(blob) for blob in page)
-        text = lambda b: None if b is None else b.decode(errors="replace")  # noqa: E731
-        return LedgerCut(co, text(currency) or "", text(balance),
+        return LedgerCut(co, _text(currency) or "", _text(balance),
                          tuple(sorted((ref.decode(errors="replace"), _maybe_unpack(blob))
                                       for ref, blob in topups.items())),
-                         text(opening), tuple(charges))
+                         _text(opening), tuple(charges))
 
     def has_data(self, co: str) -> bool:
         """Whether a company has a Prepaid Account or call records (kept when it leaves the provisioning)."""

@@ -224,12 +224,24 @@ def test_the_proxy_may_still_raise_a_balance_by_hincrby_which_is_why_the_ledger_
     admin_client.hincrby(acme.prepaid, "balance", -1)
 
 
-def test_the_default_user_is_topology_hidings_only(server, acme):
+def test_the_default_user_is_topology_hidings_and_db_redis_only(server, acme):
+    """ndb_redis and db_redis log in as `default` only: their keys, never money nor the directory,
+    even through the EVAL db_redis needs."""
     default = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=10)
     assert default.ping()
     default.hmset("d:z:test", {"a": "1"})  # what topos_redis writes
     assert default.hgetall("d:z:test") == {b"a": b"1"}
+    default.execute_command("HMSET", "dialog:entry::1:2", "callid", "x")  # db_redis: a dialog row, a location index
+    default.sadd("location:usrdom::2001:acme", "location:entry::r1")
+    assert default.eval("return redis.call('HGET', KEYS[1], 'callid')", 1, "dialog:entry::1:2") == b"x"
     for command in (("HGETALL", acme.prepaid), ("GET", "{co:acme}:company"), ("HINCRBY", acme.prepaid, "balance", "1"),
-                    ("FCALL", "prepaid_status", "3", acme.prepaid, acme.resv, acme.calls), ("KEYS", "*"),
-                    ("FLUSHALL",), ("EVAL", "return 1", "0"), ("FUNCTION", "FLUSH"), ("HGETALL", "trunks")):
-        assert "NOPERM" in refused(default.execute_command, *command)
+                    ("FCALL", "prepaid_status", "3", acme.prepaid, acme.resv, acme.calls), ("FLUSHALL",),
+                    ("FUNCTION", "FLUSH"), ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', "
+                                                            "function() return 1 end)"),
+                    ("HGETALL", "trunks"), ("CONFIG", "GET", "*"), ("DEL", acme.prepaid),
+                    ("EVAL", "return redis.call('HSET', KEYS[1], 'balance', 99999999)", "1", acme.prepaid)):
+        assert "NOPERM" in refused(default.execute_command, *command), command
+    # a script that names no key but writes money inside is refused at that command
+    error = refused(default.execute_command, "EVAL", "return redis.call('HSET', '{co:acme}:prepaid', 'balance', 1)", "0")
+    assert error.startswith("The user executing the script can't"), error
+    assert server.client().hget(acme.prepaid, "balance") == b"10000"

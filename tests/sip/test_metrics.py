@@ -23,9 +23,10 @@ import pytest
 
 import yaml
 
+from kemi.store.acl import EXPORTER_USER
 from tests.conftest import OFFICE, SIP_DB
-from tests.harness import (ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file, options_request, send_raw,
-                           status_line, wait_for)
+from tests.harness import (EXPORTER_PASSWORD, ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file,
+                           options_request, send_raw, status_line, wait_for)
 from tests.sip.conftest import EMERGENCY, PRIMARY, Phones, trunk
 from tests.sip.test_incoming import call_in
 from tests.sip.test_prepaid import GERMAN_MOBILE, Account, announcer
@@ -273,6 +274,7 @@ def scraping(proxy, redis_server, workdir):
     shutil.copy(PROM / "cowork-proxy.rules.yml", run / "cowork-proxy.rules.yml")
     started = [
         subprocess.Popen(["prometheus-redis-exporter", "-redis.addr", f"redis://127.0.0.1:{redis_server.port}",
+                          "-redis.user", EXPORTER_USER, "-redis.password", EXPORTER_PASSWORD,
                           "-web.listen-address", f"127.0.0.1:{exporter_port}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen(["prometheus", f"--config.file={run / 'prometheus.yml'}", f"--storage.tsdb.path={run / 'data'}",
