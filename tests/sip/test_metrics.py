@@ -247,11 +247,16 @@ PROM = ROOT / "monitoring" / "prometheus"
 
 
 def prometheus_query(port: int, query: str) -> list[dict]:
-    """The query's result; [] while Prometheus is not listening yet (wait_for asks again)."""
+    """The query's result; [] while Prometheus is not listening or not ready yet (503 while it loads its
+    storage and rules: wait_for asks again)."""
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
             return json.load(answer)["data"]["result"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503:
+            return []
+        raise
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return []
@@ -271,7 +276,8 @@ def scraping(proxy, redis_server, workdir):
     jobs["cowork-proxy"]["static_configs"][0]["targets"] = [f"{proxy.ip}:{proxy.metrics_port}"]
     jobs["redis"]["static_configs"][0]["targets"] = [f"127.0.0.1:{exporter_port}"]
     (run / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    shutil.copy(PROM / "cowork-proxy.rules.yml", run / "cowork-proxy.rules.yml")
+    for rules in config["rule_files"]:  # every rules file the sample names (ledger.rules.yml too)
+        shutil.copy(PROM / rules, run / rules)
     started = [
         subprocess.Popen(["prometheus-redis-exporter", "-redis.addr", f"redis://127.0.0.1:{redis_server.port}",
                           "-redis.user", EXPORTER_USER, "-redis.password", EXPORTER_PASSWORD,

@@ -15,5 +15,6 @@ def test_the_shared_memory_alert_reads_what_the_proxy_exports(proxy):
     [expr] = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "CoworkProxySharedMemoryHigh"]
     used, total = metrics["kamailio_shmem_real_used_size"], metrics["kamailio_shmem_total_size"]
     assert "kamailio_shmem_real_used_size / kamailio_shmem_total_size" in expr
-    assert total == int(proxy.env().get("KAMAILIO_SHM_MB") or 512) * 2**20
+    # the pool Kamailio was given (-m), less the allocator's own few bytes
+    assert 0 <= int(proxy.env().get("KAMAILIO_SHM_MB") or 512) * 2**20 - total < 2**20, total
     assert 0 < used / total < 0.70, (used, total)  # a test proxy is nowhere near the alert
