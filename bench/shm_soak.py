@@ -6,7 +6,9 @@ Starts its own redis-server and the product's Kamailio (kamailio.cfg + kemi/, KA
 with the demo office, and places --calls outbound calls (2001, digest auth, to 0145678901, answered by a
 SIPp trunk on 127.0.0.2:5060, hung up at once: INVITE/407/INVITE/180/200/ACK/BYE) at --rate per second:
 a day's calls of a deployment, compressed. Shared memory is read from the proxy's own /metrics
-(kamailio_shmem_real_used_size: what the allocator holds, the series the 70 % alert reads):
+(kamailio_shmem_real_used_size: what the allocator holds, the series the 70 % alert reads), with the
+number of items of the Call-ID table (kamcmd htable.stats: every relayed call leaves one, answered or
+not, so the figure does not depend on how many calls a loaded box completes):
 - before: after a warm-up of 500 calls whose Call-IDs have expired (every pool, table and cache warm);
 - after:  once every call has ended: what the calls left behind (bytes per call kept);
 - later:  after --grace (CALL_ID_GRACE_S) + htable's 20 s purge: what stays for good.
@@ -14,7 +16,8 @@ a day's calls of a deployment, compressed. Shared memory is read from the proxy'
 Run it twice to compare the Call-ID memory's candidates: --grace 86400 keeps every Call-ID for a day
 (the 24 h memory of before, i.e. a table sized from the expected daily calls: nothing expires during
 the soak), --grace 60 the bounded memory (production: 300 s; 60 s here so the soak sees it expire).
-The report: bytes kept per call; calls per day per GiB = GiB / bytes kept per call for a day-long memory,
+The report: shared memory per remembered Call-ID (its delta over the items' delta); calls per day per GiB
+= GiB / those bytes for a day-long memory,
 x 86400 / grace for a bounded one (the memory then holds `grace` seconds of calls at the day's rate:
 the figure is at a flat rate; a peak hour at 3x the day's average needs 3x the memory).
 Bench only (not a test): its figures go in bench/BENCHMARKS.md, Sizing.
@@ -23,6 +26,7 @@ Bench only (not a test): its figures go in bench/BENCHMARKS.md, Sizing.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -38,9 +42,14 @@ HTABLE_PURGE_S = 20  # htable's timer_interval (default): expired items are free
 
 
 def shm(proxy: Proxy) -> dict[str, float]:
+    """The shared-memory series of the proxy's /metrics, and `callids`: the items of the Call-ID table."""
     m = proxy.metrics()
-    return {name: m[name] for name in ("kamailio_shmem_real_used_size", "kamailio_shmem_used_size",
-                                       "kamailio_shmem_total_size", "kamailio_shmem_max_used_size") if name in m}
+    found = {name: m[name] for name in ("kamailio_shmem_real_used_size", "kamailio_shmem_used_size",
+                                        "kamailio_shmem_total_size", "kamailio_shmem_max_used_size") if name in m}
+    stats = proxy.kamcmd("htable.stats")
+    table = re.search(r"name: callids\s+slots: \d+\s+all: (\d+)", stats)
+    found["callids"] = float(table.group(1)) if table else float("nan")
+    return found
 
 
 def calls(work: Path, proxy: Proxy, count: int, rate: int) -> tuple[int, float]:
@@ -91,18 +100,20 @@ def main() -> int:
         if proxy is not None:
             proxy.stop()
         redis.stop()
-    kept = (after["kamailio_shmem_real_used_size"] - before["kamailio_shmem_real_used_size"]) / max(done, 1)
-    stays = (later["kamailio_shmem_real_used_size"] - before["kamailio_shmem_real_used_size"]) / max(done, 1)
-    per_day = GIB / kept * (86400 / args.grace if args.grace < 86400 else 1) if kept > 0 else float("inf")
-    print(f"shm_soak: {done}/{args.calls} calls at {args.rate}/s (warm-up {warm}), CALL_ID_GRACE_S={args.grace}, "
-          f"shm {args.shm_mb} MiB")
-    print(f"  real_used before {before['kamailio_shmem_real_used_size'] / 2**20:.1f} MiB, after the calls "
-          f"{after['kamailio_shmem_real_used_size'] / 2**20:.1f} MiB, after the grace "
-          f"{later['kamailio_shmem_real_used_size'] / 2**20:.1f} MiB (max used "
-          f"{after.get('kamailio_shmem_max_used_size', 0) / 2**20:.1f} MiB)")
-    print(f"  kept per call: {kept:.0f} bytes while remembered, {stays:.0f} bytes for good")
+    used = "kamailio_shmem_real_used_size"
+    items = after["callids"] - before["callids"]  # calls relayed (answered or not): each leaves one
+    per_item = (after[used] - before[used]) / items if items > 0 else float("nan")
+    # a day-long memory holds every call of the day; a bounded one `grace` s of calls (+ those up)
+    per_day = GIB / per_item * (86400 / args.grace if args.grace < 86400 else 1) if per_item > 0 else float("inf")
+    print(f"shm_soak: {done}/{args.calls} calls answered and ended at {args.rate}/s (warm-up {warm}), "
+          f"CALL_ID_GRACE_S={args.grace}, shm {args.shm_mb} MiB")
+    for name, at in (("before", before), ("after the calls", after), ("after the grace", later)):
+        print(f"  {name:16} real_used {at[used] / 2**20:7.2f} MiB, callids items {at['callids']:.0f}")
+    print(f"  shared memory per remembered Call-ID: {per_item:.0f} bytes ({items:.0f} items)")
+    print(f"  after the grace: {(later[used] - before[used]) / max(items, 1):.0f} bytes per call stay, "
+          f"{later['callids'] - before['callids']:.0f} items")
     print(f"  calls per day per GiB of shared memory (Call-ID memory alone, flat rate): {per_day:,.0f}")
-    print(f"  Kamailio CPU per call: {cpu / max(done, 1) * 1e6:.0f} us")
+    print(f"  Kamailio CPU per call: {cpu / max(done, 1) * 1e6:.0f} us (a loaded box: compare runs, not machines)")
     return 0 if done == args.calls else 1
 
 
