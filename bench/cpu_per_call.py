@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.native.provision import provision  # noqa: E402
-from bench.native.proxy import NativeProxy  # noqa: E402
+from bench.native.proxy import NATIVE_DEFAULT_RULES, NativeProxy  # noqa: E402
 from tests.harness import LOAD_MEDIA_SHARES, ROOT, Phone, Proxy, RedisServer, Sipp, admin, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -165,7 +165,7 @@ def prepare(work: Path, floor: bool = False) -> tuple[RedisServer, list[Proxy]]:
     native config's routing in KEMI Python (bench/native/kemi_floor.py). When any of it fails, what
     was already started is stopped (a relay that could not bind its port must not leave the rest)."""
     project_env()
-    redis = RedisServer(work).start()
+    redis = RedisServer(work, default_extra=NATIVE_DEFAULT_RULES).start()
     proxies: list[Proxy] = []
     try:
         admin(redis.url, "load", str(ROOT / "redis-schema" / "demo-office.yaml"))

@@ -57,7 +57,7 @@ from bench.cpu_per_call import group_cpu_s, project_env  # noqa: E402
 from bench.load_report import markdown  # noqa: E402
 from bench.load_sipp import LOAD, Load, Outcome  # noqa: E402
 from bench.native.provision import provision as native_provision  # noqa: E402
-from bench.native.proxy import NativeProxy  # noqa: E402
+from bench.native.proxy import NATIVE_DEFAULT_RULES, NativeProxy  # noqa: E402
 from tests.harness import LOAD_MEDIA_SHARES, ROOT, PYTHON, Proxy, RedisServer, admin  # noqa: E402
 
 PEERS = gen_office.PEERS
@@ -143,7 +143,7 @@ class Bench:
     # -- processes ---------------------------------------------------------------------------
     def start(self) -> None:
         project_env()
-        self.redis = RedisServer(self.work).start()
+        self.redis = RedisServer(self.work, default_extra=NATIVE_DEFAULT_RULES).start()
         common = {"SIP_CHILDREN": "4", "LOG_LEVEL": "1", "KAMAILIO_SHM_MB": "1024",
                   # Kamailio embeds Debian's Python with the project's venv, whatever runs this script
                   "KEMI_VENV": os.environ.get("KEMI_VENV") or str(ROOT / ".venv")}

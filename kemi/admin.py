@@ -13,7 +13,8 @@ import os
 import sys
 
 from kemi import admin_prepaid, numbering, provisioning
-from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, EXIT_UNREPLICATED, CliError, OutcomeUnknown
+from kemi.cli_errors import (EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, EXIT_UNRECONCILED, EXIT_UNREPLICATED, CliError,
+                             OutcomeUnknown, Unreconciled)
 from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
@@ -187,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
               f"check the replicas (INFO replication), then check with 'prepaid show' and repeat the same "
               f"command if it is gone (a top-up with the same --ref credits once)", file=sys.stderr)
         return EXIT_UNREPLICATED
+    except Unreconciled as exc:  # prepaid audit: the report is printed, this is its verdict
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNRECONCILED
     except OutcomeUnknown as exc:  # a write was sent: "nothing was changed" may be false
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORE_DOWN

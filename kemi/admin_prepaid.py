@@ -132,8 +132,9 @@ def csv_row(co: str, entry_id: str, record: dict[str, Any] | None) -> list[str]:
 # ---------------------------------------------------------------- Redis helpers
 
 def _ledger(directory) -> PrepaidLedger:
-    # an operator's money change is reported as unsafe (exit 4) until a replica has it
-    return PrepaidLedger(directory.conn, require_replica=True)
+    # an operator's money change is reported as unsafe (exit 4) until a replica has it; only the
+    # admin user loads the functions
+    return PrepaidLedger(directory.conn, require_replica=True, loads_functions=True)
 
 
 def _company(directory, co: str, *, need_provisioned: bool = True) -> None:
@@ -386,11 +387,12 @@ AMOUNT_HELP = ("in the currency's main unit: 50, 50.00 or 0.25 (at most 2 decima
 
 def add_commands(sub) -> None:
     """Add `prepaid ...` and `rate ...` to the subparsers of kemi.admin.build_parser()."""
-    _add_prepaid_commands(sub)
+    from kemi import admin_audit  # it builds on this module's helpers
+    admin_audit.add_commands(_add_prepaid_commands(sub), _leaf)
     _add_rate_commands(sub)
 
 
-def _add_prepaid_commands(sub) -> None:
+def _add_prepaid_commands(sub):
     prepaid = sub.add_parser(
         "prepaid", help="Prepaid Account of a company: activate, top up, show, export records",
         description="Prepaid Account of a company. Money moves only through the atomic `prepaid` Redis "
@@ -433,6 +435,7 @@ def _add_prepaid_commands(sub) -> None:
     p.add_argument("--count", default="100", metavar="N",
                    help=f"how many of the most recent records (default 100, at most {MAX_COUNT})")
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
+    return psub
 
 
 def _add_rate_commands(sub) -> None:

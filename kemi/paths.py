@@ -13,3 +13,5 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The Redis Functions that move money (`FUNCTION LOAD` by kemi.store.prepaid.PrepaidLedger.load_functions).
 PREPAID_LUA = ROOT / "redis-schema" / "prepaid.lua"
+# The Redis ACL rules of the proxy's user and of `default` (kemi.store.acl; Ansible's roles/redis).
+ACL_DIR = ROOT / "redis-schema" / "acl"

@@ -121,6 +121,11 @@ class Settings:
     prepaid_max_call_s: int = _setting("PREPAID_MAX_CALL_S", 7200, _int, 1, 86_400)
     prepaid_setup_s: int = _setting("PREPAID_SETUP_S", 120, _int, 1, 3600)
     prepaid_ttl_margin_s: int = _setting("PREPAID_TTL_MARGIN_S", 60, _int, 1, 3600)
+    # A new call may not reuse the Call-ID of a call this node relayed while that call is up, nor for
+    # CALL_ID_GRACE_S after it ended (kamailio.cfg: htable callids): long enough for a late
+    # retransmission of its INVITE (64*T1 = 32 s) and for rtpengine's delete-delay (30 s), which still
+    # keys the old media by that Call-ID; short enough that the table holds minutes of calls, not a day.
+    call_id_grace_s: int = _setting("CALL_ID_GRACE_S", 300, _int, 60, 86_400)
     # Abuse at the edge (kemi.sip.gate). A source address that pike finds flooding (kamailio.cfg:
     # PIKE_REQS per PIKE_WINDOW_S) is dropped, unanswered, for BAN_S seconds.
     ban_s: int = _setting("BAN_S", 300, _int, 1, 86_400)

@@ -18,6 +18,22 @@ Keys (all of one company share the hash tag {co:<co>}, one Cluster slot):
   {co:<co>}:outcomes  HASH   call-id -> msgpack outcome of its settlement, so a
                              second BYE gets the first answer; trimmed with settled
   {co:<co>}:cdr       STREAM one entry per call, field r = msgpack record
+  {co:<co>}:ledger    LIST   one msgpack {id, cost, balance, ms} per charge, appended (RPUSH) in
+                             the same function as the HINCRBY it records; never trimmed. With
+                             topups (credits) it is the whole history of the balance:
+                             balance = sum(topups) - opening.charged - sum(ledger costs),
+                             which `kemi.admin prepaid audit` checks (tamper evidence, below)
+  {co:<co>}:opening   HASH   written once by prepaid_ledger_open for an account that had a
+                             balance before the ledger existed: charged (what the topups do not
+                             account for then), balance, at_ms
+Tamper evidence: Redis runs a function's commands with the caller's ACL rights, so the proxy's
+user can write directly whatever these functions write for it (redis-schema/acl/cowork-proxy.acl).
+Its rights are shaped so that this is only ever a loss for the proxy, never minted money: it has no
+right on topups or opening (credits come from the admin user only), only RPUSH on ledger (an entry
+can be added, never removed or rewritten), and on prepaid only HINCRBY. A balance raised behind
+the functions' back (HINCRBY, or HSET by anyone) no longer equals its ledger, and the audit says so.
+Every function records before it moves money (RPUSH, topups HSET before HINCRBY): a write the
+caller is refused therefore comes before anything was changed.
 resv/calls and settled/outcomes are written and removed in pairs: the same
 call-ids in both, always.
 Results are msgpack maps; refusals are error replies whose first word is a
@@ -46,7 +62,7 @@ local DAY_MS = 86400 * 1000
 local BATCH = 100                     -- bounded purges keep every call short
 local CDR_MAXLEN = '1000000'
 local KINDS = {prepaid = 'hash', resv = 'zset', calls = 'hash', topups = 'hash', settled = 'zset',
-               outcomes = 'hash', cdr = 'stream'}
+               outcomes = 'hash', cdr = 'stream', ledger = 'list', opening = 'hash'}
 
 local function fail(code, msg)
   error({err = code .. ' ' .. msg})
@@ -221,6 +237,14 @@ local function topup_fault(t)
   return nil
 end
 
+local function charge_fault(c)
+  if type(c.id) ~= 'string' then return 'id' end
+  if not is_int(c.cost, 1, MAX_BALANCE) then return 'cost' end
+  if not is_int(c.balance, 0, MAX_BALANCE) then return 'balance' end
+  if not is_int(c.ms, 0, MAX_INT) then return 'ms' end
+  return nil
+end
+
 local function outcome_fault(o)
   if not is_int(o.cost, 0, MAX_BALANCE) then return 'cost' end
   if not is_int(o.billed_secs, 0, MAX_CAP_SECS) then return 'billed_secs' end
@@ -381,8 +405,10 @@ local function topup(keys, args)
   end
   if balance + amount > MAX_BALANCE then fail('BALANCE_LIMIT', 'balance would exceed the limit') end
   local now = now_ms()
-  local after = redis.call('HINCRBY', k.prepaid, 'balance', int_str(amount))
+  local after = balance + amount
+  -- the credit is recorded before the balance moves (a refused HSET changes nothing)
   redis.call('HSET', k.topups, ref, cmsgpack.pack({amount = amount, at_ms = now, balance_after = after}))
+  redis.call('HINCRBY', k.prepaid, 'balance', int_str(amount))
   return cmsgpack.pack({amount = amount, at_ms = now, balance_after = after, balance = after, duplicate = false})
 end
 
@@ -439,9 +465,9 @@ local function renew(keys, args)
   return math.max(expires, now + ttl)
 end
 
--- KEYS prepaid, resv, calls, settled, cdr, outcomes; ARGV call_id, answered_secs, record
+-- KEYS prepaid, resv, calls, settled, cdr, outcomes, ledger; ARGV call_id, answered_secs, record
 local function settle(keys, args)
-  local k = open(keys, {'prepaid', 'resv', 'calls', 'settled', 'cdr', 'outcomes'})
+  local k = open(keys, {'prepaid', 'resv', 'calls', 'settled', 'cdr', 'outcomes', 'ledger'})
   nargs(args, 3)
   local call_id = arg_call_id(args[1])
   local secs = math.max(arg_int(args[2], 'answered_secs', -MAX_BALANCE, MAX_BALANCE), 0)
@@ -478,7 +504,10 @@ local function settle(keys, args)
   overlay(rec, {reservation = call_id, cost = out.cost, billed_secs = out.billed_secs, balance_after = out.balance,
                 settled_ms = now, note = out.note})
   local old = redis.call('ZRANGE', k.settled, '-inf', '(' .. int_str(now - DAY_MS), 'BYSCORE', 'LIMIT', 0, BATCH)
-  -- writes: everything they depend on was checked above
+  -- writes: everything they depend on was checked above; the charge is recorded before it is made
+  if e and out.cost > 0 then
+    redis.call('RPUSH', k.ledger, cmsgpack.pack({id = call_id, cost = out.cost, balance = out.balance, ms = now}))
+  end
   for _, item in ipairs(expired) do expire(k, item, now, balance) end
   xadd(k.cdr, rec)
   if e then
@@ -519,6 +548,32 @@ local function status(keys, args)
   return cmsgpack.pack(s)
 end
 
+-- KEYS prepaid, topups, ledger, opening; ARGV none. For an account whose balance predates its
+-- ledger (charges settled by an older release): what the topups and the ledger do not account for
+-- becomes the opening, so that the audit reconciles from here on. Admin only (the proxy has no right
+-- on opening), once per account, right after the upgrade that brought the ledger: it accepts the
+-- balance as it finds it, so it is the operator's statement that the balance was right then.
+local function ledger_open(keys, args)
+  local k = open(keys, {'prepaid', 'topups', 'ledger', 'opening'})
+  nargs(args, 0)
+  local balance = account(k.prepaid).balance
+  local seen = redis.call('HMGET', k.opening, 'charged', 'balance', 'at_ms')
+  if seen[1] then
+    return cmsgpack.pack({charged = tonumber(seen[1]), balance = tonumber(seen[2]), at_ms = tonumber(seen[3]),
+                          duplicate = true})
+  end
+  local accounted = 0
+  local flat = redis.call('HGETALL', k.topups)
+  for i = 1, #flat, 2 do accounted = accounted + stored(k.topups, flat[i], flat[i + 1], topup_fault).amount end
+  for i, blob in ipairs(redis.call('LRANGE', k.ledger, 0, -1)) do
+    accounted = accounted - stored(k.ledger, tostring(i - 1), blob, charge_fault).cost
+  end
+  local now = now_ms()
+  redis.call('HSET', k.opening, 'charged', int_str(accounted - balance), 'balance', int_str(balance),
+             'at_ms', int_str(now))
+  return cmsgpack.pack({charged = accounted - balance, balance = balance, at_ms = now, duplicate = false})
+end
+
 redis.register_function('prepaid_activate', activate)
 redis.register_function('prepaid_deactivate', deactivate)
 redis.register_function('prepaid_topup', topup)
@@ -526,4 +581,5 @@ redis.register_function('prepaid_reserve', reserve)
 redis.register_function('prepaid_renew', renew)
 redis.register_function('prepaid_settle', settle)
 redis.register_function('prepaid_record', record)
+redis.register_function('prepaid_ledger_open', ledger_open)
 redis.register_function{function_name = 'prepaid_status', callback = status, flags = {'no-writes'}}

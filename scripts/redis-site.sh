@@ -21,6 +21,19 @@ for name in REDIS_SENTINEL_DOWN_AFTER_MS REDIS_SENTINEL_FAILOVER_TIMEOUT_MS REDI
   [[ ${!name} =~ ^[1-9][0-9]{1,6}$ ]] || { echo "redis-site: $name=${!name}: expected milliseconds, 10..9999999" >&2; exit 2; }
 done
 mkdir -p "$dir"
+# The product's ACL users (redis-schema/acl/, kemi.store.acl: the proxy's, the admin's, `default` for
+# topos and db_redis), plus this site's replication and Sentinel users (as the Ansible role
+# redis_sentinel has them): every node has the same file, whichever is primary.
+: "${REDIS_PROXY_PASSWORD:?redis-site: REDIS_PROXY_PASSWORD is required (the proxy's Redis user)}"
+: "${REDIS_ADMIN_PASSWORD:?redis-site: REDIS_ADMIN_PASSWORD is required (the admin's Redis user)}"
+repl_password=${REDIS_SITE_REPLICATION_PASSWORD:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+sentinel_password=${REDIS_SITE_SENTINEL_PASSWORD:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+(cd "$ROOT" && "${KEMI_VENV:-$ROOT/.venv}/bin/python" -m kemi.store.acl "$dir/users.acl")
+cat >> "$dir/users.acl" <<ACL
+user cowork-replication on >$repl_password resetchannels -@all +psync +replconf +ping +sync +role
+user cowork-sentinel on >$sentinel_password allchannels -@all +multi +slaveof +replicaof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill
+ACL
+admin_cli=(redis-cli --no-auth-warning --user cowork-admin --pass "$REDIS_ADMIN_PASSWORD")
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -48,6 +61,7 @@ for port in "${nodes[@]}"; do
     # one replica: nothing to gain from waiting 5 s (the default) for others before a full sync
     echo "repl-diskless-sync-delay 0"
     echo "pidfile $dir/node-$port.pid"
+    echo "aclfile $dir/users.acl"; echo "masteruser cowork-replication"; echo "masterauth $repl_password"
     [ "$port" = "$primary" ] || echo "replicaof 127.0.0.1 $primary"
   } > "$dir/node-$port.conf"
   mkdir -p "$dir/node-$port"
@@ -66,6 +80,8 @@ sentinel monitor $REDIS_SITE_MASTER 127.0.0.1 $primary 2
 sentinel down-after-milliseconds $REDIS_SITE_MASTER $REDIS_SENTINEL_DOWN_AFTER_MS
 sentinel failover-timeout $REDIS_SITE_MASTER $REDIS_SENTINEL_FAILOVER_TIMEOUT_MS
 sentinel parallel-syncs $REDIS_SITE_MASTER 1
+sentinel auth-user $REDIS_SITE_MASTER cowork-sentinel
+sentinel auth-pass $REDIS_SITE_MASTER $sentinel_password
 sentinel deny-scripts-reconfig yes
 EOF
   redis-sentinel "$dir/sentinel-$port.conf" &
@@ -99,6 +115,8 @@ backend primary
   balance first
   option tcp-check
   tcp-check connect
+  tcp-check send "AUTH cowork-sentinel $sentinel_password\\r\\n"
+  tcp-check expect string +OK
   tcp-check send "ROLE\\r\\n"
   tcp-check expect binary 2a330d0a24360d0a6d6173746572
   tcp-check send "QUIT\\r\\n"
@@ -110,10 +128,10 @@ EOF
 } > "$dir/haproxy.cfg"
 haproxy -f "$dir/haproxy.cfg" -db > "$dir/haproxy.log" 2>&1 &
 pids+=($!)
-routed() { [ "$(timeout 2 redis-cli -p "$REDIS_PORT" ROLE 2>/dev/null | head -n 1)" = master ]; }
+routed() { [ "$(timeout 2 "${admin_cli[@]}" -p "$REDIS_PORT" ROLE 2>/dev/null | head -n 1)" = master ]; }
 up "haproxy on 127.0.0.1:$REDIS_PORT" routed
 # ready means failover-safe: a primary killed before its replica's first sync loses everything
-synced() { timeout 2 redis-cli -p "${nodes[1]}" INFO replication 2>/dev/null | grep -q '^master_link_status:up'; }
+synced() { timeout 2 "${admin_cli[@]}" -p "${nodes[1]}" INFO replication 2>/dev/null | grep -q '^master_link_status:up'; }
 up "the replica's sync with 127.0.0.1:$primary" synced
 echo "redis-site: ready: clients on 127.0.0.1:$REDIS_PORT, primary 127.0.0.1:$primary, replica" \
      "127.0.0.1:${nodes[1]}, sentinels ${sentinels[*]} (master name $REDIS_SITE_MASTER), files in $dir"

@@ -51,8 +51,18 @@ listening() {
   fi
 }
 
-# The proxy and the CLI use the Redis started below, unless told otherwise.
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+# The Redis started below has the product's ACL users (redis-schema/acl/, kemi.store.acl): the proxy's
+# Python logs in as cowork-proxy, topology hiding as `default`, the CLI (kemi.admin: provisioning, the
+# prepaid functions) as cowork-admin. Their passwords are this run's own unless given.
+REDIS_PROXY_PASSWORD=${REDIS_PROXY_PASSWORD:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+REDIS_ADMIN_PASSWORD=${REDIS_ADMIN_PASSWORD:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+export REDIS_PROXY_PASSWORD REDIS_ADMIN_PASSWORD
+# The proxy and the CLI use the Redis started below, unless told otherwise (REDIS_URL: both).
+ADMIN_REDIS_URL=${REDIS_URL:-redis://cowork-admin:$REDIS_ADMIN_PASSWORD@127.0.0.1:$REDIS_PORT/0}
+if [ -z "${REDIS_URL:-}" ]; then
+  export TOPOS_REDIS_URL=${TOPOS_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+fi
+export REDIS_URL=${REDIS_URL:-redis://cowork-proxy:$REDIS_PROXY_PASSWORD@127.0.0.1:$REDIS_PORT/0}
 
 # Something else on a port would be taken for ours (the demo loaded into another Redis, OPTIONS
 # answered by another proxy): refuse at once instead.
@@ -97,7 +107,10 @@ export TLS_CERT TLS_KEY
 # its children before it exits, the tee included, which waits for Kamailio: it never stops.
 if [ "$REDIS_START" != 0 ]; then
 exec {redis_out}> >(tee "$redis_log")
+(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.acl "$RUN_DIR/redis-$REDIS_PORT/users.acl") ||
+  fail "cannot write the Redis ACL file $RUN_DIR/redis-$REDIS_PORT/users.acl"
 if [ "$REDIS_SITE" = 1 ]; then
+  export REDIS_SITE_ACL_FILE="$RUN_DIR/redis-$REDIS_PORT/users.acl"
   # a site's Redis (scripts/redis-site.sh): primary, replica, three Sentinels, HAProxy on
   # 127.0.0.1:$REDIS_PORT; money changes wait for the replica unless told otherwise
   export REDIS_WAIT_REPLICAS=${REDIS_WAIT_REPLICAS:-1}
@@ -114,10 +127,11 @@ if [ "$REDIS_SITE" = 1 ]; then
   grep -q "^redis-site: ready" "$redis_log" || fail "the Redis site did not come up on 127.0.0.1:$REDIS_PORT" "$redis_log"
 else
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis-$REDIS_PORT" \
+  --aclfile "$RUN_DIR/redis-$REDIS_PORT/users.acl" \
   --appendonly yes --save "" --daemonize no --loglevel warning >&"$redis_out" 2>&1 &
 redis_pid=$!
 ours() {  # the Redis that answers is the one started here
-  [ "$(timeout 2 redis-cli -p "$REDIS_PORT" info server 2>/dev/null |
+  [ "$(REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD timeout 2 redis-cli --user cowork-admin -p "$REDIS_PORT" info server 2>/dev/null |
        sed -n 's/^process_id:\([0-9]*\).*/\1/p')" = "$redis_pid" ]
 }
 for _ in $(seq 100); do
@@ -129,7 +143,12 @@ ours || fail "redis-server did not come up on 127.0.0.1:$REDIS_PORT" "$redis_log
 fi
 
 cd "$ROOT"
-[ "$REDIS_START" = 0 ] || "$KEMI_VENV/bin/python" -m kemi.admin load "$PROVISION_FILE"
+if [ "$REDIS_START" != 0 ]; then
+  "$KEMI_VENV/bin/python" -m kemi.admin --redis-url "$ADMIN_REDIS_URL" load "$PROVISION_FILE"
+fi
+# the ops CLI of this run (provisioning, prepaid top-ups and audit): source it, then python -m kemi.admin
+(umask 077; echo "export REDIS_URL=$ADMIN_REDIS_URL" > "$RUN_DIR/admin.env")
+echo "run: the ops CLI's Redis user (cowork-admin): . $RUN_DIR/admin.env"
 
 # The media server (media/, MEDIA_SERVERS=media) in the receptionist or announcement role NAME on
 # HOST:PORT, its log in $RUN_DIR/media-NAME.log; up once it says "started".
@@ -207,7 +226,8 @@ else
   # the declared sites' addresses (a building's NAT: many TLS phones behind one address) get
   # TCP_PER_SITE_MAX, unless TCP_SITE_NETS names them itself
   if [ -z "$TCP_SITE_NETS" ]; then
-    TCP_SITE_NETS=$("$KEMI_VENV/bin/python" -m kemi.admin sites --ipv4-nets) || TCP_SITE_NETS=""
+    TCP_SITE_NETS=$("$KEMI_VENV/bin/python" -m kemi.admin --redis-url "$ADMIN_REDIS_URL" sites --ipv4-nets) ||
+      TCP_SITE_NETS=""
     export TCP_SITE_NETS
   fi
   if NFT_TABLE="cowork_run_$SIP_PORT" "$ROOT/scripts/sip-conn-limit.sh" install > /dev/null; then

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from kemi.store.acl import PROXY_USER
 from tests.harness import LOAD_MEDIA_SHARES, ROOT, Proxy, RedisServer, admin
 
 OFFICE = ROOT / "tests" / "sip" / "office.yaml"
@@ -17,6 +18,7 @@ SIP_DB = 0          # the office the session's proxy serves
 LEDGER_DB = 1       # tests/redis
 CLI_PREPAID_DB = 2  # tests/cli/test_admin_prepaid.py
 CLI_DB = 3          # tests/cli/test_admin.py
+AUDIT_DB = 4        # tests/redis/test_audit.py
 
 
 # The SIP tests' trunks and media servers listen on fixed addresses (127.0.0.2:5060, ...), so two
@@ -49,7 +51,11 @@ def workdir(tmp_path_factory):
 def redis_server(workdir):
     server = RedisServer(workdir).start()
     yield server
+    # The proxies ran as the proxy's Redis user (redis-schema/acl/): one command of theirs refused
+    # is a call that failed in production. (Deliberate refusals: tests/redis/test_acl.py, own Redis.)
+    refused = server.refusals(PROXY_USER)
     server.stop()
+    assert not refused, f"Redis refused the proxy's user (widen redis-schema/acl/cowork-proxy.acl?): {refused}"
 
 
 @pytest.fixture(scope="session")

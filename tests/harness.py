@@ -103,30 +103,62 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+# The test Redis has the product's ACL users (redis-schema/acl/, kemi.store.acl): the admin user for
+# the CLI and the tests' own clients, the proxy's user for Kamailio, `default` for topology hiding.
+PROXY_PASSWORD = "proxy-test-secret"
+ADMIN_PASSWORD = "admin-test-secret"
+EXPORTER_PASSWORD = "exporter-test-secret"
+
+
+class RedisUrl(str):
+    """An admin URL of a RedisServer (what the CLI and the tests use) that knows the URLs of the same
+    database for the proxy's Python (`proxy`) and for topology hiding (`topos`, the default user):
+    Proxy takes those, so a test that hands a proxy `redis.url` runs it with the production rights."""
+
+    proxy: str
+    topos: str
+
+    def __new__(cls, admin: str, proxy: str, topos: str) -> "RedisUrl":
+        url = super().__new__(cls, admin)
+        url.proxy, url.topos = proxy, topos
+        return url
+
+
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False, netns: str | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False, netns: str | None = None,
+                 default_extra: str = ""):
         self.netns = netns  # run in that network namespace (tests/netns.py): the tests reach it by its socket
         self.port = port or free_port(kind=socket.SOCK_STREAM)
+        self.default_extra = default_extra  # kemi.store.acl.acl_file: the benches' native baseline only
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         # a proxy in another network namespace reaches Redis through the file system (tests/netns.py)
         self.socket = self.dir / "redis.sock" if unix_socket or netns else None
         self.proc: subprocess.Popen | None = None
 
-    def socket_url(self, db: int = 0) -> str:
-        return f"unix://{self.socket}?db={db}"
+    def socket_url(self, db: int = 0) -> RedisUrl:
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        return RedisUrl(f"unix://{ADMIN_USER}:{ADMIN_PASSWORD}@{self.socket}?db={db}",
+                        f"unix://{PROXY_USER}:{PROXY_PASSWORD}@{self.socket}?db={db}", f"unix://{self.socket}?db={db}")
 
     @property
-    def url(self) -> str:
+    def url(self) -> RedisUrl:
         return self.url_of(0)
 
-    def url_of(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    def url_of(self, db: int) -> RedisUrl:
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        where = f"127.0.0.1:{self.port}/{db}"
+        return RedisUrl(f"redis://{ADMIN_USER}:{ADMIN_PASSWORD}@{where}",
+                        f"redis://{PROXY_USER}:{PROXY_PASSWORD}@{where}", f"redis://{where}")
 
     def start(self) -> "RedisServer":
+        from kemi.store.acl import acl_file
+        acl = self.dir / "users.acl"
+        acl.write_text(acl_file(PROXY_PASSWORD, ADMIN_PASSWORD, default_extra=self.default_extra,
+                                exporter_password=EXPORTER_PASSWORD))
         self.proc = subprocess.Popen(
             in_netns(self.netns) + ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+             "--save", "", "--appendonly", "no", "--loglevel", "warning", "--aclfile", str(acl)]
             + (["--unixsocket", str(self.socket), "--unixsocketperm", "700"] if self.socket else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, 10, f"redis-server on {self.port}")
@@ -142,19 +174,31 @@ class RedisServer:
                 return False
         return run_in_netns(self.netns, ping)
 
-    def client(self, db: int = 0):
-        """A raw client, for tests that inspect or break what kemi.store wrote."""
+    def client(self, db: int = 0, as_proxy: bool = False):
+        """A raw client (the admin user), for tests that inspect or break what kemi.store wrote; as_proxy:
+        the proxy's user, for tests of what it may not do."""
         import redis
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        user, password = (PROXY_USER, PROXY_PASSWORD) if as_proxy else (ADMIN_USER, ADMIN_PASSWORD)
         if self.netns:
-            return redis.Redis(unix_socket_path=str(self.socket), db=db, socket_timeout=10)
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10)
+            return redis.Redis(unix_socket_path=str(self.socket), db=db, socket_timeout=10,
+                               username=user, password=password)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10,
+                           username=user, password=password)
 
-    def store(self, db: int = 0):
-        """kemi.store's own Connection to one database, as the proxy and the CLI make it."""
+    def store(self, db: int = 0, as_proxy: bool = False):
+        """kemi.store's own Connection to one database, as the CLI (admin) or the proxy makes it."""
         from kemi.settings import Settings
         from kemi.store import Connection
+        url = self.url_of(db)
         # a loaded test machine may be slower than the proxy's 250 ms
-        return Connection(Settings(redis_url=self.url_of(db), redis_timeout_ms=10_000))
+        return Connection(Settings(redis_url=url.proxy if as_proxy else url, redis_timeout_ms=10_000))
+
+    def refusals(self, user: str) -> list[dict]:
+        """ACL LOG entries of `user` (what Redis refused it, latest first), each as a dict of str."""
+        entries = self.client().acl_log(count=128)
+        return [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in e.items()}
+                for e in entries if (e.get("username") or e.get(b"username")) in (user, user.encode())]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -272,7 +316,10 @@ class Proxy:
         # TCP; in a namespace of its own, beside the SIP port, rtpengine's (port + 1) and TLS's (port + 2)
         self.metrics_port = self.port + 3 if netns else free_port(ip, socket.SOCK_STREAM)
         self.workdir = workdir
-        self.redis_url = redis_url
+        self.redis_url = redis_url  # what the tests use (a RedisServer's: its admin user)
+        # a RedisServer's URL: Kamailio gets its users (the proxy's for the routes, default for topos)
+        self.proxy_redis_url = getattr(redis_url, "proxy", redis_url)
+        self.topos_url = getattr(redis_url, "topos", None)
         self.log_path = workdir / f"kamailio-{self.port}.log"
         self.ctl = f"unix:{workdir}/kamailio-{self.port}.ctl"
         self.extra_env = env
@@ -284,7 +331,7 @@ class Proxy:
         env = dict(os.environ)
         env.update({
             "SIP_ADDR": self.ip, "SIP_PORT": str(self.port), "SIP_CHILDREN": "2", "LOG_LEVEL": "2",
-            "REDIS_URL": self.redis_url, "KEMI_SCRIPT": str(ROOT / "kemi" / "kamailio_entry.py"),
+            "REDIS_URL": self.proxy_redis_url, "KEMI_SCRIPT": str(ROOT / "kemi" / "kamailio_entry.py"),
             # the venv running the tests is the one the proxy must import from
             "KEMI_VENV": sys.prefix if sys.prefix != sys.base_prefix else str(ROOT / ".venv"),
             "KAMAILIO_CTL": self.ctl, "SCHEMA_RECHECK_S": "1",
@@ -294,6 +341,8 @@ class Proxy:
         })
         if self.media is not None:
             env["RTPENGINE_SOCK"] = self.media.sock
+        if self.topos_url:
+            env["TOPOS_REDIS_URL"] = self.topos_url
         env.update(self.extra_env)
         return env
 
@@ -639,9 +688,12 @@ class RedisSite:
         self.dir = workdir / f"redis-site-{self.port}"
         self.env = {**os.environ, "REDIS_PORT": str(self.port), "REDIS_SITE_DIR": str(self.dir),
                     "RUN_DIR": str(workdir), "REDIS_SITE_NODE_PORTS": " ".join(map(str, self.node_ports)),
-                    "REDIS_SITE_SENTINEL_PORTS": " ".join(map(str, self.sentinel_ports)), **env}
+                    "REDIS_SITE_SENTINEL_PORTS": " ".join(map(str, self.sentinel_ports)),
+                    # the product's ACL users on every node (redis-site.sh writes them, kemi.store.acl)
+                    "REDIS_PROXY_PASSWORD": PROXY_PASSWORD, "REDIS_ADMIN_PASSWORD": ADMIN_PASSWORD, **env}
         self.proc: subprocess.Popen | None = None
         self.out = workdir / f"redis-site-{self.port}.out"
+        self.acl_file = self.dir / "users.acl"
 
     def start(self) -> "RedisSite":
         self.proc = subprocess.Popen([str(ROOT / "scripts" / "redis-site.sh")], env=self.env, cwd=ROOT,
@@ -651,12 +703,21 @@ class RedisSite:
         assert self.proc.poll() is None, self.out.read_text()
         return self
 
-    def url_of(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+    def url_of(self, db: int) -> RedisUrl:
+        from kemi.store.acl import ADMIN_USER, PROXY_USER
+        where = f"127.0.0.1:{self.port}/{db}"
+        return RedisUrl(f"redis://{ADMIN_USER}:{ADMIN_PASSWORD}@{where}",
+                        f"redis://{PROXY_USER}:{PROXY_PASSWORD}@{where}", f"redis://{where}")
 
     def client(self, db: int = 0, port: int | None = None):
+        """The admin user on a node (or the site's address); a Sentinel's port: no user (Sentinels
+        here have no ACL of their own)."""
         import redis
-        return redis.Redis(host="127.0.0.1", port=port or self.port, db=db, socket_timeout=10)
+        from kemi.store.acl import ADMIN_USER
+        if port in self.sentinel_ports:
+            return redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=10)
+        return redis.Redis(host="127.0.0.1", port=port or self.port, db=db, socket_timeout=10,
+                           username=ADMIN_USER, password=ADMIN_PASSWORD)
 
     def store(self, db: int = 0):
         from kemi.settings import Settings

@@ -20,6 +20,11 @@ CONFIG = ROOT / "bench" / "native" / "kamailio-native.cfg"
 FLOOR_SCRIPT = ROOT / "bench" / "native" / "kemi_floor.py"
 
 
+# What the native baseline's ndb_redis needs of Redis's default user (the only one it can log in as):
+# its own keys (bench/native/provision.py). Give it to the bench's RedisServer(default_extra=...).
+NATIVE_DEFAULT_RULES = "~native:* +hget +xadd"
+
+
 class NativeProxy(Proxy):
     def __init__(self, workdir: Path, redis_url: str, trunk: tuple[str, int] = ("127.0.0.2", 5060),
                  ip: str = "127.0.0.1", media: bool = True, kemi_floor: bool = False, **env: str):

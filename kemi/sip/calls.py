@@ -122,8 +122,10 @@ class Calls:
         return True
 
     def call_id_reused(self) -> bool:
-        """A new call with the Call-ID of a call relayed in the last 24 h: refused, never merged with
-        it (one dialog, one record, one charge per Call-ID). Answered, and logged."""
+        """A new call with the Call-ID of a call this node relayed that is still up or ended less than
+        CALL_ID_GRACE_S ago: refused, never merged with it (one dialog, one media session in rtpengine,
+        one record per Call-ID at a time; money is keyed by a minted reservation id anyway). Answered,
+        and logged."""
         if not self.sip.cache_get(Table.CALL_IDS, self.sip.call_id):
             return False
         ip, port = self.sip.source
@@ -182,8 +184,14 @@ class Calls:
 
     def end(self, event: str, prepaid) -> None:
         self.sip.set(Var.FINISHED, event)
+        # remembered from now on for CALL_ID_GRACE_S only (it was set at relay to last as long as the
+        # longest dialog can): the table holds the calls that are up and those of the last minutes
+        rec = records.decode(self.sip.get(Var.RECORD))
+        call_id = (rec or {}).get("call_id") or self.sip.call_id
+        if call_id:
+            self.sip.cache_set_text_for(Table.CALL_IDS, call_id, "1", self.settings.call_id_grace_s)
         self.media.release()
-        self.finished(event, prepaid)
+        self.finished(event, prepaid, rec)
 
     # -- a party's BYE (kemi.sip.in_dialog: the dialog module never sees it) -----------------------
     def bye_answered(self, prepaid) -> None:
@@ -233,8 +241,7 @@ class Calls:
             if not prepaid.answered(rec):
                 self.sip.end_call()
 
-    def finished(self, event: str, prepaid) -> None:
-        rec = records.decode(self.sip.get(Var.RECORD))
+    def finished(self, event: str, prepaid, rec: dict | None) -> None:
         if rec is None:
             return
         answer_ms = int(self.sip.get(Var.ANSWER_MS) or 0)

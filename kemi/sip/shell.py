@@ -88,7 +88,7 @@ class Table:
     #                          refreshed at each authenticated request
     ROUTES = "routes"        # "emergency" -> the emergency trunks last seen in Redis
     EMERGENCY_TRUNKS_KEY = "emergency"
-    CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed in the last 24 h
+    CALL_IDS = "callids"     # Call-ID -> "1" for every call relayed that is up or ended < CALL_ID_GRACE_S ago
     # the edge (kemi.sip.gate); every item carries its own expiry (the tables' autoexpire is a cap)
     IP_BAN = "ipban"               # source IP -> 1: dropped unanswered while present (BAN_S); 2: a
     #                                site's address with phones in SITE_BAN (kemi.edge.SITE_MARK)

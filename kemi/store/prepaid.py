@@ -37,6 +37,9 @@ CODES = frozenset({
     "NOT_ACTIVE", "INSUFFICIENT_FUNDS", "NO_RATE", "BAD_ARGUMENT", "BAD_RATE", "BAD_KEYS",
     "TOPUP_CONFLICT", "BALANCE_LIMIT", "CURRENCY_MISMATCH", "LEDGER_BROKEN",
 })
+# What the audit reads of one account in one MULTI (a consistent cut); the ledger LIST is then read
+# in pages of this many entries: it only ever grows at its end, so its first n entries cannot change.
+LEDGER_PAGE = 1000
 
 
 class Unreplicated(Exception):
@@ -73,6 +76,8 @@ class Keys:
     settled: str
     outcomes: str
     cdr: str
+    ledger: str
+    opening: str
 
     @classmethod
     def of(cls, co: str) -> "Keys":
@@ -80,7 +85,15 @@ class Keys:
             raise ValueError(f"company id expected, got {co!r}")
         tag = f"{{co:{co}}}"
         return cls(*(f"{tag}:{name}" for name in
-                     ("prepaid", "resv", "calls", "topups", "settled", "outcomes", "cdr")))
+                     ("prepaid", "resv", "calls", "topups", "settled", "outcomes", "cdr", "ledger", "opening")))
+
+    @classmethod
+    def company_of(cls, prepaid_key: str) -> str | None:
+        """The company of a `{co:<co>}:prepaid` key name, None for any other name."""
+        if not (prepaid_key.startswith("{co:") and prepaid_key.endswith("}:prepaid")):
+            return None
+        co = prepaid_key[4:-len("}:prepaid")]
+        return co if COMPANY_ID_RE.fullmatch(co) else None
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,18 @@ class Settlement:
     settled_ms: int
     duplicate: bool  # True: already settled; the first outcome, nothing charged now
     note: str = ""  # "no-reservation": expired or never reserved, charged nothing
+
+
+@dataclass(frozen=True)
+class LedgerCut:
+    """One account's money history as the audit reads it (kemi.ledger_audit judges it)."""
+
+    company: str
+    currency: str
+    balance: str | None  # as stored: the audit says when it is not a canonical integer
+    topups: tuple[tuple[str, Any], ...]  # (reference, decoded entry or None if unreadable)
+    opening_charged: str | None
+    charges: tuple[Any, ...]  # decoded ledger entries, None where unreadable, in order
 
 
 @dataclass(frozen=True)
@@ -168,6 +193,17 @@ def _error(exc: StoreRefused) -> Exception:
     return PrepaidError(code, message, available)
 
 
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode(errors="replace")
+
+
+def _maybe_unpack(blob: bytes) -> Any:
+    try:
+        return _unpack(blob)
+    except Exception:  # not msgpack: the audit names it as damage
+        return None
+
+
 def _decode_rate(prefix: str, blob: bytes) -> money.Rate:
     """A stored rate; ValueError naming the prefix when the stored value is unusable."""
     try:
@@ -195,9 +231,12 @@ def _int_arg(name: str, value: Any, low: int) -> int:
 
 
 class PrepaidLedger:
-    def __init__(self, conn: Connection, require_replica: bool = False):
+    def __init__(self, conn: Connection, *, require_replica: bool = False, loads_functions: bool = False):
         self.conn = conn  # its client has decode_responses=False: results are msgpack bytes
         self.require_replica = require_replica  # see Unreplicated
+        # Only the admin user may FUNCTION LOAD (redis-schema/acl/): the proxy's ledger reports a
+        # missing library instead of loading it (its Redis user would be refused anyway).
+        self.loads_functions = loads_functions
 
     def _redis(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One redis-py command on this process's client, errors translated by Connection.call."""
@@ -219,6 +258,9 @@ class PrepaidLedger:
             # and calling once more cannot apply anything twice.
             if "function not found" not in str(exc).lower():
                 raise _error(exc) from exc
+            if not self.loads_functions:
+                raise StoreRefused(f"the prepaid Redis Functions are not loaded ({exc}): the admin user loads "
+                                   f"them (kemi.admin load, or cowork-redis-state functions)") from exc
             self.load_functions()
             try:
                 replies = self.conn.run(commands)
@@ -278,7 +320,7 @@ class PrepaidLedger:
         """Charge the call (0 if unanswered) and write its CDR; idempotent per call-id."""
         secs = max(_int_arg("answered_secs", answered_secs, -(2**63)), 0)  # negative: not answered
         k = Keys.of(co)
-        d = _unpack(self._fcall("prepaid_settle", [k.prepaid, k.resv, k.calls, k.settled, k.cdr, k.outcomes],
+        d = _unpack(self._fcall("prepaid_settle", [k.prepaid, k.resv, k.calls, k.settled, k.cdr, k.outcomes, k.ledger],
                                 call_id, secs, _pack(record or {})))
         return Settlement(call_id, d["cost"], d["billed_secs"], d["balance"], d.get("settled_ms", 0),
                           d["duplicate"], d.get("note", ""))
@@ -306,6 +348,37 @@ class PrepaidLedger:
                                      e.get("setup_ms", 0), e.get("ext", ""), e.get("to", ""))
                      for e in d["reservations"])
         return AccountStatus(d["active"], d["balance"], d["currency"], d["reserved"], live)
+
+    def ledger_open(self, co: str) -> dict[str, Any]:
+        """Admin: accept the balance of an account that predates its ledger as its opening (once)."""
+        k = Keys.of(co)
+        return _unpack(self._fcall("prepaid_ledger_open", [k.prepaid, k.topups, k.ledger, k.opening]))
+
+    def accounts(self) -> list[str]:
+        """Every company with a Prepaid Account hash, provisioned or not (admin: SCAN)."""
+        names = self.conn.call(lambda: list(self.conn.client().scan_iter(match="{co:*}:prepaid", count=1000)))
+        return sorted({co for name in names if (co := Keys.company_of(name.decode(errors="replace")))})
+
+    def ledger_cut(self, co: str) -> LedgerCut:
+        """Balance, top-ups, opening and ledger length read in one MULTI, then the ledger's entries up to
+        that length: a cut that settles running meanwhile cannot tear (they only append)."""
+        k = Keys.of(co)
+        pipe = self.conn.client().pipeline(transaction=True)
+        pipe.hmget(k.prepaid, "balance", "currency")
+        pipe.hgetall(k.topups)
+        pipe.hget(k.opening, "charged")
+        pipe.llen(k.ledger)
+        (balance, currency), topups, opening, length = self.conn.call(pipe.execute)
+        charges: list[Any] = []
+        while len(charges) < length:
+            page = self._redis("lrange", k.ledger, len(charges), min(len(charges) + LEDGER_PAGE, length) - 1)
+            if not page:
+                break
+            charges.extend(_maybe_unpack(blob) for blob in page)
+        return LedgerCut(co, _text(currency) or "", _text(balance),
+                         tuple(sorted((ref.decode(errors="replace"), _maybe_unpack(blob))
+                                      for ref, blob in topups.items())),
+                         _text(opening), tuple(charges))
 
     def has_data(self, co: str) -> bool:
         """Whether a company has a Prepaid Account or call records (kept when it leaves the provisioning)."""

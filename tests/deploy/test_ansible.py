@@ -387,8 +387,12 @@ def test_redis_persists_and_only_its_acl_users_get_in(deployed, secrets):
         as_admin = run(admin + ["--raw"], input="CONFIG GET appendonly\nCONFIG GET appendfsync\nCONFIG GET bind\n",
                        env={**os.environ, "REDISCLI_AUTH": secrets["vault_redis_admin_passwords"][0]}, timeout=10)
         proxy_env = {**os.environ, "REDISCLI_AUTH": secrets["vault_redis_proxy_passwords"][0]}
-        as_proxy = run(proxy + ["--no-raw", "EXISTS", "schema:version"], env=proxy_env, timeout=10)
+        as_proxy = run(proxy + ["--no-raw", "GET", "schema:version"], env=proxy_env, timeout=10)
         proxy_flush = run(proxy + ["FLUSHALL"], env=proxy_env, timeout=10)
+        # redis-schema/acl/cowork-proxy.acl as deployed: no money minted, no functions replaced
+        proxy_mint = [run(proxy + command, env=proxy_env, timeout=10) for command in
+                      (["HSET", "{co:acme}:prepaid", "balance", "99999999"], ["EVAL", "return 1", "0"],
+                       ["FUNCTION", "FLUSH"], ["FUNCTION", "DELETE", "prepaid"], ["KEYS", "*"])]
         wrong = run(proxy + ["PING"], env={**os.environ, "REDISCLI_AUTH": "not-the-password"}, timeout=10)
         # Redis's default user is topology hiding's and the dialogs' (ndb_redis and db_redis 5.6 know no
         # other): their keys and commands only
@@ -398,13 +402,15 @@ def test_redis_persists_and_only_its_acl_users_get_in(deployed, secrets):
                        "HGETALL d:z:atpsh-deploy-test\n", env=topos_env, timeout=10)
         denied = [run(topos + command, env=topos_env, timeout=10) for command in
                   (["EXISTS", "schema:version"], ["GET", "schema:version"], ["HGETALL", "company:x"],
-                   ["FLUSHALL"], ["EVAL", "return 1", "1", "schema:version"], ["DEL", "schema:version"],
-                   ["CONFIG", "GET", "*"], ["ACL", "LIST"], ["SET", "dialog:entry::x", "1"])]
+                   ["FLUSHALL"], ["EVAL", "return redis.call('HSET', KEYS[1], 'balance', 1)", "1", "{co:x}:prepaid"],
+                   ["DEL", "d:z:atpsh-deploy-test"], ["CONFIG", "GET", "*"], ["ACL", "LIST"], ["SET", "dialog:entry::x", "1"])]
         topos_denied = [r.stdout + r.stderr for r in denied]
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     assert as_admin.stdout.split() == ["appendonly", "yes", "appendfsync", "everysec", "bind", "127.0.0.1"]
-    assert as_proxy.stdout.strip() == "(integer) 1", as_proxy.stdout + as_proxy.stderr  # provisioned
+    assert as_proxy.stdout.strip() not in ("", "(nil)") and "NOPERM" not in as_proxy.stdout + as_proxy.stderr, \
+        as_proxy.stdout + as_proxy.stderr  # provisioned
     assert "NOPERM" in proxy_flush.stdout + proxy_flush.stderr
+    assert all("NOPERM" in r.stdout + r.stderr for r in proxy_mint), [r.stdout + r.stderr for r in proxy_mint]
     assert "WRONGPASS" in wrong.stdout + wrong.stderr
     assert as_topos.stdout.split("\n")[:3] == ["OK", "(integer) 1", '1) "a_tag"'], as_topos.stdout + as_topos.stderr
     assert all("NOPERM" in denied for denied in topos_denied), topos_denied

@@ -368,14 +368,14 @@ META = packed({"ext": "2001", "to": "+442071234567"})
 FUNCTION_KEYS = {
     "prepaid_activate": ("prepaid",), "prepaid_deactivate": ("prepaid",), "prepaid_topup": ("prepaid", "topups"),
     "prepaid_reserve": ("prepaid", "resv", "calls", "cdr"), "prepaid_renew": ("resv",),
-    "prepaid_settle": ("prepaid", "resv", "calls", "settled", "cdr", "outcomes"), "prepaid_record": ("cdr",),
-    "prepaid_status": ("prepaid", "resv", "calls"),
+    "prepaid_settle": ("prepaid", "resv", "calls", "settled", "cdr", "outcomes", "ledger"), "prepaid_record": ("cdr",),
+    "prepaid_status": ("prepaid", "resv", "calls"), "prepaid_ledger_open": ("prepaid", "topups", "ledger", "opening"),
 }
 GOOD_ARGS = {
     "prepaid_activate": ("EUR",), "prepaid_deactivate": (), "prepaid_topup": ("pay-9", 5),
     "prepaid_reserve": ("new-1", TTL, CAP, GOOD_RATE, META), "prepaid_renew": ("live-1", TTL),
     "prepaid_settle": ("live-1", 30, packed({})), "prepaid_record": (packed({"call_id": "x"}),),
-    "prepaid_status": (),
+    "prepaid_status": (), "prepaid_ledger_open": (),
 }
 BAD_CALL_IDS = ["", "x" * 129, "a b", "a\tb", "a\nb", "a\x00b", "a\x7fb", "é", "\u2028"]
 BAD_ARGS = {
@@ -397,6 +397,7 @@ BAD_ARGS = {
     "prepaid_record": [(b"\xc1",), (packed([1, 2]),), (packed({"pad": "x" * 70_000}),), (),
                        (packed({}), "x")],
     "prepaid_status": [("x",)],
+    "prepaid_ledger_open": [("x",)],
 }
 
 

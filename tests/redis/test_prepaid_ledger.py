@@ -52,7 +52,7 @@ def test_functions_load_idempotently(ledger, rclient):
     functions = dict(zip(lib[::2], lib[1::2]))[b"functions"]
     flags = {dict(zip(f[::2], f[1::2]))[b"name"]: dict(zip(f[::2], f[1::2]))[b"flags"] for f in functions}
     assert set(flags) == {b"prepaid_" + n for n in (b"activate", b"deactivate", b"topup", b"reserve",
-                                                    b"renew", b"settle", b"record", b"status")}
+                                                    b"renew", b"settle", b"record", b"status", b"ledger_open")}
     assert flags[b"prepaid_status"] == [b"no-writes"]  # FCALL_RO: may run on a replica
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, bound, free_port, office_file
+from tests.harness import ADMIN_PASSWORD, ROOT, bound, free_port, office_file
 
 DEMO = ROOT / "redis-schema" / "demo-office.yaml"
 _demo = office_file(DEMO)
@@ -58,14 +58,15 @@ class RunSh:
         self.redis_port = free_port(kind=socket.SOCK_STREAM)
         base = {k: v for k, v in os.environ.items() if k not in env_sh_names() and k != "REDIS_URL"}
         venv = sys.prefix if sys.prefix != sys.base_prefix else str(ROOT / ".venv")
+        # run.sh's Redis has the product's ACL users; the tests speak to it as its admin user
         self.env = {**base, "RUN_DIR": str(self.run_dir), "REDIS_PORT": str(self.redis_port),
-                    "KEMI_VENV": venv, **env}
+                    "KEMI_VENV": venv, "REDIS_ADMIN_PASSWORD": ADMIN_PASSWORD, **env}
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return f"redis://cowork-admin:{ADMIN_PASSWORD}@127.0.0.1:{self.redis_port}/0"
 
     @property
     def output(self) -> str:

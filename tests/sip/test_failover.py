@@ -19,7 +19,7 @@ import pytest
 
 from kemi.store.prepaid import PrepaidLedger
 from tests.conftest import OFFICE
-from tests.harness import LOAD_MEDIA_SHARES, Proxy, RedisSite, Sipp, admin, wait_for
+from tests.harness import ADMIN_PASSWORD, LOAD_MEDIA_SHARES, Proxy, RedisSite, Sipp, admin, wait_for
 from tests.sip.conftest import ANNOUNCER, EMERGENCY, PRIMARY, Phones
 
 GERMAN_MOBILE = "004915112345678"
@@ -145,13 +145,17 @@ def test_backup_from_the_replica_restores_into_a_fresh_server_the_proxy_calls_fr
     balance = PrepaidLedger(site.store(0)).status("initech").balance
     backup = workdir / "backup.rdb"
     # the primary keeps serving: the dump is the replica's (redis-cli --rdb asks it for a full sync)
+    as_admin = {**os.environ, "REDISCLI_AUTH": ADMIN_PASSWORD}
     proc = subprocess.run(["scripts/redis-backup.sh", f"127.0.0.1:{replica}", str(backup)],
+                          env={**as_admin, "REDIS_BACKUP_USER": "cowork-admin"},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     site.stop()  # the whole site is lost
 
     restored = workdir / "restored"
+    # an RDB holds no users: the restored server starts with the site's ACL file
     proc = subprocess.run(["scripts/redis-restore.sh", str(backup), str(restored), str(site.port)],
+                          env={**as_admin, "REDIS_RESTORE_USER": "cowork-admin", "REDIS_ACL_FILE": str(site.acl_file)},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     try:

@@ -23,9 +23,10 @@ import pytest
 
 import yaml
 
+from kemi.store.acl import EXPORTER_USER
 from tests.conftest import OFFICE, SIP_DB
-from tests.harness import (ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file, options_request, send_raw,
-                           status_line, wait_for)
+from tests.harness import (EXPORTER_PASSWORD, ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file,
+                           options_request, send_raw, status_line, wait_for)
 from tests.sip.conftest import EMERGENCY, PRIMARY, Phones, trunk
 from tests.sip.test_incoming import call_in
 from tests.sip.test_prepaid import GERMAN_MOBILE, Account, announcer
@@ -246,11 +247,16 @@ PROM = ROOT / "monitoring" / "prometheus"
 
 
 def prometheus_query(port: int, query: str) -> list[dict]:
-    """The query's result; [] while Prometheus is not listening yet (wait_for asks again)."""
+    """The query's result; [] while Prometheus is not listening or not ready yet (503 while it loads its
+    storage and rules: wait_for asks again)."""
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
             return json.load(answer)["data"]["result"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503:
+            return []
+        raise
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return []
@@ -274,6 +280,7 @@ def scraping(proxy, redis_server, workdir):
         shutil.copy(rules, run / rules.name)
     started = [
         subprocess.Popen(["prometheus-redis-exporter", "-redis.addr", f"redis://127.0.0.1:{redis_server.port}",
+                          "-redis.user", EXPORTER_USER, "-redis.password", EXPORTER_PASSWORD,
                           "-web.listen-address", f"127.0.0.1:{exporter_port}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen(["prometheus", f"--config.file={run / 'prometheus.yml'}", f"--storage.tsdb.path={run / 'data'}",

@@ -25,6 +25,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from kemi.settings import Settings
+
 from tests.conftest import OFFICE, SIP_DB
 from tests.harness import (ROOT, Proxy, admin, bound, connections, options_request, send_raw, status_line,
                            wait_for)
@@ -104,7 +106,8 @@ def test_the_harness_proxy_starts_with_a_foreign_python_first_on_path(workdir, o
     try:
         proxy.start()  # waits for the 200 to an OPTIONS
         log = proxy.log_since(mark)
-        assert f"Redis at {office_url} ready" in log, log[-3000:]
+        # the proxy's own Redis user (tests/harness.py RedisUrl), its password masked
+        assert f"Redis at {Settings(redis_url=proxy.proxy_redis_url).redis_where} ready" in log, log[-3000:]
         assert "Traceback" not in log and "VerifyMode" not in log
         assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
     finally:
@@ -192,7 +195,7 @@ def test_run_sh_with_a_foreign_python_first_on_path(run_sh, fake_foreign):
         # the media servers are the media server's (media/, the venv's Python), the trunks SIPp's
         assert f"run: {'media server' if name in DEMO_MEDIA else 'stand-in'} {name} " in run.output
     log = (run.run_dir / "kamailio-5060.log").read_text(errors="replace")
-    assert "Traceback" not in log and "Redis at redis://127.0.0.1:" in log
+    assert "Traceback" not in log and "Redis at redis://cowork-proxy:***@127.0.0.1:" in log
     assert run.interrupt() == 0  # Ctrl-C
     assert "run: stopped" in run.output
     nothing_left(run)

@@ -314,3 +314,23 @@ def test_a_caller_on_tcp_or_tls_is_remembered_by_its_connection(world: World):
         assert ksr.relay is not None and ksr.vars[Var.CALLER] == f"{transport}:127.0.0.61:40000#23"
     udp = world.request(world.phone_invite("0145678901", src="127.0.0.61", sport=40000))
     assert udp.vars[Var.CALLER] == "udp:127.0.0.61:40000"
+
+
+def test_a_call_id_is_remembered_while_its_call_is_up_then_for_the_grace_only(world: World):
+    """kamailio.cfg's callids holds the calls that are up and those ended less than CALL_ID_GRACE_S
+    ago (issue 21.5: not a day of calls in shared memory)."""
+    first = world.request(world.phone_invite("0145678901", call_id="kept"))
+    assert first.relay is not None and first.expiries.get("callids", {}).get("kept") is None  # autoexpire: the cap
+    end = FakeKSR("BYE")
+    end.htables, end.expiries, end.now = first.htables, first.expiries, 1000.0
+    end.vars[Var.RECORD] = first.vars[Var.RECORD]
+    world.router(end).ksr_dialog_event(None, "dialog:end")
+    assert first.expiries["callids"]["kept"] == 1000.0 + world.settings.call_id_grace_s
+
+    def again(now: float) -> FakeKSR:
+        ksr = world.phone_invite("0145678901", call_id="kept")
+        ksr.htables, ksr.expiries, ksr.now = first.htables, first.expiries, now
+        return world.request(ksr)
+
+    assert again(1000.0 + world.settings.call_id_grace_s - 1).reply == (400, "Call-ID Already Used")
+    assert again(1000.0 + world.settings.call_id_grace_s).relay is not None
