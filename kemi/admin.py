@@ -12,11 +12,12 @@ import argparse
 import os
 import sys
 
-from kemi import admin_prepaid, numbering, provisioning
+from kemi import admin_audit, admin_prepaid, numbering, provisioning
 from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, CliError, OutcomeUnknown
 from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
+from kemi.store import audit as audit_store
 from kemi.store.prepaid import PrepaidLedger
 
 
@@ -118,11 +119,24 @@ def cmd_override(args, directory: Directory) -> None:
         print(f"{args.prefix}: override removed")
 
 
+def cmd_history(args, directory: Directory) -> None:
+    count = admin_prepaid.parse_count(args.count, "--count", 1)
+    rows = audit_store.last(directory.conn, count)
+    for entry_id, fields in rows:
+        rest = "  ".join(f"{k}={v}" for k, v in fields.items() if k not in ("actor", "at", "command", "host"))
+        print(f"{entry_id}  {fields.get('at', '?')}  {fields.get('actor', '?')}@{fields.get('host', '?')}  "
+              f"{fields.get('command', '?')}  {rest}".rstrip())
+    if not rows:
+        print("no audit records")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0],
                                      epilog="Amounts (prepaid topup, rate set, --fee) are "
                                             + admin_prepaid.AMOUNT_HELP + ".")
     parser.add_argument("--redis-url", help=f"Redis to manage (default: $REDIS_URL or {Settings.redis_url})")
+    parser.add_argument("--actor", help="who is making the change, for the audit record (default: $SUDO_USER, "
+                                        "else the OS user)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers, sites)",
@@ -158,7 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
     override.add_argument("billing", nargs="?", metavar="CLASS", help="included, prepaid or blocked (with set)")
     override.set_defaults(func=cmd_override)
     admin_prepaid.add_commands(sub)
+    history = sub.add_parser("history", help="the admin audit: who changed what, when (top-ups, rates, loads...)",
+                             description="Print the most recent admin audit records, oldest first: every "
+                                         "change made through this CLI (kemi/admin_audit.py).")
+    history.add_argument("--count", default="20", metavar="N", help="how many (default 20)")
+    history.set_defaults(func=cmd_history)
     return parser
+
+
+def audit(args, conn: Connection, env: dict[str, str]) -> None:
+    """The change just made, recorded in Redis and in the log. A record that cannot be written does not
+    undo the change: stderr and the log say so."""
+    fields = admin_audit.record(args, admin_audit.actor(args.actor, env))
+    stored = None
+    try:
+        stored = audit_store.append(conn, fields)
+    except (StoreUnavailable, StoreRefused) as exc:
+        print(f"warning: the change was made, but its audit record could not be written to Redis: {exc}",
+              file=sys.stderr)
+    try:
+        admin_audit.log(fields, env, stored)
+    except OSError as exc:
+        print(f"warning: the audit log could not be written: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(env)
         conn = Connection(settings)
         args.func(args, Directory(conn))
+        if admin_audit.audited(args):
+            audit(args, conn, env)
     except provisioning.ProvisioningError as exc:
         print(f"error: {exc.source}: {len(exc.problems)} problem(s), nothing was changed", file=sys.stderr)
         for problem in exc.problems:

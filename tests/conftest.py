@@ -17,6 +17,7 @@ SIP_DB = 0          # the office the session's proxy serves
 LEDGER_DB = 1       # tests/redis
 CLI_PREPAID_DB = 2  # tests/cli/test_admin_prepaid.py
 CLI_DB = 3          # tests/cli/test_admin.py
+CLI_AUDIT_DB = 9    # tests/cli/test_admin_audit.py
 
 
 # The SIP tests' trunks and media servers listen on fixed addresses (127.0.0.2:5060, ...), so two
