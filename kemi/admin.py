@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from kemi import admin_audit, admin_prepaid, numbering, provisioning
+from kemi import admin_audit, admin_metrics, admin_prepaid, numbering, provisioning
 from kemi.cli_errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, CliError, OutcomeUnknown
 from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
@@ -130,6 +130,14 @@ def cmd_history(args, directory: Directory) -> None:
         print("no audit records")
 
 
+def cmd_metrics(args, directory: Directory) -> None:
+    text = admin_metrics.collect(args, directory, admin_prepaid._ledger, admin_prepaid.parse_minor)
+    if args.textfile:
+        admin_metrics.write_atomically(args.textfile, text)
+    else:
+        sys.stdout.write(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0],
                                      epilog="Amounts (prepaid topup, rate set, --fee) are "
@@ -177,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                                          "change made through this CLI (kemi/admin_audit.py).")
     history.add_argument("--count", default="20", metavar="N", help="how many (default 20)")
     history.set_defaults(func=cmd_history)
+    metrics = sub.add_parser("metrics", help="certificate expiry and prepaid balance gauges, for node_exporter",
+                             description=admin_metrics.__doc__.split("\n\n")[0])
+    metrics.add_argument("--textfile", metavar="PATH",
+                         help="write there (atomically; node_exporter's textfile directory, *.prom), not stdout")
+    metrics.add_argument("--cert", action="append", default=[], metavar="PEM",
+                         help="a TLS certificate whose expiry to export (repeat for several)")
+    metrics.add_argument("--low-balance", default="5", metavar="AMOUNT",
+                         help="an active account with less available is low (default 5, i.e. 5.00): "
+                              + admin_prepaid.AMOUNT_HELP)
+    metrics.set_defaults(func=cmd_metrics)
     return parser
 
 
