@@ -31,8 +31,13 @@ def declared(kind: str) -> dict[str, str | None]:
 
 
 def test_kamailio_cfg_declares_exactly_the_shells_metrics_with_their_labels():
-    assert declared("counter") == {name: label for name, (label, _) in Metric.COUNTERS.items()}
+    assert declared("counter") == {**{name: label for name, (label, _) in Metric.COUNTERS.items()},
+                                   **Metric.DATA_LABELLED}
     assert declared("gauge") == {name: None for name in Metric.GAUGES}
+    assert declared("histogram") == {name: None for name in Metric.HISTOGRAMS}
+    for spec in re.findall(r'^modparam\("xhttp_prom", "prom_histogram", "([^"]+)"\)', CFG, re.M):
+        buckets = [float(b) for b in re.search(r"buckets=([0-9.:]+)", spec).group(1).split(":")]
+        assert buckets == sorted(set(buckets)), spec
     assert f'name "{Metric.SOCKET}"' in CFG
     assert re.search(r'modparam\("dialog", "profiles_no_value", "prepaid;media"\)', CFG)
 
