@@ -109,9 +109,11 @@ BAN_KINDS = (FLOOD, SITE_PHONE, AUTH)
 
 
 def trunk_label(label: str) -> str:
-    """A trunk's name as a label value (trunk_failovers_total): provisioned names only (kemi.model),
-    bounded by the trunks ops provision; anything else is "other"."""
-    return label if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", label or "") else OTHER
+    """A trunk's name as a label value (trunk_failovers_total), from the label a log line gives it
+    ("primary (udp:192.0.2.1:5060)", kemi.model): provisioned names only, bounded by the trunks ops
+    provision; anything else is "other"."""
+    name = (label or "").split(" ", 1)[0]
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) else OTHER
 
 
 # -- Redis failures, by kind (redis_errors_total; kemi.store.Connection reports them) -------------
