@@ -66,6 +66,14 @@ defines=()
 case ${METRICS_ADDR:-} in
   127.*) defines=(-A METRICS_ON_LOOPBACK) ;;
 esac
+# LOG_FORMAT=json: one JSON object per line (Kamailio's json log engine; "c": a "callid" field on every
+# line logged while a SIP message is handled, "M": no trailing newline inside "message"). The time of
+# such a line is in its "logprefix" (kamailio.cfg, log_prefix). README.md, Metrics and logs.
+case ${LOG_FORMAT:-plain} in
+  json) defines+=(--log-engine=json:cM) ;;
+  plain) ;;
+  *) echo "kamailio.sh: LOG_FORMAT=$LOG_FORMAT: expected plain or json" >&2; exit 2 ;;
+esac
 # Kamailio's default allocator (qm) is its debugging one: its free-list search was the largest single
 # C cost of a call (dialogs, transactions and variables live in shared memory; bench/PERF.md). TLSF
 # allocates in constant time, for shared (-x) and private (-X) memory alike.

@@ -446,3 +446,37 @@ def test_sip_over_tcp_without_content_length_is_framed_by_its_headers(proxy):
     wait_for(lambda: "parse_msg" in proxy.log_since(mark) or "bad message" in proxy.log_since(mark), 5,
              "the trailing bytes refused as a message")
     assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
+
+
+def test_json_logs_carry_the_call_id_and_the_time_on_every_line_of_a_call(workdir):
+    """LOG_FORMAT=json (the Ansible role's): every line is one JSON object; every line logged while the
+    proxy handles a call's messages, its decision line included, has the call's Call-ID in "callid" and
+    the time in "logprefix"."""
+    import time
+
+    redis = RedisServer(workdir).start()
+    admin(redis.url, "load", str(OFFICE))
+    proxy = Proxy(workdir, redis.url, LOG_FORMAT="json").start()
+    phones = Phones(proxy, workdir)
+    try:
+        started = time.time()
+        result = phones.call(phones.phone("2001"), "0899123456").wait()
+        assert result.final[0] == 403
+        cid = call_id_of(result.messages)
+        wait_for(lambda: f"call {cid} refused" in proxy.log_text(), 10, "the decision line")
+        text = [line for line in proxy.log_text().splitlines() if line.strip()]
+        # Kamailio prints its sockets to stdout once at start, outside the log engine
+        assert all(line.startswith(("{", "Listening on", "Aliases:", " ")) for line in text), text
+        lines = [json.loads(line) for line in text if line.startswith("{")]
+        mine = [line for line in lines if line.get("callid") == cid]
+        assert any(line["message"].startswith(f"call {cid} refused premium_blocked: 403") for line in mine), mine
+        # nothing about this call is logged without its Call-ID
+        assert all(line.get("callid") == cid for line in lines if cid in line["message"]), lines
+        for line in mine:
+            stamp, _, rest = line["logprefix"].partition(" ")
+            assert started - 5 < float(stamp) < time.time() + 5 and cid in rest, line
+            assert line["level"] and not line["message"].endswith("\n")
+    finally:
+        phones.cleanup()
+        proxy.stop()
+        redis.stop()
