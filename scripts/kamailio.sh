@@ -66,11 +66,12 @@ defines=()
 case ${METRICS_ADDR:-} in
   127.*) defines=(-A METRICS_ON_LOOPBACK) ;;
 esac
-# LOG_FORMAT=json: one JSON object per line (Kamailio's json log engine; "c": a "callid" field on every
-# line logged while a SIP message is handled, "M": no trailing newline inside "message"). The time of
-# such a line is in its "logprefix" (kamailio.cfg, log_prefix). README.md, Metrics and logs.
+# LOG_FORMAT=json: one JSON object per line (Kamailio's json log engine, "M": no trailing newline inside
+# "message", which the engine escapes). Not "c": 5.6 writes its "callid" field unescaped, and a Call-ID may
+# hold '"' (RFC 3261): a phone's Call-ID would forge fields of the line. The Call-ID and the time are in
+# "logprefix" instead, escaped (kamailio.cfg, log_prefix). README.md, Metrics and logs.
 case ${LOG_FORMAT:-plain} in
-  json) defines+=(--log-engine=json:cM) ;;
+  json) defines+=(--log-engine=json:M) ;;
   plain) ;;
   *) echo "kamailio.sh: LOG_FORMAT=$LOG_FORMAT: expected plain or json" >&2; exit 2 ;;
 esac

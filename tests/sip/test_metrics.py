@@ -27,6 +27,7 @@ import yaml
 from tests.conftest import OFFICE, SIP_DB
 from tests.harness import (ROOT, Proxy, RedisServer, Sipp, admin, free_port, office_file, options_request, send_raw,
                            status_line, wait_for)
+from tests.sip.rawsip import Uac
 from tests.sip.conftest import BACKUP, EMERGENCY, PRIMARY, Phones, trunk
 from tests.sip.test_incoming import call_in
 from tests.sip.test_prepaid import GERMAN_MOBILE, Account, announcer
@@ -448,15 +449,31 @@ def test_sip_over_tcp_without_content_length_is_framed_by_its_headers(proxy):
     assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
 
 
-def test_json_logs_carry_the_call_id_and_the_time_on_every_line_of_a_call(workdir):
-    """LOG_FORMAT=json (the Ansible role's): every line is one JSON object; every line logged while the
-    proxy handles a call's messages, its decision line included, has the call's Call-ID in "callid" and
-    the time in "logprefix"."""
-    import time
-
+@pytest.fixture
+def json_proxy(workdir):
+    """A proxy of its own logging as the Ansible role sets it up: LOG_FORMAT=json."""
     redis = RedisServer(workdir).start()
     admin(redis.url, "load", str(OFFICE))
     proxy = Proxy(workdir, redis.url, LOG_FORMAT="json").start()
+    yield proxy
+    proxy.stop()
+    redis.stop()
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every line of a LOG_FORMAT=json log as JSON, strictly (a raw control character fails)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    # Kamailio prints its sockets to stdout once at start, outside the log engine
+    assert all(line.startswith(("{", "Listening on", "Aliases:", " ")) for line in lines), lines
+    return [json.loads(line, strict=True) for line in lines if line.startswith("{")]
+
+
+def test_json_logs_carry_the_call_id_and_the_time_on_every_line_of_a_call(json_proxy, workdir):
+    """Every line is one JSON object; every line logged while the proxy handles a call's messages, its
+    decision line included, has the time and the call's Call-ID in "logprefix"."""
+    import time
+
+    proxy = json_proxy
     phones = Phones(proxy, workdir)
     try:
         started = time.time()
@@ -464,19 +481,41 @@ def test_json_logs_carry_the_call_id_and_the_time_on_every_line_of_a_call(workdi
         assert result.final[0] == 403
         cid = call_id_of(result.messages)
         wait_for(lambda: f"call {cid} refused" in proxy.log_text(), 10, "the decision line")
-        text = [line for line in proxy.log_text().splitlines() if line.strip()]
-        # Kamailio prints its sockets to stdout once at start, outside the log engine
-        assert all(line.startswith(("{", "Listening on", "Aliases:", " ")) for line in text), text
-        lines = [json.loads(line) for line in text if line.startswith("{")]
-        mine = [line for line in lines if line.get("callid") == cid]
+        lines = json_lines(proxy.log_text())
+        mine = [line for line in lines if line.get("logprefix", "").endswith(f" {cid}}} ")]
         assert any(line["message"].startswith(f"call {cid} refused premium_blocked: 403") for line in mine), mine
-        # nothing about this call is logged without its Call-ID
-        assert all(line.get("callid") == cid for line in lines if cid in line["message"]), lines
+        # nothing about this call is logged without its Call-ID and time
+        assert all(line in mine for line in lines if cid in line["message"]), lines
         for line in mine:
             stamp, _, rest = line["logprefix"].partition(" ")
-            assert started - 5 < float(stamp) < time.time() + 5 and cid in rest, line
+            assert started - 5 < float(stamp) < time.time() + 5 and rest.startswith("{1 "), line
             assert line["level"] and not line["message"].endswith("\n")
     finally:
         phones.cleanup()
-        proxy.stop()
-        redis.stop()
+
+
+@pytest.mark.parametrize("cid", [
+    'x", "level": "CRIT", "forged": "1@h',        # fields of its own
+    '"}{"level": "CRIT", "forged": "2"}{"a": "',  # a whole second object
+    'back\\slash\\"@h',                        # backslashes that would un-escape the closing quote
+    'tab\tand\x01ctl\x1b[31mred@h',             # control bytes: invalid JSON, a terminal's escape codes
+])
+def test_a_hostile_call_id_forges_no_field_and_breaks_no_json_line(json_proxy, cid):
+    """A Call-ID may hold '"' and '\\' (RFC 3261 word); Kamailio 5.6 writes the log prefix unescaped.
+    Whatever a phone puts there, every line stays one JSON object with the proxy's own fields only, and
+    the call is still refused, counted and logged."""
+    proxy = json_proxy
+    mark = proxy.mark()
+    with Uac(proxy) as alice:
+        answer = alice.invite("2001", "acme.test", "alice-secret-1", "0899123456", cid=cid).final
+    assert answer is not None and answer[0] == 403, answer
+    wait_for(lambda: "refused premium_blocked" in proxy.log_since(mark), 10, "the decision line")
+    lines = json_lines(proxy.log_since(mark))
+    assert lines and all("forged" not in line and line["level"] != "CRIT" for line in lines), lines
+    keys = {"idx", "pid", "level", "module", "file", "line", "function", "logprefix", "message"}
+    assert all(set(line) <= keys for line in lines), lines
+    decision = [line for line in lines if "refused premium_blocked" in line["message"]]
+    assert decision and cid in decision[0]["message"]  # the message, escaped by the engine, keeps it whole
+    assert all('"' not in line.get("logprefix", "") and "\x1b" not in line.get("logprefix", "") for line in lines)
+
+
