@@ -449,9 +449,11 @@ def test_sip_over_tcp_without_content_length_is_framed_by_its_headers(proxy):
     assert status_line(send_raw(proxy, options_request(proxy))) == (200, "OK")
 
 
-@pytest.fixture
-def json_proxy(workdir):
-    """A proxy of its own logging as the Ansible role sets it up: LOG_FORMAT=json."""
+@pytest.fixture(scope="module")
+def json_proxy(tmp_path_factory):
+    """A proxy of its own logging as the Ansible role sets it up: LOG_FORMAT=json (one for the module's
+    JSON tests: each reads its own part of the log)."""
+    workdir = tmp_path_factory.mktemp("json-logs")
     redis = RedisServer(workdir).start()
     admin(redis.url, "load", str(OFFICE))
     proxy = Proxy(workdir, redis.url, LOG_FORMAT="json").start()
@@ -475,12 +477,13 @@ def test_json_logs_carry_the_call_id_and_the_time_on_every_line_of_a_call(json_p
 
     proxy = json_proxy
     phones = Phones(proxy, workdir)
+    mark = proxy.mark()
     try:
         started = time.time()
         result = phones.call(phones.phone("2001"), "0899123456").wait()
         assert result.final[0] == 403
         cid = call_id_of(result.messages)
-        wait_for(lambda: f"call {cid} refused" in proxy.log_text(), 10, "the decision line")
+        wait_for(lambda: f"call {cid} refused" in proxy.log_since(mark), 10, "the decision line")
         lines = json_lines(proxy.log_text())
         mine = [line for line in lines if line.get("logprefix", "").endswith(f" {cid}}} ")]
         assert any(line["message"].startswith(f"call {cid} refused premium_blocked: 403") for line in mine), mine
