@@ -12,12 +12,13 @@ import argparse
 import os
 import sys
 
-from kemi import admin_prepaid, numbering, provisioning
+from kemi import admin_audit, admin_metrics, admin_prepaid, numbering, provisioning
 from kemi.cli_errors import (EXIT_BAD_INPUT, EXIT_OK, EXIT_STORE_DOWN, EXIT_UNRECONCILED, EXIT_UNREPLICATED, CliError,
                              OutcomeUnknown, Unreconciled)
 from kemi.model import E164_PREFIX_RE
 from kemi.settings import Settings, SettingsError
 from kemi.store import Connection, Directory, StoreRefused, StoreUnavailable
+from kemi.store import audit as audit_store
 from kemi.store.prepaid import Unreplicated
 from kemi.store.prepaid import PrepaidLedger
 
@@ -120,11 +121,32 @@ def cmd_override(args, directory: Directory) -> None:
         print(f"{args.prefix}: override removed")
 
 
+def cmd_history(args, directory: Directory) -> None:
+    count = admin_prepaid.parse_count(args.count, "--count", 1)
+    rows = audit_store.last(directory.conn, count)
+    for entry_id, fields in rows:
+        rest = "  ".join(f"{k}={v}" for k, v in fields.items() if k not in ("actor", "at", "command", "host"))
+        print(f"{entry_id}  {fields.get('at', '?')}  {fields.get('actor', '?')}@{fields.get('host', '?')}  "
+              f"{fields.get('command', '?')}  {rest}".rstrip())
+    if not rows:
+        print("no audit records")
+
+
+def cmd_metrics(args, directory: Directory) -> None:
+    text = admin_metrics.collect(args, directory, admin_prepaid._ledger, admin_prepaid.parse_minor)
+    if args.textfile:
+        admin_metrics.write_atomically(args.textfile, text)
+    else:
+        sys.stdout.write(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m kemi.admin", description=__doc__.split("\n")[0],
                                      epilog="Amounts (prepaid topup, rate set, --fee) are "
                                             + admin_prepaid.AMOUNT_HELP + ".")
     parser.add_argument("--redis-url", help=f"Redis to manage (default: $REDIS_URL or {Settings.redis_url})")
+    parser.add_argument("--actor", help="who is making the change, for the audit record (default: $SUDO_USER, "
+                                        "else the OS user)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = sub.add_parser("load", help="apply a YAML provisioning file (companies, extensions, DIDs, trunks, media servers, sites)",
@@ -160,7 +182,38 @@ def build_parser() -> argparse.ArgumentParser:
     override.add_argument("billing", nargs="?", metavar="CLASS", help="included, prepaid or blocked (with set)")
     override.set_defaults(func=cmd_override)
     admin_prepaid.add_commands(sub)
+    history = sub.add_parser("history", help="the admin audit: who changed what, when (top-ups, rates, loads...)",
+                             description="Print the most recent admin audit records, oldest first: every "
+                                         "change made through this CLI (kemi/admin_audit.py).")
+    history.add_argument("--count", default="20", metavar="N", help="how many (default 20)")
+    history.set_defaults(func=cmd_history)
+    metrics = sub.add_parser("metrics", help="certificate expiry and prepaid balance gauges, for node_exporter",
+                             description=admin_metrics.__doc__.split("\n\n")[0])
+    metrics.add_argument("--textfile", metavar="PATH",
+                         help="write there (atomically; node_exporter's textfile directory, *.prom), not stdout")
+    metrics.add_argument("--cert", action="append", default=[], metavar="PEM",
+                         help="a TLS certificate whose expiry to export (repeat for several)")
+    metrics.add_argument("--low-balance", default="5", metavar="AMOUNT",
+                         help="an active account with less available is low (default 5, i.e. 5.00): "
+                              + admin_prepaid.AMOUNT_HELP)
+    metrics.set_defaults(func=cmd_metrics)
     return parser
+
+
+def audit(args, conn: Connection, env: dict[str, str]) -> None:
+    """The change just made, recorded in Redis and in the log. A record that cannot be written does not
+    undo the change: stderr and the log say so."""
+    fields = admin_audit.record(args, admin_audit.actor(args.actor, env))
+    stored = None
+    try:
+        stored = audit_store.append(conn, fields)
+    except (StoreUnavailable, StoreRefused) as exc:
+        print(f"warning: the change was made, but its audit record could not be written to Redis: {exc}",
+              file=sys.stderr)
+    try:
+        admin_audit.log(fields, env, stored)
+    except OSError as exc:
+        print(f"warning: the audit log could not be written: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(env)
         conn = Connection(settings)
         args.func(args, Directory(conn))
+        if admin_audit.audited(args):
+            audit(args, conn, env)
     except provisioning.ProvisioningError as exc:
         print(f"error: {exc.source}: {len(exc.problems)} problem(s), nothing was changed", file=sys.stderr)
         for problem in exc.problems:

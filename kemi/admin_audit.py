@@ -1,83 +1,86 @@
-"""`kemi.admin prepaid audit` and `prepaid ledger-open`: prove each balance equals its ledger.
+"""The admin audit: who changed what, and when, through kemi.admin. Every top-up, rate change,
+activation, override and provisioning load leaves one record after it succeeded, in Redis (the capped
+stream keys.ADMIN_AUDIT, kemi.store.audit) and in the log (syslog, ident cowork-admin; and the file
+$COWORK_AUDIT_LOG when set, one JSON line each).
 
-The judgement is kemi.ledger_audit's (pure); this module reads each account through
-kemi.store.prepaid.PrepaidLedger (as the admin Redis user: SCAN, and the keys the proxy cannot
-write), prints one line per account, writes the Prometheus textfile, and exits 1 when one account
-does not reconcile (kemi.cli_errors).
+The money itself moves only inside the prepaid Functions: the record is written after the change, by
+the CLI, and is never part of it. A change whose record could not be written is still made; the CLI
+says so on stderr and in the log.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import json
 import os
-import tempfile
+import syslog
 import time
 
-from kemi import ledger_audit
-from kemi.cli_errors import CliError, Unreconciled
-from kemi.model import COMPANY_ID_RE
-from kemi.store.prepaid import PrepaidLedger
+# (command, action) pairs of kemi.admin that change something. Reads (show, list, records, audit) are
+# not recorded.
+AUDITED = {("load", None), ("override", "set"), ("override", "remove"),
+           ("prepaid", "activate"), ("prepaid", "deactivate"), ("prepaid", "topup"),
+           ("rate", "set"), ("rate", "remove")}
 
 
-def _write_atomically(path: str, text: str) -> None:
-    """node_exporter must never read half a file: write beside it, then rename over it."""
-    folder = os.path.dirname(os.path.abspath(path))
+def action_of(args) -> tuple[str, str | None]:
+    """The (command, action) of parsed kemi.admin arguments."""
+    command = args.command
+    action = getattr(args, "action", None) or getattr(args, f"{command}_command", None)
+    return command, action
+
+
+def audited(args) -> bool:
+    return action_of(args) in AUDITED and not getattr(args, "dry_run", False)
+
+
+def actor(explicit: str | None, env: dict[str, str]) -> str:
+    """Who: --actor when given (a ticket system, a billing job), else the login behind sudo, else the
+    OS user running the command."""
+    if explicit:
+        return explicit
+    if env.get("SUDO_USER"):
+        return env["SUDO_USER"]
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".prepaid-audit-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CliError(f"--textfile {path}: cannot write: {exc.strerror}") from None
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
 
 
-def cmd_audit(args, directory) -> None:
-    ledger = PrepaidLedger(directory.conn)
-    for co in args.company:
-        if not COMPANY_ID_RE.fullmatch(co):
-            raise CliError(f"COMPANY {co!r}: not a company id")
-    companies = args.company or ledger.accounts()
-    findings = [ledger_audit.reconcile(ledger.ledger_cut(co)) for co in companies]
-    for finding in findings:
-        if not args.quiet or not finding.reconciles:
-            print(ledger_audit.report_line(finding))
-    bad = [f.company for f in findings if not f.reconciles]
-    if args.textfile:
-        # Only a complete audit is exported: a run that failed half-way leaves the last one, whose
-        # timestamp then ages (the staleness alert), instead of a partial "all is well".
-        _write_atomically(args.textfile, ledger_audit.textfile(findings, int(time.time())))
-    print(f"prepaid audit: {len(findings)} accounts, {len(bad)} do not reconcile")
-    if bad:
-        raise Unreconciled(f"{len(bad)} Prepaid Account(s) do not reconcile with their ledger: {', '.join(bad)}; "
-                           f"stop top-ups for them and compare their records (prepaid records COMPANY) "
-                           f"with the Redis log before correcting anything")
+def what(args) -> dict[str, str]:
+    """The change as text fields: the command, and its arguments as the operator gave them (a loaded
+    file by its path and its SHA-256, since the file may change later)."""
+    command, action = action_of(args)
+    fields = {"command": " ".join(filter(None, [command, action]))}
+    for name in ("company", "amount", "ref", "currency", "prefix", "per_minute", "fee", "increments", "billing"):
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = str(value)
+    if command == "load":
+        fields["file"] = os.path.abspath(args.file)
+        fields["prune"] = "yes" if args.prune else "no"
+        try:
+            with open(args.file, "rb") as handle:
+                fields["sha256"] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            fields["sha256"] = "?"
+    return fields
 
 
-def cmd_ledger_open(args, directory) -> None:
-    if not COMPANY_ID_RE.fullmatch(args.company):
-        raise CliError(f"COMPANY {args.company!r}: not a company id")
-    ledger = PrepaidLedger(directory.conn, loads_functions=True)
-    if not ledger.has_data(args.company):
-        raise CliError(f"company {args.company!r}: no Prepaid Account")
-    d = ledger.ledger_open(args.company)
-    verb = "already opened" if d["duplicate"] else "opened"
-    print(f"{args.company}: ledger {verb}: balance {d['balance']} minor units accepted, "
-          f"{d['charged']} minor units charged before the ledger existed")
+def record(args, who: str, clock=time.time) -> dict[str, str]:
+    """The audit record of a change that succeeded: who, when (UTC, ms), what."""
+    at = clock()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+    return {"actor": who, "at": stamp, "host": os.uname().nodename, **what(args)}
 
 
-def add_commands(psub, leaf) -> None:
-    p = leaf(psub, "audit", cmd_audit, "check that every balance equals its ledger",
-             "Reconcile each Prepaid Account: its balance must equal its top-ups minus its opening minus the "
-             "charges of its ledger (integer minor units). One line per account; exit 1 when any account "
-             "does not reconcile (a balance written behind the ledger's back, or a damaged entry), 3 when "
-             "Redis is unreachable. Run as the admin Redis user.")
-    p.add_argument("company", metavar="COMPANY", nargs="*", help="only these companies (default: every account)")
-    p.add_argument("--textfile", metavar="PATH",
-                   help="also write the result for node_exporter's textfile collector (atomically), e.g. "
-                        "/var/lib/prometheus/node-exporter/cowork_prepaid_audit.prom")
-    p.add_argument("--quiet", action="store_true", help="print only the accounts that do not reconcile")
-    p = leaf(psub, "ledger-open", cmd_ledger_open, "accept the balance of an account older than its ledger",
-             "Once per account, right after upgrading to the release that keeps a ledger: what its top-ups "
-             "and its ledger do not account for (charges settled before) is recorded as its opening, so the "
-             "audit reconciles from then on. It accepts the balance as found: audit first.")
-    p.add_argument("company", metavar="COMPANY", help="company id")
+def log(fields: dict[str, str], env: dict[str, str], stored: str | None) -> None:
+    """The record in the log: syslog (auth facility: the log ops keep longest) and $COWORK_AUDIT_LOG."""
+    line = json.dumps({**fields, "audit_id": stored or "NOT STORED"}, sort_keys=True, ensure_ascii=False)
+    syslog.openlog("cowork-admin", 0, syslog.LOG_AUTH)
+    syslog.syslog(syslog.LOG_NOTICE, f"audit {line}")
+    path = env.get("COWORK_AUDIT_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")

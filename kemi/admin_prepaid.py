@@ -387,8 +387,8 @@ AMOUNT_HELP = ("in the currency's main unit: 50, 50.00 or 0.25 (at most 2 decima
 
 def add_commands(sub) -> None:
     """Add `prepaid ...` and `rate ...` to the subparsers of kemi.admin.build_parser()."""
-    from kemi import admin_audit  # it builds on this module's helpers
-    admin_audit.add_commands(_add_prepaid_commands(sub), _leaf)
+    from kemi import admin_ledger  # it builds on this module's helpers
+    admin_ledger.add_commands(_add_prepaid_commands(sub), _leaf)
     _add_rate_commands(sub)
 
 

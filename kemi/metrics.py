@@ -8,6 +8,8 @@ does not map to one is "other".
 
 from __future__ import annotations
 
+import re
+
 from kemi import numbering, replies
 from kemi.replies import Reply
 
@@ -90,6 +92,29 @@ def refusal_reason(answer: Reply) -> str:
     if answer.code == 404:
         return NUMBER_INVALID
     return OTHER
+
+
+# -- failed digest authentications, by method (auth_failures_total) ---------------------------------
+REGISTER, INVITE = "register", "invite"
+AUTH_METHODS = (REGISTER, INVITE, OTHER)
+
+
+def auth_method(method: str) -> str:
+    return {"REGISTER": REGISTER, "INVITE": INVITE}.get(method, OTHER)
+
+
+# -- bans, by kind (bans_total) ----------------------------------------------------------------------
+# an address flooding (pike), one phone of a declared site flooding, credentials guessed too often
+FLOOD, SITE_PHONE, AUTH = "flood", "site_phone", "auth"
+BAN_KINDS = (FLOOD, SITE_PHONE, AUTH)
+
+
+def trunk_label(label: str) -> str:
+    """A trunk's name as a label value (trunk_failovers_total), from the label a log line gives it
+    ("primary (udp:192.0.2.1:5060)", kemi.model): provisioned names only, bounded by the trunks ops
+    provision; anything else is "other"."""
+    name = (label or "").split(" ", 1)[0]
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) else OTHER
 
 
 # -- Redis failures, by kind (redis_errors_total; kemi.store.Connection reports them) -------------

@@ -17,6 +17,7 @@ export TLS_CERT=${TLS_CERT:-}                   # certificate (chain) file; empt
 export TLS_KEY=${TLS_KEY:-}                     # its private key file; empty: the demo key
 export SIP_CHILDREN=${SIP_CHILDREN:-4}          # worker processes per transport
 export LOG_LEVEL=${LOG_LEVEL:-2}                # Kamailio debug level: 0 warn, 1 notice, 2 info, 3 debug
+export LOG_FORMAT=${LOG_FORMAT:-plain}          # plain, or json: one JSON object per line with its Call-ID
 export REDIS_PORT=${REDIS_PORT:-6379}           # port of the local redis-server that scripts/run.sh starts
 export PROVISION_FILE=${PROVISION_FILE:-$ROOT/redis-schema/demo-office.yaml}  # loaded by scripts/run.sh at start
 export KEMI_SCRIPT=${KEMI_SCRIPT:-$ROOT/kemi/kamailio_entry.py}

@@ -96,6 +96,15 @@ case ${LOCATION_STORE:-memory} in
     defines+=(-A LOCATION_IN_REDIS) ;;
   *) echo "kamailio.sh: LOCATION_STORE=${LOCATION_STORE} is neither memory nor redis" >&2; exit 2 ;;
 esac
+# LOG_FORMAT=json: one JSON object per line (Kamailio's json log engine, "M": no trailing newline inside
+# "message", which the engine escapes). Not "c": 5.6 writes its "callid" field unescaped, and a Call-ID may
+# hold '"' (RFC 3261): a phone's Call-ID would forge fields of the line. The Call-ID and the time are in
+# "logprefix" instead, escaped (kamailio.cfg, log_prefix). README.md, Metrics and logs.
+case ${LOG_FORMAT:-plain} in
+  json) defines+=(--log-engine=json:M) ;;
+  plain) ;;
+  *) echo "kamailio.sh: LOG_FORMAT=$LOG_FORMAT: expected plain or json" >&2; exit 2 ;;
+esac
 # Kamailio's default allocator (qm) is its debugging one: its free-list search was the largest single
 # C cost of a call (dialogs, transactions and variables live in shared memory; bench/PERF.md). TLSF
 # allocates in constant time, for shared (-x) and private (-X) memory alike.

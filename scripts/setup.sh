@@ -11,7 +11,8 @@ DEBS=(kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-mo
       redis-server sip-tester baresip python3-venv python3-dev gcc
       prometheus prometheus-redis-exporter ansible ansible-lint yamllint nftables iproute2 openssl
       logrotate procps espeak-ng sox
-      haproxy redis-sentinel)
+      haproxy redis-sentinel
+      prometheus-alertmanager prometheus-node-exporter)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -19,6 +19,7 @@ LEDGER_DB = 1       # tests/redis
 CLI_PREPAID_DB = 2  # tests/cli/test_admin_prepaid.py
 CLI_DB = 3          # tests/cli/test_admin.py
 AUDIT_DB = 4        # tests/redis/test_audit.py
+CLI_AUDIT_DB = 9    # tests/cli/test_admin_audit.py
 
 
 # The SIP tests' trunks and media servers listen on fixed addresses (127.0.0.2:5060, ...), so two

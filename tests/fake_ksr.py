@@ -447,6 +447,11 @@ class _XhttpProm(_Module):
         self.ksr.counters[key] = self.ksr.counters.get(key, 0) + number
         return 1
 
+    def histogram_observe_l0(self, name: str, value: str) -> int:
+        assert isinstance(value, str) and float(value) >= 0, (name, value)
+        self.ksr.observations.setdefault(name, []).append(float(value))
+        return 1
+
     def gauge_set_l0(self, name: str, value: str) -> int:
         assert isinstance(value, str)
         self.ksr.gauges[name] = float(value)
@@ -586,6 +591,7 @@ class FakeKSR:
         self.nat_registered = 0                     # fix_nated_register() calls
         self.media_ops: list[tuple[str, str]] = []  # (offer|answer|delete, flags) sent to rtpengine
         self.counters: dict[tuple[str, str], int] = {}  # (metric, label) -> value (xhttp_prom)
+        self.observations: dict[str, list[float]] = {}  # histogram -> values observed (xhttp_prom)
         self.gauges: dict[str, float] = {}
         self.profiles: list[str] = []                   # dialog profiles the call joined
         self.profile_sizes: dict[str, int] = {}         # what get_profile_size answers

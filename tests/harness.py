@@ -260,6 +260,8 @@ class MediaRelay:
         self.ports = ports
         self.log_path = workdir / f"rtpengine-{self.ng_port}.log"
         self.proc: subprocess.Popen | None = None
+        # its Prometheus page (--listen-http, on loopback as in production: the port takes /cli commands)
+        self.http_port = free_port(ip, socket.SOCK_STREAM) if netns is None and ip.startswith("127.") else None
 
     @property
     def sock(self) -> str:
@@ -271,7 +273,7 @@ class MediaRelay:
             "rtpengine", "--config-file=none", "--foreground", "--table=-1", f"--interface={self.ip}",
             f"--listen-ng={self.ip}:{self.ng_port}", f"--port-min={self.ports[0]}", f"--port-max={self.ports[1]}",
             "--timeout=60", "--silent-timeout=3600", "--final-timeout=14400", "--offer-timeout=600",
-            "--log-stderr", "--log-level=6"]
+            "--log-stderr", "--log-level=6"] + ([f"--listen-http={self.ip}:{self.http_port}"] if self.http_port else [])
 
     def start(self) -> "MediaRelay":
         self.log = open(self.log_path, "ab")

@@ -38,6 +38,7 @@ class Router:
         self.settings = settings
         self.conn = conn or Connection(settings)
         self.conn.on_error = self.redis_failed
+        self.conn.on_latency = lambda seconds: sip.observe(Metric.REDIS_LATENCY, seconds)
         self.directory = directory or Directory(self.conn)
         cache = EmergencyCache(sip)
         self.ledger = PrepaidLedger(self.conn)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from kemi import edge, numbering
+from kemi import edge, metrics, numbering
 from kemi.model import Site
 from kemi.settings import Settings
-from kemi.sip.shell import Sip, Table, Var
+from kemi.sip.shell import Metric, Sip, Table, Var
 from kemi.store import Directory, StoreRefused, StoreUnavailable
 
 PEERS_TTL_S = 10.0  # how long a process trusts its copy of the trunk and media-server addresses and sites
@@ -137,6 +137,7 @@ class Gate:
                 sip.log("warn", f"flood from {ip}:{port}, a trusted peer's address: excess dropped, not banned")
             return self.exempt()
         sip.cache_set_for(Table.IP_BAN, ip, int(edge.ADDRESS_BANNED), self.settings.ban_s)
+        sip.count(Metric.BANS, metrics.FLOOD)
         sip.log("warn", f"flood from {ip}:{port}: {ip} banned for {self.settings.ban_s}s")
         return self.exempt()
 
@@ -173,6 +174,7 @@ class Gate:
         sip, ban_s = self.sip, self.settings.ban_s
         ip = sip.source[0]
         sip.cache_set_for(Table.SITE_BAN, key, 1, ban_s)
+        sip.count(Metric.BANS, metrics.SITE_PHONE)
         sip.cache_remove(Table.SITE_FLOOD, key)  # after the ban, counting starts again
         # the address's mark lasts as long as its latest ban: until then its requests look in siteban
         sip.cache_set_for(Table.IP_BAN, ip, int(edge.SITE_MARK), ban_s)
@@ -237,12 +239,14 @@ class Gate:
         sip, cfg = self.sip, self.settings
         ip = sip.source[0]
         pair, address = self.auth_keys(user, domain)
+        sip.count(Metric.AUTH_FAILURES, metrics.auth_method(sip.method))
         anyone = address.split("|", 1)[0]  # the address, or at a site the address and port
         for key, limit, what in ((pair, cfg.auth_fail_max, f"auth for {user}@{domain} from {ip}"),
                                  (address, cfg.auth_fail_max * edge.IP_FAIL_FACTOR, f"auth from {anyone} for any user")):
             count = sip.count_in_window(Table.AUTH_FAIL, key, cfg.auth_fail_window_s)
             if count >= limit:
                 sip.cache_set_for(Table.AUTH_BAN, key, 1, cfg.auth_ban_s)
+                sip.count(Metric.BANS, metrics.AUTH)
                 sip.cache_remove(Table.AUTH_FAIL, key)  # after the block, counting starts again
                 sip.log("warn", f"{what} blocked for {cfg.auth_ban_s}s after {count} failures "
                                 f"within {cfg.auth_fail_window_s}s")

@@ -32,12 +32,13 @@ way is better than none.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 from kemi import replies
 from kemi.replies import Reply
-from kemi.sip.shell import Profile, Route, Sip, Var
+from kemi.sip.shell import Metric, Profile, Route, Sip, Var
 
 # Every SDP names rtpengine in its session and media lines and in its origin (no private
 # address is left anywhere in the body); ICE candidates of the phone would name private
@@ -319,6 +320,8 @@ class Media:
         media (183 from the announcement server, a carrier's ringback) and the answer alike."""
         sip = self.sip
         code = sip.reply_code()
+        if code in (180, 183, 200):
+            self.post_dial_delay()
         if not (100 < code < 300 and sip.has_sdp()):
             return
         refused, _ = self.judge_sdp()
@@ -338,6 +341,15 @@ class Media:
                 sip.set(Var.MEDIA, OFFERED)
             else:
                 sip.log("err", f"{code} of call-id {sip.call_id}: rtpengine did not release the call's media")
+
+    def post_dial_delay(self) -> None:
+        """A trunk's first ringing or answer: the time since it got the INVITE (kemi.sip.trunks sets
+        Var.PDD_FROM at each relay to a trunk, failover included), once per trunk."""
+        sip = self.sip
+        sent = sip.get(Var.PDD_FROM)
+        if sent and sent.isdigit():
+            sip.set(Var.PDD_FROM, "")
+            sip.observe(Metric.POST_DIAL_DELAY, max(time.time() * 1000 - int(sent), 0) / 1000)
 
     def same_callee_side(self) -> str:
         """Flags that put a later answerer's SDP on the callee side of the first one's. A call's

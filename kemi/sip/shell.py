@@ -57,6 +57,7 @@ class Var:
     COMPANY = "$avp(co)"               # the company a receptionist call belongs to
     DID = "$avp(did)"                  # the DID that was called
     TRUNK_NOW = "$avp(trunk_now)"      # "<ms sent> <label>": when the current branch went to which trunk
+    PDD_FROM = "$avp(pdd_from)"        # ms the current trunk got the INVITE, until its first 180/183/200
     TRUNKS_TRIED = "$avp(trunks_tried)"  # what each trunk tried did, for the log line of the last failure
     EMERGENCY = "$avp(emergency)"      # "1": an emergency call; its failure is logged at crit
     # kamailio.cfg: the registrar's received_avp (nathelper's too): where a contact is really reached
@@ -133,10 +134,19 @@ class Metric:
     CALLS_FAILED = "calls_failed_total"     # category: metrics.FAILED_CATEGORIES
     REDIS_ERRORS = "redis_errors_total"     # kind: metrics.REDIS_ERRORS
     PREPAID_IN_FLIGHT = "prepaid_reservations_in_flight"  # gauge: Profile.PREPAID's size at each scrape
+    AUTH_FAILURES = "auth_failures_total"   # method: metrics.AUTH_METHODS
+    BANS = "bans_total"                     # kind: metrics.BAN_KINDS
+    TRUNK_FAILOVERS = "trunk_failovers_total"  # trunk: the trunk's provisioned name (metrics.trunk_label)
+    POST_DIAL_DELAY = "post_dial_delay_seconds"  # histogram: trunk relayed -> its first 180/183/200
+    REDIS_LATENCY = "redis_latency_seconds"      # histogram: each Redis round trip of the routes
     COUNTERS = {CALLS_ROUTED: ("category", metrics.CATEGORIES), REFUSALS: ("reason", metrics.REASONS),
                 CALLS_FAILED: ("category", metrics.FAILED_CATEGORIES),
-                REDIS_ERRORS: ("kind", metrics.REDIS_ERRORS)}
+                REDIS_ERRORS: ("kind", metrics.REDIS_ERRORS),
+                AUTH_FAILURES: ("method", metrics.AUTH_METHODS), BANS: ("kind", metrics.BAN_KINDS)}
+    # counters whose label values come from the provisioned data: each series appears at its first count
+    DATA_LABELLED = {TRUNK_FAILOVERS: "trunk"}
     GAUGES = (PREPAID_IN_FLIGHT,)
+    HISTOGRAMS = (POST_DIAL_DELAY, REDIS_LATENCY)
     SOCKET = "metrics"                      # kamailio.cfg: the name of the listen socket that serves them
     PREPAID_SIZE_VAR = "$var(prepaid_calls)"
 
@@ -809,6 +819,10 @@ class _Metrics:
     def count(self, metric: str, label: str) -> None:
         """One more in a counter of Metric, for a label value of kemi.metrics."""
         self.k.xhttp_prom.counter_inc_l1(metric, 1, label)
+
+    def observe(self, metric: str, seconds: float) -> None:
+        """One observation of a histogram of Metric.HISTOGRAMS."""
+        self.k.xhttp_prom.histogram_observe_l0(metric, f"{seconds:.6f}")
 
     def metrics_ready(self) -> None:
         """Every series of every counter exists from the start, at 0 (adding 0 never resets one):

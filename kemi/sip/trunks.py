@@ -56,7 +56,9 @@ class Trunks:
     def relay(self, user: str, trunks: list) -> None:
         trunk, rest = trunks[0], trunks[1:]
         self.sip.set(Var.TRUNKS_LEFT, routing.encode_peers(rest))
-        self.sip.set(Var.TRUNK_NOW, f"{now_ms()} {trunk.label}")
+        sent = now_ms()
+        self.sip.set(Var.TRUNK_NOW, f"{sent} {trunk.label}")
+        self.sip.set(Var.PDD_FROM, str(sent))  # the post-dial delay, observed at its first 180/183/200
         self.sip.relay(f"sip:{user}@{trunk.host}:{trunk.port};transport={trunk.transport}", Route.FAILURE_TRUNK,
                        Timers(120000, self.settings.trunk_timeout_ms), to_phones=False)
 
@@ -74,6 +76,8 @@ class Trunks:
         rest = routing.decode_peers(sip.get(Var.TRUNKS_LEFT))
         # a 408 after ringing is the callee not answering, not the trunk failing
         trunk_failed = routing.trunk_failed(code, replied=replied)
+        if trunk_failed:
+            sip.count(Metric.TRUNK_FAILOVERS, metrics.trunk_label(trunk))
         if trunk_failed and rest:
             sip.log("warn", f"call-id {sip.call_id} to {sip.get(Var.DIAL_USER)}: {outcome}: trying {rest[0].label}")
             self.relay_next()

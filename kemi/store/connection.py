@@ -84,12 +84,22 @@ class Connection:
         # Told the kind of every failure (kemi.metrics.REDIS_ERRORS) before it is raised: the
         # proxy counts them (kemi.sip.app); the CLI leaves it unset.
         self.on_error = None
+        # Told the seconds of every round trip that got an answer (the proxy's redis_latency_seconds);
+        # the CLI leaves it unset.
+        self.on_latency = None
 
     def failed(self, kind: str) -> None:
         if self.on_error is not None:
             try:
                 self.on_error(kind)
             except Exception:  # counting must never change what the caller sees
+                pass
+
+    def _took(self, started: float) -> None:
+        if self.on_latency is not None:
+            try:
+                self.on_latency(time.perf_counter() - started)
+            except Exception:  # measuring must never change what the caller sees
                 pass
 
     def client(self) -> redis.Redis:
@@ -114,8 +124,10 @@ class Connection:
                 pipe.execute_command(*command)
             replies = self.call(pipe.execute, raise_on_error=False)
         else:
+            started = time.perf_counter()
             try:
                 replies = wire.run(commands)
+                self._took(started)
             except (OSError, WireError, hiredis.ProtocolError) as exc:
                 self._schema_checked_at = float("-inf")  # it may come back empty
                 self.failed(metrics.TIMEOUT if isinstance(exc, TimeoutError) else metrics.UNREACHABLE)
@@ -158,8 +170,11 @@ class Connection:
 
     def call(self, fn, *args, **kwargs):
         """fn(*args, **kwargs), a redis-py command, with its errors as StoreUnavailable or StoreRefused."""
+        started = time.perf_counter()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            self._took(started)
+            return result
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._schema_checked_at = float("-inf")  # it may come back empty
             timeout = isinstance(exc, (redis.TimeoutError, TimeoutError))

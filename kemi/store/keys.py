@@ -44,3 +44,8 @@ SOURCE_PREFIX = "source:"
 
 def source(ip: str, port: int | str) -> str:
     return f"{SOURCE_PREFIX}{ip}:{port}"
+
+# Who changed what through kemi.admin (top-ups, rates, provisioning loads, overrides): a stream capped
+# at AUDIT_MAXLEN entries (XADD MAXLEN ~), written after each change succeeded (kemi.admin_audit).
+ADMIN_AUDIT = "audit:admin"
+ADMIN_AUDIT_MAXLEN = 100_000

@@ -153,8 +153,8 @@ def test_pathological_files_are_exit_2_with_file_and_place(fresh, tmp_path, name
 
 
 @pytest.mark.parametrize("args, usage, says", [
-    ([], "[--redis-url REDIS_URL] COMMAND ...",
-     ["load apply a YAML provisioning file", "show print what is provisioned", "trunks list the provisioned trunks",
+    ([], "[--redis-url REDIS_URL] [--actor ACTOR] COMMAND ...",
+     ["load apply a YAML provisioning file", "history the admin audit: who changed what", "show print what is provisioned", "trunks list the provisioned trunks",
       "override override the billing class of an E.164 prefix", "prepaid Prepaid Account of a company",
       "rate per-minute rates of prepaid destinations", f"(default: $REDIS_URL or {Settings.redis_url})",
       "Amounts (prepaid topup, rate set, --fee) are in the currency's main unit: 50, 50.00 or 0.25 (at most 2 "

@@ -445,6 +445,27 @@ def test_the_metrics_endpoint_answers(deployed):
     assert "kamailio_calls_routed_total" in text and "kamailio_dialog_active_dialogs" in text
 
 
+def test_the_proxy_hosts_gauges_and_rtpengine_s_metrics_are_served(deployed):
+    """node_exporter with kemi.admin metrics' textfile, and rtpengine's page through kemi.metrics_relay
+    (GET /metrics alone: rtpengine's own HTTP port also takes /cli commands)."""
+    import urllib.error
+
+    with inside(deployed.netns):
+        node = wait_for(lambda: _get_or_none("http://127.0.0.1:9100/metrics"), 30, "node_exporter")
+        relayed = wait_for(lambda: _get_or_none("http://127.0.0.1:9902/metrics"), 30, "the rtpengine relay")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen("http://127.0.0.1:9902/cli/list%20numsessions", timeout=5)
+    assert "cowork_certificate_expiry_timestamp_seconds{" in node and "node_cpu_seconds_total" in node
+    assert "rtpengine_sessions" in relayed and refused.value.code == 404
+
+
+def _get_or_none(url: str) -> str | None:
+    try:
+        return http_get(url)
+    except OSError:
+        return None
+
+
 def test_a_crashed_proxy_is_restarted_by_its_supervisor(deployed):
     # Restart=on-failure, as cowork-supervise does it where systemd is not PID 1: a worker that dies
     # makes Kamailio's main process exit with an error, and the supervisor starts it again.

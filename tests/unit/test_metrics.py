@@ -31,8 +31,13 @@ def declared(kind: str) -> dict[str, str | None]:
 
 
 def test_kamailio_cfg_declares_exactly_the_shells_metrics_with_their_labels():
-    assert declared("counter") == {name: label for name, (label, _) in Metric.COUNTERS.items()}
+    assert declared("counter") == {**{name: label for name, (label, _) in Metric.COUNTERS.items()},
+                                   **Metric.DATA_LABELLED}
     assert declared("gauge") == {name: None for name in Metric.GAUGES}
+    assert declared("histogram") == {name: None for name in Metric.HISTOGRAMS}
+    for spec in re.findall(r'^modparam\("xhttp_prom", "prom_histogram", "([^"]+)"\)', CFG, re.M):
+        buckets = [float(b) for b in re.search(r"buckets=([0-9.:]+)", spec).group(1).split(":")]
+        assert buckets == sorted(set(buckets)), spec
     assert f'name "{Metric.SOCKET}"' in CFG
     assert re.search(r'modparam\("dialog", "profiles_no_value", "prepaid;media"\)', CFG)
 
@@ -171,3 +176,22 @@ def test_error_replies_count_as_refused_unless_the_ledger_decided():
         with pytest.raises(StoreRefused):
             conn.call(reply, message)
     assert seen == ["refused"]
+
+
+@pytest.mark.parametrize("label, value", [
+    ("primary (udp:127.0.0.2:5060)", "primary"), ("carrier-in (tcp:10.0.0.1:5060)", "carrier-in"),
+    ("?", "other"), ("", "other"), ('x"} 1\nfake{a="', "other"), ("a" * 65 + " (udp:1.2.3.4:5)", "other"),
+])
+def test_a_trunk_label_is_its_provisioned_name_or_other(label, value):
+    assert metrics.trunk_label(label) == value
+
+
+@given(st.text(max_size=100))
+def test_a_trunk_label_is_always_a_safe_label_value(label):
+    assert re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", metrics.trunk_label(label))
+
+
+@pytest.mark.parametrize("method, label", [("REGISTER", "register"), ("INVITE", "invite"), ("BYE", "other"),
+                                           ("register", "other")])
+def test_auth_failures_are_counted_by_method(method, label):
+    assert metrics.auth_method(method) == label in metrics.AUTH_METHODS

@@ -110,3 +110,27 @@ def test_sip_on_the_metrics_socket_gets_nothing(world: World):
     world.request(ksr)
     assert ksr.replies == [] and ksr.relays == [] and ksr.counters == {}
     assert any("metrics socket dropped" in line for line in ksr.logged("notice"))
+
+
+def test_a_failing_trunk_counts_a_failover_under_its_name(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "+33145678901",
+                     Var.TRUNK_NOW: "1 primary (udp:127.0.0.2:5060)"})
+    ksr.failure_code = 503
+    world.router(ksr).ksr_failure_trunk(None)
+    assert ksr.counted(Metric.TRUNK_FAILOVERS) == {"primary": 1}
+    assert ksr.counted(Metric.CALLS_FAILED) == {"external": 1}
+
+
+def test_a_callee_that_does_not_answer_is_no_trunk_failover(world: World):
+    ksr = FakeKSR()
+    ksr.vars.update({Var.TRUNKS_LEFT: "", Var.DIAL_USER: "+33145678901",
+                     Var.TRUNK_NOW: "1 primary (udp:127.0.0.2:5060)"})
+    ksr.failure_code = 486
+    world.router(ksr).ksr_failure_trunk(None)
+    assert ksr.counted(Metric.TRUNK_FAILOVERS) == {}
+
+
+def test_a_call_out_sets_the_post_dial_delay_start(world: World):
+    ksr = world.request(world.phone_invite("0145678901"))
+    assert ksr.relays and ksr.vars.get(Var.PDD_FROM, "").isdigit()
