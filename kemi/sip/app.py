@@ -30,6 +30,9 @@ from kemi.sip.trunks import Trunks
 from kemi.store import Connection, Directory, SchemaMismatch, StoreUnavailable
 from kemi.store.prepaid import PrepaidLedger
 
+UNREPLICATED_WARNING = ("a prepaid money change was not confirmed by a Redis replica within %d ms "
+                        "(REDIS_WAIT_TIMEOUT_MS); a failover now could lose it: check the replica (INFO replication)")
+
 
 class Router:
     def __init__(self, sip: Sip, settings: Settings, conn: Connection | None = None,
@@ -62,9 +65,7 @@ class Router:
     def redis_failed(self, kind: str) -> None:
         self.sip.count(Metric.REDIS_ERRORS, kind)
         if kind == metrics.UNREPLICATED:  # the call goes on (kemi.store.prepaid.Unreplicated says why)
-            self.sip.log("warn", f"call-id {self.sip.call_id}: a prepaid money change was not confirmed by a Redis "
-                                 f"replica within {self.settings.redis_wait_timeout_ms} ms (REDIS_WAIT_TIMEOUT_MS); "
-                                 f"a failover now could lose it: check the replica (INFO replication)")
+            self.sip.log("warn", f"call-id {self.sip.call_id}: {UNREPLICATED_WARNING % self.settings.redis_wait_timeout_ms}")
 
     def ready_ledger(self) -> PrepaidLedger:
         self.conn.ready()  # the schema check, as before every use of the store

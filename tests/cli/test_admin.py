@@ -50,10 +50,11 @@ def test_bad_file_changes_nothing_and_names_file_line_field(fresh, tmp_path):
     admin(fresh.url, "load", str(OFFICE))
     before = snapshot(fresh)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(OFFICE.read_text().replace('number: "2003"', 'number: "9003"'))
+    # (the operator moved off 2003 so that the one problem is the number)
+    bad.write_text(OFFICE.read_text().replace('number: "2003"', 'number: "9003"').replace('operator: "2003"', 'operator: "2001"'))
     proc = admin(fresh.url, "load", str(bad), check=False)
     assert proc.returncode == 2
-    assert f"{bad}:line 13: companies[0].extensions[2].number: '9003' is not an extension number 2XXX" in proc.stderr
+    assert f"{bad}:line 14: companies[0].extensions[2].number: '9003' is not an extension number 2XXX" in proc.stderr
     assert "nothing was changed" in proc.stderr
     assert snapshot(fresh) == before
 
@@ -62,7 +63,7 @@ def test_reload_removes_extensions_missing_from_the_file(fresh, tmp_path):
     admin(fresh.url, "load", str(OFFICE))
     smaller = tmp_path / "smaller.yaml"
     smaller.write_text(OFFICE.read_text().replace(
-        '      - {number: "2003", name: Chloe, password: chloe-secret-3}\n', ""))
+        '      - {number: "2003", name: Chloe, password: chloe-secret-3}\n', "").replace('operator: "2003"', 'operator: "2001"'))
     assert "removed 2003" in admin(fresh.url, "load", str(smaller)).stdout
     assert "2003" not in admin(fresh.url, "show", "acme").stdout
     assert fresh.client().get("{co:acme}:ext:2003") is None

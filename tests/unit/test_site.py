@@ -60,7 +60,8 @@ def test_the_location_version_is_the_schema_files(tmp_path):
 
 def test_kamailio_cfg_keeps_the_location_in_redis_only_when_asked_and_says_what_db_redis_needs():
     cfg = (ROOT / "kamailio.cfg").read_text()
-    block = cfg.split("#!ifdef LOCATION_IN_REDIS", 2)[2].split("#!endif", 1)[0]
+    block = next(part.split("#!endif", 1)[0] for part in cfg.split("#!ifdef LOCATION_IN_REDIS")[1:]
+                 if 'modparam("usrloc", "db_mode", 3)' in part.split("#!endif", 1)[0])
     assert 'modparam("usrloc", "db_mode", 3)' in block and 'modparam("usrloc", "db_url", LOCATION_DB_URL)' in block
     assert re.search(r'modparam\("db_redis", "keys", "location=entry:ruid&usrdom:username,domain&timer:partition,'
                      r'keepalive"\)', block)
