@@ -245,7 +245,7 @@ class DeployedProxy:
 
 
 def phones_of(office: dict, workdir: Path) -> tuple[Phone, Phone]:
-    company = office["companies"][0]
+    company = next(c for c in office["companies"] if c["id"] == "acme")
     exts = {e["number"]: e for e in company["extensions"]}
     return (Phone("2001", company["domain"], exts["2001"]["password"], "127.0.0.10", 5061),
             Phone("2002", company["domain"], exts["2002"]["password"], "127.0.0.11", 5062))
