@@ -795,7 +795,8 @@ def test_a_self_signed_certificate_is_refused_unless_allowed(tmp_path):
     prefix = tmp_path / "root"
     refuse = {"kamailio_tls_self_signed_allowed": False}
     proc = preflight(prefix=prefix, extra=refuse, work=tmp_path)
-    assert proc.returncode != 0 and "kamailio_tls_self_signed_allowed" in proc.stdout, proc.stdout[-3000:]
+    assert proc.returncode != 0 and f"ci-host has no TLS certificate at {prefix}/etc/cowork-proxy/tls/proxy-cert.pem" \
+        in proc.stdout and "kamailio_tls_self_signed_allowed: true" in proc.stdout, proc.stdout[-3000:]
     cert, key = certificate(tmp_path, "self.deploy.test")
     proc = preflight(prefix=prefix, extra={**refuse, "kamailio_tls_cert_pem": cert, "kamailio_tls_key_pem": key},
                      work=tmp_path)
