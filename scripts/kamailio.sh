@@ -105,6 +105,14 @@ case ${LOG_FORMAT:-plain} in
   plain) ;;
   *) echo "kamailio.sh: LOG_FORMAT=$LOG_FORMAT: expected plain or json" >&2; exit 2 ;;
 esac
+# A TLS domains file makes the certificate reloadable (kamcmd tls.reload; kamailio.cfg, tls).
+if [ -n "${TLS_CONFIG:-}" ]; then
+  if [ ! -r "$TLS_CONFIG" ]; then
+    echo "kamailio.sh: TLS_CONFIG=$TLS_CONFIG is not a readable file" >&2
+    exit 2
+  fi
+  defines+=(-A TLS_RELOADABLE)
+fi
 # Kamailio's default allocator (qm) is its debugging one: its free-list search was the largest single
 # C cost of a call (dialogs, transactions and variables live in shared memory; bench/PERF.md). TLSF
 # allocates in constant time, for shared (-x) and private (-X) memory alike.

@@ -33,4 +33,17 @@ if [ ! -x "$KEMI_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want
   "$KEMI_VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt"
   echo "$want" > "$stamp"
 fi
+# The current ansible-lint (ansible/requirements-lint.txt), in a venv of its own: tests/deploy lints with it.
+lint_venv="$ROOT/.lint-venv"
+want=$(sha256sum "$ROOT/ansible/requirements-lint.txt" | cut -d' ' -f1)
+if [ ! -x "$lint_venv/bin/ansible-lint" ] || [ "$(cat "$lint_venv/.requirements.sha" 2>/dev/null)" != "$want" ]; then
+  echo "setup: building $lint_venv"
+  /usr/bin/python3 -m venv "$lint_venv"
+  # without a network (a test run inside `unshare -n`) this fails: the lint test then says so and skips
+  if "$lint_venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/ansible/requirements-lint.txt"; then
+    echo "$want" > "$lint_venv/.requirements.sha"
+  else
+    echo "setup: WARNING: could not install ansible/requirements-lint.txt into $lint_venv" >&2
+  fi
+fi
 mkdir -p "$RUN_DIR"
