@@ -110,7 +110,6 @@ exec {redis_out}> >(tee "$redis_log")
 (cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.acl "$RUN_DIR/redis-$REDIS_PORT/users.acl") ||
   fail "cannot write the Redis ACL file $RUN_DIR/redis-$REDIS_PORT/users.acl"
 if [ "$REDIS_SITE" = 1 ]; then
-  export REDIS_SITE_ACL_FILE="$RUN_DIR/redis-$REDIS_PORT/users.acl"
   # a site's Redis (scripts/redis-site.sh): primary, replica, three Sentinels, HAProxy on
   # 127.0.0.1:$REDIS_PORT; money changes wait for the replica unless told otherwise
   export REDIS_WAIT_REPLICAS=${REDIS_WAIT_REPLICAS:-1}
@@ -140,6 +139,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 ours || fail "redis-server did not come up on 127.0.0.1:$REDIS_PORT" "$redis_log"
+fi
 fi
 
 cd "$ROOT"
