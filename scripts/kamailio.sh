@@ -63,13 +63,14 @@ export TOPOS_REDIS
 # The dialogs, with the call records and prepaid reservations they carry, live in a Redis database of
 # this proxy's own so that a restart keeps its calls (kamailio.cfg, dialog db_mode; kemi/store/dialog_db.py):
 # DIALOG_REDIS_URL when a deployment gives it (then a URL db_redis cannot use stops the start), else
-# REDIS_URL's server with the database DIALOG_REDIS_DB (15 by default), in memory only when db_redis
-# cannot reach that one (a warning says so).
+# the server of TOPOS_REDIS_URL (Redis's default user, as db_redis 5.6 logs in; else REDIS_URL) with the
+# database DIALOG_REDIS_DB (15 by default), in memory only when db_redis cannot reach that one (a warning says so).
 if [ -n "${DIALOG_REDIS_URL:-}" ]; then
   dialog_db=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.dialog_db --required "$DIALOG_REDIS_URL") ||
     exit 2
 else
-  dialog_db=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.dialog_db "${REDIS_URL:-redis://127.0.0.1:6379/0}" \
+  dialog_db=$(cd "$ROOT" && "$KEMI_VENV/bin/python" -m kemi.store.dialog_db \
+    "${TOPOS_REDIS_URL:-${REDIS_URL:-redis://127.0.0.1:6379/0}}" \
     "${DIALOG_REDIS_DB:-15}") || exit 2
 fi
 read -r DIALOG_DB_MODE DIALOG_DB_URL <<<"$dialog_db"

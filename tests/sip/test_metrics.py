@@ -325,6 +325,8 @@ def scraping(proxy, redis_server, workdir):
     account = Account(redis_server, SIP_DB)
     account.reset(300)  # an active Prepaid Account under the low-balance mark (5.00)
     admin(proxy.redis_url, "metrics", "--textfile", str(run / "textfile" / "cowork.prom"), "--cert", proxy.tls_cert)
+    # the ledger's reconciliation, as the Ansible cron writes it beside (ledger.rules.yml reads it)
+    admin(proxy.redis_url, "prepaid", "audit", "--quiet", "--textfile", str(run / "textfile" / "cowork-prepaid-audit.prom"))
     admin(proxy.redis_url, "prepaid", "deactivate", "initech")
     logs = open(run / "services.log", "wb")
     started = [
@@ -387,7 +389,10 @@ def test_the_monitoring_scrapes_everything_its_rules_and_dashboard_read_and_an_a
         scraped = set(json.load(answer)["data"])
     recorded = {r["record"] for r in rules() if "record" in r}
     wanted = {n for r in rules() for n in series_names(r["expr"])} | {n for e in dashboard_exprs() for n in series_names(e)}
-    assert wanted - scraped - recorded == set(), sorted(wanted - scraped - recorded)
+    # exported by Redis only on a site with a replica (scripts/redis-site.sh; tests/unit/test_monitoring.py
+    # fires the rule that reads it on its real name)
+    replica_only = {"redis_connected_slave_lag_seconds"}
+    assert wanted - scraped - recorded - replica_only == set(), sorted(wanted - scraped - recorded)
 
 
 def test_rtpengine_s_relay_serves_its_metrics_and_nothing_else(proxy, workdir):
